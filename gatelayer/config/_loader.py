@@ -1,0 +1,326 @@
+"""
+Turn C{gate.ini} text into a validated L{GateConfig}, reporting every problem.
+"""
+
+import configparser
+import os
+import os.path
+
+from gatelayer.config import values as v
+from gatelayer.config._errors import ConfigError
+from gatelayer.config.filtertypes import FILTER_TYPES, settings_parser
+from gatelayer.config.model import (
+    FilterSpec, GateConfig, GatewaySpec, HealthSpec, ListenerSpec, RouteSpec,
+    ServerSpec, TlsSpec, UpstreamSpec,
+)
+from gatelayer.config.reader import SectionReader
+
+BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
+RETRY_ON = ("connect_error", "timeout", "502", "503", "504")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+KINDS = ("gateway", "listener", "tls", "upstream", "route", "filter")
+
+
+def load_config(path):
+    """
+    Read and validate the configuration file at C{path}.
+
+    @raise ConfigError: listing every problem, each naming file, section and key.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the configuration: {e.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: is not UTF-8 text"]) from None
+    return parse_config_text(text, path)
+
+
+def parse_config_text(text, path="gate.ini", cpu_count=None):
+    """
+    Validate configuration C{text}; relative paths in it are taken relative to
+    the directory of C{path}.
+    """
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), strict=True,
+        default_section="\0no-defaults",
+    )
+    parser.optionxform = str.lower
+    try:
+        parser.read_string(text, source=path)
+    except configparser.Error as e:
+        raise ConfigError([f"{path}: {e.message if hasattr(e, 'message') else e}".replace("\n", " ")]) from None
+
+    problems = []
+    base_dir = os.path.dirname(os.path.abspath(path))
+    readers = {}
+    for section in parser.sections():
+        kind, sep, name = section.partition(":")
+        if kind not in KINDS or (kind == "gateway") == bool(sep) or (sep and not name.strip()):
+            problems.append(
+                f"{path} [{section}]: is not a known section "
+                "(use [gateway], [listener:NAME], [tls:NAME], [upstream:NAME], [route:NAME], [filter:NAME])")
+            continue
+        readers[section] = SectionReader(path, section, parser.items(section), problems, base_dir)
+
+    def of_kind(kind):
+        return [r for s, r in readers.items() if s.partition(":")[0] == kind]
+
+    gateway_reader = readers.get("gateway") or SectionReader(path, "gateway", {}, problems, base_dir)
+    gateway = _gateway(gateway_reader, cpu_count)
+    tls = {r.name: _tls(r) for r in of_kind("tls")}
+    listeners = tuple(_listener(r) for r in of_kind("listener"))
+    upstreams = {r.name: _upstream(r) for r in of_kind("upstream")}
+    filters = {r.name: _filter(r) for r in of_kind("filter")}
+    routes = tuple(_route(r) for r in of_kind("route"))
+    for reader in [gateway_reader, *readers.values()]:
+        reader.finish()
+
+    if not listeners:
+        problems.append(f"{path}: no [listener:NAME] section: the gateway would accept nothing")
+    for listener in listeners:
+        if listener.tls is not None and listener.tls not in tls:
+            problems.append(f"{path} [listener:{listener.name}] tls: no section [tls:{listener.tls}]")
+    if not routes:
+        problems.append(f"{path}: no [route:NAME] section: every request would get 404")
+    for route in routes:
+        if route.upstream is not None and route.upstream not in upstreams:
+            problems.append(f"{path} [route:{route.name}] upstream: no section [upstream:{route.upstream}]")
+        for name in route.filters:
+            if name not in filters:
+                problems.append(f"{path} [route:{route.name}] filters: no section [filter:{name}]")
+    seen = {}
+    for route in routes:
+        key = (route.host, route.path, route.methods)
+        if key in seen:
+            problems.append(
+                f"{path} [route:{route.name}]: matches exactly what [route:{seen[key]}] matches "
+                "(same host, path and methods)")
+        seen[key] = route.name
+    if problems:
+        raise ConfigError(problems)
+    return GateConfig(
+        path=path, gateway=gateway, listeners=listeners, tls=tls,
+        upstreams=upstreams, routes=routes, filters=filters,
+    )
+
+
+def _gateway(r, cpu_count):
+    workers = r.get("workers", lambda t: v.parse_int(t, 1, 256), None)
+    if workers is None:
+        workers = cpu_count or os.cpu_count() or 1
+    admin = r.get("admin", v.parse_hostport, None)
+    proxies = r.get("trusted_proxies", lambda t: tuple(v.parse_network(x) for x in v.parse_list(t)), ())
+    return GatewaySpec(
+        workers=workers,
+        drain_timeout=r.get("drain_timeout", v.parse_duration, 10.0),
+        admin=admin,
+        max_body_size=r.get("max_body_size", v.parse_size, 10 * 1024 * 1024),
+        header_timeout=r.get("header_timeout", v.parse_duration, 10.0),
+        idle_timeout=r.get("idle_timeout", v.parse_duration, 60.0),
+        trusted_proxies=proxies or (),
+        access_log=r.get("access_log", None, None),
+        server_header=r.get("server_header", None, None),
+    )
+
+
+def _listener(r):
+    def binds(text):
+        return tuple(v.parse_hostport(item, allow_port_zero=True) for item in v.parse_list(text))
+    return ListenerSpec(
+        name=r.name,
+        binds=r.get("bind", binds) or (),
+        tls=r.get("tls", None, None),
+        redirect_https=r.get("redirect_https", v.parse_port, None),
+    )
+
+
+def _tls(r):
+    certificates = r.get("certificates", v.parse_list)
+    resolved = tuple(
+        os.path.normpath(os.path.join(r.base_dir, os.path.expanduser(c))) for c in certificates or ())
+    for p in resolved:
+        if not os.path.exists(p):
+            r.error("certificates", "does not exist", p)
+    default = r.path("default", None)
+    if default is not None and not os.path.isfile(default):
+        r.error("default", "is not a file", default)
+    ca = r.get("ciphers", None, None)
+    return TlsSpec(
+        name=r.name,
+        certificates=resolved,
+        default=default,
+        strict_sni=r.get("strict_sni", v.parse_bool, False),
+        min_version=r.get("min_version", _tls_version, "TLSv1.2") or "TLSv1.2",
+        ciphers=ca,
+        hsts=r.get("hsts", None, None),
+    )
+
+
+def _tls_version(text):
+    for version in TLS_VERSIONS:
+        if text.lower() == version.lower():
+            return version
+    raise ValueError("is not a supported TLS version (TLSv1.2 or TLSv1.3; older ones are never offered)")
+
+
+def parse_server(text):
+    """
+    Parse one server of an upstream: C{host:port [weight=N] [backup] [down]}.
+    """
+    words = text.split()
+    if not words:
+        raise ValueError("is an empty server")
+    host, port = v.parse_hostport(words[0])
+    weight, backup, down = 1, False, False
+    for word in words[1:]:
+        if word.startswith("weight="):
+            weight = v.parse_int(word[len("weight="):], 1, 1000)
+        elif word == "backup":
+            backup = True
+        elif word == "down":
+            down = True
+        else:
+            raise ValueError(f"has an unknown option {word!r} (use weight=N, backup, down)")
+    return ServerSpec(host=host, port=port, weight=weight, backup=backup, down=down)
+
+
+def _servers(text):
+    servers = []
+    for item in v.parse_list(text):
+        try:
+            servers.append(parse_server(item))
+        except ValueError as e:
+            raise ValueError(f"has {item!r}, which {e}") from None
+    servers = tuple(servers)
+    if not servers:
+        raise ValueError("lists no server")
+    return servers
+
+
+def _upstream(r):
+    health = None
+    path = r.get("health_check", None, None)
+    interval = r.get("health_interval", v.parse_duration, 2.0)
+    timeout = r.get("health_timeout", v.parse_duration, 1.0)
+    rise = r.get("health_rise", lambda t: v.parse_int(t, 1, 100), 2)
+    fall = r.get("health_fall", lambda t: v.parse_int(t, 1, 100), 3)
+    status = r.get("health_status", v.parse_status_range, frozenset(range(200, 400)))
+    host = r.get("health_host", None, None)
+    if path is not None:
+        if not path.startswith("/"):
+            r.error("health_check", "must be a path starting with /", path)
+        health = HealthSpec(path=path, host=host, interval=interval or 2.0, timeout=timeout or 1.0,
+                            rise=rise or 2, fall=fall or 3, status=status or frozenset(range(200, 400)))
+
+    def retry_on(text):
+        items = tuple(x.lower() for x in v.parse_list(text))
+        for item in items:
+            if item not in RETRY_ON:
+                raise ValueError(f"has {item!r}, not one of " + ", ".join(RETRY_ON))
+        return frozenset(items)
+
+    tls = r.get("tls", v.parse_bool, False)
+    ca = r.path("ca", None)
+    cert = r.path("client_certificate", None)
+    for key, p in (("ca", ca), ("client_certificate", cert)):
+        if p is not None and not os.path.isfile(p):
+            r.error(key, "is not a file", p)
+    spec = UpstreamSpec(
+        name=r.name,
+        servers=r.get("servers", _servers) or (),
+        balance=r.choice("balance", BALANCERS, "round_robin") or "round_robin",
+        connect_timeout=r.get("connect_timeout", v.parse_duration, 1.0),
+        read_timeout=r.get("read_timeout", v.parse_duration, 30.0),
+        health=health,
+        max_fails=r.get("max_fails", lambda t: v.parse_int(t, 0, 10000), 3),
+        fail_timeout=r.get("fail_timeout", v.parse_duration, 10.0),
+        retries=r.get("retries", lambda t: v.parse_int(t, 0, 10), 1),
+        retry_on=r.get("retry_on", retry_on, frozenset({"connect_error", "timeout"})),
+        max_connections=r.get("max_connections", lambda t: v.parse_int(t, 1, 1000000), 1000),
+        max_pending=r.get("max_pending", lambda t: v.parse_int(t, 0, 1000000), 100),
+        keepalive=r.get("keepalive", lambda t: v.parse_int(t, 0, 100000), 32),
+        keepalive_timeout=r.get("keepalive_timeout", v.parse_duration, 60.0),
+        tls=tls,
+        ca=ca,
+        verify=r.get("verify", v.parse_bool, True),
+        server_name=r.get("server_name", None, None),
+        client_certificate=cert,
+    )
+    if not tls:
+        for key in ("ca", "server_name", "client_certificate", "verify"):
+            if r.has(key):
+                r.error(key, "only applies with tls = yes")
+    return spec
+
+
+def _route(r):
+    path = r.get("path", None, "/")
+    if path is not None and not path.startswith("/"):
+        r.error("path", "must start with /", path)
+
+    def methods(text):
+        items = frozenset(m.upper() for m in v.parse_list(text))
+        for m in items:
+            if m not in METHODS:
+                raise ValueError(f"has {m!r}, not an HTTP method")
+        return items
+
+    def respond(text):
+        status_text, _, body = text.partition(" ")
+        status = v.parse_int(status_text, 100, 599)
+        return status, body.strip().encode("utf-8")
+
+    host = r.get("host", _host_pattern, None)
+    responded = r.get("respond", respond, None)
+    static = r.path("static", None)
+    upstream = r.get("upstream", None, None)
+    terminals = [k for k in ("respond", "static", "upstream") if r.has(k)]
+    if not terminals:
+        r.error(None, "needs one of respond, static or upstream")
+    elif len(terminals) > 1:
+        r.error(None, "has " + " and ".join(terminals) + ": a route has exactly one of respond, static, upstream")
+    if static is not None and not os.path.isdir(static):
+        r.error("static", "is not a directory", static)
+    strip = r.get("strip_prefix", None, None)
+    if strip is not None and (not strip.startswith("/") or (path and not path.startswith(strip))):
+        r.error("strip_prefix", "must be a prefix of path", strip)
+    return RouteSpec(
+        name=r.name,
+        path=path or "/",
+        host=host,
+        methods=r.get("methods", methods, None),
+        respond_status=responded[0] if responded else None,
+        respond_body=responded[1] if responded else None,
+        static=static,
+        upstream=upstream,
+        strip_prefix=strip,
+        preserve_host=r.get("preserve_host", v.parse_bool, True),
+        max_body_size=r.get("max_body_size", v.parse_size, None),
+        filters=r.get("filters", v.parse_list, ()) or (),
+        retry_non_idempotent=r.get("retry_non_idempotent", v.parse_bool, False),
+    )
+
+
+def _host_pattern(text):
+    host = text.strip().lower()
+    name = host[2:] if host.startswith("*.") else host
+    if not name or not all(part and all(c.isalnum() or c == "-" for c in part) for part in name.split(".")):
+        raise ValueError("is not a host name or *.domain pattern")
+    return host
+
+
+def _filter(r):
+    filter_type = r.get("type", None)
+    settings = None
+    if filter_type is not None:
+        parse = settings_parser(filter_type)
+        if parse is None:
+            r.error("type", "is not a filter type (" + ", ".join(sorted(FILTER_TYPES)) + ")", filter_type)
+            for key in list(r._items):
+                r.raw(key)
+        else:
+            settings = parse(r)
+    return FilterSpec(name=r.name, type=filter_type, settings=settings)

@@ -1,0 +1,174 @@
+"""
+The configuration model: frozen, slotted attrs classes built once from
+C{gate.ini}. A reload builds a new L{GateConfig}; nothing mutates one.
+"""
+
+from attrs import field, frozen
+
+
+@frozen
+class GatewaySpec:
+    """
+    The C{[gateway]} section: process-wide settings.
+    """
+
+    workers: int
+    drain_timeout: float = 10.0
+    admin: tuple = None
+    max_body_size: int = 10 * 1024 * 1024
+    header_timeout: float = 10.0
+    idle_timeout: float = 60.0
+    trusted_proxies: tuple = ()
+    access_log: str = None
+    server_header: str = None
+
+
+@frozen
+class ListenerSpec:
+    """
+    A C{[listener:NAME]} section: addresses to accept on, and TLS if any.
+    """
+
+    name: str
+    binds: tuple
+    tls: str = None
+    redirect_https: int = None
+
+
+@frozen
+class TlsSpec:
+    """
+    A C{[tls:NAME]} section: where certificates come from and the policy.
+    """
+
+    name: str
+    certificates: tuple
+    default: str = None
+    strict_sni: bool = False
+    min_version: str = "TLSv1.2"
+    ciphers: str = None
+    hsts: str = None
+
+
+@frozen
+class ServerSpec:
+    """
+    One server of an upstream: C{10.0.0.1:80 weight=3 backup}.
+    """
+
+    host: str
+    port: int
+    weight: int = 1
+    backup: bool = False
+    down: bool = False
+
+    @property
+    def address(self):
+        """
+        C{host:port}, the name servers are known by in logs and /status.
+        """
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@frozen
+class HealthSpec:
+    """
+    Active health checking of an upstream's servers (run by the master).
+    """
+
+    path: str
+    host: str = None
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2
+    fall: int = 3
+    status: frozenset = frozenset(range(200, 400))
+
+
+@frozen
+class UpstreamSpec:
+    """
+    An C{[upstream:NAME]} section: servers, balancing, timeouts, health and
+    upstream TLS.
+    """
+
+    name: str
+    servers: tuple
+    balance: str = "round_robin"
+    connect_timeout: float = 1.0
+    read_timeout: float = 30.0
+    health: HealthSpec = None
+    max_fails: int = 3
+    fail_timeout: float = 10.0
+    retries: int = 1
+    retry_on: frozenset = frozenset({"connect_error", "timeout"})
+    max_connections: int = 1000
+    max_pending: int = 100
+    keepalive: int = 32
+    keepalive_timeout: float = 60.0
+    tls: bool = False
+    ca: str = None
+    verify: bool = True
+    server_name: str = None
+    client_certificate: str = None
+
+
+@frozen
+class RouteSpec:
+    """
+    A C{[route:NAME]} section: what it matches and its terminal (a direct
+    response, static files or an upstream), with its filters.
+    """
+
+    name: str
+    path: str
+    host: str = None
+    methods: frozenset = None
+    respond_status: int = None
+    respond_body: bytes = None
+    static: str = None
+    upstream: str = None
+    strip_prefix: str = None
+    preserve_host: bool = True
+    max_body_size: int = None
+    filters: tuple = ()
+    retry_non_idempotent: bool = False
+
+    @property
+    def terminal(self):
+        """
+        C{"respond"}, C{"static"} or C{"upstream"}.
+        """
+        if self.upstream is not None:
+            return "upstream"
+        if self.static is not None:
+            return "static"
+        return "respond"
+
+
+@frozen
+class FilterSpec:
+    """
+    A C{[filter:NAME]} section: its type and the type's own parsed settings.
+    """
+
+    name: str
+    type: str
+    settings: object = None
+
+
+@frozen
+class GateConfig:
+    """
+    A whole, validated configuration.
+    """
+
+    path: str
+    gateway: GatewaySpec
+    listeners: tuple = ()
+    tls: dict = field(factory=dict)
+    upstreams: dict = field(factory=dict)
+    routes: tuple = ()
+    filters: dict = field(factory=dict)

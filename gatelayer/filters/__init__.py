@@ -1,0 +1,43 @@
+"""
+Filters: one module per filter type, each exposing C{build_filter(spec, services)}.
+
+C{spec} is the L{gatelayer.config.model.FilterSpec} (its C{settings} is what the
+type's config parser returned); C{services} is a L{FilterServices} giving the
+worker's reactor, its control connection to the master and the config. The
+module is imported only when a config uses its type.
+"""
+
+import importlib
+
+from attrs import frozen
+
+FILTER_MODULES = {
+    "rate_limit": "gatelayer.filters.ratelimit",
+    "jwt": "gatelayer.filters.jwt",
+    "api_key": "gatelayer.filters.apikey",
+}
+
+
+@frozen
+class FilterServices:
+    """
+    What a worker offers the filters it builds.
+
+    @ivar reactor: the worker's reactor (IReactorTime, IReactorTCP, ...).
+    @ivar master: the worker's L{gatelayer.process.control.ControlProtocol}
+        to the master (C{callRemote}), or L{None} when running without a
+        master (single-process tests).
+    @ivar config: the whole L{gatelayer.config.model.GateConfig}.
+    """
+
+    reactor: object
+    master: object
+    config: object
+
+
+def build_filter(spec, services):
+    """
+    Build the runtime filter (an L{gatelayer.chain.IFilter}) for C{spec}.
+    """
+    module = importlib.import_module(FILTER_MODULES[spec.type])
+    return module.build_filter(spec, services)

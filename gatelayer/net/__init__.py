@@ -1,0 +1,3 @@
+"""
+Network helpers with no I/O: client address resolution through trusted proxies.
+"""

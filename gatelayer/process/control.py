@@ -1,0 +1,85 @@
+"""
+The AMP control channel between the master and each worker.
+
+Both ends use L{ControlProtocol}: an AMP protocol to which subsystems register
+responders for their own commands (the TLS store registers certificate reload
+on the worker side, the embedded rate-limit store registers its take command
+on the master side, ...). Commands are defined next to the subsystem they
+belong to; this module only defines the process-level ones.
+"""
+
+from twisted.protocols import amp
+
+
+class Heartbeat(amp.Command):
+    """
+    Worker -> master: the worker is alive; carries its counters.
+    """
+
+    arguments = [
+        (b"pid", amp.Integer()),
+        (b"connections", amp.Integer()),
+        (b"requests", amp.Integer()),
+        (b"active", amp.Integer()),
+    ]
+    response = []
+    requiresAnswer = False
+
+
+class Drain(amp.Command):
+    """
+    Master -> worker: stop accepting, finish in-flight requests within
+    C{timeout} seconds, then exit.
+    """
+
+    arguments = [(b"timeout", amp.Float())]
+    response = []
+
+
+class ControlProtocol(amp.AMP):
+    """
+    An AMP connection whose responders are registered at run time.
+
+    @ivar connection_lost: called with the reason when the pipe closes (a
+        worker uses it to exit when its master is gone).
+    """
+
+    def __init__(self, connection_lost=None):
+        super().__init__()
+        self._registered = {}
+        self._on_lost = connection_lost
+        self.connected = False
+
+    def register(self, command, responder):
+        """
+        Answer C{command} (an L{amp.Command} subclass) with C{responder}, a
+        function taking the command's arguments as keywords and returning the
+        response dict (or a Deferred of it).
+        """
+        self._registered[command.commandName] = (command, responder)
+
+    def locateResponder(self, name):
+        """
+        Prefer registered responders over C{@Command.responder} methods.
+        """
+        entry = self._registered.get(name)
+        if entry is None:
+            return super().locateResponder(name)
+        command, responder = entry
+        return self._wrapWithSerialization(responder, command)
+
+    def connectionMade(self):
+        """
+        Note that the channel is up.
+        """
+        self.connected = True
+        super().connectionMade()
+
+    def connectionLost(self, reason):
+        """
+        Tell the owner the other end is gone.
+        """
+        self.connected = False
+        super().connectionLost(reason)
+        if self._on_lost is not None:
+            self._on_lost(reason)

@@ -1,0 +1,3 @@
+"""
+Authentication helpers shared by the jwt and api_key filters.
+"""

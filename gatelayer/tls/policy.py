@@ -1,0 +1,129 @@
+"""
+The TLS policy of the gateway's listeners: protocol versions, ciphers, ALPN
+and session settings, applied the same way to every OpenSSL context built
+for a C{[tls:NAME]} section.
+
+Older protocols than TLS 1.2 are never offered, whatever the configuration
+says; the only choice is whether TLS 1.2 is still accepted.
+"""
+
+import hashlib
+
+from OpenSSL import SSL
+
+__all__ = [
+    "PolicyError",
+    "MODERN_CIPHERS",
+    "ALPN_PROTOCOLS",
+    "minimum_version",
+    "server_context",
+    "check_policy",
+    "hsts_header",
+]
+
+#: TLS 1.2 suites offered by default: forward secret and AEAD only (GCM and
+#: ChaCha20-Poly1305). TLS 1.3 suites are all AEAD and keep OpenSSL's list.
+MODERN_CIPHERS = ":".join([
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+])
+
+#: What the listeners speak over TLS; gatelayer serves HTTP/1.1.
+ALPN_PROTOCOLS = (b"http/1.1",)
+
+_VERSIONS = {
+    "TLSv1.2": SSL.TLS1_2_VERSION,
+    "TLSv1.3": SSL.TLS1_3_VERSION,
+}
+
+# Options every server context gets: no TLS compression (CRIME), our cipher
+# order rather than the client's, no renegotiation (a DoS lever), and fresh
+# ECDH keys per handshake.
+_OPTIONS = SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_SINGLE_ECDH_USE
+_OPTIONS |= getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+
+
+class PolicyError(ValueError):
+    """
+    A C{[tls:NAME]} policy setting OpenSSL cannot apply (an unknown version,
+    a cipher string that selects nothing). The message names the section
+    and key.
+    """
+
+
+def minimum_version(spec):
+    """
+    The OpenSSL protocol version constant for C{spec.min_version}.
+
+    @raise PolicyError: for anything but C{TLSv1.2} or C{TLSv1.3}.
+    """
+    version = spec.min_version or "TLSv1.2"
+    try:
+        return _VERSIONS[version]
+    except KeyError:
+        raise PolicyError(
+            f"[tls:{spec.name}] min_version: {version!r} is not supported "
+            "(TLSv1.2 or TLSv1.3; older ones are never offered)") from None
+
+
+def _select_alpn(connection, offered):
+    for protocol in ALPN_PROTOCOLS:
+        if protocol in offered:
+            return protocol
+    # A client offering only h2 (say) still gets a connection; it simply has
+    # no ALPN result and speaks HTTP/1.1 or gives up.
+    return SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def session_id_for(spec):
+    """
+    The session id context of a C{[tls:NAME]} section: the same for all its
+    contexts, so a session resumes whichever certificate context served it.
+    """
+    return hashlib.sha256(f"gatelayer tls:{spec.name}".encode()).digest()[:32]
+
+
+def server_context(spec):
+    """
+    A new server L{SSL.Context} with the policy of C{spec} (versions, ciphers,
+    ALPN, session cache) and no certificate yet.
+
+    @raise PolicyError: when C{spec.ciphers} selects no cipher.
+    """
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_options(_OPTIONS)
+    context.set_min_proto_version(minimum_version(spec))
+    ciphers = spec.ciphers or MODERN_CIPHERS
+    try:
+        context.set_cipher_list(ciphers.encode("ascii"))
+    except (SSL.Error, UnicodeEncodeError):
+        raise PolicyError(
+            f"[tls:{spec.name}] ciphers: {ciphers!r} selects no cipher OpenSSL knows") from None
+    context.set_alpn_select_callback(_select_alpn)
+    context.set_session_id(session_id_for(spec))
+    context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+    context.set_timeout(300)
+    return context
+
+
+def check_policy(spec):
+    """
+    Build one context for C{spec} and drop it: a configuration check that
+    raises L{PolicyError} with the section and key at load time rather than
+    on the first handshake.
+    """
+    server_context(spec)
+
+
+def hsts_header(spec):
+    """
+    The C{Strict-Transport-Security} header value (bytes) responses on a
+    listener of C{spec} carry, or L{None} when C{hsts} is not set.
+    """
+    if not spec.hsts:
+        return None
+    return spec.hsts.encode("ascii")

@@ -1,0 +1,322 @@
+"""
+What one worker knows about one upstream's servers: which are usable, how
+busy each is, and which to use next.
+
+A server is usable when it is not marked C{down} in C{gate.ini}, the master's
+active health checks last said it is healthy, and this worker has not
+passively ejected it after repeated connection errors or timeouts. Backup
+servers are used only when no primary server is usable. Everything here is
+driven by the caller (the proxy terminal and the control channel); time is
+read from an injected clock and ejections expire lazily, so no timers run.
+"""
+
+from collections import deque
+
+from twisted.logger import Logger
+
+from gatelayer.upstream.balancers import balancer_for
+
+__all__ = ["UpstreamState", "FAILURE_KINDS", "IDEMPOTENT_METHODS", "may_retry_method"]
+
+_log = Logger(namespace="gatelayer.upstream")
+
+FAILURE_KINDS = frozenset({"connect_error", "timeout", "invalid_response", "502", "503", "504"})
+"""
+The kinds of failure L{UpstreamState.report_failure} understands:
+C{connect_error} (refused, unreachable, reset before a response started),
+C{timeout} (connect or read), C{invalid_response} (the server answered
+something that is not HTTP), or the status codes C{502}, C{503}, C{504}.
+"""
+
+_ALWAYS_COUNTED = frozenset({"connect_error", "timeout", "invalid_response"})
+
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+"""
+Methods RFC 9110 calls idempotent: a request with one of them may be sent to
+another server after a failure.
+"""
+
+
+def may_retry_method(method, route):
+    """
+    Whether a request with C{method} (bytes) on C{route} (a
+    L{gatelayer.config.model.RouteSpec}) may ever be retried: idempotent
+    methods always, others (POST, PATCH) only with C{retry_non_idempotent}.
+    """
+    return method in IDEMPOTENT_METHODS or bool(getattr(route, "retry_non_idempotent", False))
+
+
+class _ServerState:
+    """
+    Mutable bookkeeping for one server (private: read it through
+    L{UpstreamState.snapshot}).
+    """
+
+    __slots__ = ("server", "healthy", "ejected_until", "probation", "recent_failures",
+                 "active", "requests", "failures", "ejections")
+
+    def __init__(self, server):
+        self.server = server
+        self.healthy = True
+        self.ejected_until = None
+        self.probation = False
+        self.recent_failures = deque()
+        self.active = 0
+        self.requests = 0
+        self.failures = 0
+        self.ejections = 0
+
+
+class UpstreamState:
+    """
+    One upstream's servers as seen by one worker, and the balancer choosing
+    among them.
+
+    @param spec: the L{gatelayer.config.model.UpstreamSpec}.
+    @param clock: an L{twisted.internet.interfaces.IReactorTime}, read for
+        passive ejection.
+    @param balancer: an L{gatelayer.upstream.balancers.IBalancer}; by default
+        the one C{spec.balance} names.
+    """
+
+    def __init__(self, spec, clock, balancer=None):
+        self.spec = spec
+        self._clock = clock
+        self.balancer = balancer if balancer is not None else balancer_for(spec.balance)
+        self._servers = {}
+        for server in spec.servers:
+            self._servers.setdefault(server.address, _ServerState(server))
+        self._primaries = [s for s in self._servers.values() if not s.server.backup and not s.server.down]
+        self._backups = [s for s in self._servers.values() if s.server.backup and not s.server.down]
+        # With a single server there is nowhere else to send a request, so
+        # ejecting it would only turn slow failures into 503s (as nginx).
+        self._passive = spec.max_fails > 0 and len(self._servers) > 1
+
+    # -- choosing ---------------------------------------------------------
+
+    def pick(self, client_ip, exclude=()):
+        """
+        The server the next request (or retry) should go to, or L{None} when
+        no server is usable, in which case the caller answers 503 at once.
+
+        @param client_ip: the client address string (used by C{ip_hash}).
+        @param exclude: servers (or their addresses) this request has already
+            tried; a retry goes elsewhere. When every usable primary has been
+            tried, a usable backup is chosen.
+        """
+        now = self._clock.seconds()
+        if exclude:
+            skip = {getattr(s, "address", s) for s in exclude}
+        else:
+            skip = ()
+        candidates = self._usable(self._primaries, now, skip)
+        if not candidates:
+            candidates = self._usable(self._backups, now, skip)
+            if not candidates:
+                return None
+        if len(candidates) > 1:
+            limit = self.spec.max_connections
+            below = [s for s in candidates if self._servers[s.address].active < limit]
+            # All full: pick anyway and let the connection pool queue it.
+            if below:
+                candidates = below
+            if len(candidates) == 1:
+                return candidates[0]
+            return self.balancer.pick(candidates, client_ip, self.active)
+        return candidates[0]
+
+    def _usable(self, states, now, skip):
+        usable = []
+        for state in states:
+            if not state.healthy:
+                continue
+            if state.ejected_until is not None:
+                if now < state.ejected_until:
+                    continue
+                self._readmit(state)
+            if state.server.address in skip:
+                continue
+            usable.append(state.server)
+        return usable
+
+    def _readmit(self, state):
+        state.ejected_until = None
+        state.probation = True
+        _log.info(
+            "upstream {upstream} server {address} back in rotation after its ejection "
+            "(on probation: one more failure ejects it again)",
+            upstream=self.spec.name, address=state.server.address, event="readmitted")
+
+    def active(self, server):
+        """
+        The number of requests in progress on C{server} in this worker.
+        """
+        return self._servers[server.address].active
+
+    # -- request accounting ----------------------------------------------
+
+    def request_started(self, server):
+        """
+        Note that a request (or a retry) is being sent to C{server}.
+        """
+        state = self._servers[server.address]
+        state.active += 1
+        state.requests += 1
+
+    def request_finished(self, server):
+        """
+        Note that a request to C{server} is over, however it ended. Call it
+        exactly once per L{request_started}.
+        """
+        state = self._servers[server.address]
+        if state.active > 0:
+            state.active -= 1
+
+    def report_success(self, server):
+        """
+        C{server} answered (with a status that does not count as a failure);
+        a server on probation after an ejection is trusted again.
+        """
+        state = self._servers[server.address]
+        state.probation = False
+
+    def report_failure(self, server, kind):
+        """
+        A request to C{server} failed with C{kind} (one of L{FAILURE_KINDS}).
+
+        Connection errors, timeouts and invalid responses always count;
+        C{502}/C{503}/C{504} count only when the upstream's C{retry_on} lists
+        them. C{max_fails} counted failures within C{fail_timeout} seconds
+        eject the server for C{fail_timeout} seconds; a failure right after an
+        ejection ended ejects it again at once.
+
+        @return: whether the failure was counted.
+        @raise ValueError: for a C{kind} outside L{FAILURE_KINDS}.
+        """
+        if kind not in FAILURE_KINDS:
+            raise ValueError(f"unknown upstream failure kind {kind!r}")
+        if kind not in _ALWAYS_COUNTED and kind not in self.spec.retry_on:
+            return False
+        state = self._servers[server.address]
+        state.failures += 1
+        if not self._passive:
+            return True
+        now = self._clock.seconds()
+        if state.ejected_until is not None:
+            if now < state.ejected_until:
+                # A request sent before the ejection failing late: already counted.
+                return True
+            self._readmit(state)
+        window = state.recent_failures
+        window.append(now)
+        horizon = now - self.spec.fail_timeout
+        while window and window[0] <= horizon:
+            window.popleft()
+        if state.probation or len(window) >= self.spec.max_fails:
+            self._eject(state, now, len(window), kind)
+        return True
+
+    def _eject(self, state, now, count, kind):
+        state.ejected_until = now + self.spec.fail_timeout
+        state.recent_failures.clear()
+        state.ejections += 1
+        was_probation, state.probation = state.probation, False
+        _log.warn(
+            "upstream {upstream} server {address} ejected for {seconds}s "
+            "after {count} failure(s) within {seconds}s, the last one {kind}",
+            upstream=self.spec.name, address=state.server.address, seconds=self.spec.fail_timeout,
+            count=count, kind=kind, probation=was_probation, event="ejected")
+
+    def should_retry(self, kind, attempts=1):
+        """
+        Whether a request that failed with C{kind} after being sent
+        C{attempts} times may be sent once more (to another server), per the
+        upstream's C{retries} and C{retry_on}. The caller still checks that
+        no response byte reached the client and L{may_retry_method}.
+        """
+        return attempts <= self.spec.retries and kind in self.spec.retry_on
+
+    # -- health from the master -------------------------------------------
+
+    def set_healthy(self, address, healthy):
+        """
+        Record the master's active health check verdict for the server at
+        C{address}.
+
+        @return: whether C{address} is a server of this upstream.
+        """
+        state = self._servers.get(address)
+        if state is None:
+            return False
+        healthy = bool(healthy)
+        if state.healthy != healthy:
+            state.healthy = healthy
+            _log.debug(
+                "upstream {upstream} server {address} is now {verdict} (active health check)",
+                upstream=self.spec.name, address=address,
+                verdict="healthy" if healthy else "unhealthy", healthy=healthy, event="health")
+        return True
+
+    def adopt(self, previous):
+        """
+        Carry health verdicts, ejections and counters over from C{previous},
+        the state of the same upstream under the configuration being
+        replaced, for every server both have.
+        """
+        for address, state in self._servers.items():
+            old = previous._servers.get(address)
+            if old is None:
+                continue
+            state.healthy = old.healthy
+            state.ejected_until = old.ejected_until
+            state.probation = old.probation
+            state.recent_failures = deque(old.recent_failures)
+            state.active = old.active
+            state.requests = old.requests
+            state.failures = old.failures
+            state.ejections = old.ejections
+
+    # -- reporting ---------------------------------------------------------
+
+    def retry_after(self):
+        """
+        Seconds (a whole number, at least 1) a client told "no server is
+        usable" should wait: until the first passive ejection ends, or the
+        health check interval when servers are unhealthy.
+        """
+        now = self._clock.seconds()
+        waits = [s.ejected_until - now for s in self._servers.values()
+                 if s.ejected_until is not None and s.ejected_until > now and not s.server.down]
+        if waits:
+            wait = min(waits)
+        elif self.spec.health is not None:
+            wait = self.spec.health.interval * self.spec.health.rise
+        else:
+            wait = 1
+        return max(1, int(-(-wait // 1)))
+
+    def snapshot(self):
+        """
+        One dict per server, in configuration order, for the admin /status:
+        C{address}, C{weight}, C{backup}, C{down}, C{healthy} (active
+        checks), C{ejected} (passively, now), C{ejected_for} (seconds left),
+        C{active}, C{requests}, C{failures}, C{ejections}.
+        """
+        now = self._clock.seconds()
+        rows = []
+        for state in self._servers.values():
+            ejected = state.ejected_until is not None and now < state.ejected_until
+            rows.append({
+                "address": state.server.address,
+                "weight": state.server.weight,
+                "backup": state.server.backup,
+                "down": state.server.down,
+                "healthy": state.healthy,
+                "ejected": ejected,
+                "ejected_for": (state.ejected_until - now) if ejected else 0.0,
+                "active": state.active,
+                "requests": state.requests,
+                "failures": state.failures,
+                "ejections": state.ejections,
+            })
+        return rows

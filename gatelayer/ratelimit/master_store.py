@@ -1,0 +1,46 @@
+"""
+The worker's side of the embedded store: every take is a question to the
+master over the control channel, so all workers of a host share one exact
+count.
+"""
+
+from twisted.internet.defer import fail, succeed
+from zope.interface import implementer
+
+from gatelayer.ratelimit.algorithms import Decision
+from gatelayer.ratelimit.control import RateLimitTake
+from gatelayer.ratelimit.interfaces import IRateLimitStore
+
+__all__ = ["MasterStore"]
+
+
+@implementer(IRateLimitStore)
+class MasterStore:
+    """
+    An L{IRateLimitStore} answered by the master's embedded store through
+    C{protocol} (the worker's L{gatelayer.process.control.ControlProtocol}).
+    """
+
+    def __init__(self, protocol):
+        self._protocol = protocol
+
+    def take(self, key, quota):
+        """
+        Ask the master; fails at once when the control channel is down.
+        """
+        if not getattr(self._protocol, "connected", True):
+            return fail(ConnectionError("the control channel to the master is closed"))
+        d = self._protocol.callRemote(
+            RateLimitTake, key=key, rate=quota.rate, period=float(quota.period),
+            burst=quota.burst, algorithm=quota.algorithm)
+        return d.addCallback(_decision)
+
+    def close(self):
+        """
+        Nothing to release: the control channel belongs to the worker.
+        """
+        return succeed(None)
+
+
+def _decision(response):
+    return Decision(response["allowed"], response["remaining"], response["retry_after"], response["reset"])

@@ -1,0 +1,55 @@
+"""
+Sharing stores between the rate-limit filters of one process.
+"""
+
+from twisted.internet.defer import DeferredList
+
+from gatelayer.ratelimit.memory_store import MemoryStore
+from gatelayer.ratelimit.redis_store import RedisStore
+
+__all__ = ["StoreRegistry", "default_registry"]
+
+
+class StoreRegistry:
+    """
+    Hands out one L{RedisStore} per Redis address and one L{MemoryStore}
+    per reactor, so that ten filters using one Redis share one connection
+    pool, and a reload that keeps the address keeps the connections.
+    """
+
+    def __init__(self, redis_factory=RedisStore, memory_factory=MemoryStore):
+        self._redis_factory = redis_factory
+        self._memory_factory = memory_factory
+        self._stores = {}
+
+    def redis(self, reactor, address):
+        """
+        The store for C{address} (a L{gatelayer.config.filter_ratelimit.RedisAddress}).
+        """
+        key = ("redis", id(reactor), address)
+        store = self._stores.get(key)
+        if store is None:
+            store = self._stores[key] = self._redis_factory(reactor, address)
+        return store
+
+    def memory(self, reactor):
+        """
+        The process-local memory store for C{reactor}.
+        """
+        key = ("memory", id(reactor))
+        store = self._stores.get(key)
+        if store is None:
+            store = self._stores[key] = self._memory_factory(reactor)
+        return store
+
+    def close(self):
+        """
+        Close every store handed out (at worker shutdown).
+
+        @return: a Deferred firing when all are closed.
+        """
+        stores, self._stores = list(self._stores.values()), {}
+        return DeferredList([store.close() for store in stores], consumeErrors=True)
+
+
+default_registry = StoreRegistry()

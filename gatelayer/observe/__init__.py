@@ -1,0 +1,3 @@
+"""
+Observability: access log, metrics, trace headers.
+"""

@@ -9,6 +9,7 @@ belong to; this module only defines the process-level ones.
 """
 
 from twisted.protocols import amp
+from twisted.python.failure import Failure
 
 
 class Heartbeat(amp.Command):
@@ -68,6 +69,12 @@ class ControlProtocol(amp.AMP):
         command, responder = entry
         return self._wrapWithSerialization(responder, command)
 
+    def makeConnection(self, transport):
+        """
+        Connect without AMP's log line (one per worker start is noise).
+        """
+        amp.BinaryBoxProtocol.makeConnection(self, transport)
+
     def connectionMade(self):
         """
         Note that the channel is up.
@@ -79,7 +86,11 @@ class ControlProtocol(amp.AMP):
         """
         Tell the owner the other end is gone.
         """
+        if not self.connected:
+            return
         self.connected = False
-        super().connectionLost(reason)
+        if not isinstance(reason, Failure):
+            reason = Failure(reason)
+        amp.BinaryBoxProtocol.connectionLost(self, reason)
         if self._on_lost is not None:
             self._on_lost(reason)

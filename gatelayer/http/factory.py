@@ -1,0 +1,98 @@
+"""
+The HTTP factory of one listener in a worker.
+"""
+
+from twisted.web import http
+
+from gatelayer.http.channel import GatewayChannel
+from gatelayer.http.request import GatewayRequest
+
+
+class GatewayHTTPFactory(http.HTTPFactory):
+    """
+    Builds L{GatewayChannel}s for one listener and keeps the set of open
+    channels, so a draining worker can close idle connections and wait for
+    busy ones.
+
+    @ivar gateway: the worker's L{gatelayer.http.gateway.Gateway}.
+    @ivar listener: the L{gatelayer.config.model.ListenerSpec}.
+    @ivar scheme: C{"https"} when the listener terminates TLS.
+    @ivar extra_headers: C{(name, value)} pairs added to every response of
+        this listener (e.g. Strict-Transport-Security).
+    """
+
+    protocol = GatewayChannel
+    noisy = False
+
+    def __init__(self, gateway, listener, reactor, scheme="http", extra_headers=()):
+        super().__init__(timeout=gateway.config.gateway.idle_timeout, reactor=reactor)
+        self.gateway = gateway
+        self.listener = listener
+        self.scheme = scheme
+        self.extra_headers = tuple(extra_headers)
+        self.channels = set()
+        self.draining = False
+
+    def buildProtocol(self, addr):
+        """
+        A channel with the gateway's limits.
+        """
+        channel = GatewayChannel()
+        channel.factory = self
+        channel.requestFactory = GatewayRequest
+        channel.callLater = self.reactor.callLater
+        channel.timeOut = self.timeOut
+        channel.header_timeout = self.gateway.config.gateway.header_timeout
+        return channel
+
+    def startFactory(self):
+        """
+        No log file and no per-second date timer: the gateway's access log is
+        its own (see L{gatelayer.observe}).
+        """
+
+    def stopFactory(self):
+        """
+        Nothing to release.
+        """
+
+    def log(self, request):
+        """
+        Access logging is done by the gateway when a request ends.
+        """
+
+    def channel_opened(self, channel):
+        """
+        Track an open connection.
+        """
+        self.channels.add(channel)
+        self.gateway.connections += 1
+        if self.draining:
+            channel.persistent = False
+
+    def channel_closed(self, channel):
+        """
+        Forget a closed connection.
+        """
+        if channel in self.channels:
+            self.channels.discard(channel)
+            self.gateway.connections -= 1
+            self.gateway.connection_closed()
+
+    def request_done(self, channel):
+        """
+        A response on C{channel} ended; when draining, close it now if idle.
+        """
+        if self.draining and not channel.busy:
+            channel.loseConnection()
+
+    def drain(self):
+        """
+        Stop keeping connections alive: idle ones close now, busy ones after
+        their current response.
+        """
+        self.draining = True
+        for channel in list(self.channels):
+            channel.persistent = False
+            if not channel.busy:
+                channel.loseConnection()

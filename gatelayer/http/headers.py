@@ -1,0 +1,106 @@
+"""
+Header rewriting for the proxy: hop-by-hop removal and the X-Forwarded-* /
+Forwarded headers. Pure functions over lists of byte pairs.
+"""
+
+HOP_BY_HOP = frozenset([
+    b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
+    b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
+])
+
+# Set by the gateway itself: a client's own values are replaced.
+_REPLACED_UPSTREAM = frozenset([b"host", b"x-forwarded-proto", b"x-forwarded-host", b"content-length"])
+
+
+def connection_tokens(values):
+    """
+    The lower-cased header names listed in C{Connection} header values.
+    """
+    tokens = set()
+    for value in values or ():
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                tokens.add(token)
+    return tokens
+
+
+def _format_for(ip):
+    if ":" in ip:
+        return '"[%s]"' % (ip,)
+    return ip
+
+
+def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
+    """
+    The header list sent upstream.
+
+    @param raw_headers: the request's C{(name, [values])} pairs as from
+        L{Headers.getAllRawHeaders}.
+    @param peer_ip: the TCP peer, appended to X-Forwarded-For and Forwarded
+        (as nginx's C{$proxy_add_x_forwarded_for} does).
+    @param scheme: C{"http"} or C{"https"} as the client spoke to us.
+    @param host_header: the client's Host header value (bytes) or L{None}.
+    @param upstream_host: the Host header to send (the client's one when
+        preserving the host, else the server's address), bytes.
+    @return: a list of C{(name, value)} byte pairs.
+    """
+    out = [(b"Host", upstream_host)]
+    drop = None
+    xff = None
+    forwarded = None
+    for name, values in raw_headers:
+        lower = name.lower()
+        if lower == b"connection":
+            drop = connection_tokens(values)
+            continue
+        if lower in HOP_BY_HOP or lower in _REPLACED_UPSTREAM:
+            continue
+        if lower == b"x-forwarded-for":
+            xff = values
+            continue
+        if lower == b"forwarded":
+            forwarded = values
+            continue
+        for value in values:
+            out.append((name, value))
+    if drop:
+        out = [pair for pair in out if pair[0].lower() not in drop or pair[0] == b"Host"]
+    peer = peer_ip.encode("ascii")
+    if xff:
+        out.append((b"X-Forwarded-For", b", ".join(xff) + b", " + peer))
+    else:
+        out.append((b"X-Forwarded-For", peer))
+    out.append((b"X-Forwarded-Proto", scheme.encode("ascii")))
+    if host_header is not None:
+        out.append((b"X-Forwarded-Host", host_header))
+    element = b"for=" + _format_for(peer_ip).encode("ascii") + b";proto=" + scheme.encode("ascii")
+    if host_header is not None and b'"' not in host_header:
+        element += b';host="' + host_header + b'"'
+    if forwarded:
+        out.append((b"Forwarded", b", ".join(forwarded) + b", " + element))
+    else:
+        out.append((b"Forwarded", element))
+    return out
+
+
+def downstream_headers(headers):
+    """
+    Filter an upstream response's C{(name, value)} pairs for the client:
+    hop-by-hop headers and those named in Connection are removed; framing is
+    redone by the server side (Content-Length is kept, Transfer-Encoding is
+    not).
+    """
+    drop = None
+    for name, value in headers:
+        if name.lower() == b"connection":
+            drop = connection_tokens([value]) if drop is None else drop | connection_tokens([value])
+    out = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in HOP_BY_HOP:
+            continue
+        if drop and lower in drop:
+            continue
+        out.append((name, value))
+    return out

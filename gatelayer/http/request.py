@@ -1,0 +1,105 @@
+"""
+The request object of a worker's HTTP channel.
+"""
+
+from io import BytesIO
+
+from twisted.web import http
+
+
+class GatewayRequest(http.Request):
+    """
+    An L{http.Request} that is routed as soon as its headers are in (so a
+    body over the route's C{max_body_size} is refused with 413 before it is
+    read), skips twisted.web's query and form parsing (the gateway forwards
+    bytes, it does not interpret them) and hands itself to the worker's
+    L{gatelayer.http.gateway.Gateway}.
+
+    @ivar match: the L{gatelayer.routing.RouteMatch} found when the headers
+        arrived.
+    @ivar query: the query string without C{?}.
+    """
+
+    match = None
+    query = b""
+    _on_lost = None
+    _body_limit = None
+    _received = 0
+    _completed = False
+
+    def gotLength(self, length):
+        """
+        Route the request and check the declared body size.
+        """
+        gateway = self.channel.factory.gateway
+        self.match, self._body_limit = gateway.early_route(self, self.channel._command, self.channel._path)
+        if length is not None and length > self._body_limit:
+            self.content = BytesIO()
+            self.channel.reject_body(413, "request body larger than %d bytes" % (self._body_limit,))
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        """
+        Store body data, refusing a body (chunked or not) that outgrows the
+        limit.
+        """
+        self._received += len(data)
+        if self._received > self._body_limit:
+            self.channel.reject_body(413, "request body larger than %d bytes" % (self._body_limit,))
+            return
+        self.content.write(data)
+
+    def requestReceived(self, command, path, version):
+        """
+        The whole request is in: set the request line fields and process it.
+        """
+        self.content.seek(0, 0)
+        self.args = {}
+        self.method, self.uri, self.clientproto = command, path, version
+        self.path, _, self.query = path.partition(b"?")
+        self.process()
+
+    def process(self):
+        """
+        Hand the request to the gateway.
+        """
+        self.channel.factory.gateway.handle(self)
+
+    def body_length(self):
+        """
+        The number of body bytes received.
+        """
+        return self._received
+
+    def on_lost(self, callback):
+        """
+        Call C{callback()} if the client goes away before the response is
+        finished (cheaper than a Deferred from C{notifyFinish} per request).
+        """
+        self._on_lost = callback
+
+    def finish(self):
+        """
+        Finish the response and tell the gateway the request is done.
+        """
+        super().finish()
+        self._on_lost = None
+        self._done()
+
+    def connectionLost(self, reason):
+        """
+        The client went away: stop whatever is producing the response.
+        """
+        super().connectionLost(reason)
+        callback, self._on_lost = self._on_lost, None
+        if callback is not None:
+            callback()
+        self._done()
+
+    def _done(self):
+        if not self._completed:
+            self._completed = True
+            gateway = getattr(self, "_gateway", None)
+            if gateway is not None:
+                gateway.request_finished(self)

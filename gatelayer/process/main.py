@@ -1,0 +1,111 @@
+"""
+The entry point of a worker process: C{python -m gatelayer.process.main}.
+
+Started by the master with: the config text on standard input (a snapshot of
+what the master validated, so a respawned worker runs the master's config
+even if the file changed since), its control pipes on fds 3 (master ->
+worker) and 4 (worker -> master), and its listening sockets on fds 5 and up.
+Log lines go to standard output, which the master reads and logs. This is
+the only module besides L{gatelayer.tap} that touches the global reactor.
+"""
+
+import argparse
+import signal
+import sys
+
+from twisted.logger import Logger, formatEvent, globalLogBeginner
+
+CONTROL_IN = 3
+CONTROL_OUT = 4
+
+log = Logger()
+
+
+def _line_observer(stream):
+    def observe(event):
+        text = formatEvent(event)
+        failure = event.get("log_failure")
+        if failure is not None:
+            text += "\n" + failure.getTraceback()
+        level = event.get("log_level")
+        name = level.name if level is not None else "info"
+        try:
+            stream.write("%s %s: %s\n" % (name, event.get("log_namespace", "-"), text))
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    return observe
+
+
+def parse_args(argv):
+    """
+    Parse the worker's command line.
+    """
+    parser = argparse.ArgumentParser(prog="gatelayer-worker")
+    parser.add_argument("--config", required=True, help="path of the config (for relative paths)")
+    parser.add_argument("--slot", type=int, required=True)
+    parser.add_argument("--socket", action="append", default=[],
+                        help="LISTENER:FD:FAMILY of a socket to adopt")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    """
+    Run a worker until it drains or its master goes away.
+    """
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    globalLogBeginner.beginLoggingTo([_line_observer(sys.stdout)], redirectStandardIO=False)
+    text = sys.stdin.buffer.read().decode("utf-8")
+
+    from twisted.internet import reactor
+    from twisted.internet.stdio import StandardIO
+
+    from gatelayer.config import ConfigError, parse_config_text
+    from gatelayer.process.control import ControlProtocol
+    from gatelayer.process.wiring import worker_tls
+    from gatelayer.process.worker import Worker, family_of
+
+    try:
+        config = parse_config_text(text, args.config)
+    except ConfigError as e:
+        log.error("worker cannot use the config: {problems}", problems=str(e))
+        return 2
+    listeners = {spec.name: spec for spec in config.listeners}
+    sockets = []
+    for item in args.socket:
+        name, fd, family = item.rsplit(":", 2)
+        sockets.append((listeners[name], int(fd), family_of(family)))
+
+    state = {"worker": None}
+
+    def stop():
+        if reactor.running:
+            reactor.stop()
+
+    def master_gone(reason):
+        worker = state["worker"]
+        if worker is not None:
+            worker.drain().addBoth(lambda _: stop())
+        else:
+            stop()
+
+    control = ControlProtocol(connection_lost=master_gone)
+    tls_wrapper, tls_creator_for, on_control = worker_tls(config, control)
+    worker = Worker(reactor, config, args.slot, sockets, master=control, exit=stop,
+                    tls_wrapper=tls_wrapper, tls_creator_for=tls_creator_for)
+    state["worker"] = worker
+    StandardIO(control, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=reactor)
+
+    def on_signal(signum, frame):
+        reactor.callFromThread(worker.drain)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    reactor.callWhenRunning(on_control, worker)
+    reactor.run(installSignalHandlers=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

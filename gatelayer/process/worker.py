@@ -1,0 +1,198 @@
+"""
+A worker process: adopts the listening sockets the master bound, serves HTTP
+through the gateway, reports to the master and drains on request.
+"""
+
+import os
+import socket
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from gatelayer.http.factory import GatewayHTTPFactory
+from gatelayer.http.gateway import Gateway
+from gatelayer.http.proxy import UpstreamTerminal
+from gatelayer.observe.accesslog import AccessLog
+from gatelayer.process.control import Drain, Heartbeat
+
+HEARTBEAT_INTERVAL = 1.0
+
+
+def build_upstreams(config, reactor, tls_creator_for=None):
+    """
+    One L{UpstreamTerminal} (pool + balancing state) per upstream.
+
+    @param tls_creator_for: a function of an L{UpstreamSpec} returning the
+        C{tls_creator} for its pool (or L{None} for plain TCP).
+    """
+    from gatelayer.upstream.pool import UpstreamPool
+    from gatelayer.upstream.state import UpstreamState
+
+    terminals = {}
+    for name, spec in config.upstreams.items():
+        creator = tls_creator_for(spec) if tls_creator_for is not None and spec.tls else None
+        pool = UpstreamPool(
+            reactor, connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout,
+            keepalive=spec.keepalive, keepalive_timeout=spec.keepalive_timeout,
+            max_connections=spec.max_connections, max_pending=spec.max_pending,
+            tls_creator=creator,
+        )
+        terminals[name] = UpstreamTerminal(spec, pool, UpstreamState(spec, reactor))
+    return terminals
+
+
+class Worker:
+    """
+    The serving side of one worker process.
+
+    @ivar slot: the worker's slot number (0..workers-1), stable across
+        respawns, which owns one SO_REUSEPORT socket per listener address.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, config, slot, sockets, master=None, exit=None,
+                 tls_wrapper=None, tls_creator_for=None):
+        """
+        @param sockets: a list of C{(listener_spec, fd, family)} to adopt.
+        @param master: the L{ControlProtocol} to the master, or L{None}.
+        @param exit: called with no argument when the worker is done (the
+            entry point stops the reactor).
+        @param tls_wrapper: a function C{(listener_spec, factory) -> factory}
+            wrapping a TLS listener's factory; required when a listener has
+            C{tls}.
+        """
+        self.reactor = reactor
+        self.config = config
+        self.slot = slot
+        self.sockets = sockets
+        self.master = master
+        self._exit = exit
+        self._tls_wrapper = tls_wrapper
+        self._tls_creator_for = tls_creator_for
+        self.ports = []
+        self.factories = []
+        self.gateway = None
+        self.upstreams = {}
+        self._heartbeat = None
+        self._draining = None
+
+    def start(self):
+        """
+        Build the gateway and start accepting on every adopted socket.
+        """
+        config = self.config
+        self.upstreams = build_upstreams(config, self.reactor, self._tls_creator_for)
+        access_log = None
+        if config.gateway.access_log:
+            access_log = AccessLog(config.gateway.access_log, self.reactor)
+        self.gateway = Gateway(config, self.reactor, master=self.master,
+                               upstreams=self.upstreams, access_log=access_log)
+        for listener, fd, family in self.sockets:
+            scheme = "https" if listener.tls else "http"
+            extra = ()
+            if listener.tls:
+                hsts = config.tls[listener.tls].hsts
+                if hsts:
+                    extra = ((b"strict-transport-security", hsts.encode("ascii")),)
+            factory = GatewayHTTPFactory(self.gateway, listener, self.reactor, scheme, extra)
+            self.factories.append(factory)
+            wrapped = factory
+            if listener.tls:
+                wrapped = self._tls_wrapper(listener, factory)
+            port = self.reactor.adoptStreamPort(fd, family, wrapped)
+            os.close(fd)
+            self.ports.append(port)
+        if self.master is not None:
+            self.master.register(Drain, self._drain_command)
+            self._heartbeat = LoopingCall(self.send_heartbeat)
+            self._heartbeat.clock = self.reactor
+            self._heartbeat.start(HEARTBEAT_INTERVAL, now=True)
+        self.log.info("worker {slot} serving {count} socket(s)", slot=self.slot, count=len(self.ports))
+
+    def send_heartbeat(self):
+        """
+        Tell the master this worker is alive, with its counters.
+        """
+        if self.master is None or not self.master.connected:
+            return
+        gateway = self.gateway
+        self.master.callRemote(
+            Heartbeat, pid=os.getpid(), connections=gateway.connections,
+            requests=gateway.requests, active=gateway.active)
+
+    def _drain_command(self, timeout):
+        self.drain(timeout)
+        return {}
+
+    def drain(self, timeout=None):
+        """
+        Stop accepting, let in-flight requests finish (at most C{timeout}
+        seconds, default the config's C{drain_timeout}), close everything and
+        call C{exit}. Returns a Deferred firing when done; calling it again
+        returns the same outcome.
+        """
+        if self._draining is not None:
+            done = Deferred()
+            self._draining.append(done)
+            return done
+        self._draining = []
+        if timeout is None:
+            timeout = self.config.gateway.drain_timeout
+        self.log.info("worker {slot} draining ({timeout}s at most)", slot=self.slot, timeout=timeout)
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        stopping = [port.stopListening() for port in self.ports]
+        del stopping
+        for factory in self.factories:
+            factory.drain()
+        finished = Deferred()
+        deadline = self.reactor.callLater(timeout, self._drain_deadline, finished)
+        gateway = self.gateway
+
+        def check_idle():
+            if gateway is None or gateway.connections == 0:
+                if not finished.called:
+                    finished.callback(None)
+            else:
+                gateway.idle_callbacks.append(check_idle)
+
+        check_idle()
+
+        def close(_):
+            if deadline.active():
+                deadline.cancel()
+            closing = [terminal.pool.close() for terminal in self.upstreams.values()]
+            del closing
+            if gateway is not None and gateway.access_log is not None:
+                gateway.access_log.close()
+            self.log.info("worker {slot} drained", slot=self.slot)
+            waiting, self._draining = self._draining, []
+            for d in waiting:
+                d.callback(None)
+            if self._exit is not None:
+                self._exit()
+        finished.addCallback(close)
+        return finished
+
+    def _drain_deadline(self, finished):
+        count = 0
+        for factory in self.factories:
+            for channel in list(factory.channels):
+                count += 1
+                channel.transport.abortConnection()
+        self.log.warn("worker {slot}: drain timeout, {count} connection(s) cut", slot=self.slot,
+                      count=count)
+        if not finished.called:
+            finished.callback(None)
+
+
+def family_of(name):
+    """
+    The socket family for C{"inet"} / C{"inet6"}.
+    """
+    return socket.AF_INET6 if name == "inet6" else socket.AF_INET
+
+
+__all__ = ["Worker", "build_upstreams", "family_of"]

@@ -1,0 +1,98 @@
+"""
+The route table: which route answers a request, decided by host, path prefix
+and method. Built once from the config; matching does no parsing.
+"""
+
+from attrs import frozen
+
+
+@frozen
+class RouteMatch:
+    """
+    The outcome of a lookup.
+
+    @ivar route: the matched route's payload (whatever the table was built
+        with), or L{None}.
+    @ivar status: 200 when a route matched; 404 when no route's path and host
+        match; 405 when some did but none allows the method.
+    @ivar allowed: for 405, the methods the matching routes allow.
+    """
+
+    route: object
+    status: int
+    allowed: tuple = ()
+
+
+class RouteTable:
+    """
+    Routes keyed by host pattern, each host's routes ordered longest path
+    prefix first.
+
+    Host precedence follows nginx's server_name: an exact host beats a
+    C{*.domain} wildcard, which beats routes with no host. Within one host
+    group the longest matching path prefix wins; among routes with the same
+    prefix, one whose C{methods} allows the request's method wins.
+    """
+
+    def __init__(self, entries):
+        """
+        @param entries: an iterable of C{(spec, payload)} where C{spec} has
+            C{host}, C{path} and C{methods} (a L{RouteSpec}) and C{payload}
+            is what a match returns.
+        """
+        self._exact = {}
+        self._wildcard = {}
+        self._any = []
+        for spec, payload in entries:
+            item = (spec.path.encode("utf-8"), spec.methods, payload)
+            if spec.host is None:
+                self._any.append(item)
+            elif spec.host.startswith("*."):
+                self._wildcard.setdefault(spec.host[1:], []).append(item)
+            else:
+                self._exact.setdefault(spec.host, []).append(item)
+        for group in [self._any, *self._exact.values(), *self._wildcard.values()]:
+            group.sort(key=lambda item: -len(item[0]))
+        self._no_match = RouteMatch(None, 404)
+
+    def match(self, host, path, method):
+        """
+        Find the route for C{host} (lower-case str, no port), C{path} (bytes)
+        and C{method} (str, upper case).
+        """
+        groups = []
+        exact = self._exact.get(host)
+        if exact is not None:
+            groups.append(exact)
+        if self._wildcard and host:
+            dot = host.find(".")
+            if dot > 0:
+                wildcard = self._wildcard.get(host[dot:])
+                if wildcard is not None:
+                    groups.append(wildcard)
+        groups.append(self._any)
+        allowed = set()
+        for group in groups:
+            for prefix, methods, payload in group:
+                if not _prefix_matches(path, prefix):
+                    continue
+                if methods is None or method in methods:
+                    return RouteMatch(payload, 200)
+                allowed.update(methods)
+            if allowed:
+                return RouteMatch(None, 405, tuple(sorted(allowed)))
+        return self._no_match
+
+
+def _prefix_matches(path, prefix):
+    """
+    Whether C{prefix} matches C{path}: a prefix ending in C{/} matches
+    anything below it; otherwise the prefix matches itself and anything below
+    C{prefix/} (so C{/api} matches C{/api} and C{/api/x} but not C{/apix}).
+    """
+    if not path.startswith(prefix):
+        return False
+    if len(path) == len(prefix) or prefix.endswith(b"/"):
+        return True
+    next_char = path[len(prefix):len(prefix) + 1]
+    return next_char in (b"/", b"?")

@@ -1,0 +1,74 @@
+"""
+The twistd plugin's options and service: C{twistd gatelayer -c etc/gate.ini}.
+
+This is where the global reactor is imported; everything below takes it as
+an argument.
+"""
+
+import sys
+
+from twisted.python import usage
+
+from gatelayer.config import ConfigError, load_config
+
+
+class Options(usage.Options):
+    """
+    Command line of C{twistd gatelayer}.
+    """
+
+    synopsis = "[options]"
+    longdesc = "Run the gatelayer master: it binds the listeners and runs the workers."
+    optParameters = [
+        ["config", "c", "etc/gate.ini", "The configuration file."],
+        ["workers", "w", None, "Number of worker processes (overrides [gateway] workers).", int],
+        ["ready-file", None, None, "Write a JSON file with the bound addresses once all workers serve."],
+    ]
+    optFlags = [
+        ["check", None, "Validate the configuration and exit: 0 if it is valid, 1 with every problem listed."],
+    ]
+
+    def postOptions(self):
+        """
+        Load and validate the configuration now, so a bad one stops twistd
+        before it binds anything or daemonizes.
+        """
+        try:
+            config = load_config(self["config"])
+            if self["workers"] is not None:
+                if self["workers"] < 1:
+                    raise ConfigError([f"--workers: {self['workers']} must be at least 1"])
+                import attrs
+                config = attrs.evolve(config, gateway=attrs.evolve(config.gateway, workers=self["workers"]))
+            from gatelayer.process.wiring import validate_runtime
+            validate_runtime(config)
+        except ConfigError as e:
+            sys.stderr.write(f"gatelayer: configuration {self['config']} is not valid:\n")
+            for problem in e.problems:
+                sys.stderr.write(f"  - {problem}\n")
+            raise SystemExit(1)
+        if self["check"]:
+            sys.stdout.write(f"gatelayer: configuration {self['config']} is valid\n")
+            raise SystemExit(0)
+        self.gate_config = config
+        with open(self["config"], encoding="utf-8") as f:
+            self.config_text = f.read()
+
+
+def makeService(options):
+    """
+    The master service for the validated configuration.
+    """
+    from twisted.internet import reactor
+
+    from gatelayer.process.admin import admin_site
+    from gatelayer.process.master import MasterService
+    from gatelayer.process.spawner import ReactorSpawner
+    from gatelayer.process.wiring import master_parts
+
+    config = options.gate_config
+    return MasterService(
+        config, options.config_text, reactor, ReactorSpawner(reactor),
+        parts=master_parts(config, reactor), ready_file=options["ready-file"],
+        install_signals=True, admin_factory=admin_site,
+    )

@@ -1,0 +1,41 @@
+"""
+TLS for gatelayer: terminating client TLS with certificates picked by SNI,
+reloading certificates without a restart, and verified TLS to upstreams.
+
+The pieces, each in its own module:
+ - L{store}: read and validate the certificate files of a C{[tls:NAME]}
+   section into an immutable L{CertificateSet};
+ - L{policy}: protocol versions, ciphers and ALPN of every server context;
+ - L{sni}: L{SNIServerCreator}, the connection creator of TLS listeners;
+ - L{control}: the master/worker certificate reload over AMP;
+ - L{upstream}: client TLS from the gateway to upstream servers.
+"""
+
+from .control import (
+    CertificateReceiver,
+    CertificateReloader,
+    CertificateTransferError,
+    push_certificates,
+    register_worker_responders,
+)
+from .policy import PolicyError, check_policy, hsts_header
+from .sni import SNIServerCreator, wrap_server_factory
+from .store import CertificateError, CertificateSet, load_certificate_set
+from .upstream import upstream_tls_creator
+
+__all__ = [
+    "CertificateError",
+    "CertificateSet",
+    "load_certificate_set",
+    "PolicyError",
+    "check_policy",
+    "hsts_header",
+    "SNIServerCreator",
+    "wrap_server_factory",
+    "CertificateReceiver",
+    "CertificateReloader",
+    "CertificateTransferError",
+    "push_certificates",
+    "register_worker_responders",
+    "upstream_tls_creator",
+]

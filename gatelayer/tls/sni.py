@@ -93,17 +93,32 @@ class SNIServerCreator:
             contexts[entry.pem] = context
         return _Selection(certificate_set, contexts)
 
+    def prepare(self, certificate_set):
+        """
+        Build the contexts of C{certificate_set} without serving it yet; hand
+        the result to L{install}. Lets a caller swap several creators all or
+        nothing: prepare every one (any may raise), then install them all.
+        """
+        return self._build(certificate_set, self._selection.contexts)
+
+    def install(self, prepared):
+        """
+        Serve what L{prepare} built from the next handshake on.
+        """
+        self._selection = prepared
+        certificate_set = prepared.certificate_set
+        self.log.info(
+            "[tls:{section}] now serving {count} certificate(s): {names}",
+            section=self.spec.name, count=len(certificate_set.entries),
+            names=", ".join(certificate_set.names()))
+
     def swap(self, certificate_set):
         """
         Serve C{certificate_set} from the next handshake on. Every context
         is built before the switch, so a failure leaves the old set in place;
         connections already established are not touched.
         """
-        self._selection = self._build(certificate_set, self._selection.contexts)
-        self.log.info(
-            "[tls:{section}] now serving {count} certificate(s): {names}",
-            section=self.spec.name, count=len(certificate_set.entries),
-            names=", ".join(certificate_set.names()))
+        self.install(self.prepare(certificate_set))
 
     def serverConnectionForTLS(self, tlsProtocol):
         """

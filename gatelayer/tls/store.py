@@ -18,6 +18,7 @@ import json
 import os
 import re
 
+import attrs
 from attrs import frozen
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -30,6 +31,8 @@ __all__ = [
     "CertificateSet",
     "load_certificate_set",
     "read_pem_bundle",
+    "pem_blocks",
+    "certificate_names",
     "certificate_files",
     "CERTIFICATE_SUFFIXES",
 ]
@@ -48,15 +51,21 @@ class CertificateError(Exception):
     One or more certificate files are unusable.
 
     @ivar problems: every C{(file, reason)} found, in reading order.
+    @ivar section: the gate.ini section they belong to (C{"tls:main"},
+        C{"upstream:users"}), or L{None}.
+    @ivar key: the key of that section naming the files, or L{None}.
     @ivar path: the first bad file.
     @ivar reason: why the first bad file was rejected.
     """
 
-    def __init__(self, problems, section=None):
+    def __init__(self, problems, section=None, key=None):
         self.problems = list(problems)
         self.section = section
+        self.key = key
         self.path, self.reason = self.problems[0]
-        prefix = f"[tls:{section}] " if section else ""
+        prefix = f"[{section}] " if section else ""
+        if key:
+            prefix += f"{key} "
         super().__init__("; ".join(f"{prefix}{path}: {reason}" for path, reason in self.problems))
 
 
@@ -150,6 +159,19 @@ def _split_pem(data):
                 "(was the file still being written?)")
         blocks.append((label, data[start.start():end + len(end_marker)]))
         position = end + len(end_marker)
+
+
+def pem_blocks(data):
+    """
+    The C{(label, block)} PEM blocks of C{data} (bytes), labels as bytes
+    (C{b"CERTIFICATE"}); text between blocks is ignored.
+
+    @raise ValueError: when a block has no END line (a truncated file).
+    """
+    try:
+        return _split_pem(data)
+    except _Problem as e:
+        raise ValueError(str(e)) from None
 
 
 def read_pem_bundle(data):
@@ -279,7 +301,7 @@ def certificate_files(path):
         names = sorted(
             n for n in os.listdir(path)
             if not n.startswith(".") and n.endswith(CERTIFICATE_SUFFIXES)
-            and os.path.isfile(os.path.join(path, n)))
+            and not os.path.isdir(os.path.join(path, n)))
         if not names:
             raise CertificateError([(path, "directory holds no *.pem or *.crt file")])
         return [os.path.join(path, n) for n in names]
@@ -309,11 +331,13 @@ class CertificateSet:
 
     def __init__(self, name, entries):
         self.name = name
+        entries = list(entries)
+        if not entries:
+            raise CertificateError([("certificates", "no certificate loaded")], f"tls:{name}")
+        if not any(e.default for e in entries):
+            entries[0] = attrs.evolve(entries[0], default=True)
         self.entries = tuple(entries)
-        if not self.entries:
-            raise CertificateError([(f"[tls:{name}]", "no certificate loaded")])
-        defaults = [e for e in self.entries if e.default]
-        self.default = defaults[0] if defaults else self.entries[0]
+        self.default = [e for e in self.entries if e.default][0]
         self._exact = {}
         self._wildcard = {}
         for entry in self.entries:
@@ -397,7 +421,7 @@ class CertificateSet:
             except _Problem as e:
                 problems.append((path, str(e)))
         if problems:
-            raise CertificateError(problems, spec.name)
+            raise CertificateError(problems, f"tls:{spec.name}")
         return cls(spec.name, entries)
 
 
@@ -444,5 +468,5 @@ def load_certificate_set(spec, now=None):
         except _Problem as e:
             problems.append((path, str(e)))
     if problems:
-        raise CertificateError(problems, spec.name)
+        raise CertificateError(problems, f"tls:{spec.name}")
     return CertificateSet(spec.name, entries)

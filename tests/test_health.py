@@ -11,8 +11,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.test.iosim import FakeTransport, connect, connectedServerAndClient
@@ -354,6 +355,49 @@ class HealthMonitorTests(MonitorTestCase):
         self.upstreams.tick(2)
         self.assertEqual(len(self.two.seen), seen)
         self.stop()
+
+
+class TlsProbeTests(SynchronousTestCase):
+    """
+    Probes of a TLS upstream go through the creator it is given.
+    """
+
+    def test_creator_used(self):
+        """
+        The monitor asks the upstream's creator function for each server and
+        connects through TLS.
+        """
+        reactor = MemoryReactorClock()
+        asked = []
+
+        def creator_for(server):
+            asked.append(server.address)
+            return optionsForClientTLS("app.internal")
+
+        monitor = HealthMonitor(reactor, {"app": app("10.0.0.1:443", tls=True)}, lambda *c: None,
+                                tls_creators={"app": creator_for})
+        monitor.start()
+        self.assertEqual(asked, ["10.0.0.1:443"])
+        protocol = reactor.tcpClients[0][2].buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        # A TLS handshake record (a ClientHello), not a clear-text GET.
+        self.assertEqual(transport.value()[:1], b"\x16")
+        self.successResultOf(monitor.stop())
+
+    def test_creator_required(self):
+        """
+        Without a creator a TLS upstream's check cannot start: it is logged
+        and counted as a failed check rather than sent in clear text.
+        """
+        reactor = MemoryReactorClock()
+        monitor = HealthMonitor(reactor, {"app": app("10.0.0.1:443", tls=True)}, lambda *c: None)
+        with capturedLogs():
+            monitor.start()
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+        self.assertEqual(reactor.tcpClients, [])
+        self.assertIn("[upstream:app] uses tls", monitor.status()["app"]["10.0.0.1:443"]["last"])
+        self.successResultOf(monitor.stop())
 
 
 class ProbeTests(SynchronousTestCase):

@@ -253,6 +253,15 @@ class PassiveEjectionTests(SynchronousTestCase):
             self.assertTrue(state.report_failure(a, "502"))
         self.assertEqual(set(addresses(state, 4)), {"b:1"})
 
+    def test_overloaded_not_counted(self):
+        """
+        A full local connection queue says nothing about the server.
+        """
+        for _ in range(5):
+            self.assertFalse(self.state.report_failure(self.a, "overloaded"))
+        self.assertIn("a:1", addresses(self.state, 2))
+        self.assertEqual(self.state.snapshot()[0]["failures"], 0)
+
     def test_unknown_kind(self):
         """
         An unknown failure kind is a programming error.

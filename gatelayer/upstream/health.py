@@ -211,8 +211,11 @@ class HealthMonitor(Service):
     @param endpoint_factory: C{(upstream, server) -> IStreamClientEndpoint};
         by default L{tcp_probe_endpoint} on C{reactor} (which needs
         C{tls_creators} for TLS upstreams).
-    @param tls_creators: a dict of upstream name to the
-        C{IOpenSSLClientConnectionCreator} its probes use, for TLS upstreams.
+    @param tls_creators: for TLS upstreams, a dict of upstream name to a
+        function taking a server and returning the
+        C{IOpenSSLClientConnectionCreator} to probe it with (what
+        L{gatelayer.tls.upstream.upstream_tls_creator} returns, so checks
+        verify exactly like the proxy client).
     """
 
     def __init__(self, reactor, upstreams, on_change, endpoint_factory=None, tls_creators=None):
@@ -221,7 +224,9 @@ class HealthMonitor(Service):
         creators = dict(tls_creators or {})
         if endpoint_factory is None:
             def endpoint_factory(upstream, server):
-                return tcp_probe_endpoint(reactor, upstream, server, creators.get(upstream.name))
+                creator_for = creators.get(upstream.name)
+                creator = creator_for(server) if creator_for is not None else None
+                return tcp_probe_endpoint(reactor, upstream, server, creator)
         self._endpoint_factory = endpoint_factory
         self._checkers = {}
         self._running = False

@@ -20,12 +20,15 @@ __all__ = ["UpstreamState", "FAILURE_KINDS", "IDEMPOTENT_METHODS", "may_retry_me
 
 _log = Logger(namespace="gatelayer.upstream")
 
-FAILURE_KINDS = frozenset({"connect_error", "timeout", "invalid_response", "502", "503", "504"})
+FAILURE_KINDS = frozenset({
+    "connect_error", "timeout", "invalid_response", "overloaded", "502", "503", "504"})
 """
 The kinds of failure L{UpstreamState.report_failure} understands:
 C{connect_error} (refused, unreachable, reset before a response started),
 C{timeout} (connect or read), C{invalid_response} (the server answered
-something that is not HTTP), or the status codes C{502}, C{503}, C{504}.
+something that is not HTTP), C{overloaded} (this worker's connection limit
+and queue for the server were full: the server itself did nothing wrong, so
+it is never counted), or the status codes C{502}, C{503}, C{504}.
 """
 
 _ALWAYS_COUNTED = frozenset({"connect_error", "timeout", "invalid_response"})
@@ -186,7 +189,7 @@ class UpstreamState:
 
         Connection errors, timeouts and invalid responses always count;
         C{502}/C{503}/C{504} count only when the upstream's C{retry_on} lists
-        them. C{max_fails} counted failures within C{fail_timeout} seconds
+        them; C{overloaded} never counts. C{max_fails} counted failures within C{fail_timeout} seconds
         eject the server for C{fail_timeout} seconds; a failure right after an
         ejection ended ejects it again at once.
 

@@ -126,16 +126,15 @@ def _sliding_retry_ms(prev, curr, window, elapsed, limit):
     C{limit}, when it is not below now.
     """
     if curr < limit and prev > 0:
-        # still in this window: need prev * (window - t) < (limit - curr) * window
-        need = -(-(limit - curr) * window // prev)
-        at = window - need + 1
+        # still in this window: ceil(prev * (window - t) / window) + curr < limit
+        # holds from t = window - floor((limit - curr - 1) * window / prev)
+        at = window - (limit - curr - 1) * window // prev
         if at < window:
             return max(1, at - elapsed)
     # only in a later window, where this window's count becomes the previous one
     wait = window - elapsed
     if curr > 0:
-        need = -(-limit * window // curr)
-        wait += max(0, window - need + 1)
+        wait += max(0, window - (limit - 1) * window // curr)
     return max(1, wait)
 
 
@@ -146,7 +145,8 @@ def sliding_window(state, now_ms, window_ms, limit):
     The state holds the index of the current fixed window, its count and the
     previous window's count. The count of the last C{window_ms} is estimated
     as the previous window's count weighted by how much of it still overlaps
-    plus the current count; a request passes while that is below C{limit}.
+    (rounded up, so the estimate errs on the strict side) plus the current
+    count; a request passes while that is below C{limit}.
     Unlike a fixed window this never lets two full windows' worth through
     at a window edge.
 
@@ -165,7 +165,7 @@ def sliding_window(state, now_ms, window_ms, limit):
             # same window; or a store clock that stepped back: keep counting
             # in the later window rather than forgetting it
             index, curr, prev = stored_index, stored_curr, stored_prev
-    weighted = prev * (window_ms - elapsed) // window_ms + curr
+    weighted = -(-prev * (window_ms - elapsed) // window_ms) + curr
     if weighted < limit:
         curr += 1
         decision = Decision(True, limit - weighted - 1, 0.0, (window_ms - elapsed) / _MS)

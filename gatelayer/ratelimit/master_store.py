@@ -4,7 +4,7 @@ master over the control channel, so all workers of a host share one exact
 count.
 """
 
-from twisted.internet.defer import fail, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from gatelayer.ratelimit.algorithms import Decision
@@ -30,10 +30,16 @@ class MasterStore:
         """
         if not getattr(self._protocol, "connected", True):
             return fail(ConnectionError("the control channel to the master is closed"))
-        d = self._protocol.callRemote(
+        asked = self._protocol.callRemote(
             RateLimitTake, key=key, rate=quota.rate, period=float(quota.period),
             burst=quota.burst, algorithm=quota.algorithm)
-        return d.addCallback(_decision)
+        # AMP drops the whole connection when a command's failure is still
+        # unhandled as the answer arrives; hand it over to a Deferred of our
+        # own so that one bad take can never cut the worker off its master.
+        # A caller that gave up (cancelled) simply never hears the answer.
+        result = Deferred()
+        asked.addCallbacks(lambda response: result.callback(_decision(response)), result.errback)
+        return result
 
     def close(self):
         """

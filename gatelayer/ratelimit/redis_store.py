@@ -69,7 +69,7 @@ if w ~= nil then
     prev = tonumber(s[3]) or 0
   end
 end
-local weighted = math.floor(prev * (window - elapsed) / window) + curr
+local weighted = math.ceil(prev * (window - elapsed) / window) + curr
 if weighted < limit then
   redis.call('HSET', KEYS[1], 'w', string.format('%.0f', index), 'c', curr + 1, 'p', prev)
   redis.call('PEXPIRE', KEYS[1], 2 * window - elapsed)
@@ -77,12 +77,12 @@ if weighted < limit then
 end
 local retry = nil
 if curr < limit and prev > 0 then
-  local at = window - math.ceil((limit - curr) * window / prev) + 1
+  local at = window - math.floor((limit - curr - 1) * window / prev)
   if at < window then retry = math.max(1, at - elapsed) end
 end
 if retry == nil then
   retry = window - elapsed
-  if curr > 0 then retry = retry + math.max(0, window - math.ceil(limit * window / curr) + 1) end
+  if curr > 0 then retry = retry + math.max(0, window - math.floor((limit - 1) * window / curr)) end
   retry = math.max(1, retry)
 end
 return {0, 0, retry * 1000, retry * 1000}

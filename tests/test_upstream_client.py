@@ -1,0 +1,767 @@
+"""
+Tests for L{gatelayer.upstream.client}: the HTTP/1.1 upstream connection,
+driven through a L{StringTransport} and a L{Clock}.
+"""
+
+import io
+
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from gatelayer.config.model import ServerSpec
+from gatelayer.upstream.client import (
+    MAX_HEAD_SIZE,
+    HTTP11UpstreamConnection,
+    IConnectionOwner,
+    IResponseSink,
+    UpstreamRequest,
+    body_length,
+    build_request_head,
+)
+
+SERVER = ServerSpec("10.0.0.1", 8080)
+
+
+@implementer(IResponseSink)
+class RecordingSink:
+    """
+    An L{IResponseSink} that remembers what it was told.
+
+    @ivar outcome: L{None} while the exchange runs, then C{"end"} or
+        C{(callback, kind)} for a failure.
+    """
+
+    def __init__(self):
+        self.head = None
+        self.body = b""
+        self.pieces = 0
+        self.outcome = None
+        self.calls = 0
+        self.on_head = None
+        self.on_body = None
+
+    def connect_failed(self, kind, detail):
+        self.calls += 1
+        self.outcome = ("connect_failed", kind)
+        self.detail = detail
+
+    def response_head(self, status, reason, headers):
+        self.calls += 1
+        self.head = (status, reason, headers)
+        if self.on_head is not None:
+            self.on_head()
+
+    def response_body(self, data):
+        self.calls += 1
+        self.body += data
+        self.pieces += 1
+        if self.on_body is not None:
+            self.on_body(data)
+
+    def response_end(self):
+        self.calls += 1
+        self.outcome = "end"
+
+    def response_failed(self, kind, detail):
+        self.calls += 1
+        self.outcome = ("response_failed", kind)
+        self.detail = detail
+
+    @property
+    def status(self):
+        return None if self.head is None else self.head[0]
+
+
+@implementer(IConnectionOwner)
+class RecordingOwner:
+    """
+    An L{IConnectionOwner} that records what its connections report.
+    """
+
+    def __init__(self):
+        self.events = []
+
+    def release(self, connection):
+        self.events.append("release")
+
+    def lost(self, connection):
+        self.events.append("lost")
+
+    def retry(self, connection, request):
+        self.events.append("retry")
+        self.retried = request
+
+    def closed(self, connection):
+        self.events.append("closed")
+
+    def finished(self, request):
+        self.events.append("finished")
+
+
+class PausingTransport(StringTransport):
+    """
+    A transport that pauses its streaming producer once more than C{limit}
+    bytes wait to be "sent", like a socket with a full buffer.
+    """
+
+    limit = 100000
+
+    def write(self, data):
+        StringTransport.write(self, data)
+        if self.producer is not None and self.streaming and len(self.io.getvalue()) > self.limit:
+            self.producer.pauseProducing()
+
+    def drain(self):
+        """
+        Pretend the buffered bytes went out; resume the producer.
+        """
+        sent = self.value()
+        self.clear()
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        return sent
+
+
+def make_request(owner, method=b"GET", target=b"/", headers=None, body=None, idempotent=True):
+    """
+    An L{UpstreamRequest} with a L{RecordingSink}.
+    """
+    if headers is None:
+        headers = [(b"Host", b"example.com")]
+    return UpstreamRequest(owner, SERVER, method, target, headers, body, RecordingSink(), idempotent)
+
+
+class ConnectionCase(SynchronousTestCase):
+    """
+    Helpers: a connection made over a L{StringTransport}.
+    """
+
+    read_timeout = 5.0
+
+    def connection(self, transport=None, **kwargs):
+        self.owner = RecordingOwner()
+        self.clock = Clock()
+        connection = HTTP11UpstreamConnection(
+            self.owner, self.clock, self.read_timeout, host=b"10.0.0.1:8080", **kwargs)
+        connection.begin(None, 1.0)
+        self.transport = transport if transport is not None else StringTransport()
+        connection.makeConnection(self.transport)
+        self.owner.events.clear()
+        return connection
+
+    def send(self, connection, **kwargs):
+        request = make_request(self.owner, **kwargs)
+        connection.send(request)
+        return request
+
+
+class BuildRequestHeadTests(SynchronousTestCase):
+    """
+    L{build_request_head}.
+    """
+
+    def test_headersInOrder(self):
+        """
+        The request line, then the headers as given, then the framing.
+        """
+        head = build_request_head(
+            b"GET", b"/a?b=1", [(b"Host", b"h"), (b"X-A", b"1"), (b"x-a", b"2")])
+        self.assertEqual(head, b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n")
+
+    def test_ownHeadersDropped(self):
+        """
+        Content-Length, Transfer-Encoding, Connection and Expect given by the
+        caller are dropped: the client decides framing and persistence.
+        """
+        head = build_request_head(
+            b"POST", b"/", [(b"Host", b"h"), (b"Content-Length", b"99"),
+                            (b"TRANSFER-ENCODING", b"chunked"), (b"connection", b"close"),
+                            (b"Expect", b"100-continue"), (b"X-Keep", b"1")],
+            content_length=3, body=b"abc")
+        self.assertEqual(
+            head, b"POST / HTTP/1.1\r\nHost: h\r\nX-Keep: 1\r\nContent-Length: 3\r\n\r\nabc")
+
+    def test_hostAddedWhenMissing(self):
+        """
+        Without a Host header the given host is sent.
+        """
+        self.assertEqual(build_request_head(b"GET", b"/", [], host=b"10.0.0.1:80"),
+                         b"GET / HTTP/1.1\r\nHost: 10.0.0.1:80\r\n\r\n")
+        self.assertEqual(build_request_head(b"GET", b"/", [(b"HOST", b"x")], host=b"y"),
+                         b"GET / HTTP/1.1\r\nHOST: x\r\n\r\n")
+
+    def test_close(self):
+        """
+        C{close} asks the server to close after the response.
+        """
+        self.assertEqual(build_request_head(b"GET", b"/", [(b"Host", b"h")], close=True),
+                         b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+
+    def test_bodyLength(self):
+        """
+        L{body_length} handles no body, bytes and files (left at 0).
+        """
+        self.assertIsNone(body_length(None))
+        self.assertEqual(body_length(b"abcd"), 4)
+        f = io.BytesIO(b"x" * 10)
+        f.read(3)
+        self.assertEqual(body_length(f), 10)
+        self.assertEqual(f.tell(), 0)
+
+
+# name, response bytes, how the server ends (None: stays open, "done": a clean
+# close, "lost": an unclean one), expected outcome, status, body, whether the
+# connection stays usable. Method HEAD is used where the name says so.
+FRAMING_CASES = [
+    ("content_length", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+     None, "end", 200, b"hello", True),
+    ("content_length_zero", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+     None, "end", 200, b"", True),
+    ("same_content_length_twice",
+     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok",
+     None, "end", 200, b"ok", True),
+    ("content_length_list_equal", b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok",
+     None, "end", 200, b"ok", True),
+    ("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+     None, "end", 200, b"hello world", True),
+    ("chunked_extensions_trailers", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n"
+                                    b"5;name=value\r\nhello\r\nA ; x\r\n0123456789\r\n"
+                                    b"0;last\r\nX-Checksum: 1\r\nX-Other: 2\r\n\r\n",
+     None, "end", 200, b"hello0123456789", True),
+    ("until_close", b"HTTP/1.1 200 OK\r\nX: y\r\n\r\nall of it",
+     "done", "end", 200, b"all of it", False),
+    ("until_close_cut", b"HTTP/1.1 200 OK\r\n\r\npart",
+     "lost", ("response_failed", "connection_lost"), 200, b"part", False),
+    ("http10_closes", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+     None, "end", 200, b"ok", False),
+    ("http10_keep_alive", b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok",
+     None, "end", 200, b"ok", True),
+    ("connection_close", b"HTTP/1.1 200 OK\r\nConnection: x, Close\r\nContent-Length: 2\r\n\r\nok",
+     None, "end", 200, b"ok", False),
+    ("head_no_body", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+     None, "end", 200, b"", True),
+    ("no_content", b"HTTP/1.1 204 No Content\r\n\r\n", None, "end", 204, b"", True),
+    ("not_modified", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n",
+     None, "end", 304, b"", True),
+    ("continue_skipped", b"HTTP/1.1 100 Continue\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+     None, "end", 200, b"x", True),
+    ("early_hints_skipped", b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+     None, "end", 201, b"", True),
+    ("extra_bytes", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA",
+     None, "end", 200, b"ok", False),
+    ("switching_protocols", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("length_and_chunked", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
+                           b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("differing_lengths", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("differing_length_list", b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("negative_length", b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("plus_length", b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("text_length", b"HTTP/1.1 200 OK\r\nContent-Length: five\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("empty_length", b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("other_coding", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("identity_coding", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("bad_chunk_size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n",
+     None, ("response_failed", "bad_response"), 200, b"", False),
+    ("signed_chunk_size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n",
+     None, ("response_failed", "bad_response"), 200, b"", False),
+    ("huge_chunk_size", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"11111111111111111\r\n",
+     None, ("response_failed", "bad_response"), 200, b"", False),
+    ("chunk_overrun", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+     None, ("response_failed", "bad_response"), 200, b"hel", False),
+    ("not_http", b"ICY 200 OK\r\n\r\n", None, ("response_failed", "bad_response"), None, b"", False),
+    ("http2_status_line", b"HTTP/2 200 OK\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("long_status", b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("text_status", b"HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("header_without_colon", b"HTTP/1.1 200 OK\r\nBroken\r\nContent-Length: 0\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("space_before_colon", b"HTTP/1.1 200 OK\r\nContent-Length : 0\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("obs_fold", b"HTTP/1.1 200 OK\r\nX: a\r\n  b\r\nContent-Length: 0\r\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("closed_before_head", b"HTTP/1.1 200 O",
+     "done", ("response_failed", "connection_lost"), None, b"", False),
+    ("closed_mid_length_body", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf",
+     "done", ("response_failed", "connection_lost"), 200, b"half", False),
+    ("closed_mid_chunked_body", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nhalf\r\n",
+     "done", ("response_failed", "connection_lost"), 200, b"half", False),
+]
+
+
+class FramingTests(ConnectionCase):
+    """
+    Response framing, table-style: every case fed at once and one byte at a
+    time must give the same outcome.
+    """
+
+    def run_case(self, case, split):
+        name, response, ending, outcome, status, body, usable = case
+        connection = self.connection()
+        method = b"HEAD" if name.startswith("head") else b"GET"
+        request = self.send(connection, method=method)
+        sink = request.sink
+        pieces = [response[i:i + 1] for i in range(len(response))] if split else [response]
+        for piece in pieces:
+            connection.dataReceived(piece)
+        if ending == "done":
+            connection.connectionLost(Failure(ConnectionDone()))
+        elif ending == "lost":
+            connection.connectionLost(Failure(ConnectionLost()))
+        label = "%s (%s)" % (name, "byte by byte" if split else "at once")
+        self.assertEqual(sink.outcome, outcome, label)
+        self.assertEqual(sink.status, status, label)
+        self.assertEqual(sink.body, body, label)
+        stays = ending is None and not self.transport.disconnecting
+        self.assertEqual(stays, usable, label)
+        self.assertEqual(self.owner.events.count("finished"), 1, label)
+        if usable:
+            self.assertEqual(self.owner.events, ["release", "finished"], label)
+        else:
+            self.assertIn("lost", self.owner.events, label)
+
+    def test_atOnce(self):
+        """
+        Each framing case, its response arriving in one read.
+        """
+        for case in FRAMING_CASES:
+            self.run_case(case, split=False)
+
+    def test_byteByByte(self):
+        """
+        Each framing case, its response arriving one byte per read.
+        """
+        for case in FRAMING_CASES:
+            self.run_case(case, split=True)
+
+    def test_headersAsReceived(self):
+        """
+        The sink gets the reason and every header as received, names
+        unchanged, values without surrounding blanks.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        connection.dataReceived(
+            b"HTTP/1.1 404 Not  Found\r\nX-Thing:  a b \r\nSet-Cookie: a=1\r\n"
+            b"Set-Cookie: b=2\r\ncontent-length: 0\r\n\r\n")
+        self.assertEqual(request.sink.head, (404, b"Not  Found", [
+            (b"X-Thing", b"a b"), (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"),
+            (b"content-length", b"0")]))
+
+    def test_headTooLarge(self):
+        """
+        A response head over L{MAX_HEAD_SIZE} bytes is a bad response.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\n")
+        connection.dataReceived(b"X-Filler: " + b"a" * MAX_HEAD_SIZE)
+        self.assertEqual(request.sink.outcome, ("response_failed", "bad_response"))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_bodyStreamsAsItArrives(self):
+        """
+        Body bytes reach the sink read by read, not after the whole body.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab")
+        self.assertEqual(request.sink.body, b"ab")
+        connection.dataReceived(b"cd")
+        self.assertEqual((request.sink.body, request.sink.outcome), (b"abcd", None))
+        connection.dataReceived(b"ef")
+        self.assertEqual((request.sink.body, request.sink.outcome), (b"abcdef", "end"))
+
+    def test_unsolicitedDataClosesIdle(self):
+        """
+        Bytes on an idle connection close it: its framing is lost.
+        """
+        connection = self.connection()
+        connection.dataReceived(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.owner.events, ["lost"])
+
+
+class SendTests(ConnectionCase):
+    """
+    How requests are written.
+    """
+
+    def test_smallBodyOneWrite(self):
+        """
+        A bytes body goes out in the same write as the head.
+        """
+        writes = []
+        connection = self.connection()
+        self.transport.write = writes.append
+        self.send(connection, method=b"PUT", body=b"data")
+        self.assertEqual(writes, [
+            b"PUT / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\ndata"])
+
+    def test_noBodyPost(self):
+        """
+        A POST without a body says Content-Length: 0; a GET says nothing.
+        """
+        connection = self.connection()
+        self.send(connection, method=b"POST")
+        self.assertEqual(self.transport.value(),
+                         b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n")
+
+    def test_hostFallback(self):
+        """
+        A request without Host gets the server's address.
+        """
+        connection = self.connection()
+        self.send(connection, headers=[])
+        self.assertEqual(self.transport.value(), b"GET / HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n\r\n")
+
+    def test_noKeepalive(self):
+        """
+        A connection made without keep-alive asks the server to close.
+        """
+        connection = self.connection(keepalive=False)
+        request = self.send(connection)
+        self.assertIn(b"\r\nConnection: close\r\n", self.transport.value())
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(request.sink.outcome, "end")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_largeBytesBody(self):
+        """
+        A large bytes body is written after the head, not copied into it.
+        """
+        writes = []
+        connection = self.connection()
+        self.transport.write = writes.append
+        body = b"x" * 200000
+        self.send(connection, method=b"POST", body=body)
+        self.assertEqual(len(writes), 2)
+        self.assertIs(writes[1], body)
+
+    def test_fileBodyBackPressure(self):
+        """
+        A file body is streamed: the client writes until the transport
+        pauses it, and goes on when it drains.
+        """
+        transport = PausingTransport()
+        connection = self.connection(transport)
+        data = bytes(range(256)) * 2000
+        request = self.send(connection, method=b"POST", body=io.BytesIO(data))
+        self.assertTrue(transport.streaming)
+        head, _, first = transport.value().partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Length: 512000", head)
+        self.assertLess(len(first), len(data))
+        sent = first
+        transport.clear()
+        rounds = 0
+        while transport.producer is not None:
+            sent += transport.drain()
+            rounds += 1
+        sent += transport.value()
+        self.assertEqual(sent, data)
+        self.assertGreater(rounds, 2)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(request.sink.outcome, "end")
+        self.assertEqual(self.owner.events, ["release", "finished"])
+
+    def test_fileBodyYieldsEachTurn(self):
+        """
+        A transport that never pushes back does not make the client write a
+        large file in one reactor turn.
+        """
+        connection = self.connection()
+        data = b"y" * (3 * 1024 * 1024)
+        self.send(connection, method=b"POST", body=io.BytesIO(data))
+        first = len(self.transport.value())
+        self.assertLess(first, len(data))
+        while self.clock.getDelayedCalls() and self.transport.producer is not None:
+            self.clock.advance(0)
+        self.assertIsNone(self.transport.producer)
+        self.assertTrue(self.transport.value().endswith(data))
+
+    def test_fileBodyRewound(self):
+        """
+        A file body is sent from its start whatever its position.
+        """
+        connection = self.connection()
+        f = io.BytesIO(b"abcdef")
+        f.read(4)
+        self.send(connection, method=b"POST", body=f)
+        self.assertTrue(self.transport.value().endswith(b"\r\n\r\nabcdef"))
+        self.assertIsNone(self.transport.producer)
+
+    def test_earlyResponseStopsBody(self):
+        """
+        A response that comes before the whole body is sent stops the
+        upload, and the connection is not reused.
+        """
+        transport = PausingTransport()
+        connection = self.connection(transport)
+        request = self.send(connection, method=b"POST", body=io.BytesIO(b"z" * 500000))
+        connection.dataReceived(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+        self.assertIsNone(transport.producer)
+        self.assertEqual((request.sink.status, request.sink.outcome), (413, "end"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_truncatedFile(self):
+        """
+        A file body shorter than it claimed fails the exchange.
+        """
+
+        class Shrinking(io.BytesIO):
+            def tell(self):
+                return io.BytesIO.tell(self) * 2
+
+        connection = self.connection()
+        request = self.send(connection, method=b"POST", body=Shrinking(b"12345"))
+        self.assertEqual(request.sink.outcome, ("response_failed", "connection_lost"))
+        self.assertTrue(self.transport.disconnecting)
+
+
+class TimeoutTests(ConnectionCase):
+    """
+    The read timeout.
+    """
+
+    def test_noHead(self):
+        """
+        No response head within read_timeout: a timeout, the connection
+        closed.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\n")
+        self.clock.advance(4.9)
+        self.assertIsNone(request.sink.outcome)
+        self.clock.advance(0.1)
+        self.assertEqual(request.sink.outcome, ("response_failed", "timeout"))
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_bodyStall(self):
+        """
+        After the head, read_timeout counts between reads of the body.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(5):
+            self.clock.advance(4)
+            connection.dataReceived(b"1\r\na\r\n")
+        self.assertIsNone(request.sink.outcome)
+        self.clock.advance(5)
+        self.assertEqual(request.sink.outcome, ("response_failed", "timeout"))
+        self.assertEqual(request.sink.body, b"aaaaa")
+
+    def test_pausedIsNotStalled(self):
+        """
+        While the client holds the response back, the upstream is not timed
+        out; after resuming, it is again.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
+        request.pauseProducing()
+        self.assertEqual(self.transport.producerState, "paused")
+        self.clock.advance(60)
+        self.assertIsNone(request.sink.outcome)
+        request.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+        self.clock.advance(5)
+        self.assertEqual(request.sink.outcome, ("response_failed", "timeout"))
+
+    def test_idleTimerAfterResponse(self):
+        """
+        After a response, the only timer left is the idle timer the pool arms.
+        """
+        connection = self.connection()
+        self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        connection.park(60)
+        self.assertEqual([c.getTime() for c in self.clock.getDelayedCalls()], [60])
+        self.clock.advance(60)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.owner.events[-1], "lost")
+
+
+class FlowTests(ConnectionCase):
+    """
+    Back-pressure, cancellation and connection loss.
+    """
+
+    def test_interfaces(self):
+        """
+        The handle is a push producer; the connection listens for the TLS
+        handshake; the test fakes provide their interfaces.
+        """
+        owner = RecordingOwner()
+        request = make_request(owner)
+        verifyObject(IPushProducer, request)
+        verifyObject(IResponseSink, request.sink)
+        verifyObject(IConnectionOwner, owner)
+        verifyObject(IHandshakeListener, HTTP11UpstreamConnection(owner, Clock(), 1))
+
+    def test_pauseBeforeSend(self):
+        """
+        A handle paused before its request is sent pauses the connection as
+        soon as it is.
+        """
+        connection = self.connection()
+        request = make_request(self.owner)
+        request.pauseProducing()
+        connection.send(request)
+        self.assertEqual(self.transport.producerState, "paused")
+
+    def test_resumedBeforeReuse(self):
+        """
+        A response that completes while paused leaves the connection reading
+        again for its next use.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        request.pauseProducing()
+        connection.dataReceived(b"cd")
+        self.assertEqual(request.sink.outcome, "end")
+        self.assertEqual(self.transport.producerState, "producing")
+        request.resumeProducing()
+        self.assertEqual(self.transport.producerState, "producing")
+
+    def test_cancel(self):
+        """
+        Cancelling a sent request closes the connection and tells the sink
+        nothing more.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        calls = request.sink.calls
+        request.cancel()
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.owner.events, ["lost", "finished"])
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(request.sink.calls, calls)
+        self.assertEqual(self.owner.events, ["lost", "finished", "closed"])
+        request.cancel()
+        request.stopProducing()
+        self.assertEqual(self.owner.events.count("finished"), 1)
+
+    def test_cancelFromSink(self):
+        """
+        A sink that cancels while being handed the head stops the parse.
+        """
+        connection = self.connection()
+        request = self.send(connection)
+        request.sink.on_head = request.cancel
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual((request.sink.body, request.sink.outcome), (b"", None))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_deadReusedConnectionRetried(self):
+        """
+        A reused connection closed before any response byte hands an
+        idempotent request back for one more try.
+        """
+        connection = self.connection()
+        self.send(connection)
+        connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        self.owner.events.clear()
+        request = self.send(connection)
+        connection.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.owner.events, ["retry", "closed"])
+        self.assertIs(self.owner.retried, request)
+        self.assertTrue(request.retried)
+        self.assertIsNone(request.sink.outcome)
+
+    def test_deadConnectionNotRetried(self):
+        """
+        No retry for a non-idempotent request, for a request already retried,
+        for a connection's first request, or once a response byte came.
+        """
+        for first, idempotent, retried, partial in [
+                (False, False, False, b""), (False, True, True, b""),
+                (True, True, False, b""), (False, True, False, b"H")]:
+            connection = self.connection()
+            if not first:
+                self.send(connection)
+                connection.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            self.owner.events.clear()
+            request = self.send(connection, idempotent=idempotent)
+            request.retried = retried
+            if partial:
+                connection.dataReceived(partial)
+            connection.connectionLost(Failure(ConnectionDone()))
+            self.assertEqual(request.sink.outcome, ("response_failed", "connection_lost"))
+            self.assertEqual(self.owner.events, ["lost", "finished", "closed"])
+
+
+class ConnectingTests(SynchronousTestCase):
+    """
+    The connection attempt, before a request is written.
+    """
+
+    def setUp(self):
+        self.owner = RecordingOwner()
+        self.clock = Clock()
+
+    def test_waitsForHandshake(self):
+        """
+        Over TLS the request is written only after the handshake.
+        """
+        connection = HTTP11UpstreamConnection(self.owner, self.clock, 5, tls=True)
+        request = make_request(self.owner)
+        connection.begin(request, 1.0)
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        self.assertEqual(transport.value(), b"")
+        connection.handshakeCompleted()
+        self.assertTrue(transport.value().startswith(b"GET / HTTP/1.1\r\n"))
+
+    def test_handshakeTimeout(self):
+        """
+        connect_timeout covers the TLS handshake.
+        """
+        connection = HTTP11UpstreamConnection(self.owner, self.clock, 5, tls=True)
+        request = make_request(self.owner)
+        connection.begin(request, 1.0)
+        transport = StringTransport()
+        connection.makeConnection(transport)
+        self.clock.advance(1.0)
+        self.assertEqual(request.sink.outcome, ("connect_failed", "timeout"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(transport.value(), b"")
+
+    def test_handshakeFailure(self):
+        """
+        A connection lost during the handshake is a connect error: nothing
+        was sent.
+        """
+        connection = HTTP11UpstreamConnection(self.owner, self.clock, 5, tls=True)
+        request = make_request(self.owner)
+        connection.begin(request, 1.0)
+        connection.makeConnection(StringTransport())
+        connection.connectionLost(Failure(ConnectionLost("handshake failed")))
+        self.assertEqual(request.sink.outcome, ("connect_failed", "connect_error"))
+        self.assertEqual(self.owner.events, ["lost", "finished", "closed"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])

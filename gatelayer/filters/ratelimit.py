@@ -67,12 +67,13 @@ def close_stores():
 
 class _ThrottledLog:
     """
-    Emits a kind of event at most once per C{interval} seconds, saying how
-    many were left out since, so a dead store cannot flood the log.
+    Emits a kind of event through C{owner.log} at most once per C{interval}
+    seconds, saying how many were left out since, so a dead store cannot
+    flood the log.
     """
 
-    def __init__(self, log, clock, interval=10.0):
-        self._log = log
+    def __init__(self, owner, clock, interval=10.0):
+        self._owner = owner
         self._clock = clock
         self._interval = interval
         self._last = {}
@@ -86,7 +87,7 @@ class _ThrottledLog:
             return
         self._last[kind] = now
         suppressed = self._suppressed.pop(kind, 0)
-        self._log.warn(fmt + " ({suppressed} similar events not logged since)",
+        self._owner.log.warn(fmt + " ({suppressed} similar events not logged since)",
                        kind=kind, suppressed=suppressed, **fields)
 
 
@@ -120,7 +121,7 @@ class RateLimitFilter:
         self._fallback = fallback
         self._clock = clock
         self._prefix = f"{KEY_PREFIX}{name}:"
-        self._throttled = _ThrottledLog(self.log, clock)
+        self._throttled = _ThrottledLog(self, clock)
         self._policy = f"{_sf_string(name)};q={settings.rate};w={int(settings.period)}".encode("ascii")
         self.counters = {
             "allowed": 0, "rejected": 0, "shadow_rejected": 0,

@@ -147,6 +147,8 @@ def pin_algorithm(family, curve, declared, allowed):
             raise KeyLoadError(f"declares algorithm {declared!r}, which is not supported")
         if declared not in family_algorithms:
             raise KeyLoadError(f"is a {family} key but declares algorithm {declared}")
+        if family == "EC" and curve is not None and _EC_CURVES.get(curve) != declared:
+            raise KeyLoadError(f"is a {curve} key but declares algorithm {declared}")
         if declared not in allowed:
             raise KeyLoadError(f"is pinned to {declared}, which algorithms does not allow")
         return declared

@@ -161,6 +161,12 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            # Stream large bodies through memory buffers instead of spooling
+            # them to temp files, as gatelayer and HAProxy do.
+            proxy_buffer_size 16k;
+            proxy_buffers 16 64k;
+            proxy_busy_buffers_size 128k;
+            proxy_max_temp_file_size 0;
         }}
     }}
 }}
@@ -175,7 +181,7 @@ def haproxy_conf(port, tls_port, pem, upstream_port, threads=2):
     return f"""\
 global
     nbthread {threads}
-    maxconn 20000
+    maxconn 8000
     tune.ssl.default-dh-param 2048
 
 defaults
@@ -266,7 +272,7 @@ def gatelayer_ini(workers, port, upstream_port, admin_port, tls=None, filters=()
                 f"[filter:{name}]",
                 "type = rate_limit",
                 "key = jwt.sub" if "jwt" in filters else "key = ip",
-                "rate = 10000000/second",
+                "rate = 1000000/second",
             ]
             if name == "limit_redis":
                 lines += [f"store = redis://127.0.0.1:{redis_port}/0", "on_store_error = closed"]

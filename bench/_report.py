@@ -83,6 +83,9 @@ def filter_costs(rows, scenario="filters", base_target="gatelayer-2w"):
     return costs
 
 
+NOTE_WIDTH = 120
+"""A row's note is cut to this many characters in the table (the JSON has all of it)."""
+
 COLUMNS = ("scenario", "target", "conns", "req/s", "p50 ms", "p99 ms", "errors", "RSS MB",
            "CPU us/req", "x nginx", "x direct")
 
@@ -101,7 +104,8 @@ def row_cells(row):
     """
     head = [row.scenario, row.target, str(row.connections)]
     if not row.measured:
-        return head + [row.note or "-"]
+        note = row.note or "-"
+        return head + [note if len(note) <= NOTE_WIDTH else note[:NOTE_WIDTH - 3] + "..."]
     return head + [
         _num(row.rps, 0, True), _num(row.p50_ms, 2), _num(row.p99_ms, 2), str(row.errors),
         _num(row.rss_mb, 1), _num(row.cpu_us_per_request, 0), _num(row.x_nginx, 2), _num(row.x_direct, 2),

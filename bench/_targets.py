@@ -241,7 +241,27 @@ class Gatelayer(Target):
                 raise Unavailable(f"gatelayer rejects a config with {feature}: {problem}")
             raise NotReady(f"gatelayer --check failed: {problem}")
         process = ctx.supervisor.start(self.name, twistd_argv(python, pidfile, ini), env=env, cwd=ctx.tmp)
-        return self._ready(ctx, scenario, process, port, tls_port, admin_port)
+        if not scenario.tls:
+            try:
+                return self._ready(ctx, scenario, process, port, tls_port, admin_port)
+            except NotReady as e:
+                if sections and process.poll() is None:
+                    raise Unavailable(f"gatelayer runs but the route with {', '.join(sections)} fails: {e}")
+                raise
+        # Plain HTTP first: a gateway that runs but does not speak TLS yet is
+        # told apart quickly from one that does not start at all.
+        try:
+            wait_ready(process, port, scenario.path, self.ready_seconds, min_children=self.min_children,
+                       supervisor=ctx.supervisor)
+        except NotReady:
+            ctx.supervisor.stop(process)
+            raise
+        try:
+            wait_ready(process, tls_port, scenario.path, 5.0, tls=True, supervisor=ctx.supervisor)
+        except NotReady as e:
+            ctx.supervisor.stop(process)
+            raise Unavailable(f"gatelayer does not serve TLS yet: {e}") from None
+        return Started(process, tls_port, admin_port)
 
     @staticmethod
     def _check(python, env, pidfile, ini, repo):

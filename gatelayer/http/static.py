@@ -8,11 +8,13 @@ import stat
 from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import unquote_to_bytes
 
-from twisted.protocols.basic import FileSender
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.filepath import FilePath, InsecurePath
+from zope.interface import implementer
 
 
 _INDEX = "index.html"
+SMALL_FILE = 65536
 
 
 class StaticTerminal:
@@ -95,26 +97,69 @@ class StaticTerminal:
         request.setResponseCode(200)
         gateway.response_headers(request, exchange, route, ran)
         headers.setRawHeaders(b"content-length", [b"%d" % (info.st_size,)])
-        if request.method == b"HEAD" or info.st_size == 0:
+        if request.method == b"HEAD" or info.st_size <= SMALL_FILE:
+            # Small files go out in one write, without a producer.
+            data = handle.read() if request.method != b"HEAD" else b""
             handle.close()
-            request.write(b"")
+            request.write(data)
             request.finish()
             return
-        sender = FileSender()
-        sender.CHUNK_SIZE = 65536
         request.write(b"")
-        finished = sender.beginFileTransfer(handle, request)
+        streamer = FileStreamer(handle, request)
+        request.on_lost(streamer.stopProducing)
+        request.registerProducer(streamer, True)
+        streamer.resumeProducing()
 
-        def done(_):
-            handle.close()
-            if not request._disconnected and not request.finished:
-                request.finish()
 
-        def lost():
-            sender.stopProducing()
+@implementer(IPushProducer)
+class FileStreamer:
+    """
+    Streams an open file to a request with back-pressure: it writes until
+    the connection's buffer asks it to pause, and goes on when resumed.
+    (twisted.web's pull-producer path runs on the global cooperator, which
+    a worker component must not depend on.)
+    """
 
-        request.on_lost(lost)
-        finished.addBoth(done)
+    CHUNK = 65536
+
+    def __init__(self, handle, request):
+        self.handle = handle
+        self.request = request
+        self.paused = False
+        self.done = False
+
+    def resumeProducing(self):
+        """
+        Write chunks until paused or the file ends.
+        """
+        self.paused = False
+        while not self.paused and not self.done:
+            chunk = self.handle.read(self.CHUNK)
+            if not chunk:
+                self._finish()
+                return
+            self.request.write(chunk)
+
+    def pauseProducing(self):
+        """
+        The client is slow: stop reading the file.
+        """
+        self.paused = True
+
+    def stopProducing(self):
+        """
+        The client went away.
+        """
+        self.done = True
+        self.handle.close()
+
+    def _finish(self):
+        self.done = True
+        self.handle.close()
+        request = self.request
+        if not request._disconnected and not request.finished:
+            request.unregisterProducer()
+            request.finish()
 
 
 def _not_modified(header, mtime):

@@ -30,8 +30,10 @@ class RouteTable:
 
     Host precedence follows nginx's server_name: an exact host beats a
     C{*.domain} wildcard, which beats routes with no host. Within one host
-    group the longest matching path prefix wins; among routes with the same
-    prefix, one whose C{methods} allows the request's method wins.
+    group the longest matching path prefix wins. A route whose C{methods}
+    does not allow the request's method is skipped (as in Kong), so the next
+    best route may answer; when routes matched only by host and path and
+    none allows the method, the answer is 405 with C{Allow}.
     """
 
     def __init__(self, entries):
@@ -79,8 +81,8 @@ class RouteTable:
                 if methods is None or method in methods:
                     return RouteMatch(payload, 200)
                 allowed.update(methods)
-            if allowed:
-                return RouteMatch(None, 405, tuple(sorted(allowed)))
+        if allowed:
+            return RouteMatch(None, 405, tuple(sorted(allowed)))
         return self._no_match
 
 

@@ -1,0 +1,380 @@
+"""
+Tests for the worker's HTTP server side (gatelayer.http) in memory: limits,
+routing answers, direct and static terminals, filters.
+"""
+
+import json
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from gatelayer.chain import IFilter, Reply
+from gatelayer.testing.server import InMemoryGateway, parse_response
+
+CONFIG = """
+[gateway]
+max_body_size = 1KB
+header_timeout = 5s
+idle_timeout = 30s
+[listener:web]
+bind = 127.0.0.1:8080
+[route:hello]
+path = /hello
+respond = 200 hello
+[route:small]
+path = /small
+respond = 201 made
+max_body_size = 10
+[route:ro]
+path = /ro
+methods = GET
+respond = 200 ro
+"""
+
+
+class ServerLimitsTests(SynchronousTestCase):
+    """
+    Malformed and oversized requests get the right status, as JSON, and the
+    connection closes.
+    """
+
+    def setUp(self):
+        self.gate = InMemoryGateway(CONFIG)
+
+    def assertRejected(self, data, status):
+        channel, transport = self.gate.connect()
+        channel.dataReceived(data)
+        code, headers, body = parse_response(transport.value())
+        self.assertEqual(code, status)
+        self.assertEqual(headers[b"content-type"], [b"application/json"])
+        self.assertEqual(json.loads(body)["status"], status)
+        self.assertTrue(transport.disconnecting)
+
+    def test_malformed(self):
+        """
+        A request line that is not HTTP is 400.
+        """
+        self.assertRejected(b"HELLO\r\n\r\n", 400)
+
+    def test_bad_content_length(self):
+        """
+        Conflicting framing (two different Content-Length) is 400.
+        """
+        self.assertRejected(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", 400)
+
+    def test_request_line_too_long(self):
+        """
+        A request line over 8 KB is 414.
+        """
+        self.assertRejected(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414)
+
+    def test_request_line_without_end(self):
+        """
+        A request line that never ends is cut at the line limit with 414.
+        """
+        self.assertRejected(b"GET /" + b"a" * 70000, 414)
+
+    def test_header_too_large(self):
+        """
+        Headers over the total size are 431.
+        """
+        self.assertRejected(b"GET /hello HTTP/1.1\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n", 431)
+
+    def test_too_many_headers(self):
+        """
+        More than 100 headers is 431.
+        """
+        headers = b"".join(b"X-H%d: 1\r\n" % i for i in range(101))
+        self.assertRejected(b"GET /hello HTTP/1.1\r\n" + headers + b"\r\n", 431)
+
+    def test_body_too_large_declared(self):
+        """
+        A declared body over max_body_size is 413 before it is read.
+        """
+        self.assertRejected(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\n\r\n", 413)
+
+    def test_body_too_large_per_route(self):
+        """
+        A route's own max_body_size applies.
+        """
+        self.assertRejected(b"POST /small HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n", 413)
+
+    def test_body_too_large_chunked(self):
+        """
+        A chunked body is counted as it arrives and refused once too large.
+        """
+        chunk = b"400\r\n" + b"a" * 1024 + b"\r\n"
+        self.assertRejected(b"POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 2, 413)
+
+    def test_slow_headers(self):
+        """
+        A client trickling its headers is cut with 408 at the absolute
+        deadline, however often it sends a byte.
+        """
+        channel, transport = self.gate.connect()
+        channel.dataReceived(b"GET /hello HTTP/1.1\r\n")
+        for _ in range(9):
+            self.gate.reactor.advance(0.5)
+            channel.dataReceived(b"X")
+        self.assertEqual(transport.value(), b"")
+        self.gate.reactor.advance(0.6)
+        self.assertEqual(parse_response(transport.value())[0], 408)
+        self.assertTrue(transport.disconnecting)
+
+    def test_deadline_per_request(self):
+        """
+        The header deadline restarts with each request of a keep-alive
+        connection and does not fire on an idle connection.
+        """
+        channel, transport = self.gate.connect()
+        channel.dataReceived(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(parse_response(transport.value())[0], 200)
+        self.gate.reactor.advance(20)
+        self.assertFalse(transport.disconnecting)
+        self.gate.reactor.advance(11)
+        self.assertTrue(transport.disconnecting, "idle_timeout closes the idle connection")
+
+
+class ServerRoutingTests(SynchronousTestCase):
+    """
+    Direct responses, 404/405, keep-alive.
+    """
+
+    def setUp(self):
+        self.gate = InMemoryGateway(CONFIG)
+
+    def test_direct(self):
+        """
+        A respond route answers with its status and body.
+        """
+        status, headers, body = parse_response(self.gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual((status, body), (200, b"hello"))
+        self.assertEqual(headers[b"content-length"], [b"5"])
+
+    def test_not_found(self):
+        """
+        No route: 404 JSON.
+        """
+        status, headers, body = parse_response(self.gate.exchange(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual(status, 404)
+        self.assertEqual(json.loads(body)["error"], "no route matches this request")
+
+    def test_method_not_allowed(self):
+        """
+        A method the route refuses: 405 with Allow.
+        """
+        status, headers, _ = parse_response(self.gate.exchange(b"DELETE /ro HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual((status, headers[b"allow"]), (405, [b"GET"]))
+
+    def test_keep_alive_pipelined(self):
+        """
+        Several requests on one connection are answered in order.
+        """
+        channel, transport = self.gate.connect()
+        channel.dataReceived(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /ro HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200"), 2)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.gate.gateway.requests, 2)
+        self.assertEqual(self.gate.gateway.active, 0)
+
+
+@implementer(IFilter)
+class RecordingFilter:
+    """
+    A filter that records its calls and answers as told.
+    """
+
+    def __init__(self, name, calls, answer=None):
+        self.name = name
+        self.calls = calls
+        self.answer = answer
+
+    def on_request(self, exchange):
+        self.calls.append(("request", self.name))
+        exchange.response_headers.append((b"x-filter", self.name.encode()))
+        return self.answer
+
+    def on_response(self, exchange):
+        self.calls.append(("response", self.name))
+
+
+class FilterChainTests(SynchronousTestCase):
+    """
+    Filters run in order, may answer at once, and see the response phase
+    in reverse.
+    """
+
+    def gate(self, *filters):
+        gate = InMemoryGateway(CONFIG)
+        route = gate.table_route = gate.gateway.table.match("", b"/hello", "GET").route
+        object.__setattr__(route, "filters", tuple(filters))
+        return gate
+
+    def test_order(self):
+        """
+        Request phase in order, response phase reversed, headers added.
+        """
+        calls = []
+        a, b = RecordingFilter("a", calls), RecordingFilter("b", calls)
+        verifyObject(IFilter, a)
+        gate = self.gate(a, b)
+        status, headers, _ = parse_response(gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual(status, 200)
+        self.assertEqual(calls, [("request", "a"), ("request", "b"), ("response", "b"), ("response", "a")])
+        self.assertEqual(headers[b"x-filter"], [b"a", b"b"])
+
+    def test_answer_at_once(self):
+        """
+        A filter's Reply is the response; later filters do not run.
+        """
+        calls = []
+        gate = self.gate(RecordingFilter("a", calls, Reply(429, b"slow down", ((b"retry-after", b"3"),))),
+                         RecordingFilter("b", calls))
+        status, headers, body = parse_response(gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual((status, body, headers[b"retry-after"]), (429, b"slow down", [b"3"]))
+        self.assertEqual(calls, [("request", "a"), ("response", "a")])
+
+    def test_deferred(self):
+        """
+        A filter answering with a Deferred holds the request until it fires.
+        """
+        calls = []
+        d = Deferred()
+        gate = self.gate(RecordingFilter("a", calls, d), RecordingFilter("b", calls))
+        channel, transport = gate.connect()
+        channel.dataReceived(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(transport.value(), b"")
+        d.callback(None)
+        self.assertEqual(parse_response(transport.value())[0], 200)
+        self.assertEqual(len(calls), 4)
+
+    def test_failing_filter(self):
+        """
+        A filter that raises gives a JSON 500, never a traceback.
+        """
+        class Broken(RecordingFilter):
+            def on_request(self, exchange):
+                raise ZeroDivisionError("bug")
+        gate = self.gate(Broken("x", []))
+        status, _, body = parse_response(gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual(status, 500)
+        self.assertNotIn(b"Traceback", body)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class StaticTests(SynchronousTestCase):
+    """
+    The static terminal.
+    """
+
+    def setUp(self):
+        root = self.mktemp()
+        os.makedirs(os.path.join(root, "sub"))
+        with open(os.path.join(root, "a.txt"), "wb") as f:
+            f.write(b"A" * 100)
+        with open(os.path.join(root, "sub", "index.html"), "wb") as f:
+            f.write(b"<p>index</p>")
+        with open(os.path.join(os.path.dirname(os.path.abspath(root)), "secret.txt"), "wb") as f:
+            f.write(b"secret")
+        self.gate = InMemoryGateway(CONFIG + f"[route:files]\npath = /files/\nstatic = {os.path.abspath(root)}\n")
+
+    def get(self, path, method=b"GET", extra=b""):
+        data = self.gate.exchange(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
+        return parse_response(data)
+
+    def test_file(self):
+        """
+        A file is served with its type and length.
+        """
+        status, headers, body = self.get(b"/files/a.txt")
+        self.assertEqual((status, body), (200, b"A" * 100))
+        self.assertEqual(headers[b"content-type"], [b"text/plain"])
+
+    def test_large_file_streams(self):
+        """
+        A file over 64 KB is streamed by a push producer that honours the
+        connection's pause.
+        """
+        root = self.gate.config.routes[-1].static
+        with open(os.path.join(root, "big.bin"), "wb") as f:
+            f.write(b"B" * 300000)
+        channel, transport = self.gate.connect()
+        channel.dataReceived(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = parse_response(transport.value())
+        self.assertEqual((status, len(body), headers[b"content-length"]), (200, 300000, [b"300000"]))
+
+    def test_streamer_pauses(self):
+        """
+        The file streamer stops reading while paused and goes on when
+        resumed.
+        """
+        from io import BytesIO
+
+        from gatelayer.http.static import FileStreamer
+
+        class SlowRequest:
+            _disconnected = False
+            finished = False
+
+            def __init__(self):
+                self.chunks = []
+
+            def write(self, data):
+                self.chunks.append(data)
+                streamer.pauseProducing()
+
+            def unregisterProducer(self):
+                pass
+
+            def finish(self):
+                self.finished = True
+
+        request = SlowRequest()
+        streamer = FileStreamer(BytesIO(b"C" * (FileStreamer.CHUNK * 2 + 1)), request)
+        streamer.resumeProducing()
+        self.assertEqual(len(request.chunks), 1)
+        streamer.resumeProducing()
+        streamer.resumeProducing()
+        self.assertFalse(request.finished)
+        streamer.resumeProducing()
+        self.assertTrue(request.finished)
+        self.assertEqual(len(b"".join(request.chunks)), FileStreamer.CHUNK * 2 + 1)
+
+    def test_index(self):
+        """
+        A directory serves its index.html.
+        """
+        self.assertEqual(self.get(b"/files/sub/")[2], b"<p>index</p>")
+
+    def test_escape(self):
+        """
+        Paths escaping the root, encoded or not, are 404.
+        """
+        for path in [b"/files/../secret.txt", b"/files/%2e%2e/secret.txt", b"/files/sub/..%2f..%2fsecret.txt",
+                     b"/files/%2fetc%2fpasswd"]:
+            with self.subTest(path=path):
+                self.assertEqual(self.get(path)[0], 404)
+
+    def test_missing(self):
+        """
+        A missing file is 404.
+        """
+        self.assertEqual(self.get(b"/files/nope.txt")[0], 404)
+
+    def test_head_and_not_modified(self):
+        """
+        HEAD sends no body; If-Modified-Since gives 304.
+        """
+        status, headers, body = self.get(b"/files/a.txt", b"HEAD")
+        self.assertEqual((status, body, headers[b"content-length"]), (200, b"", [b"100"]))
+        stamp = headers[b"last-modified"][0]
+        self.assertEqual(self.get(b"/files/a.txt", extra=b"If-Modified-Since: " + stamp + b"\r\n")[0], 304)
+
+    def test_post_refused(self):
+        """
+        Only GET and HEAD.
+        """
+        self.assertEqual(self.get(b"/files/a.txt", b"DELETE")[0], 405)

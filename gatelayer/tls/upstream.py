@@ -9,6 +9,11 @@ address). C{client_certificate} is presented to upstreams that require
 mutual TLS. C{verify = no} turns checking off and says so in the log, once,
 when the configuration is loaded.
 
+No ALPN is offered: the upstream client speaks HTTP/1.1, which is what a
+server assumes without ALPN, and some TLS stacks (Twisted's own
+C{CertificateOptions} among them) fail a handshake whose ALPN offer they do
+not share.
+
 Files are read when the creator is made (configuration load), so a missing or
 broken CA bundle or client certificate is a configuration error naming the
 section, key and file, not a failure of the first proxied request.
@@ -16,14 +21,13 @@ section, key and file, not a failure of the first proxied request.
 
 import datetime
 
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from .policy import ALPN_PROTOCOLS
 from .store import CertificateError, pem_blocks, read_pem_bundle
 
 __all__ = ["upstream_tls_creator", "load_trust_root", "load_client_certificate"]
@@ -93,9 +97,9 @@ def load_client_certificate(spec, now=None):
                     f"({leaf.not_valid_before_utc.isoformat()} to {leaf.not_valid_after_utc.isoformat()})")],
             section, "client_certificate")
     private = ssl.PrivateCertificate.fromCertificateAndKeyPair(
-        ssl.Certificate(SSL.crypto.X509.from_cryptography(leaf)),
-        ssl.KeyPair(SSL.crypto.PKey.from_cryptography_key(key)))
-    chain = [SSL.crypto.X509.from_cryptography(c) for c in certificates[1:]]
+        ssl.Certificate(crypto.X509.from_cryptography(leaf)),
+        ssl.KeyPair(crypto.PKey.from_cryptography_key(key)))
+    chain = [crypto.X509.from_cryptography(c) for c in certificates[1:]]
     return private, chain
 
 
@@ -156,13 +160,12 @@ def upstream_tls_creator(spec, now=None):
         if spec.verify:
             return ssl.optionsForClientTLS(
                 name, trustRoot=trust_root, clientCertificate=client_certificate,
-                acceptableProtocols=list(ALPN_PROTOCOLS), extraCertificateOptions=dict(extra))
+                extraCertificateOptions=dict(extra))
         options = dict(extra)
         if client_certificate is not None:
             options.update(privateKey=client_certificate.privateKey.original,
                            certificate=client_certificate.original)
-        context = ssl.CertificateOptions(
-            verify=False, acceptableProtocols=list(ALPN_PROTOCOLS), **options).getContext()
+        context = ssl.CertificateOptions(verify=False, **options).getContext()
         return _UnverifiedClientCreator(context, name)
 
     def creator_for(server):

@@ -128,7 +128,9 @@ class _ServerSlot:
         if creator is not None:
             from twisted.protocols.tls import TLSMemoryBIOFactory
 
-            factory = TLSMemoryBIOFactory(creator, True, factory)
+            # The clock matters: TLS batches small writes with callLater(0),
+            # on the global reactor unless told otherwise.
+            factory = TLSMemoryBIOFactory(creator, True, factory, clock=pool._reactor)
             factory.noisy = False
         connection.begin(request, pool._connect_timeout)
         connection.connector = pool._reactor.connectTCP(

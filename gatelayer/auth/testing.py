@@ -8,6 +8,8 @@ made once per process and reused.
 
 import base64
 import functools
+import hashlib
+import hmac
 import json
 
 from twisted.internet.defer import Deferred, succeed
@@ -116,6 +118,120 @@ def token(claims, key=None, alg="RS256", kid=None, **header):
         full_header["kid"] = kid
     full_header.update(header)
     return sign(full_header, claims, key, alg)
+
+
+def _header(kid, **extra):
+    header = {"alg": "RS256", "kid": kid}
+    header.update(extra)
+    return header
+
+
+def bad_tokens(claims, now, kid="rsa1"):
+    """
+    C{(description, token)} pairs that a verifier must refuse with 401,
+    given good C{claims} (with exp, iss, aud and sub) checked at time
+    C{now}, for a key set holding L{private_key}C{("RSA")} under C{kid} (and
+    an ES256 key C{ec1}). Covers malformed, unsigned, forged, confused,
+    expired, early, misaddressed, huge and non-JSON tokens.
+    """
+    def changed(**changes):
+        result = dict(claims)
+        for name, value in changes.items():
+            if value is None:
+                result.pop(name, None)
+            else:
+                result[name] = value
+        return result
+
+    def without_exp(extra):
+        return json.dumps(changed(exp=None)).encode()[:-1] + extra + b"}"
+
+    GOOD, NOW, _claims = claims, now, changed
+    rsa = private_key("RSA")
+    other_rsa = private_key("RSA", 1)
+    good = token(GOOD, kid=kid)
+    head, payload, signature = good.split(b".")
+    rsa_pem = public_pem(rsa)
+    return [
+        ("empty", b""),
+        ("one segment", b"abc"),
+        ("two segments", head + b"." + payload),
+        ("four segments", good + b".abc"),
+        ("empty signature", head + b"." + payload + b"."),
+        ("padding in base64", head + b"=." + payload + b"." + signature),
+        ("standard base64 alphabet", head + b"." + payload + b"+/." + signature),
+        ("impossible base64 length", head + b"." + payload + b"." + signature
+         + b"A" * ((1 - len(signature)) % 4)),
+        ("impossible base64 length in the header", head + b"A" * ((1 - len(head)) % 4) + b"." + payload
+         + b"." + signature),
+        ("spaces", b" " + good),
+        ("trailing newline", good + b"\n"),
+        ("non-ascii", good + "\u00e9".encode("utf-8")),
+        ("header not JSON", b"bm90IGpzb24." + payload + b"." + signature),
+        ("header a JSON list", sign([1, 2], GOOD, rsa, "RS256")),
+        ("header without alg", sign({"kid": kid}, GOOD, rsa, "RS256")),
+        ("alg not a string", sign({"alg": ["RS256"]}, GOOD, rsa, "RS256")),
+        ("alg none", b64({"alg": "none"}) + b"." + b64(GOOD) + b"." + b64(b"x")),
+        ("alg None", b64({"alg": "None"}) + b"." + b64(GOOD) + b"." + b64(b"x")),
+        ("alg NONE unsigned", b64({"alg": "NONE"}) + b"." + b64(GOOD) + b"."),
+        ("alg not allowed", token(GOOD, key=HMAC_SECRET, alg="HS512", kid="hs1")),
+        ("HS256 signed with the RSA public key", hmac_token(rsa_pem, {"alg": "HS256", "kid": kid}, GOOD)),
+        ("HS256 signed with the RSA public key, no kid", hmac_token(rsa_pem, {"alg": "HS256"}, GOOD)),
+        ("crit", token(GOOD, kid=kid, crit=["exp"], exp=1)),
+        ("empty crit", token(GOOD, kid=kid, crit=[])),
+        ("b64 false", token(GOOD, kid=kid, b64=False, crit=["b64"])),
+        ("b64 false without crit", token(GOOD, kid=kid, b64=False)),
+        ("zip", token(GOOD, kid=kid, zip="DEF")),
+        ("kid not a string", token(GOOD, kid=7)),
+        ("kid too long", token(GOOD, kid="k" * 300)),
+        ("embedded jwk of the attacker", token(GOOD, key=other_rsa, jwk=public_jwk(other_rsa))),
+        ("jku to the attacker", token(GOOD, key=other_rsa, kid=kid, jku="https://evil.example/jwks")),
+        ("x5u to the attacker", token(GOOD, key=other_rsa, x5u="https://evil.example/cert.pem")),
+        ("signed by another key", token(GOOD, key=other_rsa, kid=kid)),
+        ("signature truncated", head + b"." + payload + b"." + signature[:-10]),
+        ("signature of another token", head + b"." + b64(_claims(sub="mallory")) + b"." + signature),
+        ("RS256 header on an ES256 key id", token(GOOD, key=rsa, kid="ec1")),
+        ("payload not JSON", sign(_header(kid), b"not json", rsa, "RS256")),
+        ("payload a JSON list", sign(_header(kid), b"[1,2,3]", rsa, "RS256")),
+        ("payload a JSON string", sign(_header(kid), b'"alice"', rsa, "RS256")),
+        ("payload not UTF-8", sign(_header(kid), b'{"sub":"\xff"}', rsa, "RS256")),
+        ("duplicate claim", sign(_header(kid), b'{"exp":1,"sub":"a","exp":99999999999}', rsa, "RS256")),
+        ("exp NaN", sign(_header(kid), without_exp(b',"exp":NaN'), rsa, "RS256")),
+        ("exp Infinity", sign(_header(kid), without_exp(b',"exp":Infinity'), rsa, "RS256")),
+        ("exp overflowing to infinity", sign(_header(kid), without_exp(b',"exp":1e999'), rsa, "RS256")),
+        ("exp a string", token(_claims(exp=str(NOW + 300)), kid=kid)),
+        ("exp true", token(_claims(exp=True), kid=kid)),
+        ("no exp", token(_claims(exp=None), kid=kid)),
+        ("expired", token(_claims(exp=NOW - 1), kid=kid)),
+        ("expiring now", token(_claims(exp=NOW), kid=kid)),
+        ("not valid yet", token(_claims(nbf=NOW + 60), kid=kid)),
+        ("nbf a string", token(_claims(nbf="soon"), kid=kid)),
+        ("issued in the future", token(_claims(iat=NOW + 3600), kid=kid)),
+        ("wrong issuer", token(_claims(iss="https://evil.example"), kid=kid)),
+        ("issuer with a trailing slash", token(_claims(iss="https://idp.example.com/"), kid=kid)),
+        ("no issuer", token(_claims(iss=None), kid=kid)),
+        ("wrong audience", token(_claims(aud="other"), kid=kid)),
+        ("audience list without ours", token(_claims(aud=["a", "b"]), kid=kid)),
+        ("audience a number", token(_claims(aud=5), kid=kid)),
+        ("no audience", token(_claims(aud=None), kid=kid)),
+        ("sub a number", token(_claims(sub=42), kid=kid)),
+        ("huge token", token(_claims(pad="x" * 20000), kid=kid)),
+        ("huge header", b"e" * 100000 + b"." + payload + b"." + signature),
+        ("ES256 token with a bad signature length", b64({"alg": "ES256", "kid": "ec1"}) + b"." + payload
+         + b"." + b64(b"\x00" * 10)),
+        ("EdDSA token with a bad signature", b64({"alg": "EdDSA", "kid": "ed1"}) + b"." + payload
+         + b"." + b64(b"\x01" * 64)),
+    ]
+
+
+def hmac_token(secret, header, claims):
+    """
+    A token signed with HMAC-SHA256 under any bytes C{secret}, even the PEM
+    of a public key (which PyJWT itself refuses to use): the algorithm
+    confusion attack.
+    """
+    signing_input = b64(header) + b"." + b64(claims)
+    return signing_input + b"." + b64(hmac.new(secret, signing_input, hashlib.sha256).digest())
 
 
 @implementer(IResponse)

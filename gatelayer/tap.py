@@ -67,8 +67,9 @@ def makeService(options):
     from gatelayer.process.wiring import master_parts
 
     config = options.gate_config
-    return MasterService(
+    master = MasterService(
         config, options.config_text, reactor, ReactorSpawner(reactor),
-        parts=master_parts(config, reactor), ready_file=options["ready-file"],
-        install_signals=True, admin_factory=admin_site,
+        ready_file=options["ready-file"], install_signals=True, admin_factory=admin_site,
     )
+    master.parts = master_parts(config, reactor, master.controls)
+    return master

@@ -18,7 +18,19 @@ class _Status(resource.Resource):
 
     def render_GET(self, request):
         request.setHeader(b"content-type", b"application/json")
-        return json.dumps(self.master.status(), indent=2, default=str).encode("utf-8") + b"\n"
+
+        def write(data):
+            if not request._disconnected:
+                request.write(json.dumps(data, indent=2, default=str).encode("utf-8") + b"\n")
+                request.finish()
+
+        def failed(failure):
+            if not request._disconnected:
+                request.setResponseCode(500)
+                request.write(b'{"error":"status unavailable"}\n')
+                request.finish()
+        self.master.status().addCallbacks(write, failed)
+        return server.NOT_DONE_YET
 
 
 class _Health(resource.Resource):

@@ -37,6 +37,16 @@ class Drain(amp.Command):
     response = []
 
 
+class Begin(amp.Command):
+    """
+    Master -> worker: the initial state (health verdicts, certificates) has
+    been sent; start accepting connections.
+    """
+
+    arguments = []
+    response = []
+
+
 class ControlProtocol(amp.AMP):
     """
     An AMP connection whose responders are registered at run time.

@@ -61,8 +61,8 @@ def main(argv=None):
     from twisted.internet.stdio import StandardIO
 
     from gatelayer.config import ConfigError, parse_config_text
-    from gatelayer.process.control import ControlProtocol
-    from gatelayer.process.wiring import worker_tls
+    from gatelayer.process.control import Begin, ControlProtocol
+    from gatelayer.process.wiring import register_worker, worker_tls
     from gatelayer.process.worker import Worker, family_of
 
     try:
@@ -90,10 +90,17 @@ def main(argv=None):
             stop()
 
     control = ControlProtocol(connection_lost=master_gone)
-    tls_wrapper, tls_creator_for, on_control = worker_tls(config, control)
+    tls_wrapper, tls_creator_for = worker_tls(config, control)
     worker = Worker(reactor, config, args.slot, sockets, master=control, exit=stop,
                     tls_wrapper=tls_wrapper, tls_creator_for=tls_creator_for)
+    worker.prepare()
     state["worker"] = worker
+    register_worker(config, control, worker)
+
+    def begin():
+        worker.start()
+        return {}
+    control.register(Begin, begin)
     StandardIO(control, stdin=CONTROL_IN, stdout=CONTROL_OUT, reactor=reactor)
 
     def on_signal(signum, frame):
@@ -102,7 +109,6 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    reactor.callWhenRunning(on_control, worker)
     reactor.run(installSignalHandlers=False)
     return 0
 

@@ -14,7 +14,7 @@ from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
-from gatelayer.process.control import ControlProtocol, Drain, Heartbeat
+from gatelayer.process.control import Begin, ControlProtocol, Drain, Heartbeat
 from gatelayer.process.pipes import PipeTransport
 from gatelayer.process.sockets import bind_listeners
 
@@ -77,6 +77,7 @@ class WorkerProcessProtocol(ProcessProtocol):
         self.master.register_responders(self.control, self.record)
         self.control.makeConnection(PipeTransport(self.transport, CONTROL_IN))
         self.record.control = self.control
+        self.master.worker_connected(self.record)
 
     def childDataReceived(self, childFD, data):
         """
@@ -215,6 +216,20 @@ class MasterService(service.Service):
             if hasattr(part, "register"):
                 part.register(control, record)
 
+    def worker_connected(self, record):
+        """
+        Send a new worker the current shared state (health verdicts,
+        certificates), then tell it to begin accepting.
+        """
+        control = record.control
+        syncs = [part.sync(control) for part in self.parts if hasattr(part, "sync")]
+
+        def begin(_):
+            if control.connected:
+                return control.callRemote(Begin)
+        DeferredList([d for d in syncs if isinstance(d, Deferred)]).addCallback(begin).addErrback(
+            lambda f: self.log.failure("worker {slot}: start-up sync failed", f, slot=record.slot))
+
     def worker_exited(self, record, reason):
         """
         A worker process ended: respawn it with backoff unless stopping.
@@ -334,7 +349,8 @@ class MasterService(service.Service):
 
     def status(self):
         """
-        The admin C{/status} document.
+        The admin C{/status} document (a Deferred: parts may ask the
+        workers).
         """
         now = self.reactor.seconds()
         data = {
@@ -350,10 +366,15 @@ class MasterService(service.Service):
             ],
             "listeners": {k: [f"{h}:{p}" for h, p in v] for k, v in (self.sockets.addresses() if self.sockets else {}).items()},
         }
+        pending = []
         for part in self.parts:
             if hasattr(part, "status"):
-                data.update(part.status())
-        return data
+                result = part.status()
+                if isinstance(result, Deferred):
+                    pending.append(result.addCallback(data.update))
+                else:
+                    data.update(result)
+        return DeferredList(pending, consumeErrors=True).addCallback(lambda _: data)
 
 
 def _signal(process, name):

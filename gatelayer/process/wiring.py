@@ -1,25 +1,100 @@
 """
 How the subsystems plug into the worker and master processes: TLS, health
-state, rate-limit store. Kept apart from the process mechanics so those stay
-small and testable.
+state, the embedded rate-limit store. Kept apart from the process mechanics
+so those stay small and testable.
+
+A master part may have: C{register(control, record)} (answer a worker's
+commands), C{sync(control)} (send a new worker the current state before it
+starts; may return a Deferred), C{start()}, C{stop()}, C{status()} (a dict or
+a Deferred of one, merged into /status) and C{reload(master)} (SIGHUP).
 """
+
+from twisted.logger import Logger
+
+from gatelayer.upstream.control import (
+    collect_status, push_all_states, push_health_change, register_worker_responders,
+)
+from gatelayer.upstream.health import HealthMonitor
+
+log = Logger()
 
 
 def worker_tls(config, control):
     """
-    For a worker: the TLS listener wrapper, the upstream TLS creator factory,
-    and the function that starts the worker once the control channel is up.
+    For a worker: the TLS listener wrapper and the upstream TLS creator
+    factory.
     """
-    def start(worker):
-        worker.start()
-    return None, None, start
+    return None, None
 
 
-def master_parts(config, reactor):
+def register_worker(config, control, worker):
+    """
+    Make a worker's control channel answer the master's pushes.
+    """
+    register_worker_responders(control, worker.upstream_states)
+
+
+class HealthPart:
+    """
+    Active health checks in the master, pushed to every worker.
+    """
+
+    def __init__(self, master_controls, config, reactor, tls_creators=None):
+        self._controls = master_controls
+        self.config = config
+        self.monitor = HealthMonitor(
+            reactor, config.upstreams, on_change=self._changed, tls_creators=tls_creators)
+
+    def _changed(self, upstream, address, healthy):
+        push_health_change(self._controls(), upstream, address, healthy)
+
+    def sync(self, control):
+        """
+        Send a new worker every current verdict.
+        """
+        return push_all_states(control, self.monitor)
+
+    def start(self):
+        """
+        Start checking.
+        """
+        self.monitor.start()
+
+    def stop(self):
+        """
+        Stop checking.
+        """
+        return self.monitor.stop()
+
+    def status(self):
+        """
+        Per-upstream server rows summed over workers, with health details.
+        """
+        health = self.monitor.status()
+
+        def merge(rows):
+            out = {}
+            for name, servers in rows.items():
+                for row in servers:
+                    detail = health.get(name, {}).get(row["address"])
+                    if detail is not None:
+                        row["health_check"] = detail
+                out[name] = servers
+            return {"upstreams": out}
+        return collect_status(self._controls(), list(self.config.upstreams)).addCallback(merge)
+
+
+def master_parts(config, reactor, controls):
     """
     The master-side subsystems for C{config}.
+
+    @param controls: a callable returning the connected workers' control
+        protocols.
     """
-    return []
+    parts = []
+    if config.upstreams:
+        parts.append(HealthPart(controls, config, reactor))
+    return parts
 
 
 def validate_runtime(config):

@@ -78,9 +78,11 @@ class Worker:
         self._heartbeat = None
         self._draining = None
 
-    def start(self):
+    def prepare(self):
         """
-        Build the gateway and start accepting on every adopted socket.
+        Build the gateway (upstream pools and states, filters, routes) so
+        the master can send the initial health verdicts and certificates
+        before the worker accepts anything.
         """
         config = self.config
         self.upstreams = build_upstreams(config, self.reactor, self._tls_creator_for)
@@ -89,6 +91,20 @@ class Worker:
             access_log = AccessLog(config.gateway.access_log, self.reactor)
         self.gateway = Gateway(config, self.reactor, master=self.master,
                                upstreams=self.upstreams, access_log=access_log)
+
+    def upstream_states(self):
+        """
+        The current upstream name -> L{UpstreamState} mapping.
+        """
+        return {name: terminal.state for name, terminal in self.upstreams.items()}
+
+    def start(self):
+        """
+        Start accepting on every adopted socket.
+        """
+        if self.gateway is None:
+            self.prepare()
+        config = self.config
         for listener, fd, family in self.sockets:
             scheme = "https" if listener.tls else "http"
             extra = ()

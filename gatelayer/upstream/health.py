@@ -81,6 +81,8 @@ class _ProbeProtocol(Protocol):
 
 
 class _ProbeFactory(Factory):
+    noisy = False
+
     def __init__(self, request, result):
         self._request = request
         self._result = result

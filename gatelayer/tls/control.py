@@ -367,7 +367,9 @@ class CertificateReloader:
         return defer.DeferredList(ds, consumeErrors=True).addCallback(record)
 
     def _push_failed(self, failure):
-        self.log.failure("a worker did not take the new certificates", failure)
+        self.log.error(
+            "a worker did not take the new certificates and keeps its old ones: {error}",
+            error=failure.getErrorMessage())
         return failure
 
     def reload_and_push(self, protocols):

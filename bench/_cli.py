@@ -80,7 +80,7 @@ def parse_args(argv):
     parser.add_argument("--scenario", default=",".join(names),
                         help="comma-separated, from: " + ", ".join(names) + " (default: all)")
     parser.add_argument("--targets", default=None,
-                        help="only these rows (comma-separated labels or prefixes, e.g. nginx,gatelayer)")
+                        help="only these rows: comma-separated labels, or prefixes (e.g. nginx,gatelayer)")
     parser.add_argument("--connections", default="32,128", help="wrk connection counts (default 32,128)")
     parser.add_argument("--duration", type=float, default=5, help="seconds measured per cell (default 5)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per cell (default 2)")
@@ -121,7 +121,11 @@ def selected_targets(scenario, options):
     if options.no_pypy:
         names = [n for n in names if not n.endswith("-pypy")]
     if options.target_filter:
-        names = [n for n in names if any(n.startswith(k) for k in options.target_filter)]
+        # A full label picks that row only; anything else is a prefix.
+        keep = set()
+        for wanted in options.target_filter:
+            keep.update([wanted] if wanted in names else [n for n in names if n.startswith(wanted)])
+        names = [n for n in names if n in keep]
     if scenario.name in BASELINES and any(n.startswith("gatelayer") for n in names):
         base = BASELINES[scenario.name]
         if base not in [s.name for s in options.scenarios]:

@@ -48,10 +48,14 @@ class Installer:
     Installs missing Debian packages, running C{apt-get update} at most once.
     """
 
-    def __init__(self, say=print, allowed=True, run=subprocess.run):
+    def __init__(self, say=print, allowed=True, run=subprocess.run, find=find_tool,
+                 policy_path=_POLICY, is_root=None):
         self.say = say
         self.allowed = allowed
         self._run = run
+        self._find = find
+        self._policy = policy_path
+        self._is_root = (lambda: os.geteuid() == 0) if is_root is None else is_root
         self._updated = False
 
     def ensure(self, commands, extra_packages=()):
@@ -62,13 +66,13 @@ class Installer:
 
         @raise InstallError: if something is still missing afterwards.
         """
-        missing = [c for c in commands if find_tool(c) is None]
+        missing = [c for c in commands if self._find(c) is None]
         if missing:
             packages = [TOOLS.get(c, c) for c in missing] + list(extra_packages)
             if not self.allowed:
                 raise InstallError("missing " + ", ".join(missing) + " (and installing was turned off)")
             self.install(packages)
-        paths = {c: find_tool(c) for c in commands}
+        paths = {c: self._find(c) for c in commands}
         still = [c for c, p in paths.items() if p is None]
         if still:
             raise InstallError("still missing after installing: " + ", ".join(still))
@@ -79,16 +83,16 @@ class Installer:
         C{apt-get install} C{packages} (after one C{apt-get update}) without
         starting their services.
         """
-        if shutil.which("apt-get") is None:
+        if self._find("apt-get") is None:
             raise InstallError("cannot install " + ", ".join(packages) + ": no apt-get on this machine")
-        if os.geteuid() != 0:
+        if not self._is_root():
             raise InstallError("cannot install " + ", ".join(packages) + ": run as root, or install them first")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         placed_policy = False
-        if not os.path.exists(_POLICY):
-            with open(_POLICY, "w") as f:
+        if not os.path.exists(self._policy):
+            with open(self._policy, "w") as f:
                 f.write("#!/bin/sh\n# placed by the gatelayer benchmark while it installs packages\nexit 101\n")
-            os.chmod(_POLICY, 0o755)
+            os.chmod(self._policy, 0o755)
             placed_policy = True
         try:
             if not self._updated:
@@ -99,7 +103,7 @@ class Installer:
             self._apt(["apt-get", "install", "-y", "--no-install-recommends", *packages], env)
         finally:
             if placed_policy:
-                os.unlink(_POLICY)
+                os.unlink(self._policy)
 
     def _apt(self, argv, env):
         result = self._run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -200,7 +200,7 @@ class Supervisor:
                 text = f.read()[-8000:].decode("utf-8", "replace")
         except OSError:
             return ""
-        return "\n".join(line for line in text.splitlines() if line.strip())[-2000:].splitlines()[-lines:]
+        return [line for line in text.splitlines() if line.strip()][-lines:]
 
     def stop(self, process, timeout=10.0, sig=signal.SIGTERM):
         """
@@ -269,7 +269,7 @@ def http_get(port, path, tls=False, headers=None, timeout=2.0):
 
 
 def wait_ready(process, port, path, deadline, tls=False, headers=None, min_children=0,
-               supervisor=None, clock=time.monotonic, sleep=time.sleep):
+               supervisor=None, clock=time.monotonic, sleep=time.sleep, get=None, children=None):
     """
     Poll until C{GET path} on C{port} answers 2xx and the process has at least
     C{min_children} descendants, for at most C{deadline} seconds.
@@ -277,6 +277,8 @@ def wait_ready(process, port, path, deadline, tls=False, headers=None, min_child
     @raise NotReady: with the reason (and the process's last output lines) if
         it exits first or the deadline passes.
     """
+    get = get or http_get
+    children = children or children_of
     end = clock() + deadline
     last = "no answer"
     while True:
@@ -285,9 +287,9 @@ def wait_ready(process, port, path, deadline, tls=False, headers=None, min_child
             tail = supervisor.log_tail(process) if supervisor else []
             raise NotReady(f"exited with status {code}" + (": " + " | ".join(tail) if tail else ""))
         try:
-            status, _ = http_get(port, path, tls=tls, headers=headers, timeout=1.0)
+            status, _ = get(port, path, tls=tls, headers=headers, timeout=1.0)
             if 200 <= status < 300:
-                if len(children_of(process.pid)) >= min_children:
+                if len(children(process.pid)) >= min_children:
                     return
                 last = f"answers, but fewer than {min_children} worker processes yet"
             else:

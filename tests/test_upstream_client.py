@@ -380,6 +380,25 @@ class FramingTests(ConnectionCase):
         self.assertEqual(request.sink.outcome, ("response_failed", "bad_response"))
         self.assertTrue(self.transport.disconnecting)
 
+    def test_sizeLimits(self):
+        """
+        A head, a chunk-size line or trailers larger than their limits are a
+        bad response, whether they come in one read or in pieces.
+        """
+        chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for response in [
+                b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * MAX_HEAD_SIZE + b"\r\n\r\n",
+                chunked + b"1" + b" " * 5000 + b"\r\n",
+                chunked + b"0\r\n" + b"X-T: " + b"t" * 70000 + b"\r\n\r\n",
+                chunked + b"0\r\n" + b"X-T: t\r\n" * 10000 + b"\r\n"]:
+            for size in (len(response), 1000):
+                connection = self.connection()
+                request = self.send(connection)
+                for i in range(0, len(response), size):
+                    connection.dataReceived(response[i:i + size])
+                self.assertEqual(request.sink.outcome, ("response_failed", "bad_response"))
+                self.assertTrue(self.transport.disconnecting)
+
     def test_bodyStreamsAsItArrives(self):
         """
         Body bytes reach the sink read by read, not after the whole body.
@@ -523,6 +542,21 @@ class SendTests(ConnectionCase):
         self.assertIsNone(transport.producer)
         self.assertEqual((request.sink.status, request.sink.outcome), (413, "end"))
         self.assertTrue(transport.disconnecting)
+
+    def test_closedDuringUpload(self):
+        """
+        A server that closes while the body is being sent fails the exchange
+        and stops the upload.
+        """
+        transport = PausingTransport()
+        connection = self.connection(transport)
+        request = self.send(connection, method=b"POST", body=io.BytesIO(b"z" * 500000))
+        producer = transport.producer
+        connection.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(request.sink.outcome, ("response_failed", "connection_lost"))
+        transport.clear()
+        producer.resumeProducing()
+        self.assertEqual(transport.value(), b"")
 
     def test_truncatedFile(self):
         """

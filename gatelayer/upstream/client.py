@@ -765,8 +765,13 @@ class HTTP11UpstreamConnection(Protocol):
 
     def _finish(self, leftover):
         request, self._request = self._request, None
-        if leftover or not self._reusable or self._producer is not None:
+        request.connection = None
+        if leftover or self._producer is not None:
+            # Bytes beyond the response, or an upload cut short: the stream
+            # is out of step, drop it at once.
             self._shutdown(True)
+        elif not self._reusable:
+            self._shutdown(False)
         else:
             self._state = _IDLE
             if self._paused:
@@ -938,8 +943,8 @@ class HTTP11UpstreamConnection(Protocol):
                 return
             elif state == _CHUNK_SIZE:
                 end = data.find(b"\r\n")
-                if end < 0:
-                    if len(data) > _MAX_CHUNK_LINE:
+                if end < 0 or end > _MAX_CHUNK_LINE:
+                    if end >= 0 or len(data) > _MAX_CHUNK_LINE:
                         self._fail("bad_response", "chunk size line too long")
                     else:
                         self._buffer = data

@@ -87,7 +87,10 @@ class _ServerSlot:
         self.server = server
         self.host = server.host
         self.port = server.port
-        self.host_header = server.address.encode("idna")
+        try:
+            self.host_header = server.address.encode("idna")
+        except UnicodeError:
+            self.host_header = server.address.encode("ascii", "replace")
         self.idle = []
         self.queue = deque()
         self.opened = 0

@@ -227,8 +227,11 @@ class MasterService(service.Service):
         def begin(_):
             if control.connected:
                 return control.callRemote(Begin)
-        DeferredList([d for d in syncs if isinstance(d, Deferred)]).addCallback(begin).addErrback(
-            lambda f: self.log.failure("worker {slot}: start-up sync failed", f, slot=record.slot))
+        def failed(failure):
+            # A worker that died during start-up is handled by worker_exited.
+            if control.connected:
+                self.log.failure("worker {slot}: start-up sync failed", failure, slot=record.slot)
+        DeferredList([d for d in syncs if isinstance(d, Deferred)]).addCallback(begin).addErrback(failed)
 
     def worker_exited(self, record, reason):
         """

@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 
+import attrs
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.test import iosim
@@ -25,8 +26,9 @@ from gatelayer.tls.control import (
     push_certificates,
     register_worker_responders,
 )
+from gatelayer.tls.policy import PolicyError
 from gatelayer.tls.sni import SNIServerCreator
-from gatelayer.tls.store import load_certificate_set
+from gatelayer.tls.store import CertificateError, load_certificate_set
 
 # Certificates are dated around a fixed moment, and the reloader's clock is
 # set to it: validity checks do not depend on when the tests run.
@@ -266,7 +268,6 @@ class ReloaderTests(SynchronousTestCase):
         A bad certificate at start-up raises, naming the file.
         """
         path = write_pem(os.path.join(self.sections.web_dir, "bad.pem"), b"")
-        from gatelayer.tls.store import CertificateError
         error = self.assertRaises(CertificateError, self.reloader.load)
         self.assertEqual(error.path, path)
 
@@ -311,6 +312,19 @@ class ReloaderTests(SynchronousTestCase):
         self.assertIn("expired", self.reloader.last_reload["error"])
         logged = [e for e in self.events if bad in e.get("error", "")]
         self.assertEqual(len(logged), 1)
+
+    def test_policy_checked(self):
+        """
+        A cipher string OpenSSL refuses fails the load and a reload, naming
+        the section and key.
+        """
+        specs = dict(self.sections.specs, web=attrs.evolve(self.sections.web, ciphers="NOPE"))
+        self.assertRaises(PolicyError, CertificateReloader(specs, self.clock).load)
+        self.reloader.load()
+        ok, error = self.reloader.reload(specs)
+        self.assertFalse(ok)
+        self.assertIn("[tls:web] ciphers", str(error))
+        self.assertIsNot(self.reloader.specs["web"], specs["web"])
 
     def test_status(self):
         """

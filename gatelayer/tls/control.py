@@ -20,10 +20,12 @@ import hashlib
 import itertools
 import json
 
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.protocols import amp
 
+from .policy import PolicyError, check_policy
 from .sni import SNIServerCreator
 from .store import CertificateError, CertificateSet, load_certificate_set
 
@@ -241,7 +243,7 @@ class CertificateReceiver:
                     prepared[name] = (None, SNIServerCreator(spec, certificate_set))
                 else:
                     prepared[name] = (creator, creator.prepare(certificate_set))
-        except CertificateError as e:
+        except (CertificateError, PolicyError, SSL.Error) as e:
             self.log.error("certificate reload rejected, keeping the current certificates: {error}", error=str(e))
             raise CertificateTransferError(str(e)) from None
         except CertificateTransferError as e:
@@ -309,11 +311,18 @@ class CertificateReloader:
 
     def _load_all(self, specs):
         now = self._now()
-        return {name: self._load(spec, now) for name, spec in sorted(specs.items())}
+        sets = {}
+        for name, spec in sorted(specs.items()):
+            # A policy OpenSSL refuses would only surface in the workers;
+            # check it here, where the operator sees the answer.
+            check_policy(spec)
+            sets[name] = self._load(spec, now)
+        return sets
 
     def load(self):
         """
-        The start-up load: like L{reload} but raising L{CertificateError}, as
+        The start-up load: like L{reload} but raising L{CertificateError} (or
+        L{PolicyError} for a C{min_version} or C{ciphers} OpenSSL refuses), as
         a gateway must not start with certificates it cannot serve.
         """
         sets = self._load_all(self.specs)
@@ -326,13 +335,14 @@ class CertificateReloader:
         Re-read every certificate of every section (of C{specs} when a new
         configuration brings them). All good: they become L{current} and
         C{(True, sets)} is returned. Anything bad: nothing changes, the file
-        and reason are logged, and C{(False, CertificateError)} is returned.
+        and reason are logged, and C{(False, error)} is returned (a
+        L{CertificateError}, or a L{PolicyError} naming the section and key).
         """
         specs = self.specs if specs is None else dict(specs)
         at = self._now().isoformat()
         try:
             sets = self._load_all(specs)
-        except CertificateError as e:
+        except (CertificateError, PolicyError) as e:
             self.last_reload = {"at": at, "ok": False, "error": str(e)}
             self.log.error("certificate reload rejected, the current certificates stay: {error}", error=str(e))
             return False, e

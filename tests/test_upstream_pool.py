@@ -6,6 +6,7 @@ in-memory servers through L{iosim}.
 
 import io
 
+import twisted.test
 from twisted.internet.error import (
     ConnectionDone,
     ConnectionRefusedError,
@@ -22,7 +23,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-import twisted.test
 from gatelayer.config.model import ServerSpec
 from gatelayer.upstream.pool import ServerStats, UpstreamPool
 

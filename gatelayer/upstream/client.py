@@ -16,10 +16,11 @@ chunk size or a transfer coding other than C{chunked} fail the exchange as
 C{bad_response}, and a connection that failed is never reused.
 """
 
-from twisted.internet.error import ConnectionDone, TimeoutError
+from twisted.internet.error import ConnectionDone
+from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Interface, implementer
 
 __all__ = [
     "IResponseSink",
@@ -589,7 +590,7 @@ class HTTP11UpstreamConnection(Protocol):
             self._owner.lost(self)
             self._closed()
             if request is not None:
-                kind = "timeout" if reason.check(TimeoutError) else "connect_error"
+                kind = "timeout" if reason.check(ConnectTimeoutError) else "connect_error"
                 request.fail_connect(kind, reason.getErrorMessage())
         else:
             self._closed()

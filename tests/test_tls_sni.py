@@ -11,7 +11,10 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 from zope.interface.verify import verifyObject
 
 from gatelayer.config.model import TlsSpec
@@ -299,3 +302,36 @@ class WrapTests(SynchronousTestCase):
         self.assertIsInstance(wrapped, TLSMemoryBIOFactory)
         self.assertIs(wrapped.wrappedFactory, application)
         self.assertIs(wrapped._clock, clock)
+
+
+class _SecureResource(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return b"secure=%d host=%s" % (request.isSecure(), request.getRequestHostname())
+
+
+class SiteTests(SynchronousTestCase):
+    """
+    A twisted.web site wrapped for TLS answers HTTPS requests.
+    """
+
+    def test_https_request(self):
+        """
+        An HTTP/1.1 request over a handshake picked by SNI reaches the site,
+        which knows the request came over TLS.
+        """
+        fixture = _Fixture(self)
+        clock = Clock()
+        site = Site(_SecureResource(), reactor=clock)
+        wrapped = wrap_server_factory(fixture.creator, site, clock)
+        client = TLSMemoryBIOFactory(
+            tls_client_creator("api.example.com"), True, Factory.forProtocol(RecordingProtocol), clock=clock)
+        client_tls, server_tls, pump = iosim.connectedServerAndClient(
+            lambda: wrapped.buildProtocol(None), lambda: client.buildProtocol(None), clock=clock)
+        application = client_tls.wrappedProtocol
+        application.transport.write(b"GET / HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n")
+        pump.flush()
+        self.assertEqual(application.peer_certificate, _API.certificate)
+        self.assertTrue(application.received.startswith(b"HTTP/1.1 200 OK\r\n"), application.received)
+        self.assertTrue(application.received.endswith(b"secure=1 host=api.example.com"), application.received)

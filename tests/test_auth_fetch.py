@@ -98,6 +98,21 @@ class FetcherTests(SynchronousTestCase):
         self.clock.advance(599)
         self.assertEqual(self.agent.pending, 0)
 
+    def test_connection_failure(self):
+        """
+        A connection failure is logged by its cause and retried.
+        """
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.python.failure import Failure
+        from twisted.web.client import ResponseNeverReceived
+
+        self.fetcher.start()
+        self.agent.requests[0][3].errback(ResponseNeverReceived([Failure(ConnectionRefusedError())]))
+        self.assertIn("Connection was refused by other side.",
+                      [e.get("reason") for e in self.events])
+        self.clock.advance(5)
+        self.assertEqual(self.agent.pending, 1)
+
     def test_oversized_body_stops_transfer(self):
         """
         A body over the limit stops the transfer instead of reading on.
@@ -134,6 +149,7 @@ class FetcherTests(SynchronousTestCase):
         self.assertFalse(self.fetcher.fetching)
         self.assertTrue(self.agent.requests[0][3].called)
         self.assertEqual(len(self.fetcher.keys), 0)
+        self.assertIn("no complete answer within 5s", [e.get("reason") for e in self.events])
 
     def test_hanging_body(self):
         """

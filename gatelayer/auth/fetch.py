@@ -10,7 +10,7 @@ fetch that fails or times out keeps the previous keys and is retried with
 backoff.
 """
 
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import Agent, ResponseDone
@@ -80,6 +80,17 @@ def read_bounded_body(response, limit):
     protocol.finished = finished
     response.deliverBody(protocol)
     return finished
+
+
+def _describe(failure):
+    """
+    One line for a failed fetch: the client's wrapped reasons (connection
+    refused, reset) rather than their list.
+    """
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        failure = reasons[0]
+    return failure.getErrorMessage() or failure.type.__name__
 
 
 class JwksFetcher:
@@ -190,7 +201,7 @@ class JwksFetcher:
         headers = Headers({b"accept": [b"application/json"], b"user-agent": [b"gatelayer"]})
         d = maybeDeferred(self.agent.request, b"GET", self.url.encode("ascii"), headers)
         d.addCallback(self._read)
-        d.addTimeout(self.timeout, self.reactor)
+        d.addTimeout(self.timeout, self.reactor, onTimeoutCancel=self._timed_out)
         d.addCallback(self._fetched)
         d.addErrback(self._failed)
         d.addBoth(self._done)
@@ -202,6 +213,9 @@ class JwksFetcher:
         if response.code != 200:
             body.addCallback(lambda _: self._status_error(response.code))
         return body
+
+    def _timed_out(self, result, timeout):
+        raise FetchError(f"no complete answer within {timeout:g}s")
 
     def _status_error(self, code):
         raise FetchError(f"the server answered with status {code}")
@@ -221,9 +235,9 @@ class JwksFetcher:
 
     def _failed(self, failure):
         self._failures += 1
-        if failure.check(CancelledError) and not self._running:
+        if not self._running:
             return
-        reason = failure.getErrorMessage() or failure.type.__name__
+        reason = _describe(failure)
         self.log.warn("jwks: fetching {url} failed, keeping the previous {count} keys: {reason}",
                       url=self.url, count=len(self.keys), reason=reason)
 

@@ -350,3 +350,25 @@ class GuardedStoreTests(SynchronousTestCase):
         self.inner.answer = lambda: succeed(Decision(True, 1, 0.0, 1.0))
         self.successResultOf(self.guarded.take("k", QUOTA))
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class ChainedAnswerTests(SynchronousTestCase):
+    """
+    A store whose Deferred has fired but waits on an inner Deferred (as
+    txredisapi's do) is still bounded by the timeout.
+    """
+
+    def test_timeout_on_chained_deferred(self):
+        """
+        The take times out although the outer Deferred counts as called.
+        """
+        clock = Clock()
+        inner = Deferred()
+        store = ScriptedStore()
+        store.answer = lambda: succeed(None).addCallback(lambda _: inner)
+        guarded = GuardedStore(store, clock, 0.1)
+        d = guarded.take("k", QUOTA)
+        self.assertNoResult(d)
+        clock.advance(0.1)
+        self.assertEqual(self.failureResultOf(d, StoreUnavailable).value.reason, "timeout")
+        self.assertTrue(inner.called)

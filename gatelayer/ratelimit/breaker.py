@@ -69,6 +69,11 @@ class StoreBreaker:
         return False
 
 
+def _note(result, answered):
+    answered.append(True)
+    return result
+
+
 class GuardedStore:
     """
     Wraps a store with a per-take timeout and a L{StoreBreaker}: C{take}
@@ -101,7 +106,11 @@ class GuardedStore:
             d = self.store.take(key, quota)
         except Exception as e:
             d = fail(e)
-        if not d.called:
+        answered = []
+        d.addBoth(_note, answered)
+        if not answered:
+            # (d.called is no help: it is also true while d waits on a
+            # Deferred returned by one of its callbacks)
             d.addTimeout(self._timeout, self._clock)
         return d.addCallbacks(self._succeeded, self._failed)
 

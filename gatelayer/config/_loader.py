@@ -111,7 +111,7 @@ def _gateway(r, cpu_count):
     workers = r.get("workers", lambda t: v.parse_int(t, 1, 256), None)
     if workers is None:
         workers = cpu_count or os.cpu_count() or 1
-    admin = r.get("admin", v.parse_hostport, None)
+    admin = r.get("admin", lambda t: v.parse_hostport(t, allow_port_zero=True), None)
     proxies = r.get("trusted_proxies", lambda t: tuple(v.parse_network(x) for x in v.parse_list(t)), ())
     return GatewaySpec(
         workers=workers,

@@ -334,6 +334,11 @@ class MasterService(service.Service):
         def finished(_):
             if kill_call.active():
                 kill_call.cancel()
+            # twistd re-raises the stopping signal at exit, so a SIGTERM'd
+            # master would end "killed by SIGTERM". A completed drain is a
+            # clean shutdown: exit status 0, as process supervisors expect.
+            if getattr(self.reactor, "_exitSignal", None) is not None:
+                self.reactor._exitSignal = None
             if self.sockets is not None:
                 self.sockets.close()
             if self.admin_port is not None:

@@ -38,6 +38,7 @@ class GatewayProcess:
     def __init__(self, reactor, directory, config_text, name="gate"):
         self.reactor = reactor
         self.directory = directory
+        os.makedirs(directory, exist_ok=True)
         self.config_path = os.path.join(directory, name + ".ini")
         self.ready_path = os.path.join(directory, name + ".ready.json")
         self.log_path = os.path.join(directory, name + ".log")

@@ -1,0 +1,142 @@
+"""
+Small HTTP clients for integration tests (off the gateway's own path, so
+twisted.web.client is fine here).
+"""
+
+import json
+
+from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.client import FileBodyProducer
+from io import BytesIO
+
+
+class Response:
+    """
+    A whole response: status, headers (L{Headers}), body bytes.
+    """
+
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        """
+        The first value of header C{name} or L{None}.
+        """
+        values = self.headers.getRawHeaders(name)
+        return values[0] if values else None
+
+    def json(self):
+        """
+        The body parsed as JSON.
+        """
+        return json.loads(self.body)
+
+
+@inlineCallbacks
+def fetch(reactor, url, method=b"GET", headers=None, body=None, persistent=False, pool=None,
+          context_factory=None):
+    """
+    Make one request; returns a L{Response}.
+    """
+    if pool is None:
+        pool = HTTPConnectionPool(reactor, persistent=persistent)
+    if context_factory is not None:
+        agent = Agent(reactor, contextFactory=context_factory, pool=pool)
+    else:
+        agent = Agent(reactor, pool=pool)
+    producer = FileBodyProducer(BytesIO(body), cooperator=_Immediate()) if body is not None else None
+    response = yield agent.request(method, url, Headers(headers or {}), producer)
+    data = yield readBody(response)
+    returnValue(Response(response.code, response.headers, data))
+
+
+class _Immediate:
+    """
+    A cooperator stand-in that runs body production at once, so tests need
+    no global cooperator.
+    """
+
+    def cooperate(self, iterator):
+        for _ in iterator:
+            pass
+        from twisted.internet.defer import succeed
+
+        class _Task:
+            def whenDone(self):
+                return succeed(iterator)
+
+            def stop(self):
+                pass
+
+            def pause(self):
+                pass
+
+            def resume(self):
+                pass
+        return _Task()
+
+
+class SlowReader(Protocol):
+    """
+    Sends one raw request and reads the response, pausing its transport for
+    C{pause} seconds after every C{chunk} bytes: a slow client that makes
+    the gateway apply back-pressure.
+    """
+
+    def __init__(self, reactor, request, chunk, pause):
+        self.reactor = reactor
+        self.request = request
+        self.chunk = chunk
+        self.pause = pause
+        self.received = 0
+        self._since_pause = 0
+        self.head = b""
+        self.done = Deferred()
+
+    def connectionMade(self):
+        self.transport.write(self.request)
+
+    def dataReceived(self, data):
+        if not self.head:
+            self.head = data[:200]
+        self.received += len(data)
+        self._since_pause += len(data)
+        if self._since_pause >= self.chunk:
+            self._since_pause = 0
+            self.transport.pauseProducing()
+            self.reactor.callLater(self.pause, self.transport.resumeProducing)
+
+    def connectionLost(self, reason):
+        if not self.done.called:
+            self.done.callback(self.received)
+
+
+class SlowReaderFactory(ClientFactory):
+    """
+    Builds one L{SlowReader}.
+    """
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def buildProtocol(self, addr):
+        return self.reader
+
+    def clientConnectionFailed(self, connector, reason):
+        self.reader.done.errback(reason)
+
+
+def rss_kb(pid):
+    """
+    Resident set size of process C{pid} in KiB (Linux /proc).
+    """
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0

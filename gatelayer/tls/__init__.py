@@ -8,7 +8,8 @@ The pieces, each in its own module:
  - L{policy}: protocol versions, ciphers and ALPN of every server context;
  - L{sni}: L{SNIServerCreator}, the connection creator of TLS listeners;
  - L{control}: the master/worker certificate reload over AMP;
- - L{upstream}: client TLS from the gateway to upstream servers.
+ - L{upstream}: client TLS from the gateway to upstream servers;
+ - L{parts}: how the master and worker processes use all of the above.
 """
 
 from .control import (
@@ -18,6 +19,7 @@ from .control import (
     push_certificates,
     register_worker_responders,
 )
+from .parts import CertificatePart, upstream_tls_creators, worker_tls
 from .policy import PolicyError, check_policy, hsts_header
 from .sni import SNIServerCreator, wrap_server_factory
 from .store import CertificateError, CertificateSet, load_certificate_set
@@ -38,4 +40,7 @@ __all__ = [
     "push_certificates",
     "register_worker_responders",
     "upstream_tls_creator",
+    "CertificatePart",
+    "worker_tls",
+    "upstream_tls_creators",
 ]

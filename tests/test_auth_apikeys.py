@@ -107,14 +107,15 @@ class CommandTests(SynchronousTestCase):
 
     def test_new_key(self):
         """
-        A new key is shown on a comment line, and the config line that
-        follows registers exactly it.
+        A new key is shown on standard error, and the config line on
+        standard output registers exactly it (without the key itself).
         """
         code, out, err = self.run_main(["alice"])
-        self.assertEqual((code, err), (0, ""))
-        comment, line = out.splitlines()
-        self.assertTrue(comment.startswith("# API key for alice"))
-        key = comment.rsplit(" ", 1)[1]
+        self.assertEqual(code, 0)
+        self.assertTrue(err.startswith("API key for alice"))
+        key = err.split()[-1]
+        line, = out.splitlines()
+        self.assertNotIn(key, out)
         self.assertTrue(key.startswith(KEY_PREFIX))
         store = parse_apikeys("[consumers]\n" + line + "\n", "apikeys.ini")
         self.assertEqual(store.consumer_for(key.encode()), "alice")

@@ -2,8 +2,9 @@
 C{gatelayer-apikey}: make a new API key and print the line that registers it
 in C{apikeys.ini}.
 
-The key itself is printed once, on a comment line, for the operator to hand
-to the consumer; only its SHA-256 goes into the file.
+Standard output gets only the C{[consumers]} line, with the key's SHA-256, so
+C{gatelayer-apikey alice >> etc/keys/apikeys.ini} stores no plain key; the new
+key itself is shown once on standard error, for the operator to hand over.
 """
 
 import sys
@@ -21,7 +22,7 @@ class Options(usage.Options):
     synopsis = "Usage: gatelayer-apikey [--stdin] CONSUMER"
     longdesc = (
         "Print a [consumers] line for an API key file. Without --stdin a new random key is made "
-        "and shown on a comment line (give it to the consumer; it is not stored anywhere). "
+        "and shown on standard error (give it to the consumer; it is not stored anywhere). "
         "With --stdin the key is read from standard input instead, e.g. to register a key "
         "the consumer already has.")
     optFlags = [["stdin", None, "Read the key from standard input instead of making one."]]
@@ -59,7 +60,7 @@ def main(argv=None, stdout=None, stdin=None, stderr=None):
         stderr.write(f"gatelayer-apikey: {e}\n")
         return 2
     if made:
-        stdout.write(f"# API key for {options['consumer']} (give it to them; it is stored nowhere): {key}\n")
+        stderr.write(f"API key for {options['consumer']} (hand it over now; it is stored nowhere): {key}\n")
     stdout.write(line + "\n")
     return 0
 

@@ -4,6 +4,9 @@ fetched, rotated without a restart, and a hanging server neither blocks the
 reactor nor holds requests for longer than the fetch timeout.
 """
 
+import os
+import time
+
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
@@ -165,3 +168,87 @@ class JwksFetchTests(TestCase):
         self.assertLess(elapsed, 5)
         self.assertEqual(jwt.fetcher.keys.kids, {"k1"})
         self.assertIsNone(_request(jwt, "k1"))
+
+
+class GatewayAuthTests(TestCase):
+    """
+    Both filters in a real gateway (master and one worker): refused requests
+    never reach the upstream; accepted ones arrive with the identity headers
+    and without the client's own.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_identity_upstream(self):
+        """
+        A valid token and a registered API key get 200 with X-Consumer (and
+        the forwarded claim) upstream; bad ones get 401 with a challenge.
+        """
+        from gatelayer.auth.apikeys import hash_key
+        from gatelayer.testing.gateway import GatewayProcess
+        from gatelayer.testing.http import fetch
+        from gatelayer.testing.upstreams import UpstreamServer
+
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "jwks.json"), "wb") as f:
+            f.write(t.jwks(t.public_jwk(t.private_key("RSA"), "k1")))
+        with open(os.path.join(directory, "apikeys.ini"), "w") as f:
+            f.write(f"[consumers]\nacme-billing = {hash_key(b'glk_test-key')}\n")
+        upstream = UpstreamServer(reactor, "app")
+        upstream.start()
+        self.addCleanup(upstream.stop)
+        gate = GatewayProcess(reactor, directory, f"""
+[gateway]
+workers = 1
+admin = 127.0.0.1:0
+[listener:web]
+bind = 127.0.0.1:0
+[upstream:app]
+servers = {upstream.address}
+[route:orders]
+path = /orders/
+upstream = app
+filters = jwt
+[route:billing]
+path = /billing/
+upstream = app
+filters = keys
+[filter:jwt]
+type = jwt
+keys = jwks.json
+audience = api
+forward_claims = tenant:X-Tenant
+[filter:keys]
+type = api_key
+keys = apikeys.ini
+""")
+        self.addCleanup(gate.stop)
+        yield gate.start()
+
+        token = t.token({"sub": "alice", "aud": "api", "tenant": "acme", "exp": time.time() + 300}, kid="k1")
+        response = yield fetch(reactor, gate.url("web", "/orders/1"), headers={
+            b"Authorization": [b"Bearer " + token], b"X-Consumer": [b"admin"], b"X-Tenant": [b"other"]})
+        self.assertEqual(response.status, 200)
+        seen = response.json()["headers"]
+        self.assertEqual(seen["x-consumer"], ["alice"])
+        self.assertEqual(seen["x-tenant"], ["acme"])
+
+        before = upstream.requests
+        expired = t.token({"sub": "alice", "aud": "api", "exp": time.time() - 60}, kid="k1")
+        for headers in ({}, {b"Authorization": [b"Bearer " + expired]}, {b"Authorization": [b"Bearer x.y.z"]}):
+            response = yield fetch(reactor, gate.url("web", "/orders/1"), headers=headers)
+            self.assertEqual(response.status, 401)
+            self.assertTrue(response.headers.getRawHeaders(b"www-authenticate")[0].startswith(
+                b'Bearer error="invalid_token"'))
+        self.assertEqual(upstream.requests, before)
+
+        response = yield fetch(reactor, gate.url("web", "/billing/x"), headers={
+            b"X-Api-Key": [b"glk_test-key"], b"X-Consumer": [b"admin"]})
+        self.assertEqual(response.status, 200)
+        seen = response.json()["headers"]
+        self.assertEqual(seen["x-consumer"], ["acme-billing"])
+        self.assertNotIn("x-api-key", seen)
+        response = yield fetch(reactor, gate.url("web", "/billing/x"), headers={b"X-Api-Key": [b"glk_wrong"]})
+        self.assertEqual(response.status, 401)

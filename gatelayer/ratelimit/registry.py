@@ -5,7 +5,6 @@ Sharing stores between the rate-limit filters of one process.
 from twisted.internet.defer import DeferredList
 
 from gatelayer.ratelimit.memory_store import MemoryStore
-from gatelayer.ratelimit.redis_store import RedisStore
 
 __all__ = ["StoreRegistry", "default_registry"]
 
@@ -17,7 +16,12 @@ class StoreRegistry:
     pool, and a reload that keeps the address keeps the connections.
     """
 
-    def __init__(self, redis_factory=RedisStore, memory_factory=MemoryStore):
+    def __init__(self, redis_factory=None, memory_factory=MemoryStore):
+        """
+        @param redis_factory: makes a Redis store from C{(reactor, address)};
+            L{gatelayer.ratelimit.redis_store.RedisStore} by default,
+            imported only when a filter uses Redis.
+        """
         self._redis_factory = redis_factory
         self._memory_factory = memory_factory
         self._stores = {}
@@ -29,7 +33,10 @@ class StoreRegistry:
         key = ("redis", id(reactor), address)
         store = self._stores.get(key)
         if store is None:
-            store = self._stores[key] = self._redis_factory(reactor, address)
+            factory = self._redis_factory
+            if factory is None:
+                from gatelayer.ratelimit.redis_store import RedisStore as factory
+            store = self._stores[key] = factory(reactor, address)
         return store
 
     def memory(self, reactor):

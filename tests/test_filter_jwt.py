@@ -183,6 +183,15 @@ class SettingsTests(KeyFiles, SynchronousTestCase):
             self.assertTrue(any(expected in p for p in problems), (items, problems))
             self.assertTrue(all(p.startswith("gate.ini [filter:jwt] ") for p in problems), problems)
 
+    def test_bad_algorithms_alone(self):
+        """
+        When algorithms itself is wrong, the keys are not also reported as
+        not fitting it.
+        """
+        _, problems = self.parse(keys="jwks.json, idp.pem", algorithms="RS256, none")
+        self.assertEqual(problems, [
+            "gate.ini [filter:jwt] algorithms: 'RS256, none' lists none: unsigned tokens are never accepted"])
+
     def test_through_loader(self):
         """
         A whole gate.ini with a jwt filter loads, paths taken relative to it,

@@ -146,7 +146,7 @@ def pin_algorithm(family, curve, declared, allowed):
         if declared not in ALGORITHMS:
             raise KeyLoadError(f"declares algorithm {declared!r}, which is not supported")
         if declared not in family_algorithms:
-            raise KeyLoadError(f"is a {family} key but declares algorithm {declared}")
+            raise KeyLoadError(f"is an {family} key but declares algorithm {declared}")
         if family == "EC" and curve is not None and _EC_CURVES.get(curve) != declared:
             raise KeyLoadError(f"is a {curve} key but declares algorithm {declared}")
         if declared not in allowed:
@@ -168,10 +168,10 @@ def pin_algorithm(family, curve, declared, allowed):
     usable = [a for a in family_algorithms if a in allowed]
     if not usable:
         raise KeyLoadError(
-            f"is a {family} key but algorithms allows none of " + ", ".join(family_algorithms))
+            f"is an {family} key but algorithms allows none of " + ", ".join(family_algorithms))
     if len(usable) > 1:
         raise KeyLoadError(
-            f"is a {family} key and algorithms allows several for it ({', '.join(usable)}): "
+            f"is an {family} key and algorithms allows several for it ({', '.join(usable)}): "
             "name the key's algorithm (JWK 'alg', or the algorithm after the file name)")
     return usable[0]
 

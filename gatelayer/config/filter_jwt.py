@@ -149,7 +149,9 @@ def parse_filter(reader):
     default_algorithms = ("RS256", "ES256") if (key_items or jwks_url) else ()
     if secret_items:
         default_algorithms += ("HS256",)
-    algorithms = reader.get("algorithms", _algorithms, default_algorithms or ("RS256", "ES256")) or ()
+    algorithms = reader.get("algorithms", _algorithms, default_algorithms or ("RS256", "ES256"))
+    checked_algorithms = algorithms is not None
+    algorithms = algorithms or ()
 
     keys = KeySet()
     key_files, secret_files = [], []
@@ -163,11 +165,13 @@ def parse_filter(reader):
             if not os.path.isfile(path):
                 reader.error(setting, "is not a file", path)
                 continue
+            if not checked_algorithms:
+                continue
             try:
                 keys = keys.merged(loader(path, algorithms, pinned))
             except KeyLoadError as e:
                 reader.error(setting, str(e))
-    if jwks_url is not None and not (set(algorithms) - set(HMAC_ALGORITHMS)):
+    if jwks_url is not None and checked_algorithms and not (set(algorithms) - set(HMAC_ALGORITHMS)):
         reader.error("jwks_url", "is set but algorithms allows only HMAC, and shared secrets are never fetched")
 
     leeway = reader.get("leeway", v.parse_duration, 0.0)

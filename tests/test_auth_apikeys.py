@@ -59,7 +59,7 @@ class StoreTests(SynchronousTestCase):
              "[consumers] bob: has the same key as alice"),
             (_file("[consumers]", f"alice = {hash_key('a')}", f"alice = {hash_key('b')}"), "apikeys.ini"),
             (_file("[users]", f"alice = {hash_key('a')}"), "[users]: is not a known section"),
-            (_file("alice = x"), "apikeys.ini"),
+            (_file("# keys", "alice = x"), "apikeys.ini: line 2 comes before the [consumers] section header"),
         ]
         for text, expected in cases:
             with self.assertRaises(ApiKeysError) as raised:

@@ -113,6 +113,8 @@ def parse_apikeys(text, source):
     parser.optionxform = str
     try:
         parser.read_string(text, source=source)
+    except configparser.MissingSectionHeaderError as e:
+        raise ApiKeysError([f"{source}: line {e.lineno} comes before the [consumers] section header"]) from None
     except configparser.Error as e:
         raise ApiKeysError([f"{source}: {e}".replace("\n", " ")]) from None
     problems = []

@@ -90,7 +90,7 @@ def main(argv=None):
             stop()
 
     control = ControlProtocol(connection_lost=master_gone)
-    tls_wrapper, tls_creator_for = worker_tls(config, control)
+    tls_wrapper, tls_creator_for = worker_tls(config, control, reactor)
     worker = Worker(reactor, config, args.slot, sockets, master=control, exit=stop,
                     tls_wrapper=tls_wrapper, tls_creator_for=tls_creator_for)
     worker.prepare()

@@ -231,7 +231,7 @@ class MasterService(service.Service):
             # A worker that died during start-up is handled by worker_exited.
             if control.connected:
                 self.log.failure("worker {slot}: start-up sync failed", failure, slot=record.slot)
-        DeferredList([d for d in syncs if isinstance(d, Deferred)]).addCallback(begin).addErrback(failed)
+        DeferredList([d for d in syncs if isinstance(d, Deferred)], fireOnOneErrback=True, consumeErrors=True).addCallback(begin).addErrback(failed)
 
     def worker_exited(self, record, reason):
         """

@@ -11,6 +11,13 @@ a Deferred of one, merged into /status) and C{reload(master)} (SIGHUP).
 
 from twisted.logger import Logger
 
+from gatelayer.config import ConfigError
+from gatelayer.tls.parts import CertificatePart, upstream_tls_creators
+from gatelayer.tls.parts import worker_tls as tls_worker
+from gatelayer.tls.policy import PolicyError, check_policy
+from gatelayer.tls.store import CertificateError, load_certificate_set
+from gatelayer.tls.upstream import upstream_tls_creator
+
 from gatelayer.upstream.control import (
     collect_status, push_all_states, push_health_change, register_worker_responders,
 )
@@ -19,12 +26,13 @@ from gatelayer.upstream.health import HealthMonitor
 log = Logger()
 
 
-def worker_tls(config, control):
+def worker_tls(config, control, reactor):
     """
     For a worker: the TLS listener wrapper and the upstream TLS creator
-    factory.
+    factory (the certificate transfer responders are registered on
+    C{control}; the master fills them before the worker begins).
     """
-    return None, None
+    return tls_worker(config, control, reactor)
 
 
 def register_worker(config, control, worker):
@@ -92,13 +100,31 @@ def master_parts(config, reactor, controls):
         protocols.
     """
     parts = []
+    if config.tls:
+        parts.append(CertificatePart(config, reactor, controls))
     if config.upstreams:
-        parts.append(HealthPart(controls, config, reactor))
+        parts.append(HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config)))
     return parts
 
 
 def validate_runtime(config):
     """
     Checks that need more than the config parser: loading certificates,
-    keys and stores the config names. Raises L{ConfigError}.
+    keys and stores the config names. Raises L{ConfigError} listing every
+    problem.
     """
+    problems = []
+    for name, spec in config.tls.items():
+        try:
+            check_policy(spec)
+            load_certificate_set(spec)
+        except (CertificateError, PolicyError) as e:
+            problems.append(f"{config.path} [tls:{name}]: {e}")
+    for name, spec in config.upstreams.items():
+        if spec.tls:
+            try:
+                upstream_tls_creator(spec)
+            except CertificateError as e:
+                problems.append(f"{config.path} [upstream:{name}]: {e}")
+    if problems:
+        raise ConfigError(problems)

@@ -99,6 +99,14 @@ class ParseFilterTests(SynchronousTestCase):
         for text in expected:
             self.assertTrue(any(text in p for p in found), (text, found))
 
+    def test_missing_ca_file(self):
+        """
+        A CA file that does not exist is reported.
+        """
+        found = problems("rate = 1/second\nstore = rediss://cache:6380/0?ca=nowhere.pem\n")
+        self.assertIn("/etc/gate.ini [filter:rl] store: 'rediss://cache:6380/0?ca=nowhere.pem' "
+                      "has ca=/etc/nowhere.pem, which is not a file", found)
+
     def test_password_not_shown(self):
         """
         A bad store URL is reported without its password.
@@ -153,6 +161,16 @@ class ValueParserTests(SynchronousTestCase):
         for text in ["redis://", "redis://h:port/0", "redis://h/x", "unix://relative.sock",
                      "memcached://h", "redis://h/1?db=2", "redis://h/0?timeout=1"]:
             self.assertRaises(ValueError, parse_store_url, text)
+
+    def test_ca(self):
+        """
+        rediss:// may name a CA file, relative to the config's directory;
+        other schemes may not.
+        """
+        address = parse_store_url("rediss://cache:6380/0?ca=certs/ca.pem", "/etc/gatelayer")
+        self.assertEqual(address.ca, "/etc/gatelayer/certs/ca.pem")
+        self.assertEqual(address.display(), "rediss://cache:6380/0?ca=/etc/gatelayer/certs/ca.pem")
+        self.assertRaises(ValueError, parse_store_url, "redis://cache/0?ca=ca.pem")
 
     def test_display_hides_password(self):
         """

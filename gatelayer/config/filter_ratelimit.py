@@ -5,6 +5,7 @@ Parsing only: the rate-limit filter and its stores live in
 L{gatelayer.filters.ratelimit} and L{gatelayer.ratelimit}.
 """
 
+import os.path
 import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -33,9 +34,12 @@ _MAX_RATE_PER_SECOND = 1_000_000
 class RedisAddress:
     """
     Where a Redis server is: C{redis://[[user]:password@]host:port/db},
-    C{rediss://...} (TLS) or C{unix:///path.sock[?db=N]}.
+    C{rediss://...[?ca=PEM]} (TLS) or C{unix:///path.sock[?db=N]}.
 
     @ivar scheme: C{"redis"}, C{"rediss"} or C{"unix"}.
+    @ivar ca: for C{rediss://}, a PEM file of the certificate authority the
+        server's certificate must chain to (default: the system's trust
+        store).
     @ivar password: never shown in C{repr} or L{display}, so it stays out of
         logs.
     """
@@ -47,6 +51,7 @@ class RedisAddress:
     path: str = None
     username: str = None
     password: str = field(default=None, repr=False)
+    ca: str = None
 
     @property
     def tls(self):
@@ -63,7 +68,8 @@ class RedisAddress:
             return f"unix://{self.path}" + (f"?db={self.db}" if self.db else "")
         host = f"[{self.host}]" if ":" in self.host else self.host
         auth = "***@" if self.password is not None else ""
-        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}"
+        ca = f"?ca={self.ca}" if self.ca else ""
+        return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}{ca}"
 
 
 @frozen
@@ -155,9 +161,10 @@ def parse_key(text):
     return tuple(sources)
 
 
-def parse_store_url(text):
+def parse_store_url(text, base_dir=None):
     """
-    Parse a Redis store URL into a L{RedisAddress}.
+    Parse a Redis store URL into a L{RedisAddress}; a relative C{ca} path is
+    taken relative to C{base_dir} (the configuration file's directory).
     """
     text = text.strip()
     try:
@@ -166,9 +173,14 @@ def parse_store_url(text):
         raise ValueError("is not a URL (use redis://host:port/db, rediss://... or unix:///path.sock)") from None
     scheme = parts.scheme.lower()
     query = parse_qs(parts.query)
-    unknown = sorted(set(query) - {"db"})
+    unknown = sorted(set(query) - {"db", "ca"})
     if unknown:
-        raise ValueError(f"has the unknown query parameter {unknown[0]!r} (only db is known)")
+        raise ValueError(f"has the unknown query parameter {unknown[0]!r} (only db and ca are known)")
+    ca = query.get("ca", [None])[-1]
+    if ca is not None:
+        if scheme != "rediss":
+            raise ValueError("has ca, which only applies to rediss:// (TLS)")
+        ca = os.path.normpath(os.path.join(base_dir or ".", os.path.expanduser(ca)))
     if scheme == "unix":
         if parts.netloc or not parts.path.startswith("/"):
             raise ValueError("is not unix:///absolute/path.sock")
@@ -189,7 +201,7 @@ def parse_store_url(text):
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     return RedisAddress(scheme=scheme, host=host, port=port or 6379, db=db,
-                        username=username, password=password)
+                        username=username, password=password, ca=ca)
 
 
 def _db(text):
@@ -214,10 +226,13 @@ def parse_filter(reader):
     store = None
     if store_text is not None and store_text.strip():
         try:
-            store = parse_store_url(store_text)
+            store = parse_store_url(store_text, reader.base_dir)
         except ValueError as e:
             # the URL may hold a password: show the scheme and host part only
             reader.error("store", str(e), _without_password(store_text.strip()))
+        if store is not None and store.ca is not None and not os.path.isfile(store.ca):
+            reader.error("store", f"has ca={store.ca}, which is not a file", _without_password(store_text.strip()))
+            store = None
     timeout = reader.get("store_timeout", v.parse_duration, 0.1)
     if timeout is not None and not 0.001 <= timeout <= 60:
         reader.error("store_timeout", "must be from 1ms to 60s", reader.raw("store_timeout").strip())

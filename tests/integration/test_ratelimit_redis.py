@@ -9,6 +9,7 @@ import json
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks, maybeDeferred
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.http_headers import Headers
 
@@ -150,6 +151,44 @@ class RedisStoreTests(RedisTestCase):
         self.assertTrue(decision.allowed)
         self.assertEqual(self.redis.command("DBSIZE"), b":0\r\n")
         self.assertEqual(self.redis.command("SELECT", "3"), b"+OK\r\n")
+
+
+class TlsTests(TestCase):
+    """
+    rediss:// against a TLS-only redis-server.
+    """
+
+    timeout = 30
+
+    def setUp(self):
+        self.redis = RedisServer(tls=True).start()
+        self.addCleanup(self.redis.stop)
+
+    @inlineCallbacks
+    def test_tls_verified(self):
+        """
+        A store on rediss:// with the server's CA decides over TLS.
+        """
+        store = RedisStore(reactor, parse_store_url(self.redis.url))
+        self.addCleanup(store.close)
+        quota = Quota(rate=2, period=60.0)
+        decisions = yield gatherResults([store.take("gatelayer:rl:test:tls", quota) for _ in range(3)])
+        # concurrent first takes may each load the script: count, not order
+        self.assertEqual(sorted(d.allowed for d in decisions), [False, True, True])
+
+    @inlineCallbacks
+    def test_untrusted_certificate_refused(self):
+        """
+        Without the CA the server's certificate is not trusted: the take
+        fails (the handshake fails and the connection is dropped), it is
+        never answered.
+        """
+        store = RedisStore(reactor, f"rediss://localhost:{self.redis.port}/0")
+        self.addCleanup(store.close)
+        d = store.take("gatelayer:rl:test:tls", Quota(rate=2, period=60.0))
+        result = yield d.addTimeout(2, reactor).addBoth(lambda r: [r])
+        self.assertIsInstance(result[0], Failure)
+        self.assertEqual(self.redis.command("DBSIZE"), b":0\r\n")
 
 
 class FilterOnRedisTests(RedisTestCase):

@@ -144,7 +144,7 @@ class SettingsTests(KeyFiles, SynchronousTestCase):
         """
         Each mistake is reported with file, section, key and what is wrong.
         """
-        private = self.write("private.pem", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        self.write("private.pem", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
         self.write("short.key", b"tooshort")
         self.write("bad.json", b'{"keys": [{"kty": "RSA", "n": "AQAB"}]}')
         cases = [
@@ -409,6 +409,20 @@ class FilterTests(KeyFiles, SynchronousTestCase):
         exchange = _exchange([(b"Authorization", b"Bearer " + _token(_claims(tenant="a\nb")))])
         self.assertIsNone(jwt.on_request(exchange))
         self.assertIsNone(exchange.headers.getRawHeaders(b"x-tenant"))
+
+    def test_unforeseen_error(self):
+        """
+        Should verification ever raise something unforeseen, the request is
+        refused with 401 and the error logged, never a 500.
+        """
+        jwt = self.make()
+
+        def broken(token, now):
+            raise RuntimeError("bug")
+        jwt.verifier.verify = broken
+        self.assertRefused(jwt.on_request(_exchange([(b"Authorization", b"Bearer " + _token())])),
+                           description="token could not be verified")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
     def test_claim_header_values(self):
         """

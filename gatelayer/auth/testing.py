@@ -146,7 +146,7 @@ def bad_tokens(claims, now, kid="rsa1"):
     def without_exp(extra):
         return json.dumps(changed(exp=None)).encode()[:-1] + extra + b"}"
 
-    GOOD, NOW, _claims = claims, now, changed
+    GOOD, NOW, _claims = claims, now, changed  # noqa: N806 (the table reads better in capitals)
     rsa = private_key("RSA")
     other_rsa = private_key("RSA", 1)
     good = token(GOOD, kid=kid)
@@ -199,6 +199,10 @@ def bad_tokens(claims, now, kid="rsa1"):
         ("exp NaN", sign(_header(kid), without_exp(b',"exp":NaN'), rsa, "RS256")),
         ("exp Infinity", sign(_header(kid), without_exp(b',"exp":Infinity'), rsa, "RS256")),
         ("exp overflowing to infinity", sign(_header(kid), without_exp(b',"exp":1e999'), rsa, "RS256")),
+        ("exp an integer beyond any float", sign(_header(kid), without_exp(b',"exp":1' + b"0" * 400), rsa, "RS256")),
+        ("exp an integer too long to parse", sign(_header(kid), without_exp(b',"exp":' + b"9" * 5000), rsa,
+                                                  "RS256")),
+        ("nbf a huge negative integer", token(_claims(nbf=-10 ** 400), kid=kid)),
         ("exp a string", token(_claims(exp=str(NOW + 300)), kid=kid)),
         ("exp true", token(_claims(exp=True), kid=kid)),
         ("no exp", token(_claims(exp=None), kid=kid)),
@@ -256,9 +260,16 @@ class FakeResponse:
         self.transport = StringTransport()
 
     def setPreviousResponse(self, response):
+        """
+        Remember the response this one followed (redirects).
+        """
         self.previousResponse = response
 
     def deliverBody(self, protocol):
+        """
+        Connect C{protocol} to an in-memory transport and, unless hanging,
+        deliver the whole body.
+        """
         self.protocol = protocol
         protocol.makeConnection(self.transport)
         if not self.hang:
@@ -289,6 +300,10 @@ class FakeAgent:
         self.queued = []
 
     def request(self, method, uri, headers=None, bodyProducer=None):
+        """
+        Record the request; answer it with the next queued response, or
+        return a Deferred for L{respond}.
+        """
         if self.queued:
             response = self.queued.pop(0)
             self.requests.append((method, uri, headers, None))

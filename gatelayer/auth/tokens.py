@@ -91,7 +91,13 @@ def _json_object(data, what):
 
 
 def _is_number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        # An integer beyond any float: no time, and arithmetic on it would raise.
+        return False
 
 
 def token_scopes(claims):

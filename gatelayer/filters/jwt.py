@@ -108,6 +108,8 @@ class JwtFilter:
             return waiting.addCallback(lambda _: self._retry(exchange, token))
         except TokenRejected as e:
             return self._refuse(e)
+        except Exception:
+            return self._unexpected()
         return self._accept(exchange, claims)
 
     def on_response(self, exchange):
@@ -120,7 +122,15 @@ class JwtFilter:
             claims = self.verifier.verify(token, self.clock.seconds())
         except TokenRejected as e:
             return self._refuse(e)
+        except Exception:
+            return self._unexpected()
         return self._accept(exchange, claims)
+
+    def _unexpected(self):
+        # A token the verifier did not foresee is a bug to fix, but still
+        # the client's token that is wrong: refuse it rather than answer 500.
+        self.log.failure("jwt [{filter}]: verifying a token failed unexpectedly", filter=self.name)
+        return self._refuse(TokenRejected("token could not be verified"))
 
     def _token(self, exchange):
         kind, name = self.settings.token_from

@@ -406,6 +406,9 @@ class FilterTests(KeyFiles, SynchronousTestCase):
         jwt = self.make()
         self.assertRefused(jwt.on_request(_exchange([(b"Authorization", b"Bearer " + _token(
             _claims(sub="alice\r\nX-Admin: yes")))])))
+        payload = json.dumps(_claims(sub=None)).encode()[:-1] + b', "sub": "\\ud800"}'
+        lone = t.sign({"alg": "RS256", "kid": "rsa1"}, payload, t.private_key("RSA"), "RS256")
+        self.assertRefused(jwt.on_request(_exchange([(b"Authorization", b"Bearer " + lone)])))
         exchange = _exchange([(b"Authorization", b"Bearer " + _token(_claims(tenant="a\nb")))])
         self.assertIsNone(jwt.on_request(exchange))
         self.assertIsNone(exchange.headers.getRawHeaders(b"x-tenant"))
@@ -437,6 +440,11 @@ class FilterTests(KeyFiles, SynchronousTestCase):
         self.assertEqual(claim_header_value({"a": [1]}), b'{"a":[1]}')
         self.assertIsNone(claim_header_value(""))
         self.assertIsNone(claim_header_value("a\x00b"))
+        self.assertIsNone(claim_header_value("\ud800"))
+        deep = []
+        for _ in range(100000):
+            deep = [deep]
+        self.assertIsNone(claim_header_value({"a": deep}))
 
     def test_secret_and_pem(self):
         """

@@ -36,8 +36,15 @@ def claim_header_value(value):
     elif isinstance(value, list) and all(isinstance(item, (str, int, float, bool)) for item in value):
         text = ",".join(item if isinstance(item, str) else json.dumps(item) for item in value)
     else:
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    encoded = text.encode("utf-8")
+        try:
+            text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        except (ValueError, RecursionError):
+            return None
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON may escape lone surrogates, which have no UTF-8 form.
+        return None
     if not encoded or not header_safe(encoded):
         return None
     return encoded

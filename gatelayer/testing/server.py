@@ -19,9 +19,17 @@ class InMemoryGateway:
         to fire timeouts).
     """
 
-    def __init__(self, config_text, path="gate.ini", reactor=None, upstreams=None, master=None):
+    def __init__(self, config_text, path="gate.ini", reactor=None, upstreams=None, master=None,
+                 with_upstreams=False):
+        """
+        @param with_upstreams: build the config's upstream pools on the
+            memory reactor (their connections show in C{reactor.tcpClients}).
+        """
         self.reactor = reactor if reactor is not None else MemoryReactorClock()
         self.config = parse_config_text(config_text, path, cpu_count=1)
+        if with_upstreams:
+            from gatelayer.process.worker import build_upstreams
+            upstreams = build_upstreams(self.config, self.reactor)
         self.gateway = Gateway(self.config, self.reactor, master=master, upstreams=upstreams)
         listener = self.config.listeners[0]
         self.factory = GatewayHTTPFactory(self.gateway, listener, self.reactor)

@@ -189,3 +189,27 @@ class GatewayIntegrationTests(TestCase):
         self.assertTrue(reader.head.startswith(b"HTTP/1.1 200"), reader.head)
         self.assertGreater(received, 256 * 1024 * 1024)
         self.assertLess(peak - before, 16 * 1024, f"worker RSS grew from {before} KB to {peak} KB")
+
+    @inlineCallbacks
+    def test_master_killed_workers_exit(self):
+        """
+        kill -9 of the master: its workers see their control pipe close and
+        exit by themselves (no orphans).
+        """
+        yield self.start(gate_config([self.upstream("a")]))
+        status = yield self.status()
+        pids = [w["pid"] for w in status["workers"]]
+        self.gate.signal("KILL")
+        yield self.gate.wait_exit(10)
+        deadline = reactor.seconds() + 10
+        while any(_alive(pid) for pid in pids):
+            self.assertLess(reactor.seconds(), deadline, "workers outlived their master")
+            yield task.deferLater(reactor, 0.1, lambda: None)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "State:\tZ" not in f.read()
+    except OSError:
+        return False

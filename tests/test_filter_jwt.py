@@ -310,6 +310,23 @@ class FilterTests(KeyFiles, SynchronousTestCase):
             self.assertRefused(result)
             self.assertNotIn("jwt.claims", exchange.context, description)
 
+    def test_random_requests(self):
+        """
+        Random Authorization headers, cookies and query strings, with every
+        token_from, are only ever refused.
+        """
+        import random
+
+        rng = random.Random(6)
+        alphabet = b"Bearer bearer ABCxyz019-_.=+/%;,&\x00\xff{}\"' \t"
+        filters = [self.make(), self.make(token_from="cookie:s"), self.make(token_from="query:access_token")]
+        for _ in range(300):
+            junk = bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 60)))
+            exchange = _exchange([(b"Authorization", junk), (b"Cookie", b"s=" + junk)],
+                                 query=b"access_token=" + junk)
+            for jwt in filters:
+                self.assertIsInstance(jwt.on_request(exchange), Reply)
+
     def test_several_tokens(self):
         """
         Different tokens in several Authorization headers, or in the header

@@ -13,7 +13,7 @@ from zope.interface.verify import verifyObject
 from gatelayer.process.control import ControlProtocol
 from gatelayer.ratelimit.algorithms import Decision, Quota
 from gatelayer.ratelimit.breaker import CLOSED, HALF_OPEN, OPEN, GuardedStore, StoreBreaker
-from gatelayer.ratelimit.control import register_master_responders
+from gatelayer.ratelimit.control import EmbeddedStorePart, register_master_responders
 from gatelayer.ratelimit.interfaces import IRateLimitStore, StoreUnavailable
 from gatelayer.ratelimit.master_store import MasterStore
 from gatelayer.ratelimit.memory_store import MemoryStore
@@ -372,3 +372,26 @@ class ChainedAnswerTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(self.failureResultOf(d, StoreUnavailable).value.reason, "timeout")
         self.assertTrue(inner.called)
+
+
+class EmbeddedStorePartTests(SynchronousTestCase):
+    """
+    L{EmbeddedStorePart}, the master part wrapping the embedded store.
+    """
+
+    def test_register_status_stop(self):
+        """
+        Registered channels take from the one store; status reports it;
+        stop leaves no timer.
+        """
+        clock = Clock()
+        part = EmbeddedStorePart(clock)
+        master, worker, pump = connectedServerAndClient(ControlProtocol, ControlProtocol)
+        part.register(master, record=None)
+        part.start()
+        d = MasterStore(worker).take("k", QUOTA)
+        pump.flush()
+        self.assertTrue(self.successResultOf(d).allowed)
+        self.assertEqual(part.status()["ratelimit"]["takes"], 1)
+        self.successResultOf(part.stop())
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -6,8 +6,9 @@ L{gatelayer.ratelimit.memory_store.MemoryStore} over their control channel.
 from twisted.protocols import amp
 
 from gatelayer.ratelimit.algorithms import ALGORITHMS, Quota
+from gatelayer.ratelimit.memory_store import MemoryStore
 
-__all__ = ["RateLimitTake", "register_master_responders"]
+__all__ = ["EmbeddedStorePart", "RateLimitTake", "register_master_responders"]
 
 
 class RateLimitTake(amp.Command):
@@ -59,3 +60,40 @@ def register_master_responders(protocol, store):
         }
 
     protocol.register(RateLimitTake, take)
+
+
+class EmbeddedStorePart:
+    """
+    The embedded store as a master part: one L{MemoryStore} for the whole
+    host, answering every worker's L{RateLimitTake}.
+
+    Keep the same part across configuration reloads so that counters
+    survive them (keys carry the filter name, so renamed filters simply
+    start afresh).
+    """
+
+    def __init__(self, reactor, store=None):
+        self.store = store if store is not None else MemoryStore(reactor)
+
+    def register(self, control, record=None):
+        """
+        Answer C{control}'s (one worker's channel) rate-limit takes.
+        """
+        register_master_responders(control, self.store)
+
+    def start(self):
+        """
+        Nothing to start: the store sweeps itself.
+        """
+
+    def stop(self):
+        """
+        Stop the store's sweeper.
+        """
+        return self.store.close()
+
+    def status(self):
+        """
+        The store's counters, for /status and metrics.
+        """
+        return {"ratelimit": self.store.stats()}

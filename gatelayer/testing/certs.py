@@ -21,9 +21,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from OpenSSL import SSL
+from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
@@ -37,6 +38,7 @@ __all__ = [
     "tls_client_creator",
     "memory_tls_connection",
     "RecordingProtocol",
+    "server_tls_options",
 ]
 
 _ONE_DAY = datetime.timedelta(days=1)
@@ -138,6 +140,13 @@ class IssuedCertificate:
         """
         whole = self.bundle_pem()
         return whole[: int(len(whole) * keep)]
+
+    def mismatched_key_pem(self, key_type="ec"):
+        """
+        The certificate and chain with somebody else's private key: a file
+        whose key does not match its certificate.
+        """
+        return self.cert_pem() + self.chain_pem() + _key_pem(generate_key(key_type))
 
     def write(self, path, chain=True):
         """
@@ -441,3 +450,24 @@ def memory_tls_connection(server_creator, client_creator, server_protocol=Record
         clock=clock,
     )
     return MemoryTLSConnection(built["client"], built["server"], client_tls, server_tls, pump)
+
+
+def server_tls_options(issued, client_ca=None):
+    """
+    Twisted server TLS options (for C{listenSSL}) presenting C{issued} (an
+    L{IssuedCertificate}) with its chain: a stand-in HTTPS upstream.
+
+    @param client_ca: a L{CertificateAuthority}; when given, the server
+        demands a client certificate issued by it and refuses the handshake
+        without one (mutual TLS).
+    """
+    options = dict(
+        privateKey=crypto.PKey.from_cryptography_key(issued.key),
+        certificate=crypto.X509.from_cryptography(issued.certificate),
+        extraCertChain=[crypto.X509.from_cryptography(c) for c in issued.chain],
+    )
+    if client_ca is not None:
+        options.update(
+            verify=True, requireCertificate=True,
+            caCerts=[crypto.X509.from_cryptography(client_ca.certificate)])
+    return CertificateOptions(**options)

@@ -1,14 +1,22 @@
 """
 Upstream servers for tests: twisted.web sites with echo, slow, big and
-status-code resources, on loopback port 0 or in memory.
+status-code resources, on loopback port 0 or in memory, and the same server
+in a process of its own (L{UpstreamProcess}) for tests that crash or hang it.
 """
 
 import json
+import os
+import sys
 import weakref
 
 from twisted.internet import interfaces
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
 from twisted.web import resource, server
 from zope.interface import implementer
+
+import gatelayer
 
 
 class _Echo(resource.Resource):
@@ -141,3 +149,172 @@ class UpstreamServer:
             if channel.transport is not None and channel.transport.connected:
                 channel.transport.abortConnection()
         return port.stopListening()
+
+
+class _UpstreamProcessProtocol(ProcessProtocol):
+    """
+    Reads the child's stdout line by line: the C{listening PORT} banner and
+    the acknowledgements of commands.
+    """
+
+    def __init__(self):
+        self.lines = []
+        self.errors = []
+        self.waiting = []
+        self.ended = Deferred()
+        self._buffer = b""
+
+    def outReceived(self, data):
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            line = line.decode("utf-8", "replace").strip()
+            self.lines.append(line)
+            waiting, self.waiting = self.waiting, []
+            for prefix, d in waiting:
+                if line.startswith(prefix):
+                    d.callback(line)
+                else:
+                    self.waiting.append((prefix, d))
+
+    def errReceived(self, data):
+        self.errors.append(data)
+
+    def wait_line(self, prefix):
+        """
+        A Deferred firing with the next stdout line starting with C{prefix}.
+        """
+        d = Deferred()
+        self.waiting.append((prefix, d))
+        return d
+
+    def processEnded(self, reason):
+        waiting, self.waiting = self.waiting, []
+        for _, d in waiting:
+            d.errback(RuntimeError(
+                "upstream process exited:\n" + b"".join(self.errors).decode("utf-8", "replace")))
+        self.ended.callback(getattr(reason.value, "exitCode", None))
+
+
+class UpstreamProcess:
+    """
+    An L{UpstreamServer} in a separate process (see
+    L{gatelayer.testing.upstream_process}): a real upstream that a test can
+    crash with L{kill}, hang with L{pause}, and start again on the same port
+    with L{start}. The child exits by itself when the test process goes
+    away (its stdin closes).
+
+    @ivar port: the port it listens (or last listened) on, once started.
+    """
+
+    def __init__(self, reactor, name):
+        self.reactor = reactor
+        self.name = name
+        self.port = None
+        self.protocol = None
+        self.transport = None
+
+    @inlineCallbacks
+    def start(self, port=None, timeout=15.0):
+        """
+        Start the process, listening on C{port} (by default the port it used
+        before, else any free one), and wait (bounded) until it accepts
+        connections. Returns the port number.
+        """
+        if self.running:
+            raise RuntimeError(f"upstream {self.name} is already running")
+        if port is None:
+            port = self.port or 0
+        root = os.path.dirname(os.path.dirname(os.path.abspath(gatelayer.__file__)))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self.protocol = protocol = _UpstreamProcessProtocol()
+        banner = protocol.wait_line("listening ")
+        self.transport = self.reactor.spawnProcess(
+            protocol, sys.executable,
+            [sys.executable, "-m", "gatelayer.testing.upstream_process", self.name, str(port)],
+            env=env)
+        timer = self.reactor.callLater(timeout, banner.cancel)
+        try:
+            line = yield banner
+        except CancelledError:
+            self.kill()
+            raise RuntimeError(f"upstream {self.name} did not listen within {timeout:g}s")
+        finally:
+            if timer.active():
+                timer.cancel()
+        self.port = int(line.split()[1])
+        return self.port
+
+    @property
+    def running(self):
+        """
+        Whether the process was started and has not exited yet.
+        """
+        return self.protocol is not None and not self.protocol.ended.called
+
+    @property
+    def address(self):
+        """
+        C{127.0.0.1:PORT}.
+        """
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self):
+        """
+        The process id (L{None} once it has exited).
+        """
+        return self.transport.pid if self.transport is not None else None
+
+    def kill(self, signal_name="KILL"):
+        """
+        Send C{signal_name} (default C{"KILL"}: a crash, no goodbye to open
+        connections) if the process is running.
+        """
+        if self.running:
+            try:
+                self.transport.signalProcess(signal_name)
+            except ProcessExitedAlready:
+                pass
+
+    def pause(self):
+        """
+        Freeze the process (SIGSTOP): the kernel still accepts connections
+        for it, but nothing answers, like a hung server.
+        """
+        self.kill("STOP")
+
+    def resume(self):
+        """
+        Undo L{pause} (SIGCONT).
+        """
+        self.kill("CONT")
+
+    def set_healthy(self, healthy):
+        """
+        Make its C{/healthz} answer 200 (C{True}) or 503 (C{False}); the
+        Deferred fires once the process has switched.
+        """
+        command = b"healthy" if healthy else b"unhealthy"
+        acknowledged = self.protocol.wait_line("ok " + command.decode("ascii"))
+        self.transport.write(command + b"\n")
+        return acknowledged
+
+    @inlineCallbacks
+    def stop(self, timeout=10.0):
+        """
+        Kill the process (if running) and wait, bounded, for it to exit.
+        Safe to call at any time; suited to C{addCleanup}.
+        """
+        if self.protocol is None or self.protocol.ended.called:
+            return
+        self.kill("KILL")
+        timer = self.reactor.callLater(timeout, self.protocol.ended.cancel)
+        try:
+            yield self.protocol.ended
+        except CancelledError:
+            raise RuntimeError(f"upstream {self.name} (pid {self.pid}) did not exit in time")
+        finally:
+            if timer.active():
+                timer.cancel()

@@ -2,6 +2,8 @@
 The direct-response terminal: C{respond = 200 hello}.
 """
 
+from gatelayer.http.errors import reason_phrase
+
 _TEXT = [b"text/plain; charset=utf-8"]
 
 
@@ -20,7 +22,7 @@ class DirectTerminal:
         Write the configured response.
         """
         exchange.status = self.status
-        request.setResponseCode(self.status)
+        request.setResponseCode(self.status, reason_phrase(self.status))
         headers = request.responseHeaders
         headers.setRawHeaders(b"content-type", _TEXT)
         request.channel.factory.gateway.response_headers(request, exchange, route, ran)

@@ -9,7 +9,22 @@ _REASONS = {
     408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
     431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
     502: b"Bad Gateway", 503: b"Service Unavailable", 504: b"Gateway Timeout",
+    308: b"Permanent Redirect", 429: b"Too Many Requests", 421: b"Misdirected Request",
+    422: b"Unprocessable Content", 425: b"Too Early", 428: b"Precondition Required",
+    451: b"Unavailable For Legal Reasons", 511: b"Network Authentication Required",
 }
+
+
+def reason_phrase(status):
+    """
+    The reason phrase for C{status}: ours for what the gateway sends, else
+    twisted.web's table, else C{b"Status"} (never "Unknown Status").
+    """
+    phrase = _REASONS.get(status)
+    if phrase is None:
+        from twisted.web.http import RESPONSES
+        phrase = RESPONSES.get(status, b"Status")
+    return phrase
 
 
 def error_body(status, message):

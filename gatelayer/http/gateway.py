@@ -9,7 +9,7 @@ from twisted.logger import Logger
 from gatelayer.chain import Exchange, run_request_phase, run_response_phase
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.http.direct import DirectTerminal
-from gatelayer.http.errors import error_body
+from gatelayer.http.errors import error_body, reason_phrase
 from gatelayer.http.static import StaticTerminal
 from gatelayer.net.forwarded import resolve_client_ip
 from gatelayer.routing import RouteMatch, RouteTable
@@ -172,7 +172,7 @@ class Gateway:
         Answer with a filter's L{Reply}.
         """
         exchange.status = reply.status
-        request.setResponseCode(reply.status)
+        request.setResponseCode(reply.status, reason_phrase(reply.status))
         for name, value in reply.headers:
             request.responseHeaders.addRawHeader(name, value)
         self.response_headers(request, exchange, route, ran)
@@ -187,7 +187,7 @@ class Gateway:
         if request._disconnected or request.finished:
             return
         body = error_body(status, message)
-        request.setResponseCode(status)
+        request.setResponseCode(status, reason_phrase(status))
         for name, value in headers:
             request.responseHeaders.setRawHeaders(name, [value])
         if exchange is not None and filters:
@@ -209,7 +209,7 @@ class Gateway:
             host = "[%s]" % (host,)
         authority = host if port == 443 else "%s:%d" % (host, port)
         location = b"https://" + authority.encode("idna" if not host.isascii() else "ascii") + request.uri
-        request.setResponseCode(308)
+        request.setResponseCode(308, reason_phrase(308))
         request.responseHeaders.setRawHeaders(b"location", [location])
         body = error_body(308, "use https")
         request.responseHeaders.setRawHeaders(b"content-type", _JSON)
@@ -235,6 +235,15 @@ class Gateway:
         """
         if self.connections == 0 and self.idle_callbacks:
             self._fire_idle()
+
+    def stop(self):
+        """
+        Stop what filters run in the background (JWKS refresh timers).
+        """
+        for flt in self.filters.values():
+            stop = getattr(flt, "stop", None)
+            if stop is not None:
+                stop()
 
     def _fire_idle(self):
         callbacks, self.idle_callbacks = self.idle_callbacks, []

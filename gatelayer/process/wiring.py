@@ -104,6 +104,9 @@ def master_parts(config, reactor, controls):
         parts.append(CertificatePart(config, reactor, controls))
     if config.upstreams:
         parts.append(HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config)))
+    if any(spec.type == "rate_limit" for spec in config.filters.values()):
+        from gatelayer.ratelimit.control import EmbeddedStorePart
+        parts.append(EmbeddedStorePart(reactor))
     return parts
 
 

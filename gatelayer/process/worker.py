@@ -181,8 +181,13 @@ class Worker:
                 deadline.cancel()
             closing = [terminal.pool.close() for terminal in self.upstreams.values()]
             del closing
-            if gateway is not None and gateway.access_log is not None:
-                gateway.access_log.close()
+            if any(spec.type == "rate_limit" for spec in self.config.filters.values()):
+                from gatelayer.filters.ratelimit import close_stores
+                close_stores()
+            if gateway is not None:
+                gateway.stop()
+                if gateway.access_log is not None:
+                    gateway.access_log.close()
             self.log.info("worker {slot} drained", slot=self.slot)
             waiting, self._draining = self._draining, []
             for d in waiting:

@@ -419,6 +419,7 @@ class BuildFilterTests(SynchronousTestCase):
         register_master_responders(master, master_memory)
         f = self.build(master=worker)
         d = f.on_request(exchange())
+        self.clock.advance(0)  # takes of one reactor turn go out as one batch
         pump.flush()
         self.assertIsNone(self.successResultOf(d))
         self.assertEqual(master_memory.stats()["takes"], 1)

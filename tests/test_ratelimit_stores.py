@@ -175,6 +175,38 @@ class MasterStoreTests(SynchronousTestCase):
             allowed += self.successResultOf(d).allowed
         self.assertEqual(allowed, 7)
 
+    def test_batched_takes(self):
+        """
+        With a clock, takes of one reactor turn go to the master as one
+        batch command and are answered in order, exactly.
+        """
+        sent = []
+        call_remote = self.worker.callRemote
+
+        def counting(command, **kw):
+            sent.append(command)
+            return call_remote(command, **kw)
+        self.worker.callRemote = counting
+        store = MasterStore(self.worker, self.clock)
+        takes = [store.take("batched", QUOTA) for _ in range(10)]
+        self.assertEqual(sent, [])
+        self.clock.advance(0)
+        self.pump.flush()
+        self.assertEqual(len(sent), 1)
+        self.assertEqual([self.successResultOf(d).allowed for d in takes], [True] * 7 + [False] * 3)
+        self.assertEqual(self.memory.stats()["takes"], 10)
+
+    def test_batch_channel_lost(self):
+        """
+        A batch whose channel is gone fails every take in it.
+        """
+        store = MasterStore(self.worker, self.clock)
+        takes = [store.take("x", QUOTA) for _ in range(3)]
+        self.worker.connected = False
+        self.clock.advance(0)
+        for d in takes:
+            self.failureResultOf(d, ConnectionError)
+
     def test_settings_object(self):
         """
         The filter's settings can be passed as the quota.

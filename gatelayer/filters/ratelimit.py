@@ -41,7 +41,7 @@ def build_filter(spec, services, registry=None):
     registry = default_registry if registry is None else registry
     reactor = services.reactor
     if services.master is not None:
-        embedded, embedded_name = MasterStore(services.master), "embedded store (master)"
+        embedded, embedded_name = MasterStore(services.master, services.reactor), "embedded store (master)"
     else:
         embedded, embedded_name = registry.memory(reactor), "embedded store"
     if settings.store is not None:

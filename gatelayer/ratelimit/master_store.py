@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from gatelayer.ratelimit.algorithms import Decision
-from gatelayer.ratelimit.control import RateLimitTake
+from gatelayer.ratelimit.control import RateLimitTake, RateLimitTakeBatch
 from gatelayer.ratelimit.interfaces import IRateLimitStore
 
 __all__ = ["MasterStore"]
@@ -21,8 +21,19 @@ class MasterStore:
     C{protocol} (the worker's L{gatelayer.process.control.ControlProtocol}).
     """
 
-    def __init__(self, protocol):
+    MAX_BATCH = 200
+
+    def __init__(self, protocol, clock=None):
+        """
+        @param clock: when given, takes made during one reactor turn are
+            sent together as one L{RateLimitTakeBatch} (flushed by a
+            C{callLater(0)} on this clock); without it each take is its own
+            command.
+        """
         self._protocol = protocol
+        self._clock = clock
+        self._pending = []
+        self._flush_call = None
 
     def take(self, key, quota):
         """
@@ -30,6 +41,15 @@ class MasterStore:
         """
         if not getattr(self._protocol, "connected", True):
             return fail(ConnectionError("the control channel to the master is closed"))
+        if self._clock is not None:
+            result = Deferred()
+            self._pending.append(({"key": key, "rate": quota.rate, "period": float(quota.period),
+                                   "burst": quota.burst, "algorithm": quota.algorithm}, result))
+            if len(self._pending) >= self.MAX_BATCH:
+                self._flush()
+            elif self._flush_call is None:
+                self._flush_call = self._clock.callLater(0, self._flush)
+            return result
         asked = self._protocol.callRemote(
             RateLimitTake, key=key, rate=quota.rate, period=float(quota.period),
             burst=quota.burst, algorithm=quota.algorithm)
@@ -41,10 +61,39 @@ class MasterStore:
         asked.addCallbacks(lambda response: result.callback(_decision(response)), result.errback)
         return result
 
+    def _flush(self):
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        if not getattr(self._protocol, "connected", True):
+            for _, result in batch:
+                result.errback(ConnectionError("the control channel to the master is closed"))
+            return
+        asked = self._protocol.callRemote(RateLimitTakeBatch, takes=[item for item, _ in batch])
+
+        def answered(response):
+            for (_, result), decision in zip(batch, response["decisions"]):
+                if not result.called:
+                    result.callback(_decision(decision))
+
+        def failed(failure):
+            for _, result in batch:
+                if not result.called:
+                    result.errback(failure)
+        # As above: every outcome is consumed here, never left to AMP.
+        asked.addCallbacks(answered, failed)
+
     def close(self):
         """
         Nothing to release: the control channel belongs to the worker.
         """
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
         return succeed(None)
 
 

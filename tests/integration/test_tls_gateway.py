@@ -10,6 +10,7 @@ after a reload, and TLS from the gateway to upstream servers (verification
 and mutual TLS).
 """
 
+import datetime
 import os
 import signal
 
@@ -44,6 +45,13 @@ def sleep(seconds):
     A Deferred firing after C{seconds} of real time (for bounded polling).
     """
     return deferLater(reactor, seconds, lambda: None)
+
+
+def moment(text):
+    """
+    The POSIX time of an ISO 8601 timestamp from C{/status}.
+    """
+    return datetime.datetime.fromisoformat(text).timestamp()
 
 
 def fingerprint(certificate):
@@ -268,7 +276,7 @@ class TLSGatewayTestCase(TestCase):
             if last["at"] != before:
                 if not last["ok"]:
                     break
-                if tls["last_push"] is not None and tls["last_push"]["at"] >= last["at"]:
+                if tls["last_push"] is not None and moment(tls["last_push"]["at"]) >= moment(last["at"]):
                     break
             self.assertLess(reactor.seconds(), deadline, "the reload did not finish in time")
             yield sleep(0.05)
@@ -437,3 +445,296 @@ class TerminationTests(TLSGatewayTestCase):
         self.assertEqual(response.header(b"location"), b"https://shop.example.com:8443/a/b?c=1")
         self.assertIsNone(response.header(b"strict-transport-security"))
         self.assertEqual(self.app.requests, 0)
+
+
+def rotation_config(workers):
+    return f"""
+[gateway]
+workers = {workers}
+admin = 127.0.0.1:0
+drain_timeout = 2s
+[listener:secure]
+bind = 127.0.0.1:0
+tls = main
+[tls:main]
+certificates = certs/
+[route:hello]
+path = /hello
+respond = 200 hello
+"""
+
+
+class RotationTests(TLSGatewayTestCase):
+    """
+    Certificates rotate on SIGHUP to the master, without a restart and
+    without failing a client.
+    """
+
+    def setUp(self):
+        super().setUp()
+        self.certificate_path = self.path("certs", "www.pem")
+        self.old = self.ca.issue(["www.example.com"])
+        self.new = self.ca.issue(["www.example.com"])
+        self.old.write(self.certificate_path)
+
+    @inlineCallbacks
+    def assert_served(self, expected, count=3):
+        """
+        C{count} new handshakes for www.example.com are all shown
+        C{expected}.
+        """
+        for _ in range(count):
+            probe = yield handshake(self.gate.address("secure"), "www.example.com")
+            self.assertTrue(probe.handshake, probe.lost)
+            self.assertEqual(fingerprint(probe.peer_certificate), expected.fingerprint().hex())
+
+    @inlineCallbacks
+    def test_rotation_under_load(self):
+        """
+        Clients opening new TLS connections back to back while the file is
+        replaced and SIGHUP sent see no failure; connections made before the
+        SIGHUP get the old certificate and those made after the workers took
+        the new set get the new one. A keep-alive connection opened before
+        the reload keeps working on it. /status shows the reload.
+        """
+        yield self.start(rotation_config(workers=2))
+        status = yield self.status()
+        started_reload = status["tls"]["last_reload"]
+        self.assertTrue(started_reload["ok"])
+        self.assertEqual([c["sha256"] for c in status["tls"]["certificates"]["main"]],
+                         [self.old.fingerprint().hex()])
+
+        pool = HTTPConnectionPool(reactor, persistent=True)
+        pool.maxPersistentPerHost = 1
+        pool.retryAutomatically = False
+        self.addCleanup(pool.closeCachedConnections)
+        kept = RecordingPolicy("www.example.com")
+        verifyObject(IPolicyForHTTPS, kept)
+        response = yield self.https(pool=pool, policy=kept)
+        self.assertEqual((response.status, response.body), (200, b"hello"))
+
+        results = []
+        until = {"at": None}
+        give_up = reactor.seconds() + 20
+
+        @inlineCallbacks
+        def client():
+            while (until["at"] is None or reactor.seconds() < until["at"]) and reactor.seconds() < give_up:
+                began = reactor.seconds()
+                try:
+                    response = yield self.https()
+                except Exception as e:
+                    results.append((began, None, None, repr(e)))
+                else:
+                    results.append((began, response.status, response.policy.fingerprints(), None))
+
+        clients = [client() for _ in range(2)]
+        yield sleep(1.0)
+        signalled = reactor.seconds()
+        self.replace(self.certificate_path, self.new.bundle_pem())
+        tls = yield self.reload()
+        swapped = reactor.seconds()
+        until["at"] = swapped + 1.5
+        yield gatherResults(clients)
+
+        old, new = self.old.fingerprint().hex(), self.new.fingerprint().hex()
+        failures = [r for r in results if r[3] is not None or r[1] != 200]
+        self.assertEqual(failures, [])
+        before = [r[2] for r in results if r[0] < signalled]
+        after = [r[2] for r in results if r[0] >= swapped]
+        self.assertGreater(len(before), 5)
+        self.assertGreater(len(after), 5)
+        self.assertEqual({tuple(f) for f in before}, {(old,)})
+        self.assertEqual({tuple(f) for f in after}, {(new,)})
+        self.assertTrue(all(r[2] in ([old], [new]) for r in results))
+
+        # the connection opened before the reload still serves, on the
+        # certificate it started with
+        response = yield self.https(pool=pool, policy=kept)
+        self.assertEqual((response.status, response.body), (200, b"hello"))
+        self.assertEqual(kept.fingerprints(), [old])
+
+        last = tls["last_reload"]
+        self.assertEqual((last["ok"], last["error"]), (True, None))
+        self.assertGreater(moment(last["at"]), moment(started_reload["at"]))
+        self.assertTrue(signalled - 1 <= moment(last["at"]) <= swapped + 1, (last["at"], signalled, swapped))
+        self.assertEqual((tls["last_push"]["workers"], tls["last_push"]["failed"]), (2, 0))
+        self.assertEqual([c["sha256"] for c in tls["certificates"]["main"]], [new])
+        self.assertEqual(tls["certificates"]["main"][0]["names"], ["www.example.com"])
+
+    @inlineCallbacks
+    def test_bad_certificate_keeps_old_one(self):
+        """
+        A truncated file, a key that does not match, or an expired
+        certificate rejects the reload: the old certificate keeps serving,
+        and the master log and /status name the file and the reason. A good
+        file afterwards is taken.
+        """
+        yield self.start(rotation_config(workers=2))
+        path = self.certificate_path
+        cases = [
+            (self.new.truncated_pem(), "truncated PEM"),
+            (self.new.mismatched_key_pem(), "the private key does not match the certificate"),
+            (self.ca.expired(["www.example.com"]).bundle_pem(), "the certificate expired on"),
+        ]
+        for data, reason in cases:
+            self.replace(path, data)
+            tls = yield self.reload(ok=False)
+            self.assertIn(f"[tls:main] {path}: {reason}", tls["last_reload"]["error"])
+            self.assertEqual([c["sha256"] for c in tls["certificates"]["main"]], [self.old.fingerprint().hex()])
+            yield self.wait_log("certificate reload rejected", path, reason)
+            yield self.assert_served(self.old)
+        self.replace(path, self.new.bundle_pem())
+        yield self.reload()
+        yield self.assert_served(self.new)
+
+    @inlineCallbacks
+    def test_respawned_worker_serves_reloaded_set(self):
+        """
+        After a good reload, a worker killed with SIGKILL is respawned and
+        serves the reloaded certificate, not the one of start-up.
+        """
+        yield self.start(rotation_config(workers=1))
+        self.replace(self.certificate_path, self.new.bundle_pem())
+        yield self.reload()
+        yield self.assert_served(self.new, count=1)
+        victim = (yield self.status())["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = reactor.seconds() + DEADLINE
+        while True:
+            worker = (yield self.status())["workers"][0]
+            if worker["pid"] != victim and worker["alive"] and worker["requests"] is not None:
+                break
+            self.assertLess(reactor.seconds(), deadline, "worker not respawned in time")
+            yield sleep(0.1)
+        self.assertEqual(worker["restarts"], 1)
+        yield self.assert_served(self.new)
+        response = yield self.https()
+        self.assertEqual((response.status, response.policy.fingerprints()),
+                         (200, [self.new.fingerprint().hex()]))
+
+
+def upstream_config(good, rogue, mutual):
+    return f"""
+[gateway]
+workers = 1
+admin = 127.0.0.1:0
+drain_timeout = 2s
+[listener:web]
+bind = 127.0.0.1:0
+[upstream:verified]
+servers = {good.address}
+tls = yes
+ca = ca.pem
+server_name = app.internal
+retries = 0
+[upstream:by-address]
+servers = {good.address}
+tls = yes
+ca = ca.pem
+retries = 0
+[upstream:wrong-name]
+servers = {good.address}
+tls = yes
+ca = ca.pem
+server_name = other.internal
+retries = 0
+[upstream:unknown-ca]
+servers = {rogue.address}
+tls = yes
+ca = ca.pem
+server_name = app.internal
+retries = 0
+[upstream:mutual]
+servers = {mutual.address}
+tls = yes
+ca = ca.pem
+server_name = app.internal
+client_certificate = gateway.pem
+retries = 0
+[upstream:mutual-other-ca]
+servers = {mutual.address}
+tls = yes
+ca = ca.pem
+server_name = app.internal
+client_certificate = stranger.pem
+retries = 0
+[upstream:mutual-none]
+servers = {mutual.address}
+tls = yes
+ca = ca.pem
+server_name = app.internal
+retries = 0
+""" + "".join(f"""
+[route:{name}]
+path = /{name}/
+upstream = {name}
+""" for name in ("verified", "by-address", "wrong-name", "unknown-ca", "mutual", "mutual-other-ca",
+                 "mutual-none"))
+
+
+class UpstreamTLSTests(TLSGatewayTestCase):
+    """
+    The gateway speaks verified TLS to upstreams with C{tls = yes}.
+    """
+
+    @inlineCallbacks
+    def setUp(self):
+        super().setUp()
+        other_ca = CertificateAuthority(name="a CA the gateway does not trust")
+        self.ca.write(self.path("ca.pem"))
+        served = self.ca.issue(["app.internal"], ip_addresses=["127.0.0.1"])
+        self.good = self.https_upstream("good", served)
+        self.rogue = self.https_upstream("rogue", other_ca.issue(["app.internal"], ip_addresses=["127.0.0.1"]))
+        clients = CertificateAuthority(name="gatelayer test client CA")
+        self.mutual = self.https_upstream("mutual", served, client_ca=clients)
+        clients.issue(["gateway.internal"], client=True, server=False).write(self.path("gateway.pem"))
+        other_ca.issue(["gateway.internal"], client=True, server=False).write(self.path("stranger.pem"))
+        yield self.start(upstream_config(self.good, self.rogue, self.mutual))
+
+    @inlineCallbacks
+    def get(self, route):
+        response = yield fetch(reactor, self.gate.url("web", f"/{route}/x"))
+        return response
+
+    @inlineCallbacks
+    def test_verified_upstream(self):
+        """
+        A server whose certificate chains to C{ca} and carries the name
+        verifies: by C{server_name}, and by its IP address when no name is
+        set; the request arrives over TLS.
+        """
+        for route in ("verified", "by-address"):
+            response = yield self.get(route)
+            self.assertEqual(response.status, 200, response.body)
+            self.assertEqual(response.json()["server"], "good")
+            self.assertEqual(response.json()["uri"], f"/{route}/x")
+        self.assertEqual(self.good.requests, 2)
+
+    @inlineCallbacks
+    def test_wrong_name_or_unknown_ca(self):
+        """
+        A certificate for another name than C{server_name}, or one from a CA
+        outside C{ca}, fails the connection: 502, and the server never sees
+        the request.
+        """
+        for route in ("wrong-name", "unknown-ca"):
+            response = yield self.get(route)
+            self.assertEqual(response.status, 502, route)
+            self.assertEqual(response.json()["status"], 502)
+        self.assertEqual((self.good.requests, self.rogue.requests), (0, 0))
+
+    @inlineCallbacks
+    def test_mutual_tls(self):
+        """
+        An upstream that requires a client certificate accepts the
+        gateway's C{client_certificate}; with none, or one from a CA it
+        does not trust, the request gets 502.
+        """
+        response = yield self.get("mutual")
+        self.assertEqual(response.status, 200, response.body)
+        self.assertEqual(response.json()["server"], "mutual")
+        for route in ("mutual-none", "mutual-other-ca"):
+            response = yield self.get(route)
+            self.assertEqual(response.status, 502, route)
+        self.assertEqual(self.mutual.requests, 1)

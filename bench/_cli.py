@@ -8,6 +8,7 @@ import argparse
 import datetime
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import time
 
 from bench import _configs
 from bench._install import InstallError, Installer, tool_version
-from bench._procs import NotReady, Supervisor, UsageSampler, wait_ready
+from bench._procs import NotReady, Supervisor, UsageSampler, machine_cpu, tree_cpu, wait_ready
 from bench._pypy import PyPyUnavailable, prepare_pypy
 from bench._report import Row, add_ratios, filter_costs, format_table, write_results
 from bench._targets import (
@@ -161,6 +162,10 @@ class Bench:
         estimate = cells * (options.duration + options.warmup + 1.5)
         self.say(f"bench: {cells} cells, about {estimate / 60:.1f} minutes "
                  f"({options.warmup:g}s warm-up + {options.duration:g}s per cell)")
+        load = os.getloadavg()[0]
+        if load > 0.5:
+            self.say(f"bench: the machine is already busy (load average {load:.1f}): expect low, noisy numbers; "
+                     "the 'other CPU%' column shows how much other work ran during each cell")
         tmp = tempfile.mkdtemp(prefix="gatelayer-bench-")
         os.chmod(tmp, 0o755)
         supervisor = Supervisor(tmp, self.say)
@@ -202,7 +207,7 @@ class Bench:
             f.write(_configs.nginx_upstream_conf(
                 ctx.tmp, ctx.upstream_port, ctx.upstream_tls_port, ctx.cert, ctx.key, root))
         from bench._targets import nginx_argv
-        upstream = ctx.supervisor.start("upstream", nginx_argv(ctx, conf, "upstream"))
+        upstream = ctx.upstream_process = ctx.supervisor.start("upstream", nginx_argv(ctx, conf, "upstream"))
         wait_ready(upstream, ctx.upstream_port, "/small", 10.0, min_children=2, supervisor=ctx.supervisor)
         self.say(f"upstream: nginx on 127.0.0.1:{ctx.upstream_port} (HTTPS {ctx.upstream_tls_port})")
         if needs_redis:
@@ -218,6 +223,7 @@ class Bench:
             "python": platform.python_implementation() + " " + platform.python_version(),
             "kernel": platform.release(),
             "cpus": os.cpu_count(),
+            "load_average_at_start": round(os.getloadavg()[0], 2),
             "nginx": tool_version(ctx.tools["nginx"]),
             "haproxy": tool_version(ctx.tools["haproxy"]),
             "wrk": tool_version(ctx.tools["wrk"]),
@@ -303,11 +309,13 @@ class Bench:
             sampler = UsageSampler(started.process.pid) if started.process is not None else None
             if sampler:
                 sampler.start()
+            before = _cpu_snapshot(ctx)
             try:
                 result = load(options.duration)
             finally:
                 if sampler:
                     sampler.stop()
+            after = _cpu_snapshot(ctx)
         except (WrkOutputError, subprocess.TimeoutExpired) as e:
             row.note = f"error: {e}"
             return row
@@ -319,6 +327,7 @@ class Bench:
         row.p99_ms = round(result.p99_ms, 3)
         row.errors = result.errors
         row.error_detail = {"non_2xx": result.non_2xx, **result.socket_errors}
+        row.other_cpu_pct = _other_cpu_pct(before, after, sampler.cpu_seconds if sampler else 0.0)
         if sampler:
             row.rss_mb = round(sampler.peak_rss_kb / 1024, 1)
             row.rss_by_process_mb = sorted(round(kb / 1024, 1) for kb in sampler.peak_by_pid.values())
@@ -338,6 +347,31 @@ class Bench:
         stamp = started_at.strftime("%Y%m%d-%H%M%S")
         path = write_results(self.options.results, stamp, self.meta, self.rows)
         self.say(f"\nresults: {os.path.relpath(path, REPO) if path.startswith(REPO) else path}")
+
+
+def _cpu_snapshot(ctx):
+    """
+    CPU seconds so far: the whole machine (busy, all), the upstream, wrk
+    (this process's reaped children) and this process.
+    """
+    busy, total = machine_cpu()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    upstream = tree_cpu(ctx.upstream_process.pid) if ctx.upstream_process is not None else 0.0
+    return busy, total, upstream, children.ru_utime + children.ru_stime, me.ru_utime + me.ru_stime
+
+
+def _other_cpu_pct(before, after, target_cpu):
+    """
+    The share of the machine's CPU (in % of all CPUs) used during a cell by
+    anything but the target, the upstream, wrk and the benchmark itself:
+    other work that makes the numbers of that cell low and noisy.
+    """
+    busy, total, upstream, wrk, me = (a - b for a, b in zip(after, before))
+    if total <= 0:
+        return None
+    other = busy - target_cpu - upstream - wrk - me
+    return round(max(0.0, other) / total * 100, 1)
 
 
 def _summary(row):

@@ -95,6 +95,32 @@ def parse_stat(data):
     return state, ppid, utime + stime, rss_pages
 
 
+def machine_cpu(proc="/proc"):
+    """
+    C{(busy_seconds, all_seconds)} summed over every CPU since boot, from
+    the first line of C{/proc/stat}: busy is everything but idle and iowait.
+    """
+    with open(f"{proc}/stat") as f:
+        return parse_cpu_line(f.readline())
+
+
+def parse_cpu_line(line):
+    """
+    Parse the C{cpu ...} line of C{/proc/stat} into C{(busy, all)} seconds.
+    """
+    ticks = [int(x) for x in line.split()[1:]]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+    total = sum(ticks[:8])
+    return (total - idle) / _CLOCK_TICKS, total / _CLOCK_TICKS
+
+
+def tree_cpu(pid, proc="/proc"):
+    """
+    CPU seconds used so far by C{pid} and its descendants.
+    """
+    return sum(cpu for cpu, _ in tree_usage(pid, proc).values())
+
+
 def tree_usage(pid, proc="/proc"):
     """
     C{{pid: (cpu_seconds, rss_kb)}} for C{pid} and all its descendants.

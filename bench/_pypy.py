@@ -72,7 +72,9 @@ def prepare_pypy(installer, repo, cache_dir, say=print):
     if _run([python, "-c", _IMPORT_CHECK], env=env, timeout=120)[0] != 0:
         needs = requirements(os.path.join(repo, "setup.cfg"))
         say("installing gatelayer's dependencies for PyPy: " + ", ".join(needs))
-        code, out = _run([python, "-m", "pip", "install", "-q", *needs], env=env)
+        # cryptography's newest releases have no PyPy 3.9 wheels, and building
+        # them needs Rust crates from the network: take the newest wheel.
+        code, out = _run([python, "-m", "pip", "install", "-q", "--only-binary=cryptography", *needs], env=env)
         if code != 0:
             raise PyPyUnavailable("pip install for pypy3 failed: " + _last_line(out))
     code, out = _run([python, "-c", "import gatelayer.tap"], env=env, timeout=120)

@@ -29,6 +29,7 @@ class Row:
     rss_mb: float = None
     rss_by_process_mb: list = None
     cpu_us_per_request: float = None
+    other_cpu_pct: float = None
     x_nginx: float = None
     x_direct: float = None
     note: str = None
@@ -87,7 +88,7 @@ NOTE_WIDTH = 120
 """A row's note is cut to this many characters in the table (the JSON has all of it)."""
 
 COLUMNS = ("scenario", "target", "conns", "req/s", "p50 ms", "p99 ms", "errors", "RSS MB",
-           "CPU us/req", "x nginx", "x direct")
+           "CPU us/req", "x nginx", "x direct", "other CPU%")
 
 
 def _num(value, digits=0, thousands=False):
@@ -109,6 +110,7 @@ def row_cells(row):
     return head + [
         _num(row.rps, 0, True), _num(row.p50_ms, 2), _num(row.p99_ms, 2), str(row.errors),
         _num(row.rss_mb, 1), _num(row.cpu_us_per_request, 0), _num(row.x_nginx, 2), _num(row.x_direct, 2),
+        _num(row.other_cpu_pct, 0),
     ]
 
 

@@ -49,6 +49,7 @@ class Context:
     tools: dict
     say: object = print
     python: str = sys.executable
+    upstream_process: object = None
     upstream_port: int = None
     upstream_tls_port: int = None
     cert: str = None

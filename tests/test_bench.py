@@ -197,7 +197,7 @@ class ReportTests(SynchronousTestCase):
         lines = format_lines(_report.format_table(rows))
         self.assertIn("req/s", lines[0])
         self.assertEqual(lines[2].split(), ["small", "nginx", "32", "51,762", "1.00", "2.00", "0", "23.4",
-                                            "18", "1.00", "-"])
+                                            "18", "1.00", "-", "-"])
         self.assertTrue(lines[3].endswith("..."))
         self.assertLess(len(lines[3]), 200)
 
@@ -261,6 +261,27 @@ class ProcTests(SynchronousTestCase):
         usage = _procs.tree_usage(10, root)
         self.assertEqual(sorted(usage), [10, 11, 12])
         self.assertEqual(sum(rss for _, rss in usage.values()), 350 * _procs._PAGE_KB)
+
+    def test_cpu_line(self):
+        """
+        Busy time is everything but idle and iowait; guest time (already in
+        user) is not counted twice.
+        """
+        line = "cpu  100 5 50 800 20 3 2 0 7 0\n"
+        busy, total = _procs.parse_cpu_line(line)
+        self.assertAlmostEqual(busy * _procs._CLOCK_TICKS, 160)
+        self.assertAlmostEqual(total * _procs._CLOCK_TICKS, 980)
+
+    def test_other_cpu(self):
+        """
+        Other work is the machine's busy CPU less the target, the upstream,
+        wrk and the benchmark, as a share of all CPUs; never negative.
+        """
+        before = (100.0, 1000.0, 10.0, 5.0, 1.0)
+        after = (109.0, 1010.0, 12.0, 7.0, 1.5)
+        self.assertEqual(_cli._other_cpu_pct(before, after, 3.0), 15.0)
+        self.assertEqual(_cli._other_cpu_pct(before, after, 9.0), 0.0)
+        self.assertIsNone(_cli._other_cpu_pct(before, before, 0.0))
 
     def test_own_process(self):
         """
@@ -509,3 +530,21 @@ class TargetTests(SynchronousTestCase):
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         needs = requirements(os.path.join(here, "setup.cfg"))
         self.assertTrue(any(n.lower().startswith("twisted") for n in needs), needs)
+
+
+class CollapsedStacksTests(SynchronousTestCase):
+    """
+    py-spy's collapsed stacks are summarised by own and inclusive samples.
+    """
+
+    def test_top(self):
+        """
+        The leaf frame gets the own samples; every frame of a stack gets
+        them once as inclusive samples, even when it recurses.
+        """
+        from bench.profiling import top_from_collapsed
+        lines = ["main;run;read 6\n", "main;run;write 3\n", "main;f;f;f 1\n", "garbage\n", "\n"]
+        total, own, inclusive = top_from_collapsed(lines, limit=3)
+        self.assertEqual(total, 10)
+        self.assertEqual(own, [("read", 6), ("write", 3), ("f", 1)])
+        self.assertEqual(inclusive, [("main", 10), ("run", 9), ("read", 6)])

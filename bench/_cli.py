@@ -304,8 +304,9 @@ class Bench:
 
         row = Row(scenario.name, target.name, connections)
         try:
-            if options.warmup:
-                load(options.warmup)
+            warmup = max(options.warmup, target.min_warmup)
+            if warmup:
+                load(warmup)
             sampler = UsageSampler(started.process.pid) if started.process is not None else None
             if sampler:
                 sampler.start()

@@ -100,6 +100,8 @@ class Target:
     name = None
     ready_seconds = 15.0
     min_children = 0
+    min_warmup = 0.0
+    """Seconds of warm-up this target needs at least (a JIT needs more)."""
 
     def start(self, ctx, scenario):
         """
@@ -219,6 +221,7 @@ class Gatelayer(Target):
         self.name = f"gatelayer-{workers}w" + (f"+{filters}" if filters else "") + ("-pypy" if pypy else "")
         if pypy:
             self.ready_seconds = 60.0
+            self.min_warmup = 5.0
 
     def start(self, ctx, scenario):
         if self.pypy and ctx.pypy is None:

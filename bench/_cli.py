@@ -331,6 +331,7 @@ class Bench:
         row.other_cpu_pct = _other_cpu_pct(before, after, sampler.cpu_seconds if sampler else 0.0)
         if sampler:
             row.rss_mb = round(sampler.peak_rss_kb / 1024, 1)
+            row.rss_growth_mb = round((sampler.peak_rss_kb - sampler.first_rss_kb) / 1024, 1)
             row.rss_by_process_mb = sorted(round(kb / 1024, 1) for kb in sampler.peak_by_pid.values())
             if result.requests:
                 row.cpu_us_per_request = round(sampler.cpu_seconds / result.requests * 1e6, 1)

@@ -139,6 +139,7 @@ class UsageSampler:
     CPU it used between L{start} and L{stop}.
 
     @ivar peak_rss_kb: the highest sum of RSS over the tree seen in one sample.
+    @ivar first_rss_kb: the sum of RSS in the first sample (growth = peak - first).
     @ivar peak_by_pid: the highest RSS seen for each process.
     @ivar cpu_seconds: CPU (user + system) the tree used during the sampling.
     """
@@ -147,6 +148,7 @@ class UsageSampler:
         self.pid = pid
         self.interval = interval
         self.peak_rss_kb = 0
+        self.first_rss_kb = None
         self.peak_by_pid = {}
         self.cpu_seconds = 0.0
         self._stop = threading.Event()
@@ -163,6 +165,8 @@ class UsageSampler:
             self._cpu_start.setdefault(p, cpu)
             self._cpu_last[p] = cpu
         self.peak_rss_kb = max(self.peak_rss_kb, total)
+        if self.first_rss_kb is None:
+            self.first_rss_kb = total
 
     def _run(self):
         while not self._stop.wait(self.interval):

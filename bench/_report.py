@@ -28,6 +28,7 @@ class Row:
     error_detail: dict = None
     rss_mb: float = None
     rss_by_process_mb: list = None
+    rss_growth_mb: float = None
     cpu_us_per_request: float = None
     other_cpu_pct: float = None
     x_nginx: float = None

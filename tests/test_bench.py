@@ -283,6 +283,20 @@ class ProcTests(SynchronousTestCase):
         self.assertEqual(_cli._other_cpu_pct(before, after, 9.0), 0.0)
         self.assertIsNone(_cli._other_cpu_pct(before, before, 0.0))
 
+    def test_sampler(self):
+        """
+        The sampler records a first and a peak RSS and the CPU used between
+        start and stop, for a live process tree.
+        """
+        sampler = _procs.UsageSampler(os.getpid(), interval=3600)
+        sampler.start()
+        sum(range(100000))
+        sampler.stop()
+        self.assertGreater(sampler.peak_rss_kb, 0)
+        self.assertGreaterEqual(sampler.peak_rss_kb, sampler.first_rss_kb)
+        self.assertIn(os.getpid(), sampler.peak_by_pid)
+        self.assertGreaterEqual(sampler.cpu_seconds, 0)
+
     def test_own_process(self):
         """
         This test's own process has a resident size and used some CPU.

@@ -82,7 +82,7 @@ class Gateway:
         Route a request whose headers just arrived. Returns the match and the
         body size limit that applies.
         """
-        host = _host_of(request.requestHeaders.getRawHeaders(b"host"))
+        host = request.host_name = _host_of(request.requestHeaders.getRawHeaders(b"host"))
         path = uri.partition(b"?")[0]
         try:
             method_name = method.decode("ascii")
@@ -126,7 +126,7 @@ class Gateway:
         exchange = Exchange(
             method=request.method, path=request.path, query=request.query,
             headers=request.requestHeaders, client_ip=client_ip, peer_ip=peer_ip,
-            scheme=factory.scheme, host=_host_of(request.requestHeaders.getRawHeaders(b"host")),
+            scheme=factory.scheme, host=request.host_name,
             route=route.spec.name,
         )
         if not route.filters:
@@ -204,7 +204,7 @@ class Gateway:
         request.finish()
 
     def _redirect_https(self, request, port):
-        host = _host_of(request.requestHeaders.getRawHeaders(b"host")) or request.getHost().host
+        host = request.host_name or request.getHost().host
         if ":" in host:
             host = "[%s]" % (host,)
         authority = host if port == 443 else "%s:%d" % (host, port)

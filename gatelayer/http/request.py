@@ -21,11 +21,18 @@ class GatewayRequest(http.Request):
     """
 
     match = None
+    host_name = ""
     query = b""
     _on_lost = None
     _body_limit = None
     _received = 0
     _completed = False
+
+    def parseCookies(self):
+        """
+        Cookies are forwarded as bytes, never parsed (it costs every request
+        that carries them).
+        """
 
     def gotLength(self, length):
         """

@@ -308,6 +308,12 @@ class TLSGatewayTestCase(TestCase):
 
 
 def termination_config(upstream):
+    """
+    Two workers; C{secure} serves C{[tls:main]} (directory plus a default,
+    HSTS), C{strict} the same certificates with strict SNI, and the plain
+    C{web} listener redirects to https; C{/hello} is answered directly and
+    everything else proxied to C{upstream}.
+    """
     return f"""
 [gateway]
 workers = 2
@@ -448,6 +454,10 @@ class TerminationTests(TLSGatewayTestCase):
 
 
 def rotation_config(workers):
+    """
+    One TLS listener serving the certificate directory, C{/hello}
+    answered directly.
+    """
     return f"""
 [gateway]
 workers = {workers}
@@ -615,6 +625,12 @@ class RotationTests(TLSGatewayTestCase):
 
 
 def upstream_config(good, rogue, mutual):
+    """
+    One upstream (and a route C{/NAME/}) per case of upstream TLS: verified
+    by name or by address, wrong name, unknown CA, and mutual TLS with the
+    right, a foreign or no client certificate. No retries, so each request
+    is one attempt.
+    """
     return f"""
 [gateway]
 workers = 1
@@ -692,10 +708,11 @@ class UpstreamTLSTests(TLSGatewayTestCase):
         other_ca.issue(["gateway.internal"], client=True, server=False).write(self.path("stranger.pem"))
         yield self.start(upstream_config(self.good, self.rogue, self.mutual))
 
-    @inlineCallbacks
     def get(self, route):
-        response = yield fetch(reactor, self.gate.url("web", f"/{route}/x"))
-        return response
+        """
+        A plain request to the gateway for C{/ROUTE/x}.
+        """
+        return fetch(reactor, self.gate.url("web", f"/{route}/x"))
 
     @inlineCallbacks
     def test_verified_upstream(self):

@@ -6,6 +6,7 @@ in a process of its own (L{UpstreamProcess}) for tests that crash or hang it.
 
 import json
 import os
+import signal
 import sys
 import weakref
 
@@ -274,7 +275,8 @@ class UpstreamProcess:
         """
         if self.running:
             try:
-                self.transport.signalProcess(signal_name)
+                # By number: signalProcess knows only a few signals by name.
+                self.transport.signalProcess(getattr(signal, "SIG" + signal_name))
             except ProcessExitedAlready:
                 pass
 

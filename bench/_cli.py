@@ -324,6 +324,7 @@ class Bench:
             row.note = f"error: exited with status {started.process.returncode} under load"
             return row
         row.rps = result.rps
+        row.requests = result.requests
         row.p50_ms = round(result.p50_ms, 3)
         row.p99_ms = round(result.p99_ms, 3)
         row.errors = result.errors
@@ -343,7 +344,8 @@ class Bench:
         costs = filter_costs(self.rows)
         if costs:
             self.say("\nfilter cost (req/s lost against gatelayer-2w with no filter): " +
-                     ", ".join(f"{t} @{c}: {cost:.0%}" for t, c, cost in costs))
+                     ", ".join(f"{t} @{c}: {cost:.0%}" + ("" if clean else " (with errors)")
+                               for t, c, cost, clean in costs))
         self.meta["started"] = started_at.isoformat(timespec="seconds")
         self.meta["filter_costs"] = costs
         stamp = started_at.strftime("%Y%m%d-%H%M%S")

@@ -22,6 +22,7 @@ class Row:
     target: str
     connections: int
     rps: float = None
+    requests: int = None
     p50_ms: float = None
     p99_ms: float = None
     errors: int = None
@@ -71,17 +72,23 @@ def add_ratios(rows, baselines=None):
 
 def filter_costs(rows, scenario="filters", base_target="gatelayer-2w"):
     """
-    C{[(target, connections, cost)]}: for each filtered gatelayer row of
-    C{scenario}, the fraction of req/s it lost against C{base_target} (the
-    same gateway with no filter) at the same connection count.
+    C{[(target, connections, cost, clean)]}: for each filtered gatelayer
+    row of C{scenario}, the fraction of req/s it lost against C{base_target}
+    (the same gateway with no filter) at the same connection count. C{clean}
+    is false when either row had errors on more than 1% of its requests
+    (quick error answers make a cost meaningless).
     """
-    base = {r.connections: r.rps for r in rows
-            if r.scenario == scenario and r.target == base_target and r.measured}
+    def clean(row):
+        return not row.errors or (row.requests and row.errors <= row.requests / 100)
+
+    base = {r.connections: r for r in rows
+            if r.scenario == scenario and r.target == base_target and r.measured and r.rps}
     costs = []
     for r in rows:
+        b = base.get(r.connections)
         if r.scenario == scenario and r.target != base_target and r.measured and \
-                r.target.startswith(base_target) and base.get(r.connections):
-            costs.append((r.target, r.connections, round(1 - r.rps / base[r.connections], 3)))
+                r.target.startswith(base_target) and b is not None:
+            costs.append((r.target, r.connections, round(1 - r.rps / b.rps, 3), bool(clean(r) and clean(b))))
     return costs
 
 

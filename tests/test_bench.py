@@ -183,8 +183,11 @@ class ReportTests(SynchronousTestCase):
         unfiltered gateway.
         """
         rows = [row("filters", "gatelayer-2w", 32, 10000.0), row("filters", "gatelayer-2w+jwt", 32, 9000.0),
-                row("filters", "gatelayer-2w+jwt", 128, 9000.0), row("small", "gatelayer-2w+x", 32, 1.0)]
-        self.assertEqual(_report.filter_costs(rows), [("gatelayer-2w+jwt", 32, 0.1)])
+                row("filters", "gatelayer-2w+jwt", 128, 9000.0), row("small", "gatelayer-2w+x", 32, 1.0),
+                row("filters", "gatelayer-2w+limit", 32, 12000.0, requests=1000)]
+        rows[-1].errors = 11
+        self.assertEqual(_report.filter_costs(rows), [("gatelayer-2w+jwt", 32, 0.1, True),
+                                                       ("gatelayer-2w+limit", 32, -0.2, False)])
 
     def test_table(self):
         """

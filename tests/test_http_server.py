@@ -83,6 +83,13 @@ class ServerLimitsTests(SynchronousTestCase):
         """
         self.assertRejected(b"GET /hello HTTP/1.1\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n", 431)
 
+    def test_headers_too_large_in_total(self):
+        """
+        Headers each under the line limit but over 32 KB together are 431.
+        """
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"a" * 4000) for i in range(10))
+        self.assertRejected(b"GET /hello HTTP/1.1\r\n" + headers + b"\r\n", 431)
+
     def test_too_many_headers(self):
         """
         More than 100 headers is 431.

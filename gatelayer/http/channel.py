@@ -16,19 +16,19 @@ class GatewayChannel(http.HTTPChannel):
     An L{http.HTTPChannel} with:
       - an absolute deadline for a request's headers (a client trickling its
         headers byte by byte is cut with 408 however often it sends);
-      - 414 for a request line over 8 KB and 431 for headers over the limits,
-        instead of a bare 400;
+      - 414 for a request line over 8 KB and 431 for a header line over 8 KB,
+        more than C{maxHeaders} headers or more than C{totalHeadersSize}
+        bytes of them, instead of a bare 400;
       - bookkeeping for draining (whether a request is in progress).
     """
 
     _log = Logger()
-    MAX_LENGTH = 65536
+    MAX_LENGTH = MAX_REQUEST_LINE
     maxHeaders = 100
     totalHeadersSize = 32768
 
     header_timeout = 10.0
     _header_deadline = None
-    _awaiting_line = True
     _headers_done = False
     _rejected = False
 
@@ -49,38 +49,15 @@ class GatewayChannel(http.HTTPChannel):
             self._header_deadline = self.callLater(self.header_timeout, self._header_timed_out)
         super().dataReceived(data)
 
-    def lineReceived(self, line):
-        """
-        Check the request line and header sizes before twisted.web does.
-        """
-        if self._awaiting_line and line:
-            self._awaiting_line = False
-            if len(line) > MAX_REQUEST_LINE:
-                self._reject(414, "request line too long")
-                return
-        elif len(line) + self._receivedHeaderSize > self.totalHeadersSize:
-            self._reject(431, "request headers too large")
-            return
-        super().lineReceived(line)
-
     def lineLengthExceeded(self, line):
         """
-        A line without end over C{MAX_LENGTH}: 414 for the request line,
-        431 for a header.
+        A line over C{MAX_LENGTH} (8 KB, as nginx's header buffers): 414 for
+        the request line, 431 for a header line.
         """
-        if self._awaiting_line:
+        if getattr(self, "_HTTPChannel__first_line", 0):
             self._reject(414, "request line too long")
         else:
             self._reject(431, "request header too large")
-
-    def headerReceived(self, line):
-        """
-        Count headers against C{maxHeaders} with a 431.
-        """
-        if self._receivedHeaderCount + 1 > self.maxHeaders:
-            self._reject(431, "too many request headers")
-            return False
-        return super().headerReceived(line)
 
     def allHeadersReceived(self):
         """
@@ -95,12 +72,18 @@ class GatewayChannel(http.HTTPChannel):
         The next request on this connection gets its own header deadline.
         """
         self._headers_done = False
-        self._awaiting_line = True
         super().requestDone(request)
         self.factory.request_done(self)
 
     def _respondToBadRequestAndDisconnect(self):
-        self._reject(400, "malformed request")
+        # twisted.web calls this for every refusal; tell the limits apart
+        # from malformed requests so clients get 431 rather than 400.
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            self._reject(431, "request headers too large")
+        elif self._receivedHeaderCount > self.maxHeaders:
+            self._reject(431, "too many request headers")
+        else:
+            self._reject(400, "malformed request")
 
     def _header_timed_out(self):
         self._header_deadline = None

@@ -180,6 +180,9 @@ class Bench:
         except KeyboardInterrupt:
             self.say("\nbench: interrupted; stopping everything it started")
             return 130
+        except NotReady as e:
+            self.say(f"bench: the upstream nginx did not start: {e}")
+            return 1
         finally:
             # A second Ctrl-C must not cut the clean-up short.
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -244,7 +247,7 @@ class Bench:
         conf = os.path.join(ctx.tmp, "redis.conf")
         with open(conf, "w") as f:
             f.write(_configs.redis_conf(port, ctx.tmp))
-        process = ctx.supervisor.start("redis", [redis, conf])
+        process = ctx.redis_process = ctx.supervisor.start("redis", [redis, conf])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and process.poll() is None:
             try:
@@ -355,13 +358,14 @@ class Bench:
 
 def _cpu_snapshot(ctx):
     """
-    CPU seconds so far: the whole machine (busy, all), the upstream, wrk
-    (this process's reaped children) and this process.
+    CPU seconds so far: the whole machine (busy, all), the upstream (and
+    the benchmark's Redis), wrk (this process's reaped children) and this
+    process.
     """
     busy, total = machine_cpu()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     me = resource.getrusage(resource.RUSAGE_SELF)
-    upstream = tree_cpu(ctx.upstream_process.pid) if ctx.upstream_process is not None else 0.0
+    upstream = sum(tree_cpu(p.pid) for p in (ctx.upstream_process, ctx.redis_process) if p is not None)
     return busy, total, upstream, children.ru_utime + children.ru_stime, me.ru_utime + me.ru_stime
 
 

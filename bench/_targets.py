@@ -57,6 +57,7 @@ class Context:
     pem: str = None
     jwt_key: str = None
     jwt_token: str = None
+    redis_process: object = None
     redis_port: int = None
     redis_problem: str = None
     pypy: tuple = None

@@ -281,6 +281,8 @@ store_timeout = 2s
         self.assertEqual(status["ratelimit"]["rejected"], 240)
 
 
+# one filter per on_store_error mode, all on the same Redis ({url}),
+# counting per X-Client header
 FAILURE_FILTERS = {
     mode: f"""
 key = header:X-Client

@@ -49,11 +49,19 @@ class ParseFilterTests(SynchronousTestCase):
 
     def test_defaults(self):
         """
-        Only rate is required; the rest has documented defaults.
+        Only rate is required; the rest has documented defaults (the
+        embedded store's timeout is 1s).
         """
         self.assertEqual(settings("rate = 100/minute\n"), RateLimitSettings(
             key=("ip",), rate=100, period=60.0, burst=0, algorithm="gcra", store=None,
-            store_timeout=0.1, on_store_error="local", mode="enforce", legacy_headers=False))
+            store_timeout=1.0, on_store_error="local", mode="enforce", legacy_headers=False))
+
+    def test_store_timeout_default(self):
+        """
+        A Redis store waits 100ms by default, the embedded store 1s.
+        """
+        self.assertEqual(settings("rate = 1/second\nstore = redis://127.0.0.1:6379/0\n").store_timeout, 0.1)
+        self.assertEqual(settings("rate = 1/second\n").store_timeout, 1.0)
 
     def test_every_key(self):
         """

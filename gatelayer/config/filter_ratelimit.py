@@ -233,7 +233,11 @@ def parse_filter(reader):
         if store is not None and store.ca is not None and not os.path.isfile(store.ca):
             reader.error("store", f"has ca={store.ca}, which is not a file", _without_password(store_text.strip()))
             store = None
-    timeout = reader.get("store_timeout", v.parse_duration, 0.1)
+    # The embedded store answers from the master, which a burst on a busy
+    # host can delay by tens of milliseconds; its fallback is per worker (not
+    # exact), so it gets a longer default than a Redis store.
+    default_timeout = 0.1 if store_text is not None and store_text.strip() else 1.0
+    timeout = reader.get("store_timeout", v.parse_duration, default_timeout)
     if timeout is not None and not 0.001 <= timeout <= 60:
         reader.error("store_timeout", "must be from 1ms to 60s", reader.raw("store_timeout").strip())
         timeout = None
@@ -245,7 +249,7 @@ def parse_filter(reader):
         burst=burst if burst is not None else 0,
         algorithm=reader.choice("algorithm", ALGORITHMS, "gcra") or "gcra",
         store=store,
-        store_timeout=timeout or 0.1,
+        store_timeout=timeout or default_timeout,
         on_store_error=reader.choice("on_store_error", ON_STORE_ERROR, "local") or "local",
         mode=reader.choice("mode", MODES, "enforce") or "enforce",
         legacy_headers=bool(reader.get("legacy_headers", v.parse_bool, False)),

@@ -74,6 +74,20 @@ def _note(result, answered):
     return result
 
 
+class _Window:
+    """
+    Takes sharing one timeout timer.
+    """
+
+    __slots__ = ("started", "takes", "pending", "call")
+
+    def __init__(self, started):
+        self.started = started
+        self.takes = []
+        self.pending = 0
+        self.call = None
+
+
 class GuardedStore:
     """
     Wraps a store with a per-take timeout and a L{StoreBreaker}: C{take}
@@ -85,6 +99,7 @@ class GuardedStore:
     """
 
     log = Logger()
+    WINDOW = 0.005
 
     def __init__(self, store, clock, timeout, breaker=None, name="store"):
         self.store = store
@@ -93,6 +108,7 @@ class GuardedStore:
         self.breaker = breaker if breaker is not None else StoreBreaker(clock)
         self._name = name
         self.counters = {"errors": 0, "timeouts": 0, "skipped": 0, "breaker_opened": 0}
+        self._window = None
 
     def take(self, key, quota):
         """
@@ -111,8 +127,42 @@ class GuardedStore:
         if not answered:
             # (d.called is no help: it is also true while d waits on a
             # Deferred returned by one of its callbacks)
-            d.addTimeout(self._timeout, self._clock)
+            self._watch(d, answered)
         return d.addCallbacks(self._succeeded, self._failed)
+
+    def _watch(self, d, answered):
+        """
+        Cancel C{d} if it has no answer by its deadline. Takes started
+        within C{WINDOW} seconds of each other share one timer (deadline:
+        the first one's start plus the timeout), so a busy worker arms a
+        few timers a second instead of one per request; no take waits
+        longer than the timeout. The timer goes as soon as every take of
+        its window is answered.
+        """
+        now = self._clock.seconds()
+        window = self._window
+        if window is None or now - window.started > self.WINDOW:
+            window = self._window = _Window(now)
+            window.call = self._clock.callLater(self._timeout, self._expire, window)
+        window.takes.append((d, answered))
+        window.pending += 1
+        d.addBoth(self._answered, window)
+
+    def _answered(self, result, window):
+        window.pending -= 1
+        if window.pending == 0:
+            if window.call.active():
+                window.call.cancel()
+            if self._window is window:
+                self._window = None
+        return result
+
+    def _expire(self, window):
+        if self._window is window:
+            self._window = None
+        for d, answered in window.takes:
+            if not answered:
+                d.cancel()
 
     def _succeeded(self, decision):
         self.breaker.success()

@@ -3,6 +3,8 @@ The embedded store's AMP command: workers take from the master's
 L{gatelayer.ratelimit.memory_store.MemoryStore} over their control channel.
 """
 
+import json
+
 from twisted.protocols import amp
 
 from gatelayer.ratelimit.algorithms import ALGORITHMS, Quota
@@ -39,26 +41,16 @@ class RateLimitTakeBatch(amp.Command):
     Worker -> master: several takes in one message (those a worker collected
     during one reactor turn), answered in order. Under load this divides the
     control channel's cost per request by the batch size.
+
+    The takes travel packed as one JSON array of C{[key, rate, period, burst,
+    algorithm]} (and the answers as C{[allowed, remaining, retry_after,
+    reset]}): one value to parse instead of a box per take, which is what
+    the master, serving every worker, spends its time on.
     """
 
     commandName = b"RateLimitTakeBatch"
-    arguments = [
-        (b"takes", amp.AmpList([
-            (b"key", amp.Unicode()),
-            (b"rate", amp.Integer()),
-            (b"period", amp.Float()),
-            (b"burst", amp.Integer()),
-            (b"algorithm", amp.Unicode()),
-        ])),
-    ]
-    response = [
-        (b"decisions", amp.AmpList([
-            (b"allowed", amp.Boolean()),
-            (b"remaining", amp.Integer()),
-            (b"retry_after", amp.Float()),
-            (b"reset", amp.Float()),
-        ])),
-    ]
+    arguments = [(b"takes", amp.String())]
+    response = [(b"decisions", amp.String())]
     errors = {ValueError: b"BAD_QUOTA"}
 
 
@@ -88,7 +80,15 @@ def register_master_responders(protocol, store):
         }
 
     def take_batch(takes):
-        return {"decisions": [take(**item) for item in takes]}
+        try:
+            items = json.loads(takes)
+        except ValueError:
+            raise ValueError("takes are not a JSON array") from None
+        answers = []
+        for key, rate, period, burst, algorithm in items:
+            decided = take(key, rate, period, burst, algorithm)
+            answers.append((decided["allowed"], decided["remaining"], decided["retry_after"], decided["reset"]))
+        return {"decisions": json.dumps(answers, separators=(",", ":")).encode("ascii")}
 
     protocol.register(RateLimitTake, take)
     protocol.register(RateLimitTakeBatch, take_batch)

@@ -4,6 +4,8 @@ master over the control channel, so all workers of a host share one exact
 count.
 """
 
+import json
+
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
@@ -21,7 +23,7 @@ class MasterStore:
     C{protocol} (the worker's L{gatelayer.process.control.ControlProtocol}).
     """
 
-    MAX_BATCH = 200
+    MAX_BATCH_BYTES = 48 * 1024  # AMP carries at most 64 KB in one value
 
     def __init__(self, protocol, clock=None):
         """
@@ -33,6 +35,7 @@ class MasterStore:
         self._protocol = protocol
         self._clock = clock
         self._pending = []
+        self._pending_bytes = 0
         self._flush_call = None
 
     def take(self, key, quota):
@@ -43,11 +46,13 @@ class MasterStore:
             return fail(ConnectionError("the control channel to the master is closed"))
         if self._clock is not None:
             result = Deferred()
-            self._pending.append(({"key": key, "rate": quota.rate, "period": float(quota.period),
-                                   "burst": quota.burst, "algorithm": quota.algorithm}, result))
-            if len(self._pending) >= self.MAX_BATCH:
+            item = (key, quota.rate, float(quota.period), quota.burst, quota.algorithm)
+            size = len(key) * 6 + 64  # worst case of JSON's escaping
+            if self._pending_bytes + size > self.MAX_BATCH_BYTES:
                 self._flush()
-            elif self._flush_call is None:
+            self._pending.append((item, result))
+            self._pending_bytes += size
+            if self._flush_call is None:
                 self._flush_call = self._clock.callLater(0, self._flush)
             return result
         asked = self._protocol.callRemote(
@@ -67,18 +72,21 @@ class MasterStore:
                 self._flush_call.cancel()
             self._flush_call = None
         batch, self._pending = self._pending, []
+        self._pending_bytes = 0
         if not batch:
             return
         if not getattr(self._protocol, "connected", True):
             for _, result in batch:
                 result.errback(ConnectionError("the control channel to the master is closed"))
             return
-        asked = self._protocol.callRemote(RateLimitTakeBatch, takes=[item for item, _ in batch])
+        packed = json.dumps([item for item, _ in batch], separators=(",", ":")).encode("ascii")
+        asked = self._protocol.callRemote(RateLimitTakeBatch, takes=packed)
 
         def answered(response):
-            for (_, result), decision in zip(batch, response["decisions"]):
+            decisions = json.loads(response["decisions"])
+            for (_, result), decision in zip(batch, decisions):
                 if not result.called:
-                    result.callback(_decision(decision))
+                    result.callback(Decision(*decision))
 
         def failed(failure):
             for _, result in batch:

@@ -131,6 +131,32 @@ class ServerLimitsTests(SynchronousTestCase):
         self.assertEqual(parse_response(transport.value())[0], 408)
         self.assertTrue(transport.disconnecting)
 
+    def test_slow_body(self):
+        """
+        A request body that stops arriving for idle_timeout is cut with 408.
+        """
+        channel, transport = self.gate.connect()
+        channel.dataReceived(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        self.gate.reactor.advance(29)
+        channel.dataReceived(b"0123456789")
+        self.gate.reactor.advance(29)
+        self.assertEqual(transport.value(), b"")
+        self.gate.reactor.advance(2)
+        self.assertEqual(parse_response(transport.value())[0], 408)
+
+    def test_one_timer_per_connection(self):
+        """
+        Keep-alive requests move the connection's one timer instead of
+        scheduling new ones.
+        """
+        channel, transport = self.gate.connect()
+        timer = channel._timer
+        for _ in range(5):
+            channel.dataReceived(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertIs(channel._timer, timer)
+        self.assertEqual(len([c for c in self.gate.reactor.getDelayedCalls() if c.active()]), 1)
+        self.assertEqual(transport.value().count(b"HTTP/1.1 200"), 5)
+
     def test_deadline_per_request(self):
         """
         The header deadline restarts with each request of a keep-alive

@@ -1,6 +1,6 @@
 """
 The HTTP/1.1 server channel: twisted.web's parser (it carries the fixes for
-several request-smuggling bugs) with the limits a gateway needs.
+several request-smuggling bugs) with the limits and timers a gateway needs.
 """
 
 from twisted.logger import Logger
@@ -10,12 +10,18 @@ from gatelayer.http.errors import raw_error_response
 
 MAX_REQUEST_LINE = 8192
 
+# Where a connection is in its current request.
+IDLE, HEADERS, BODY, BUSY = range(4)
+
 
 class GatewayChannel(http.HTTPChannel):
     """
     An L{http.HTTPChannel} with:
-      - an absolute deadline for a request's headers (a client trickling its
-        headers byte by byte is cut with 408 however often it sends);
+      - one timer per connection, moved rather than recreated, for the idle
+        keep-alive timeout, the absolute deadline of a request's headers (a
+        client trickling its headers byte by byte is cut with 408 however
+        often it sends) and the body's idle timeout; twisted.web's own
+        timeout (a new timer per request) is off;
       - 414 for a request line over 8 KB and 431 for a header line over 8 KB,
         more than C{maxHeaders} headers or more than C{totalHeadersSize}
         bytes of them, instead of a bare 400;
@@ -28,25 +34,32 @@ class GatewayChannel(http.HTTPChannel):
     totalHeadersSize = 32768
 
     header_timeout = 10.0
-    _header_deadline = None
-    _headers_done = False
+    idle_timeout = 60.0
+    _phase = IDLE
+    _timer = None
     _rejected = False
 
     def connectionMade(self):
         """
-        Register with the factory, then as L{http.HTTPChannel}.
+        Register with the factory, start the idle timer.
         """
         super().connectionMade()
+        self._arm(self.idle_timeout)
         self.factory.channel_opened(self)
 
     def dataReceived(self, data):
         """
-        Start the header deadline at the first byte of each request.
+        The first byte of a request starts its header deadline; body bytes
+        push the body's idle timeout back.
         """
         if self._rejected:
             return
-        if self._header_deadline is None and not self._headers_done:
-            self._header_deadline = self.callLater(self.header_timeout, self._header_timed_out)
+        phase = self._phase
+        if phase == IDLE:
+            self._phase = HEADERS
+            self._arm(self.header_timeout)
+        elif phase == BODY:
+            self._arm(self.idle_timeout)
         super().dataReceived(data)
 
     def lineLengthExceeded(self, line):
@@ -63,15 +76,25 @@ class GatewayChannel(http.HTTPChannel):
         """
         The headers are in: the header deadline no longer applies.
         """
-        self._headers_done = True
-        self._cancel_deadline()
+        self._phase = BODY
+        self._arm(self.idle_timeout)
         super().allHeadersReceived()
+
+    def allContentReceived(self):
+        """
+        The whole request is in: no client timeout while it is answered.
+        """
+        self._phase = BUSY
+        super().allContentReceived()
 
     def requestDone(self, request):
         """
-        The next request on this connection gets its own header deadline.
+        The response is out: the connection is idle until the next request
+        (which may already be buffered, pipelined).
         """
-        self._headers_done = False
+        self._phase = IDLE
+        if self.persistent:
+            self._arm(self.idle_timeout)
         super().requestDone(request)
         self.factory.request_done(self)
 
@@ -85,15 +108,27 @@ class GatewayChannel(http.HTTPChannel):
         else:
             self._reject(400, "malformed request")
 
-    def _header_timed_out(self):
-        self._header_deadline = None
-        self._reject(408, "request headers not received in time")
+    def _arm(self, seconds):
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timer = self.callLater(seconds, self._timed_out)
 
-    def _cancel_deadline(self):
-        if self._header_deadline is not None:
-            if self._header_deadline.active():
-                self._header_deadline.cancel()
-            self._header_deadline = None
+    def _timed_out(self):
+        self._timer = None
+        phase = self._phase
+        if phase == HEADERS:
+            self._reject(408, "request headers not received in time")
+        elif phase == BODY:
+            self._reject(408, "request body not received in time")
+        elif phase == IDLE:
+            self.timeoutConnection()
+
+    def _cancel_timer(self):
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _reject(self, status, message):
         """
@@ -103,7 +138,7 @@ class GatewayChannel(http.HTTPChannel):
         if self._rejected:
             return
         self._rejected = True
-        self._cancel_deadline()
+        self._cancel_timer()
         self.transport.write(raw_error_response(status, message))
         self.dataReceived = lambda data: None
         self.lineReceived = lambda line: None
@@ -120,12 +155,12 @@ class GatewayChannel(http.HTTPChannel):
         """
         Whether a request is being received or answered on this connection.
         """
-        return bool(self.requests) or self._header_deadline is not None
+        return bool(self.requests) or self._phase != IDLE
 
     def connectionLost(self, reason):
         """
-        Cancel timers and unregister from the factory.
+        Cancel the timer and unregister from the factory.
         """
-        self._cancel_deadline()
+        self._cancel_timer()
         super().connectionLost(reason)
         self.factory.channel_closed(self)

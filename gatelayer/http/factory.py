@@ -41,7 +41,10 @@ class GatewayHTTPFactory(http.HTTPFactory):
         channel.factory = self
         channel.requestFactory = GatewayRequest
         channel.callLater = self.reactor.callLater
-        channel.timeOut = self.timeOut
+        # The channel runs its own timer (see GatewayChannel); twisted.web's
+        # per-request one stays off.
+        channel.timeOut = None
+        channel.idle_timeout = self.timeOut
         channel.header_timeout = self.gateway.config.gateway.header_timeout
         return channel
 

@@ -523,12 +523,11 @@ class HTTP11UpstreamConnection(Protocol):
 
     def _arm(self, seconds):
         timer = self._timer
-        if timer is not None:
-            if self._clock.seconds() + seconds >= timer.getTime():
-                # Later than now set: cheap for the reactor (no heap move).
-                timer.reset(seconds)
-                return
-            timer.cancel()
+        if timer is not None and timer.active():
+            # Moving a timer (later: no heap work; sooner: one sift) is
+            # cheaper than cancelling it and allocating another.
+            timer.reset(seconds)
+            return
         self._timer = self._clock.callLater(seconds, self._expired)
 
     def _disarm(self):

@@ -20,7 +20,12 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.error import TimeoutError as ConnectTimeoutError
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
-from zope.interface import Interface, implementer
+from zope.interface import implementer
+
+from gatelayer.upstream.interfaces import IConnectionOwner, IResponseSink
+from gatelayer.upstream.messages import (
+    BODY_METHODS, MAX_HEAD_SIZE, BadResponse, body_length, build_request_head, parse_head,
+)
 
 __all__ = [
     "IResponseSink",
@@ -31,9 +36,6 @@ __all__ = [
     "body_length",
     "MAX_HEAD_SIZE",
 ]
-
-#: The largest response head (status line and headers) accepted, in bytes.
-MAX_HEAD_SIZE = 65536
 
 # A chunk-size line longer than this is not a chunk size (16 hex digits
 # plus room for extensions).
@@ -50,15 +52,6 @@ _PIECE = 65536
 # transport never asks it to pause (then it yields and goes on next turn).
 _PIECES_PER_TURN = 16
 
-# Methods whose requests carry a body by definition: without one they are
-# sent with "Content-Length: 0" (RFC 9110 8.6).
-_BODY_METHODS = frozenset([b"POST", b"PUT", b"PATCH"])
-
-# Request headers the client owns: framing is derived from the body, the
-# connection's persistence from the pool, and Expect is pointless because
-# the body is already buffered.
-_OWN_HEADERS = frozenset([b"content-length", b"transfer-encoding", b"connection", b"expect"])
-_OWN_LENGTHS = frozenset(len(name) for name in _OWN_HEADERS)
 
 # Connection states. HEAD..UNTIL_CLOSE mean a request is in flight and say
 # which part of the response is expected next.
@@ -74,92 +67,6 @@ _UNTIL_CLOSE = 8
 _CLOSED = 9
 
 _HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
-
-
-class IResponseSink(Interface):
-    """
-    Where one upstream exchange reports: implemented by the proxy terminal.
-
-    Exactly one of C{connect_failed}, C{response_end} or C{response_failed}
-    ends an exchange (none after the handle was cancelled). The sink is never
-    called from within L{UpstreamPool.request}, so the caller holds the
-    handle before any callback arrives.
-    """
-
-    def connect_failed(kind, detail):
-        """
-        No connection could be had, nothing was sent: safe to retry on another
-        server. C{kind} is C{"connect_error"} (refused, unreachable, TLS
-        handshake failed), C{"timeout"} (connect_timeout passed) or
-        C{"overloaded"} (max_connections reached and the max_pending queue
-        full, or the wait in it exceeded connect_timeout). C{detail} is a
-        short text for logs.
-        """
-
-    def response_head(status, reason, headers):
-        """
-        The final response head: C{status} (int), C{reason} (bytes) and
-        C{headers}, a list of C{(name, value)} byte pairs exactly as received
-        (hop-by-hop ones included; filter them before relaying). Interim 1xx
-        responses are not reported.
-        """
-
-    def response_body(data):
-        """
-        Some response body bytes (de-chunked), passed on as they arrive.
-        """
-
-    def response_end():
-        """
-        The response body is complete.
-        """
-
-    def response_failed(kind, detail):
-        """
-        The exchange failed after the request was sent: C{kind} is
-        C{"timeout"} (no response head within read_timeout, or the body
-        stalled that long), C{"bad_response"} (unparseable or conflicting
-        framing) or C{"connection_lost"} (closed before the head or in the
-        middle of the body). It may come after C{response_head}.
-        """
-
-
-class IConnectionOwner(Interface):
-    """
-    What an L{HTTP11UpstreamConnection} reports to: the pool's bookkeeping
-    for one server.
-    """
-
-    def release(connection):
-        """
-        C{connection} finished a response cleanly and may carry another
-        request: give it a queued one, keep it idle, or close it.
-        """
-
-    def lost(connection):
-        """
-        C{connection} is no longer usable (closing, closed, or never
-        connected); called once per connection.
-        """
-
-    def retry(connection, request):
-        """
-        C{connection}, a reused one, turned out closed before any response
-        byte: it is no longer usable (as with C{lost}) and C{request} must be
-        sent again on a fresh connection.
-        """
-
-    def closed(connection):
-        """
-        C{connection}'s transport is gone (or its connection attempt ended);
-        called once per connection, after C{lost} or C{retry}.
-        """
-
-    def finished(request):
-        """
-        C{request} reached its end (completed, failed or cancelled); called
-        once per request.
-        """
 
 
 @implementer(IPushProducer)
@@ -280,127 +187,6 @@ class UpstreamRequest:
         self.connection = None
         self._owner.finished(self)
         self.sink.response_end()
-
-
-def body_length(body):
-    """
-    The length in bytes of a request C{body}: L{None} for no body, else the
-    length of the bytes or of the seekable file (which is left at 0).
-    """
-    if body is None:
-        return None
-    if isinstance(body, bytes):
-        return len(body)
-    body.seek(0, 2)
-    length = body.tell()
-    body.seek(0)
-    return length
-
-
-def build_request_head(method, target, headers, content_length=None, host=None,
-                       close=False, body=b""):
-    """
-    The bytes of a request head (and C{body} appended, to go out in the same
-    write).
-
-    C{headers} are sent in order, except Content-Length,
-    Transfer-Encoding, Connection and Expect, which the client decides:
-    C{Content-Length: content_length} when it is not L{None}, and
-    C{Connection: close} when C{close}. C{host} (bytes) is added as Host
-    only when C{headers} has none.
-    """
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    add = parts.extend
-    own = _OWN_LENGTHS
-    has_host = False
-    for name, value in headers:
-        size = len(name)
-        if size in own and name.lower() in _OWN_HEADERS:
-            continue
-        if size == 4 and not has_host and name.lower() == b"host":
-            has_host = True
-        add((name, b": ", value, b"\r\n"))
-    if not has_host and host is not None:
-        add((b"Host: ", host, b"\r\n"))
-    if content_length is not None:
-        parts.append(b"Content-Length: %d\r\n" % (content_length,))
-    if close:
-        parts.append(b"Connection: close\r\n")
-    parts.append(b"\r\n")
-    if body:
-        parts.append(body)
-    return b"".join(parts)
-
-
-class _BadResponse(Exception):
-    """
-    The response cannot be framed; the text says why.
-    """
-
-
-def _parse_head(head):
-    """
-    Parse a response head (without its final empty line) into
-    C{(status, reason, headers, http11, content_length, chunked, close,
-    keep_alive)}; raise L{_BadResponse} when it cannot be trusted.
-    """
-    lines = head.split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
-    if version == b"HTTP/1.1":
-        http11 = True
-    elif version == b"HTTP/1.0":
-        http11 = False
-    else:
-        raise _BadResponse("bad status line %r" % (lines[0][:80],))
-    code = rest[:3]
-    if len(code) != 3 or not code.isdigit() or (len(rest) > 3 and rest[3:4] != b" ") \
-            or code[0:1] == b"0":
-        raise _BadResponse("bad status line %r" % (lines[0][:80],))
-    status = int(code)
-    reason = rest[4:]
-    headers = []
-    content_length = None
-    transfer_encoding = None
-    close = False
-    keep_alive = False
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name[-1] in b" \t" or name[0] in b" \t":
-            raise _BadResponse("bad header line %r" % (line[:80],))
-        value = value.strip(b" \t")
-        headers.append((name, value))
-        size = len(name)
-        if size == 14:
-            if name.lower() == b"content-length":
-                for part in value.split(b","):
-                    part = part.strip(b" \t")
-                    if not part.isdigit():
-                        raise _BadResponse("invalid Content-Length %r" % (value[:40],))
-                    length = int(part)
-                    if content_length is not None and content_length != length:
-                        raise _BadResponse("conflicting Content-Length values")
-                    content_length = length
-        elif size == 17:
-            if name.lower() == b"transfer-encoding":
-                if transfer_encoding is None:
-                    transfer_encoding = value
-                else:
-                    transfer_encoding += b"," + value
-        elif size == 10:
-            if name.lower() == b"connection":
-                for token in value.lower().split(b","):
-                    token = token.strip(b" \t")
-                    if token == b"close":
-                        close = True
-                    elif token == b"keep-alive":
-                        keep_alive = True
-    chunked = False
-    if transfer_encoding is not None:
-        codings = [c.strip(b" \t").lower() for c in transfer_encoding.split(b",")]
-        if codings != [b"chunked"]:
-            raise _BadResponse("unsupported Transfer-Encoding %r" % (transfer_encoding[:40],))
-        chunked = True
-    return status, reason, headers, http11, content_length, chunked, close, keep_alive
 
 
 @implementer(IPushProducer)
@@ -641,7 +427,7 @@ class HTTP11UpstreamConnection(Protocol):
         if body is None:
             head = build_request_head(
                 method, request.target, request.headers,
-                0 if method in _BODY_METHODS else None, self._host, not self._keepalive)
+                0 if method in BODY_METHODS else None, self._host, not self._keepalive)
             self.transport.write(head)
         elif isinstance(body, bytes):
             size = len(body)
@@ -881,8 +667,8 @@ class HTTP11UpstreamConnection(Protocol):
                 data = data[end + 4:]
                 try:
                     (status, reason, headers, http11, length, chunked, close,
-                     keep_alive) = _parse_head(head)
-                except _BadResponse as e:
+                     keep_alive) = parse_head(head)
+                except BadResponse as e:
                     self._fail("bad_response", str(e))
                     return
                 if status < 200:

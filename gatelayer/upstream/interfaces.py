@@ -1,0 +1,93 @@
+"""
+The interfaces between the upstream client, its pool and the proxy terminal.
+"""
+
+from zope.interface import Interface
+
+__all__ = ["IResponseSink", "IConnectionOwner"]
+
+
+class IResponseSink(Interface):
+    """
+    Where one upstream exchange reports: implemented by the proxy terminal.
+
+    Exactly one of C{connect_failed}, C{response_end} or C{response_failed}
+    ends an exchange (none after the handle was cancelled). The sink is never
+    called from within L{UpstreamPool.request}, so the caller holds the
+    handle before any callback arrives.
+    """
+
+    def connect_failed(kind, detail):
+        """
+        No connection could be had, nothing was sent: safe to retry on another
+        server. C{kind} is C{"connect_error"} (refused, unreachable, TLS
+        handshake failed), C{"timeout"} (connect_timeout passed) or
+        C{"overloaded"} (max_connections reached and the max_pending queue
+        full, or the wait in it exceeded connect_timeout). C{detail} is a
+        short text for logs.
+        """
+
+    def response_head(status, reason, headers):
+        """
+        The final response head: C{status} (int), C{reason} (bytes) and
+        C{headers}, a list of C{(name, value)} byte pairs exactly as received
+        (hop-by-hop ones included; filter them before relaying). Interim 1xx
+        responses are not reported.
+        """
+
+    def response_body(data):
+        """
+        Some response body bytes (de-chunked), passed on as they arrive.
+        """
+
+    def response_end():
+        """
+        The response body is complete.
+        """
+
+    def response_failed(kind, detail):
+        """
+        The exchange failed after the request was sent: C{kind} is
+        C{"timeout"} (no response head within read_timeout, or the body
+        stalled that long), C{"bad_response"} (unparseable or conflicting
+        framing) or C{"connection_lost"} (closed before the head or in the
+        middle of the body). It may come after C{response_head}.
+        """
+
+
+class IConnectionOwner(Interface):
+    """
+    What an L{HTTP11UpstreamConnection} reports to: the pool's bookkeeping
+    for one server.
+    """
+
+    def release(connection):
+        """
+        C{connection} finished a response cleanly and may carry another
+        request: give it a queued one, keep it idle, or close it.
+        """
+
+    def lost(connection):
+        """
+        C{connection} is no longer usable (closing, closed, or never
+        connected); called once per connection.
+        """
+
+    def retry(connection, request):
+        """
+        C{connection}, a reused one, turned out closed before any response
+        byte: it is no longer usable (as with C{lost}) and C{request} must be
+        sent again on a fresh connection.
+        """
+
+    def closed(connection):
+        """
+        C{connection}'s transport is gone (or its connection attempt ended);
+        called once per connection, after C{lost} or C{retry}.
+        """
+
+    def finished(request):
+        """
+        C{request} reached its end (completed, failed or cancelled); called
+        once per request.
+        """

@@ -152,6 +152,60 @@ class RedisStoreTests(RedisTestCase):
         self.assertEqual(self.redis.command("DBSIZE"), b":0\r\n")
         self.assertEqual(self.redis.command("SELECT", "3"), b"+OK\r\n")
 
+    @inlineCallbacks
+    def test_one_command_per_turn(self):
+        """
+        The takes of one reactor turn reach Redis as one EVALSHA.
+        """
+        store = self.store()
+        yield store.take("gatelayer:rl:test:warm", Quota(rate=1, period=60.0))
+        self.assertEqual(self.redis.command("CONFIG", "RESETSTAT"), b"+OK\r\n")
+        quota = Quota(rate=100, period=60.0)
+        yield gatherResults([store.take(f"gatelayer:rl:test:t{i % 7}", quota) for i in range(60)])
+        stats = self.redis.command("INFO", "commandstats").decode()
+        self.assertIn("cmdstat_evalsha:calls=1,", stats)
+
+    @inlineCallbacks
+    def test_batch_counts_down_in_order(self):
+        """
+        In one batch, takes of several keys and both algorithms are decided
+        one after the other in the order they were made: each key's
+        remaining count goes down by one per take, exactly its limit pass,
+        and TTLs are set as for single takes.
+        """
+        store = self.store()
+        quotas = {
+            "gatelayer:rl:test:g1": Quota(rate=3, period=3600.0, burst=2),
+            "gatelayer:rl:test:g2": Quota(rate=1, period=3600.0),
+            "gatelayer:rl:test:s1": Quota(rate=4, period=3600.0, algorithm="sliding_window"),
+            "gatelayer:rl:test:s2": Quota(rate=2, period=3600.0, burst=1, algorithm="sliding_window"),
+        }
+        order = [key for _ in range(7) for key in quotas]
+        decisions = yield gatherResults([store.take(key, quotas[key]) for key in order])
+        self.assertEqual(store.stats()["batches"], 1)
+        for key, quota in quotas.items():
+            mine = [d for k, d in zip(order, decisions) if k == key]
+            allowed = [d.remaining for d in mine if d.allowed]
+            self.assertEqual(allowed, list(range(quota.limit - 1, -1, -1)), key)
+            self.assertEqual([d.allowed for d in mine], [True] * quota.limit + [False] * (7 - quota.limit), key)
+            self.assertTrue(all(d.retry_after > 0 for d in mine[quota.limit:]), key)
+            ttl = int(self.redis.command("PTTL", key)[1:].strip())
+            self.assertTrue(0 < ttl <= 2 * 3600_000, (key, ttl))
+
+    @inlineCallbacks
+    def test_bounded_batches_exact(self):
+        """
+        More takes in one turn than a batch holds go as several commands,
+        on a pool of several connections, and still exactly the limit
+        passes.
+        """
+        store = RedisStore(reactor, self.redis.url, pool_size=3, max_batch=16)
+        self.addCleanup(store.close)
+        quota = Quota(rate=37, period=3600.0, burst=3)
+        decisions = yield gatherResults([store.take("gatelayer:rl:test:b", quota) for _ in range(200)])
+        self.assertEqual(sum(d.allowed for d in decisions), 40)
+        self.assertEqual(store.stats()["batches"], 13)
+
 
 class TlsTests(TestCase):
     """

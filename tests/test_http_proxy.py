@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gatelayer.testing.server import InMemoryGateway, parse_response
+from tests.test_http_server import with_server
 
 CONFIG = """
 [gateway]
@@ -38,8 +39,10 @@ class ProxyTests(SynchronousTestCase):
     Requests go upstream rewritten; responses and failures come back.
     """
 
+    http_server = "twisted"
+
     def setUp(self):
-        self.gate = InMemoryGateway(CONFIG, with_upstreams=True)
+        self.gate = InMemoryGateway(with_server(CONFIG, self.http_server), with_upstreams=True)
         self.reactor = self.gate.reactor
 
     def upstream(self, index=-1):
@@ -194,3 +197,11 @@ class ProxyTests(SynchronousTestCase):
         self.assertEqual(upstream.producerState, "paused")
         channel.resumeProducing()
         self.assertEqual(upstream.producerState, "producing")
+
+
+class LeanProxyTests(ProxyTests):
+    """
+    The proxy terminal, with the lean server channel.
+    """
+
+    http_server = "gatelayer"

@@ -14,6 +14,15 @@ from zope.interface.verify import verifyObject
 from gatelayer.chain import IFilter, Reply
 from gatelayer.testing.server import InMemoryGateway, parse_response
 
+
+def with_server(config_text, http_server):
+    """
+    C{config_text} with C{[gateway] http_server} set: each test class runs
+    once per server channel (twisted.web's and the lean one).
+    """
+    return config_text.replace("[gateway]\n", "[gateway]\nhttp_server = %s\n" % (http_server,), 1)
+
+
 CONFIG = """
 [gateway]
 max_body_size = 1KB
@@ -41,8 +50,10 @@ class ServerLimitsTests(SynchronousTestCase):
     connection closes.
     """
 
+    http_server = "twisted"
+
     def setUp(self):
-        self.gate = InMemoryGateway(CONFIG)
+        self.gate = InMemoryGateway(with_server(CONFIG, self.http_server))
 
     def assertRejected(self, data, status):
         channel, transport = self.gate.connect()
@@ -176,8 +187,10 @@ class ServerRoutingTests(SynchronousTestCase):
     Direct responses, 404/405, keep-alive.
     """
 
+    http_server = "twisted"
+
     def setUp(self):
-        self.gate = InMemoryGateway(CONFIG)
+        self.gate = InMemoryGateway(with_server(CONFIG, self.http_server))
 
     def test_direct(self):
         """
@@ -240,8 +253,10 @@ class FilterChainTests(SynchronousTestCase):
     in reverse.
     """
 
+    http_server = "twisted"
+
     def gate(self, *filters):
-        gate = InMemoryGateway(CONFIG)
+        gate = InMemoryGateway(with_server(CONFIG, self.http_server))
         route = gate.table_route = gate.gateway.table.match("", b"/hello", "GET").route
         object.__setattr__(route, "filters", tuple(filters))
         return gate
@@ -303,6 +318,8 @@ class StaticTests(SynchronousTestCase):
     The static terminal.
     """
 
+    http_server = "twisted"
+
     def setUp(self):
         root = self.mktemp()
         os.makedirs(os.path.join(root, "sub"))
@@ -312,7 +329,7 @@ class StaticTests(SynchronousTestCase):
             f.write(b"<p>index</p>")
         with open(os.path.join(os.path.dirname(os.path.abspath(root)), "secret.txt"), "wb") as f:
             f.write(b"secret")
-        self.gate = InMemoryGateway(CONFIG + f"[route:files]\npath = /files/\nstatic = {os.path.abspath(root)}\n")
+        self.gate = InMemoryGateway(with_server(CONFIG, self.http_server) + f"[route:files]\npath = /files/\nstatic = {os.path.abspath(root)}\n")
 
     def get(self, path, method=b"GET", extra=b""):
         data = self.gate.exchange(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
@@ -411,3 +428,35 @@ class StaticTests(SynchronousTestCase):
         Only GET and HEAD.
         """
         self.assertEqual(self.get(b"/files/a.txt", b"DELETE")[0], 405)
+
+
+class LeanServerLimitsTests(ServerLimitsTests):
+    """
+    The limits, with the lean server channel.
+    """
+
+    http_server = "gatelayer"
+
+
+class LeanServerRoutingTests(ServerRoutingTests):
+    """
+    Routing answers, with the lean server channel.
+    """
+
+    http_server = "gatelayer"
+
+
+class LeanFilterChainTests(FilterChainTests):
+    """
+    The filter chain, with the lean server channel.
+    """
+
+    http_server = "gatelayer"
+
+
+class LeanStaticTests(StaticTests):
+    """
+    The static terminal, with the lean server channel.
+    """
+
+    http_server = "gatelayer"

@@ -5,12 +5,13 @@ The HTTP factory of one listener in a worker.
 from twisted.web import http
 
 from gatelayer.http.channel import GatewayChannel
+from gatelayer.http.lean import LeanChannel
 from gatelayer.http.request import GatewayRequest
 
 
 class GatewayHTTPFactory(http.HTTPFactory):
     """
-    Builds L{GatewayChannel}s for one listener and keeps the set of open
+    Builds L{GatewayChannel}s (or L{LeanChannel}s) for one listener and keeps the set of open
     channels, so a draining worker can close idle connections and wait for
     busy ones.
 
@@ -35,8 +36,16 @@ class GatewayHTTPFactory(http.HTTPFactory):
 
     def buildProtocol(self, addr):
         """
-        A channel with the gateway's limits.
+        A channel with the gateway's limits: twisted.web's parser, or the
+        lean one when C{[gateway] http_server = gatelayer}.
         """
+        if self.gateway.config.gateway.http_server == "gatelayer":
+            channel = LeanChannel()
+            channel.factory = self
+            channel.callLater = self.reactor.callLater
+            channel.idle_timeout = self.timeOut
+            channel.header_timeout = self.gateway.config.gateway.header_timeout
+            return channel
         channel = GatewayChannel()
         channel.factory = self
         channel.requestFactory = GatewayRequest

@@ -1,0 +1,378 @@
+"""
+A lean, strict HTTP/1.1 server channel for the workers
+(C{[gateway] http_server = gatelayer}).
+
+twisted.web's L{HTTPChannel} parses a request line by line through
+L{LineReceiver}, with a method call per header and a Deferred-friendly
+request object built for any kind of resource; that costs tens of
+microseconds per request. This channel finds the end of a request head
+with one search, checks the whole head with two compiled regular
+expressions, and answers with one write per response head. It keeps the
+contract of L{gatelayer.http.channel.GatewayChannel}: the factory's channel
+registry and drain, one timer per connection (idle keep-alive timeout,
+absolute header deadline, body idle timeout), 413/414/431/408 refusals.
+Pipelined requests are answered one at a time, in order.
+"""
+
+from io import BytesIO
+from tempfile import TemporaryFile
+
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gatelayer.http.errors import raw_error_response
+from gatelayer.http.lean_parse import BadRequest, ChunkedDecoder, HeadScanner, parse_head
+from gatelayer.http.lean_request import LeanRequest
+
+__all__ = ["LeanChannel", "LeanRequest", "MEMORY_BODY_LIMIT", "PIPELINE_LIMIT"]
+
+# Request bodies above this size are kept in a temporary file, as
+# twisted.web does.
+MEMORY_BODY_LIMIT = 100000
+# Bytes of pipelined requests buffered while a response is in progress
+# before the channel stops reading from the socket.
+PIPELINE_LIMIT = 65536
+
+# Where a connection is in its current request.
+IDLE, HEADERS, BODY, BUSY = range(4)
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@implementer(IPushProducer)
+class LeanChannel(Protocol):
+    """
+    One client connection: parses requests strictly (see
+    L{gatelayer.http.lean_parse}), hands each to the factory's gateway as a
+    L{LeanRequest} and relays back-pressure between the transport and the
+    response's producer.
+
+    It is the transport's push producer: when the client reads slowly the
+    transport pauses it, and it pauses the producer of the response in
+    progress (the proxy's upstream handle, a file streamer) and stops
+    taking new requests.
+
+    @ivar factory: the L{gatelayer.http.factory.GatewayHTTPFactory}.
+    @ivar callLater: the reactor's C{callLater} (for the connection's timer).
+    @ivar idle_timeout: seconds a kept-alive connection may wait for its next
+        request, and a request body between two reads.
+    @ivar header_timeout: seconds from a request's first byte to the end of
+        its headers (absolute: trickling bytes does not extend it).
+    @ivar persistent: whether the connection may be kept alive (the factory
+        clears it when draining).
+    @ivar peer: the client's address.
+    @ivar write_paused: whether the transport asked to stop writing.
+    """
+
+    _log = Logger()
+    factory = None
+    callLater = None
+    header_timeout = 10.0
+    idle_timeout = 60.0
+    pipeline_limit = PIPELINE_LIMIT
+    persistent = True
+    peer = None
+    write_paused = False
+
+    _phase = IDLE
+    _timer = None
+    _dead = False
+    _running = False
+    _read_paused = False
+    _request = None
+    _buf = b""
+    _scanner = None
+    _searched = 0
+    _remaining = 0
+    _decoder = None
+
+    def connectionMade(self):
+        """
+        Register as the transport's producer and with the factory; start
+        the idle timer.
+        """
+        self.peer = self.transport.getPeer()
+        self.transport.registerProducer(self, True)
+        self._arm(self.idle_timeout)
+        self.factory.channel_opened(self)
+
+    @property
+    def busy(self):
+        """
+        Whether a request is being received or answered on this connection.
+        """
+        return self._phase != IDLE or self._request is not None
+
+    def loseConnection(self):
+        """
+        Close the connection once what was written is sent; read no more.
+        """
+        self._dead = True
+        self._buf = b""
+        self.transport.loseConnection()
+
+    # -- input -------------------------------------------------------------
+
+    def dataReceived(self, data):
+        """
+        Buffer C{data} and parse as far as it goes; while a response is in
+        progress, pipelined bytes are only buffered (up to a bound).
+        """
+        if self._dead:
+            return
+        buf = self._buf
+        self._buf = buf + data if buf else data
+        if self._phase == BUSY:
+            if len(self._buf) > self.pipeline_limit and not self._read_paused:
+                self._update_reading()
+            return
+        if not self._running:
+            self._run()
+
+    def _run(self):
+        self._running = True
+        try:
+            while not self._dead:
+                phase = self._phase
+                if phase == BODY:
+                    if not self._buf or not self._read_body():
+                        break
+                    continue
+                if phase == BUSY:
+                    break
+                buf = self._buf
+                if phase == IDLE:
+                    if self.write_paused:
+                        break
+                    while buf[:2] == b"\r\n":
+                        # RFC 9112 2.2: empty lines before a request line
+                        # are ignored (some clients send one after a body).
+                        buf = self._buf = buf[2:]
+                    if not buf or buf == b"\r":
+                        break
+                    self._phase = HEADERS
+                    self._searched = 0
+                    self._scanner = None
+                end = buf.find(b"\r\n\r\n", self._searched)
+                if end < 0:
+                    scanner = self._scanner
+                    if scanner is None:
+                        scanner = self._scanner = HeadScanner()
+                        self._arm(self.header_timeout)
+                    scanner.check(buf)
+                    self._searched = len(buf) - 3 if len(buf) > 3 else 0
+                    break
+                self._scanner = None
+                self._begin(buf, end)
+        except BadRequest as refusal:
+            self._reject(refusal.status, refusal.message)
+        finally:
+            self._running = False
+        if not self._dead and (self.write_paused or self._read_paused
+                               or len(self._buf) > self.pipeline_limit):
+            self._update_reading()
+
+    def _begin(self, buf, end):
+        """
+        A complete request head is in C{buf[:end]}: parse it, route it, and
+        read its body or answer it.
+        """
+        head = parse_head(buf, end)
+        rest = buf[end + 4:]
+        request = self._request = LeanRequest(self, head)
+        request.match, limit = self.factory.gateway.early_route(request, head.method, head.target)
+        request._body_limit = limit
+        length = head.length
+        if length:
+            if length > limit:
+                self._buf = b""
+                raise BadRequest(413, "request body larger than %d bytes" % (limit,))
+            request.content = BytesIO() if length <= MEMORY_BODY_LIMIT else TemporaryFile()
+            self._remaining = length
+            self._decoder = None
+        elif head.chunked:
+            request.content = BytesIO()
+            self._decoder = ChunkedDecoder()
+        else:
+            request.content = BytesIO()
+            self._buf = rest
+            self._dispatch(request)
+            return
+        self._phase = BODY
+        self._buf = rest
+        if not rest:
+            if head.expect_continue:
+                self.transport.write(_CONTINUE)
+            self._arm(self.idle_timeout)
+
+    def _read_body(self):
+        """
+        Take body bytes from the buffer; returns whether the body is complete
+        (the request was then dispatched).
+        """
+        request = self._request
+        buf = self._buf
+        decoder = self._decoder
+        if decoder is None:
+            remaining = self._remaining
+            if len(buf) <= remaining:
+                piece, rest = buf, b""
+            else:
+                piece, rest = buf[:remaining], buf[remaining:]
+            self._remaining = remaining - len(piece)
+            self._buf = rest
+            self._store(request, piece)
+            done = not self._remaining
+        else:
+            pieces, rest = decoder.feed(buf)
+            done = rest is not None
+            self._buf = rest if done else b""
+            for piece in pieces:
+                self._store(request, piece)
+        if not done:
+            self._arm(self.idle_timeout)
+            return False
+        self._decoder = None
+        self._dispatch(request)
+        return True
+
+    def _store(self, request, piece):
+        received = request._received = request._received + len(piece)
+        if received > request._body_limit:
+            raise BadRequest(413, "request body larger than %d bytes" % (request._body_limit,))
+        content = request.content
+        if received > MEMORY_BODY_LIMIT and isinstance(content, BytesIO):
+            spill = TemporaryFile()
+            spill.write(content.getvalue())
+            request.content = content = spill
+        content.write(piece)
+
+    def _dispatch(self, request):
+        self._phase = BUSY
+        request.content.seek(0)
+        self.factory.gateway.handle(request)
+
+    # -- output ------------------------------------------------------------
+
+    def request_done(self, request):
+        """
+        C{request}'s response is complete: close if it said so, else wait
+        for (or go on with the buffered) next request.
+        """
+        if request is not self._request:
+            return
+        self._request = None
+        self._phase = IDLE
+        if not request.keep_alive or not self.persistent:
+            self._cancel_timer()
+            self.loseConnection()
+        else:
+            self._arm(self.idle_timeout)
+        self.factory.request_done(self)
+        if not self._dead and not self._running:
+            if self._buf:
+                self._run()
+            elif self._read_paused:
+                self._update_reading()
+
+    def pauseProducing(self):
+        """
+        The client reads slowly: pause the response's producer and take no
+        new request until resumed.
+        """
+        self.write_paused = True
+        request = self._request
+        if request is not None and request.producer is not None:
+            request.producer.pauseProducing()
+
+    def resumeProducing(self):
+        """
+        The client caught up: resume the response's producer and go on.
+        """
+        self.write_paused = False
+        request = self._request
+        if request is not None and request.producer is not None:
+            request.producer.resumeProducing()
+        if self._dead:
+            return
+        if self._buf and not self._running and self._phase == IDLE:
+            self._run()
+        elif self._read_paused:
+            self._update_reading()
+
+    def stopProducing(self):
+        """
+        The transport is going away; L{connectionLost} does the cleaning up.
+        """
+
+    def _update_reading(self):
+        # Stop reading while too much is buffered or the client does not
+        # read its responses (a pipelining client cannot make the gateway
+        # queue answers without bound).
+        want = (self.write_paused and self._phase == IDLE) or len(self._buf) > self.pipeline_limit
+        if want != self._read_paused:
+            self._read_paused = want
+            if want:
+                self.transport.pauseProducing()
+            else:
+                self.transport.resumeProducing()
+
+    # -- refusals and timers -----------------------------------------------
+
+    def reject_body(self, status, message):
+        """
+        Refuse the request being received (413) without reading its body:
+        answer and close.
+        """
+        self._reject(status, message)
+
+    def _reject(self, status, message):
+        """
+        Answer C{status} with a JSON body and close: used before a request
+        is dispatched (bad framing, limits, slow headers, body too large).
+        """
+        if self._dead:
+            return
+        self._cancel_timer()
+        self.transport.write(raw_error_response(status, message))
+        request = self._request
+        if request is not None and not request.finished:
+            request.code = status
+            request._done()
+        self.loseConnection()
+
+    def _arm(self, seconds):
+        timer = self._timer
+        if timer is not None and timer.active():
+            timer.reset(seconds)
+        else:
+            self._timer = self.callLater(seconds, self._timed_out)
+
+    def _timed_out(self):
+        self._timer = None
+        phase = self._phase
+        if phase == HEADERS:
+            self._reject(408, "request headers not received in time")
+        elif phase == BODY:
+            self._reject(408, "request body not received in time")
+        elif phase == IDLE and self._request is None:
+            self.loseConnection()
+
+    def _cancel_timer(self):
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def connectionLost(self, reason):
+        """
+        Cancel the timer, stop the response in progress, unregister from the
+        factory.
+        """
+        self._dead = True
+        self._cancel_timer()
+        request, self._request = self._request, None
+        if request is not None:
+            request.lost()
+        self.factory.channel_closed(self)

@@ -1,0 +1,308 @@
+"""
+The request object of the lean server channel (L{gatelayer.http.lean}): the
+part of twisted.web's L{twisted.web.http.Request} the gateway uses, with the
+response head built in one join and sent with the first body bytes in one
+write.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from twisted.internet.error import ConnectionLost
+from twisted.web.http_headers import Headers
+
+from gatelayer.http.errors import reason_phrase
+
+__all__ = ["LeanRequest"]
+
+# Bodies up to this size are copied into the head's write; larger ones are
+# handed to the transport as a second buffer (no copy).
+_JOIN_LIMIT = 16384
+_NO_BODY_CODES = frozenset([204, 304])
+_STATUS_LINES = {}
+
+
+def _status_line(code, message):
+    key = (code, message)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (code, message)
+        if len(_STATUS_LINES) < 256:
+            _STATUS_LINES[key] = line
+    return line
+
+
+class LeanRequest:
+    """
+    One request of a L{gatelayer.http.lean.LeanChannel}, duck-compatible
+    with what the gateway, its terminals and filters use of
+    L{twisted.web.http.Request} (and L{gatelayer.http.request.GatewayRequest}):
+    request line fields, L{Headers} both ways, C{setResponseCode}, C{write},
+    C{finish}, push producers, C{on_lost} and the gateway's bookkeeping.
+
+    The response is framed by Content-Length when the response headers
+    carry one, else chunked (HTTP/1.1) or delimited by closing the
+    connection (HTTP/1.0); HEAD, 1xx, 204 and 304 responses carry no body.
+
+    @ivar method: the method (bytes).
+    @ivar uri: the request target as sent.
+    @ivar path: the target up to C{?}.
+    @ivar query: the query string without C{?}.
+    @ivar clientproto: C{b"HTTP/1.1"} or C{b"HTTP/1.0"}.
+    @ivar requestHeaders: the request's L{Headers}.
+    @ivar responseHeaders: the response's L{Headers}.
+    @ivar content: the body, a L{io.BytesIO} or (over 100 KB) a temporary file.
+    @ivar client: the peer's address.
+    @ivar code: the response status; C{code_message} its reason phrase.
+    @ivar sentLength: body bytes written.
+    @ivar finished: whether C{finish} was called.
+    @ivar producer: the registered push producer, or L{None}.
+    @ivar match: the route match found when the headers arrived.
+    @ivar host_name: the Host header's name, lower case, without port.
+    """
+
+    code = 200
+    code_message = b"OK"
+    sentLength = 0
+    startedWriting = False
+    finished = False
+    _disconnected = False
+    producer = None
+    match = None
+    host_name = ""
+    content = None
+    _gateway = None
+    _body_limit = None
+    _received = 0
+    _completed = False
+    _on_lost = None
+    _chunked = False
+    _no_body = False
+    _notify = None
+
+    def __init__(self, channel, head):
+        self.channel = channel
+        self.transport = channel.transport
+        self.client = channel.peer
+        self.method = head.method
+        self.uri = uri = head.target
+        self.clientproto = head.version
+        self.path, _, self.query = uri.partition(b"?")
+        self.requestHeaders = head.headers
+        self.responseHeaders = Headers()
+        self.keep_alive = head.keep_alive
+
+    def __repr__(self):
+        return "<LeanRequest %s %s %s>" % (
+            self.method.decode("latin-1"), self.uri.decode("latin-1"),
+            self.clientproto.decode("latin-1"))
+
+    # -- the request side --------------------------------------------------
+
+    def body_length(self):
+        """
+        The number of body bytes received.
+        """
+        return self._received
+
+    def getHost(self):
+        """
+        The address of the gateway's end of the connection.
+        """
+        return self.transport.getHost()
+
+    def getClientAddress(self):
+        """
+        The address of the client's end of the connection.
+        """
+        return self.client
+
+    def isSecure(self):
+        """
+        Whether the request came over TLS.
+        """
+        return self.channel.factory.scheme == "https"
+
+    def getHeader(self, name):
+        """
+        The last value of request header C{name}, or L{None}.
+        """
+        values = self.requestHeaders.getRawHeaders(name)
+        return values[-1] if values else None
+
+    def on_lost(self, callback):
+        """
+        Call C{callback()} if the client goes away before the response is
+        finished.
+        """
+        self._on_lost = callback
+
+    def notifyFinish(self):
+        """
+        A L{Deferred} that fires when the response is finished, or fails
+        when the client goes away first (prefer L{on_lost} on the hot path).
+        """
+        d = Deferred()
+        if self.finished:
+            d.callback(None)
+        elif self._disconnected:
+            d.errback(Failure(ConnectionLost()))
+        else:
+            if self._notify is None:
+                self._notify = []
+            self._notify.append(d)
+        return d
+
+    # -- the response side -------------------------------------------------
+
+    def setResponseCode(self, code, message=None):
+        """
+        Set the response status; C{message} is the reason phrase (by default
+        the standard one).
+        """
+        if not isinstance(code, int):
+            raise TypeError("HTTP response code must be int, not %r" % (code,))
+        self.code = code
+        if message is None or b"\r" in message or b"\n" in message:
+            message = reason_phrase(code)
+        self.code_message = message
+
+    def setHeader(self, name, value):
+        """
+        Set response header C{name} to the single value C{value}.
+        """
+        self.responseHeaders.setRawHeaders(name, [value])
+
+    def write(self, data):
+        """
+        Send body bytes; the first call sends the status line and headers
+        too, in the same write.
+        """
+        if self.finished:
+            raise RuntimeError("write called on a finished request")
+        if self._disconnected:
+            return
+        if not self.startedWriting:
+            self._write_head(data, False)
+            return
+        if not data or self._no_body:
+            return
+        self.sentLength += len(data)
+        if self._chunked:
+            self.transport.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
+        else:
+            self.transport.write(data)
+
+    def finish(self):
+        """
+        End the response: the last chunk if chunked, then the gateway's
+        bookkeeping, then the channel goes on with the next request.
+        """
+        if self.finished or self._disconnected:
+            self.finished = True
+            return
+        if not self.startedWriting:
+            self._write_head(b"", True)
+        elif self._chunked:
+            self.transport.write(b"0\r\n\r\n")
+        self.finished = True
+        self._on_lost = None
+        self._done()
+        notify, self._notify = self._notify, None
+        if notify:
+            for d in notify:
+                d.callback(None)
+        self.channel.request_done(self)
+
+    def registerProducer(self, producer, streaming):
+        """
+        Register the push producer of the response body: the connection's
+        pause and resume go to it. Pull producers (C{streaming} false) are
+        not supported.
+        """
+        if not streaming:
+            raise ValueError("only push producers (streaming=True) are supported")
+        if self.producer is not None:
+            raise RuntimeError("a producer is already registered for %r" % (self,))
+        self.producer = producer
+        if self.channel.write_paused:
+            producer.pauseProducing()
+
+    def unregisterProducer(self):
+        """
+        Forget the registered producer.
+        """
+        self.producer = None
+
+    def _write_head(self, data, finishing):
+        code = self.code
+        headers = self.responseHeaders
+        version11 = self.clientproto == b"HTTP/1.1"
+        keep = self.keep_alive and self.channel.persistent
+        parts = [_status_line(code, self.code_message)]
+        append = parts.append
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                append(name + b": " + value + b"\r\n")
+        connection = headers.getRawHeaders(b"connection")
+        if connection is not None and keep:
+            for value in connection:
+                if b"close" in value.lower():
+                    keep = False
+        if self.method == b"HEAD" or code in _NO_BODY_CODES or code < 200:
+            self._no_body = True
+        elif not headers.hasHeader(b"content-length"):
+            if finishing:
+                append(b"Content-Length: 0\r\n")
+            elif version11:
+                append(b"Transfer-Encoding: chunked\r\n")
+                self._chunked = True
+            else:
+                keep = False
+        if not keep:
+            self.keep_alive = False
+            if connection is None:
+                append(b"Connection: close\r\n")
+        elif not version11 and connection is None:
+            append(b"Connection: keep-alive\r\n")
+        append(b"\r\n")
+        self.startedWriting = True
+        if data and not self._no_body:
+            self.sentLength = len(data)
+            if self._chunked:
+                parts += (b"%x\r\n" % (len(data),), data, b"\r\n")
+            elif len(data) > _JOIN_LIMIT:
+                self.transport.writeSequence((b"".join(parts), data))
+                return
+            else:
+                append(data)
+        self.transport.write(b"".join(parts))
+
+    # -- bookkeeping -------------------------------------------------------
+
+    def lost(self):
+        """
+        The connection closed before the response finished: stop whatever
+        produces the response, tell the gateway.
+        """
+        if self.finished or self._disconnected:
+            return
+        self._disconnected = True
+        callback, self._on_lost = self._on_lost, None
+        if callback is not None:
+            callback()
+        producer = self.producer
+        if producer is not None:
+            self.producer = None
+            producer.stopProducing()
+        self._done()
+        notify, self._notify = self._notify, None
+        if notify:
+            for d in notify:
+                d.errback(Failure(ConnectionLost()))
+
+    def _done(self):
+        if not self._completed:
+            self._completed = True
+            gateway = self._gateway
+            if gateway is not None:
+                gateway.request_finished(self)

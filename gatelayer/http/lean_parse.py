@@ -173,10 +173,11 @@ def parse_head(buf, end):
     if lines:
         if _HEADER_BLOCK.fullmatch(buf, first + 2, end + 2) is None:
             raise BadRequest(400, "malformed request header")
-        _fill(headers, lines)
-    raw = headers.getRawHeaders
+        get = _fill(headers, lines)
+    else:
+        get = _EMPTY.get
     length = None
-    values = raw(b"content-length")
+    values = get(b"Content-Length")
     if values is not None:
         text = values[0]
         if not text.isdigit() or len(text) > MAX_CONTENT_LENGTH_DIGITS:
@@ -186,7 +187,7 @@ def parse_head(buf, end):
                 raise BadRequest(400, "conflicting Content-Length headers")
         length = int(text)
     chunked = False
-    values = raw(b"transfer-encoding")
+    values = get(b"Transfer-Encoding")
     if values is not None:
         if version != b"HTTP/1.1":
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
@@ -196,13 +197,13 @@ def parse_head(buf, end):
             raise BadRequest(400, "unsupported Transfer-Encoding")
         chunked = True
     if version == b"HTTP/1.1":
-        hosts = raw(b"host")
+        hosts = get(b"Host")
         if hosts is None or len(hosts) != 1:
             raise BadRequest(400, "HTTP/1.1 request needs exactly one Host header")
         keep_alive = True
     else:
         keep_alive = False
-    values = raw(b"connection")
+    values = get(b"Connection")
     if values is not None:
         tokens = _tokens(values)
         if b"close" in tokens:
@@ -210,7 +211,7 @@ def parse_head(buf, end):
         elif b"keep-alive" in tokens:
             keep_alive = True
     expect_continue = False
-    values = raw(b"expect")
+    values = get(b"Expect")
     if values is not None and version == b"HTTP/1.1":
         expect_continue = b"100-continue" in _tokens(values)
     return RequestHead(method, target, version, headers, length, chunked, keep_alive,
@@ -221,28 +222,39 @@ def _tokens(values):
     return {item.strip().lower() for value in values for item in value.split(b",")}
 
 
+_EMPTY = {}
+_NAMES = {}
+
+
 def _fill(headers, lines):
     """
     Add C{name: value} lines (already checked by C{_HEADER_BLOCK}) to
-    C{headers}. The values cannot hold CR or LF, so twisted's own
-    sanitising (a split and a join per value) is skipped.
+    C{headers}; returns a function looking up the values of a header by
+    its canonical name (C{b"Content-Length"}). The values cannot hold CR
+    or LF, so twisted's own sanitising (a split and a join per value) is
+    skipped, and names are canonicalised through a small cache.
     """
     if _canonical_name is None:  # pragma: no cover - other Twisted versions
         for line in lines:
             name, _, value = line.partition(b":")
             headers.addRawHeader(name, value.strip(b" \t"))
-        return
+        return headers.getRawHeaders
     raw = headers._rawHeaders
-    canonical = _canonical_name
+    names = _NAMES
     for line in lines:
         name, _, value = line.partition(b":")
-        key = canonical(name)
+        key = names.get(name)
+        if key is None:
+            key = _canonical_name(name)
+            if len(names) < 1000:
+                names[name] = key
         value = value.strip(b" \t")
         values = raw.get(key)
         if values is None:
             raw[key] = [value]
         else:
             values.append(value)
+    return raw.get
 
 
 _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)

@@ -21,6 +21,33 @@ _NO_BODY_CODES = frozenset([204, 304])
 _STATUS_LINES = {}
 
 
+def _raw_headers(headers):
+    """
+    The name -> values mapping of C{headers}, names in twisted's canonical
+    case (C{b"Content-Length"}).
+    """
+    try:
+        return headers._rawHeaders
+    except AttributeError:  # pragma: no cover - other Twisted versions
+        return {_canonical(name): list(values) for name, values in headers.getAllRawHeaders()}
+
+
+def _canonical(name):  # pragma: no cover - other Twisted versions
+    return b"-".join(word.capitalize() for word in name.split(b"-"))
+
+
+_REASON_CACHE = {}
+
+
+def _reason(code):
+    phrase = _REASON_CACHE.get(code)
+    if phrase is None:
+        phrase = reason_phrase(code)
+        if len(_REASON_CACHE) < 1000:
+            _REASON_CACHE[code] = phrase
+    return phrase
+
+
 def _status_line(code, message):
     key = (code, message)
     line = _STATUS_LINES.get(key)
@@ -163,7 +190,7 @@ class LeanRequest:
             raise TypeError("HTTP response code must be int, not %r" % (code,))
         self.code = code
         if message is None or b"\r" in message or b"\n" in message:
-            message = reason_phrase(code)
+            message = _reason(code)
         self.code_message = message
 
     def setHeader(self, name, value):
@@ -235,22 +262,22 @@ class LeanRequest:
 
     def _write_head(self, data, finishing):
         code = self.code
-        headers = self.responseHeaders
+        raw = _raw_headers(self.responseHeaders)
         version11 = self.clientproto == b"HTTP/1.1"
         keep = self.keep_alive and self.channel.persistent
         parts = [_status_line(code, self.code_message)]
         append = parts.append
-        for name, values in headers.getAllRawHeaders():
+        for name, values in raw.items():
             for value in values:
                 append(name + b": " + value + b"\r\n")
-        connection = headers.getRawHeaders(b"connection")
+        connection = raw.get(b"Connection")
         if connection is not None and keep:
             for value in connection:
                 if b"close" in value.lower():
                     keep = False
         if self.method == b"HEAD" or code in _NO_BODY_CODES or code < 200:
             self._no_body = True
-        elif not headers.hasHeader(b"content-length"):
+        elif b"Content-Length" not in raw:
             if finishing:
                 append(b"Content-Length: 0\r\n")
             elif version11:

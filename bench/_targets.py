@@ -214,12 +214,15 @@ class Gatelayer(Target):
 
     ready_seconds = 30.0
 
-    def __init__(self, workers, filters=None, pypy=False):
+    def __init__(self, workers, filters=None, pypy=False, http_server=None):
         self.workers = workers
+        self.http_server = http_server
         self.filters = filters
         self.pypy = pypy
         self.min_children = workers
         self.name = f"gatelayer-{workers}w" + (f"+{filters}" if filters else "") + ("-pypy" if pypy else "")
+        if http_server == "gatelayer":
+            self.name += "-lean"
         if pypy:
             self.ready_seconds = 60.0
             self.min_warmup = 5.0
@@ -237,7 +240,7 @@ class Gatelayer(Target):
             f.write(_configs.gatelayer_ini(
                 self.workers, port, ctx.upstream_port, admin_port,
                 tls=(tls_port, ctx.pem) if scenario.tls else None, filters=sections,
-                jwt_key=ctx.jwt_key, redis_port=ctx.redis_port))
+                jwt_key=ctx.jwt_key, redis_port=ctx.redis_port, http_server=self.http_server))
         pidfile = os.path.join(ctx.tmp, f"{self.name}.pid")
         problem = self._check(python, env, pidfile, ini, ctx.repo)
         if problem is not None:

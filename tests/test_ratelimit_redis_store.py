@@ -176,6 +176,18 @@ class RedisStoreTests(SynchronousTestCase):
         self.assertEqual((stats["takes"], stats["allowed"], stats["rejected"], stats["batches"]), (3, 2, 1, 1))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
+    def test_one_quota_sent_once(self):
+        """
+        When every take of a batch has the same quota (one filter's), the
+        quota is sent once for all keys.
+        """
+        other = Quota(rate=10, period=1.0, burst=5)
+        for key in ("a", "b", "c"):
+            self.store.take(key, GCRA if key != "c" else other)
+        self.turn()
+        self.assertEqual(self.redis.calls, [
+            ("evalsha", BATCH_SCRIPT_SHA, ("a", "b", "c"), (b"g 100000 15",))])
+
     def test_next_turn_next_command(self):
         """
         Takes made after a flush go in the next command.
@@ -311,8 +323,9 @@ class RedisStoreTests(SynchronousTestCase):
 
     def test_stalled_connections_dropped(self):
         """
-        After three takes in a row were abandoned by their callers, the
-        pooled connections are aborted so that they are made again.
+        After three commands in a row whose takes were all abandoned by
+        their callers, the pooled connections are aborted so that they are
+        made again.
         """
         self.redis.hang = True
         connections = [FakeConnection(), FakeConnection()]
@@ -325,6 +338,23 @@ class RedisStoreTests(SynchronousTestCase):
         self.assertTrue(all(c.transport.aborted for c in connections))
         stats = self.store.stats()
         self.assertEqual((stats["abandoned"], stats["reconnects_forced"]), (3, 1))
+
+    def test_stall_counts_commands(self):
+        """
+        Takes abandoned together, in one command, count as one stalled
+        command: one slow moment under load does not cost the connections.
+        """
+        self.redis.hang = True
+        connections = [FakeConnection()]
+        self.store._factory.pool.extend(connections)
+        self.addCleanup(self.store._factory.pool.clear)
+        takes = [self.store.take(f"k{i}", GCRA) for i in range(3)]
+        self.turn()
+        for d in takes:
+            d.cancel()
+            self.failureResultOf(d, CancelledError)
+        self.assertFalse(connections[0].transport.aborted)
+        self.assertEqual(self.store.stats()["abandoned"], 3)
 
     def test_answer_resets_stall_count(self):
         """

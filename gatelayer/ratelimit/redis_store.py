@@ -23,7 +23,7 @@ a gateway process that is the reactor given here.
 import hashlib
 
 import txredisapi
-from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint, wrapClientTLS
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import Logger
@@ -40,6 +40,8 @@ __all__ = ["RedisStore", "BATCH_SCRIPT", "BATCH_SCRIPT_SHA", "quota_spec", "redi
 # gatelayer.ratelimit.algorithms.gcra in whole microseconds) or
 # "s <window_ms> <limit>" (sliding window, mirroring
 # gatelayer.ratelimit.algorithms.sliding_window in whole milliseconds).
+# A single ARGV is the quota of every take (the usual batch: one filter's),
+# which spares the client encoding it once per take.
 # The answer is one string of four whole numbers per take: allowed (1/0),
 # remaining, retry-after and reset, both in microseconds; one string is far
 # cheaper for the client to read than a nested array.
@@ -49,14 +51,16 @@ local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local quotas = {}
 local qs = {}
-if #ARGV ~= #KEYS then return redis.error_reply('one quota per key expected') end
+local shared = #ARGV == 1
+if not shared and #ARGV ~= #KEYS then return redis.error_reply('one quota, or one per key, expected') end
 for i = 1, #KEYS do
-  local q = quotas[ARGV[i]]
+  local spec = ARGV[shared and 1 or i]
+  local q = quotas[spec]
   if q == nil then
-    local kind, a, b = string.match(ARGV[i], '^([gs]) (%d+) (%d+)$')
-    if kind == nil then return redis.error_reply('bad quota ' .. ARGV[i]) end
+    local kind, a, b = string.match(spec, '^([gs]) (%d+) (%d+)$')
+    if kind == nil then return redis.error_reply('bad quota ' .. spec) end
     q = {kind, tonumber(a), tonumber(b)}
-    quotas[ARGV[i]] = q
+    quotas[spec] = q
   end
   qs[i] = q
 end
@@ -162,28 +166,34 @@ class _Batch:
     Takes gathered for one EVALSHA: their keys, quota specs and Deferreds,
     in the order they were made.
 
+    @ivar mixed: whether the takes have different quotas (otherwise the
+        script is sent the one quota once).
     @ivar waiting: takes whose caller has not given up (cancelled) yet.
     @ivar sent: the command's Deferred once sent; cancelled when every
         caller has given up, so that a command still waiting for a
         connection is never sent at all.
     """
 
-    __slots__ = ("keys", "specs", "results", "waiting", "sent")
+    __slots__ = ("store", "keys", "specs", "results", "mixed", "waiting", "sent")
 
-    def __init__(self):
+    def __init__(self, store):
+        self.store = store
         self.keys = []
         self.specs = []
         self.results = []
+        self.mixed = False
         self.waiting = 0
         self.sent = None
 
     def abandon(self, result):
         """
-        The canceller of each take's Deferred: the caller gave up on it.
+        The canceller of each take's Deferred: its caller gave up on it.
         """
         self.waiting -= 1
+        self.store.counters["abandoned"] += 1
         if self.waiting == 0 and self.sent is not None:
             self.sent.cancel()
+            self.store._stalled_command()
 
 
 class BatchReplyError(Exception):
@@ -204,10 +214,12 @@ class RedisStore:
         L{RedisAddress}.
     @param pool_size: connections kept open (commands are pipelined on
         them, so a few suffice).
-    @param stall_limit: after this many takes in a row were abandoned by
-        their caller (timed out), the connections are dropped and made
-        again: a connection to a host that vanished without a reset would
-        otherwise hang every take forever.
+    @param stall_limit: after this many commands in a row had every take
+        abandoned by its caller (timed out), the connections are dropped
+        and made again: a connection to a host that vanished without a
+        reset would otherwise hang every take forever. Commands, not takes,
+        are counted so that one slow moment under load (one batch timing
+        out together) does not cost the connections.
     @param reconnect_max_delay: the longest wait between reconnection
         attempts, so limits resume soon after Redis is back.
     @param max_batch: the most takes sent in one command; more takes in one
@@ -227,6 +239,7 @@ class RedisStore:
         self._batch = None
         self._flush_call = None
         self._specs = {}
+        self._last_quota = self._last_spec = None
         self.counters = {"takes": 0, "allowed": 0, "rejected": 0, "script_loads": 0,
                          "failures": 0, "abandoned": 0, "reconnects_forced": 0,
                          "batches": 0}
@@ -247,20 +260,18 @@ class RedisStore:
 
         @raise ValueError: for an unknown algorithm.
         """
-        which = (quota.algorithm, quota.rate, quota.period, quota.burst)
-        spec = self._specs.get(which)
-        if spec is None:
-            spec = quota_spec(quota)
-            if len(self._specs) >= 1024:
-                self._specs.clear()
-            self._specs[which] = spec
+        if quota is self._last_quota:
+            spec = self._last_spec
+        else:
+            spec = self._spec(quota)
         batch = self._batch
         if batch is None:
-            batch = self._batch = _Batch()
+            batch = self._batch = _Batch(self)
             if self._flush_call is None:
                 self._flush_call = self._reactor.callLater(0, self._flush)
+        elif not batch.mixed and spec is not batch.specs[0]:
+            batch.mixed = True
         result = Deferred(batch.abandon)
-        result.addErrback(self._failed)
         batch.keys.append(key)
         batch.specs.append(spec)
         batch.results.append(result)
@@ -269,6 +280,18 @@ class RedisStore:
             self._batch = None
             self._send(batch)
         return result
+
+    def _spec(self, quota):
+        which = (quota.algorithm, quota.rate, quota.period, quota.burst)
+        spec = self._specs.get(which)
+        if spec is None:
+            spec = quota_spec(quota)
+            if len(self._specs) >= 1024:
+                self._specs.clear()
+            self._specs[which] = spec
+        # the same quota object comes back with every take of a filter
+        self._last_quota, self._last_spec = quota, spec
+        return spec
 
     def _flush(self):
         self._flush_call = None
@@ -286,6 +309,8 @@ class RedisStore:
             keys = [keys[i] for i in live]
             specs = [specs[i] for i in live]
             results = batch.results = [results[i] for i in live]
+        if not batch.mixed:
+            specs = specs[:1]
         self.counters["batches"] += 1
         try:
             d = self._redis.evalsha(BATCH_SCRIPT_SHA, keys, specs)
@@ -329,18 +354,18 @@ class RedisStore:
     def _batch_failed(self, failure, results):
         for result in results:
             if not result.called:
+                self.counters["failures"] += 1
                 result.errback(failure)
 
-    def _failed(self, failure):
-        if failure.check(CancelledError):
-            self.counters["abandoned"] += 1
-            self._stalled += 1
-            if self._stalled >= self._stall_limit:
-                self._stalled = 0
-                self._drop_connections()
-        else:
-            self.counters["failures"] += 1
-        return failure
+    def _stalled_command(self):
+        """
+        Every take of a sent command was abandoned: one more command in a
+        row that Redis did not answer in time.
+        """
+        self._stalled += 1
+        if self._stalled >= self._stall_limit:
+            self._stalled = 0
+            self._drop_connections()
 
     def _drop_connections(self):
         connections = [c for c in self._factory.pool if c.transport is not None]

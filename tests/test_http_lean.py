@@ -835,13 +835,35 @@ class ConfigTests(SynchronousTestCase):
 
     def test_default_and_choice(self):
         """
-        twisted by default; gatelayer selects the lean channel; anything
-        else is an error naming section and key.
+        gatelayer (the lean channel) by default; twisted selects
+        twisted.web's; anything else is an error naming section and key.
         """
         base = CONFIG.replace("http_server = gatelayer\n", "")
-        self.assertEqual(InMemoryGateway(base).config.gateway.http_server, "twisted")
-        self.assertNotIsInstance(InMemoryGateway(base).connect()[0], LeanChannel)
+        self.assertEqual(InMemoryGateway(base).config.gateway.http_server, "gatelayer")
+        self.assertIsInstance(InMemoryGateway(base).connect()[0], LeanChannel)
+        twisted = CONFIG.replace("= gatelayer", "= twisted")
+        self.assertNotIsInstance(InMemoryGateway(twisted).connect()[0], LeanChannel)
         with self.assertRaises(ConfigError) as caught:
             InMemoryGateway(CONFIG.replace("= gatelayer", "= nginx"))
         self.assertIn("gate.ini [gateway] http_server: 'nginx' is not one of twisted, gatelayer",
                       str(caught.exception))
+
+
+class ClosingTests(SynchronousTestCase):
+    """
+    Closing a connection after a response.
+    """
+
+    def test_unregistered_before_closing(self):
+        """
+        The channel unregisters from the transport before closing it: a
+        transport does not close while a producer is registered, and would
+        resume a paused one instead.
+        """
+        gate = InMemoryGateway(CONFIG)
+        channel, transport = gate.connect()
+        channel.pauseProducing()
+        channel.resumeProducing()
+        channel.dataReceived(GOOD + b"Connection: close\r\n\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(transport.producer)

@@ -123,7 +123,7 @@ def _gateway(r, cpu_count):
         trusted_proxies=proxies or (),
         access_log=r.get("access_log", None, None),
         server_header=r.get("server_header", None, None),
-        http_server=r.choice("http_server", ("twisted", "gatelayer"), "twisted") or "twisted",
+        http_server=r.choice("http_server", ("twisted", "gatelayer"), "gatelayer") or "gatelayer",
     )
 
 

@@ -21,7 +21,7 @@ class GatewaySpec:
     trusted_proxies: tuple = ()
     access_log: str = None
     server_header: str = None
-    http_server: str = "twisted"
+    http_server: str = "gatelayer"
 
 
 @frozen

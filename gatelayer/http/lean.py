@@ -79,6 +79,7 @@ class LeanChannel(Protocol):
     _phase = IDLE
     _timer = None
     _dead = False
+    _registered = False
     _running = False
     _read_paused = False
     _request = None
@@ -95,6 +96,7 @@ class LeanChannel(Protocol):
         """
         self.peer = self.transport.getPeer()
         self.transport.registerProducer(self, True)
+        self._registered = True
         self._arm(self.idle_timeout)
         self.factory.channel_opened(self)
 
@@ -111,6 +113,12 @@ class LeanChannel(Protocol):
         """
         self._dead = True
         self._buf = b""
+        if self._registered:
+            # A transport with a registered producer does not close until it
+            # is unregistered (if the client was slow it would resume us
+            # instead of closing).
+            self._registered = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
 
     # -- input -------------------------------------------------------------

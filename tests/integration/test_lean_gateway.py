@@ -1,7 +1,8 @@
 """
-Integration tests of the lean server channel (C{http_server = gatelayer}):
-the gateway core's integration tests again with it, and raw client bytes
-(pipelining, a chunked upload, a smuggling attempt) over real sockets.
+Integration tests of the two server channels: the gateway core's
+integration tests (which run with the default, the lean channel) again with
+twisted.web's channel, and raw client bytes (pipelining, a chunked upload, a
+smuggling attempt) over real sockets to the lean channel.
 """
 
 import json
@@ -18,23 +19,24 @@ from gatelayer.testing.upstreams import UpstreamServer
 from tests.integration import test_gateway
 
 
-def lean(config_text):
+def with_server(config_text, http_server):
     """
-    C{config_text} with the lean server channel selected.
+    C{config_text} with C{[gateway] http_server} set.
     """
-    return config_text.replace("[gateway]\n", "[gateway]\nhttp_server = gatelayer\n", 1)
+    return config_text.replace("[gateway]\n", "[gateway]\nhttp_server = %s\n" % (http_server,), 1)
 
 
-class LeanGatewayIntegrationTests(test_gateway.GatewayIntegrationTests):
+class TwistedChannelIntegrationTests(test_gateway.GatewayIntegrationTests):
     """
-    The master, its workers and the proxy, for real, with the lean channel.
+    The master, its workers and the proxy, for real, with twisted.web's
+    channel (C{http_server = twisted}).
     """
 
     def start(self, config_text):
         """
-        Start the gateway with C{http_server = gatelayer}.
+        Start the gateway with C{http_server = twisted}.
         """
-        return super().start(lean(config_text))
+        return super().start(with_server(config_text, "twisted"))
 
 
 class _RawClient(Protocol):
@@ -101,7 +103,7 @@ class LeanRawSocketTests(TestCase):
         upstream.start()
         self.addCleanup(upstream.stop)
         self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()),
-                                   lean(test_gateway.gate_config([upstream], workers=1)))
+                                   with_server(test_gateway.gate_config([upstream], workers=1), "gatelayer"))
         self.addCleanup(self.gate.stop)
         yield self.gate.start()
 

@@ -33,7 +33,7 @@ from gatelayer.config.filter_ratelimit import RedisAddress, parse_store_url
 from gatelayer.ratelimit.algorithms import Decision, gcra_interval_us, sliding_window_ms
 from gatelayer.ratelimit.interfaces import IRateLimitStore
 
-__all__ = ["RedisStore", "BATCH_SCRIPT", "BATCH_SCRIPT_SHA", "quota_spec", "redis_endpoint"]
+__all__ = ["RedisStore", "BatchReplyError", "BATCH_SCRIPT", "BATCH_SCRIPT_SHA", "quota_spec", "redis_endpoint"]
 
 # One decision per key of KEYS, in order, all at the server's one TIME.
 # ARGV[i] is the quota of take i: "g <interval_us> <limit>" (GCRA, mirroring
@@ -256,7 +256,9 @@ class RedisStore:
     def take(self, key, quota):
         """
         Queue a take of C{quota} for C{key}; it goes to Redis with the other
-        takes of this reactor turn.
+        takes of this reactor turn. Quotas are taken to be immutable (as
+        every quota and filter setting in gatelayer is): a quota's script
+        arguments are worked out once.
 
         @raise ValueError: for an unknown algorithm.
         """
@@ -276,7 +278,7 @@ class RedisStore:
         batch.specs.append(spec)
         batch.results.append(result)
         batch.waiting += 1
-        if batch.waiting >= self._max_batch:
+        if len(batch.results) >= self._max_batch:
             self._batch = None
             self._send(batch)
         return result

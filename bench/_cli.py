@@ -38,7 +38,7 @@ def scenarios():
     """
     return [
         Scenario("small", "small response, HTTP/1.1 keep-alive", "/small",
-                 PROXIES + ("gatelayer-1w-lean", "gatelayer-2w-lean", "gatelayer-2w-pypy")),
+                 PROXIES + ("gatelayer-1w-twisted", "gatelayer-2w-twisted", "gatelayer-2w-pypy")),
         Scenario("1mb", "1 MB response, keep-alive", "/" + _configs.BIG_NAME, PROXIES),
         Scenario("tls", "small response over TLS, keep-alive", "/small", PROXIES, tls=True),
         Scenario("tls-close", "TLS, a new connection (handshake) per request", "/small", PROXIES,
@@ -62,14 +62,14 @@ def make_target(name):
     if name in fixed:
         return fixed[name]()
     rest = name[len("gatelayer-"):]
-    lean = rest.endswith("-lean")
-    if lean:
-        rest = rest[:-len("-lean")]
+    twisted_channel = rest.endswith("-twisted")
+    if twisted_channel:
+        rest = rest[:-len("-twisted")]
     pypy = rest.endswith("-pypy")
     if pypy:
         rest = rest[:-len("-pypy")]
     workers, _, filters = rest.partition("+")
-    return Gatelayer(int(workers.rstrip("w")), filters or None, pypy, "gatelayer" if lean else None)
+    return Gatelayer(int(workers.rstrip("w")), filters or None, pypy, "twisted" if twisted_channel else None)
 
 
 def parse_args(argv):

@@ -221,8 +221,8 @@ class Gatelayer(Target):
         self.pypy = pypy
         self.min_children = workers
         self.name = f"gatelayer-{workers}w" + (f"+{filters}" if filters else "") + ("-pypy" if pypy else "")
-        if http_server == "gatelayer":
-            self.name += "-lean"
+        if http_server == "twisted":
+            self.name += "-twisted"
         if pypy:
             self.ready_seconds = 60.0
             self.min_warmup = 5.0

@@ -7,7 +7,7 @@ Rate limits: the arithmetic and the stores behind the C{rate_limit} filter.
 - L{gatelayer.ratelimit.control}: the AMP command workers ask the master
   with, and L{gatelayer.ratelimit.master_store}: the worker's side of it.
 - L{gatelayer.ratelimit.redis_store}: shared by hosts, one atomic Lua script
-  per decision.
+  run per batch of takes (those of one reactor turn).
 - L{gatelayer.ratelimit.breaker}: timeout and circuit breaker around a store.
 
 Nothing is imported here, so that using one part does not load the Redis

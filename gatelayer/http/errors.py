@@ -4,6 +4,8 @@ The gateway's own error responses: short JSON, never a traceback.
 
 import json
 
+from twisted.web.http import RESPONSES
+
 _REASONS = {
     400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
     408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
@@ -15,16 +17,16 @@ _REASONS = {
 }
 
 
+_PHRASES = {**RESPONSES, **_REASONS}
+
+
 def reason_phrase(status):
     """
     The reason phrase for C{status}: ours for what the gateway sends, else
-    twisted.web's table, else C{b"Status"} (never "Unknown Status").
+    twisted.web's table, else C{b"Status"} (never "Unknown Status"). One
+    dict lookup: it runs for every response.
     """
-    phrase = _REASONS.get(status)
-    if phrase is None:
-        from twisted.web.http import RESPONSES
-        phrase = RESPONSES.get(status, b"Status")
-    return phrase
+    return _PHRASES.get(status, b"Status")
 
 
 def error_body(status, message):

@@ -7,14 +7,13 @@ from twisted.logger import Logger
 from twisted.web import http
 
 from gatelayer.http.errors import raw_error_response
+from gatelayer.http.timer import BODY, BUSY, HEADERS, IDLE, ConnectionTimer
 
 MAX_REQUEST_LINE = 8192
 
-# Where a connection is in its current request.
-IDLE, HEADERS, BODY, BUSY = range(4)
 
 
-class GatewayChannel(http.HTTPChannel):
+class GatewayChannel(ConnectionTimer, http.HTTPChannel):
     """
     An L{http.HTTPChannel} with:
       - one timer per connection, moved rather than recreated, for the idle
@@ -36,7 +35,6 @@ class GatewayChannel(http.HTTPChannel):
     header_timeout = 10.0
     idle_timeout = 60.0
     _phase = IDLE
-    _timer = None
     _rejected = False
 
     def connectionMade(self):
@@ -108,27 +106,8 @@ class GatewayChannel(http.HTTPChannel):
         else:
             self._reject(400, "malformed request")
 
-    def _arm(self, seconds):
-        timer = self._timer
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timer = self.callLater(seconds, self._timed_out)
-
-    def _timed_out(self):
-        self._timer = None
-        phase = self._phase
-        if phase == HEADERS:
-            self._reject(408, "request headers not received in time")
-        elif phase == BODY:
-            self._reject(408, "request body not received in time")
-        elif phase == IDLE:
-            self.timeoutConnection()
-
-    def _cancel_timer(self):
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+    def _idle_timed_out(self):
+        self.timeoutConnection()
 
     def _reject(self, status, message):
         """

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gatelayer.http.errors import raw_error_response
+from gatelayer.http.timer import BODY, BUSY, HEADERS, IDLE, ConnectionTimer
 from gatelayer.http.lean_parse import BadRequest, ChunkedDecoder, HeadScanner, parse_head
 from gatelayer.http.lean_request import LeanRequest
 
@@ -35,14 +36,12 @@ MEMORY_BODY_LIMIT = 100000
 # before the channel stops reading from the socket.
 PIPELINE_LIMIT = 65536
 
-# Where a connection is in its current request.
-IDLE, HEADERS, BODY, BUSY = range(4)
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 @implementer(IPushProducer)
-class LeanChannel(Protocol):
+class LeanChannel(ConnectionTimer, Protocol):
     """
     One client connection: parses requests strictly (see
     L{gatelayer.http.lean_parse}), hands each to the factory's gateway as a
@@ -77,7 +76,6 @@ class LeanChannel(Protocol):
     write_paused = False
 
     _phase = IDLE
-    _timer = None
     _dead = False
     _registered = False
     _running = False
@@ -351,27 +349,9 @@ class LeanChannel(Protocol):
             request._done()
         self.loseConnection()
 
-    def _arm(self, seconds):
-        timer = self._timer
-        if timer is not None and timer.active():
-            timer.reset(seconds)
-        else:
-            self._timer = self.callLater(seconds, self._timed_out)
-
-    def _timed_out(self):
-        self._timer = None
-        phase = self._phase
-        if phase == HEADERS:
-            self._reject(408, "request headers not received in time")
-        elif phase == BODY:
-            self._reject(408, "request body not received in time")
-        elif phase == IDLE and self._request is None:
+    def _idle_timed_out(self):
+        if self._request is None:
             self.loseConnection()
-
-    def _cancel_timer(self):
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
 
     def connectionLost(self, reason):
         """

@@ -54,24 +54,17 @@ class _Commands(LineReceiver):
             self._reactor.stop()
 
 
-def main(argv=None, reactor=None):
+def main(argv, reactor):
     """
-    Serve until stdin closes. C{argv} is C{[NAME]} or C{[NAME, PORT]}.
+    Serve on C{reactor} until stdin closes. C{argv} is C{[NAME]} or
+    C{[NAME, PORT]}. The process entry point is this package's C{__main__}.
     """
-    if argv is None:
-        argv = sys.argv[1:]
     if not 1 <= len(argv) <= 2:
         sys.stderr.write("usage: python -m gatelayer.testing.upstream_process NAME [PORT]\n")
         return 2
-    if reactor is None:
-        from twisted.internet import reactor
     name = argv[0]
     upstream = UpstreamServer(reactor, name)
     port = upstream.start(int(argv[1]) if len(argv) == 2 else 0)
     stdio.StandardIO(_Commands(reactor, upstream, port), reactor=reactor)
     reactor.run()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,7 +17,7 @@ from gatelayer.config.reader import SectionReader
 
 BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
 RETRY_ON = ("connect_error", "timeout", "502", "503", "504")
-METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE")
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 KINDS = ("gateway", "listener", "tls", "upstream", "route", "filter")
 
@@ -75,7 +75,9 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     upstreams = {r.name: _upstream(r) for r in of_kind("upstream")}
     filters = {r.name: _filter(r) for r in of_kind("filter")}
     routes = tuple(_route(r) for r in of_kind("route"))
-    for reader in [gateway_reader, *readers.values()]:
+    # The [gateway] reader is in readers when the file has the section: finish
+    # each reader once, or its unknown keys would be listed twice.
+    for reader in {id(r): r for r in [gateway_reader, *readers.values()]}.values():
         reader.finish()
 
     if not listeners:
@@ -113,6 +115,9 @@ def _gateway(r, cpu_count):
         workers = cpu_count or os.cpu_count() or 1
     admin = r.get("admin", lambda t: v.parse_hostport(t, allow_port_zero=True), None)
     proxies = r.get("trusted_proxies", lambda t: tuple(v.parse_network(x) for x in v.parse_list(t)), ())
+    admin_token = r.path("admin_token_file", None)
+    if admin_token is not None and not os.path.isfile(admin_token):
+        r.error("admin_token_file", "is not a file", admin_token)
     return GatewaySpec(
         workers=workers,
         drain_timeout=r.get("drain_timeout", v.parse_duration, 10.0),
@@ -124,7 +129,24 @@ def _gateway(r, cpu_count):
         access_log=r.get("access_log", None, None),
         server_header=r.get("server_header", None, None),
         http_server=r.choice("http_server", ("twisted", "gatelayer"), "gatelayer") or "gatelayer",
+        merge_slashes=_or(r.get("merge_slashes", v.parse_bool, True), True),
+        escaped_slashes=r.choice("escaped_slashes", ("keep", "reject", "decode"), "reject") or "reject",
+        underscore_headers=r.choice("underscore_headers", ("drop", "allow", "reject"), "drop") or "drop",
+        body_timeout=_or(r.get("body_timeout", v.parse_duration, 30.0), 30.0),
+        max_connections=_or(r.get("max_connections", lambda t: v.parse_int(t, 1, 10000000), 10000), 10000),
+        max_connections_per_ip=_or(
+            r.get("max_connections_per_ip", lambda t: v.parse_int(t, 0, 10000000), 0), 0),
+        admin_token_file=admin_token,
+        heartbeat_timeout=_or(r.get("heartbeat_timeout", v.parse_duration, 30.0), 30.0),
     )
+
+
+def _or(value, default):
+    """
+    C{value}, or C{default} when reading it failed (the problem is already
+    recorded).
+    """
+    return default if value is None else value
 
 
 def _listener(r):
@@ -233,8 +255,8 @@ def _upstream(r):
         name=r.name,
         servers=r.get("servers", _servers) or (),
         balance=r.choice("balance", BALANCERS, "round_robin") or "round_robin",
-        connect_timeout=r.get("connect_timeout", v.parse_duration, 1.0),
-        read_timeout=r.get("read_timeout", v.parse_duration, 30.0),
+        connect_timeout=r.get("connect_timeout", v.parse_duration, 5.0),
+        read_timeout=r.get("read_timeout", v.parse_duration, 60.0),
         health=health,
         max_fails=r.get("max_fails", lambda t: v.parse_int(t, 0, 10000), 3),
         fail_timeout=r.get("fail_timeout", v.parse_duration, 10.0),
@@ -302,6 +324,7 @@ def _route(r):
         max_body_size=r.get("max_body_size", v.parse_size, None),
         filters=r.get("filters", v.parse_list, ()) or (),
         retry_non_idempotent=r.get("retry_non_idempotent", v.parse_bool, False),
+        dotfiles=r.choice("dotfiles", ("allow", "deny"), "deny") == "allow",
     )
 
 

@@ -22,6 +22,14 @@ class GatewaySpec:
     access_log: str = None
     server_header: str = None
     http_server: str = "gatelayer"
+    merge_slashes: bool = True
+    escaped_slashes: str = "reject"
+    underscore_headers: str = "drop"
+    body_timeout: float = 30.0
+    max_connections: int = 10000
+    max_connections_per_ip: int = 0
+    admin_token_file: str = None
+    heartbeat_timeout: float = 30.0
 
 
 @frozen
@@ -98,8 +106,8 @@ class UpstreamSpec:
     name: str
     servers: tuple
     balance: str = "round_robin"
-    connect_timeout: float = 1.0
-    read_timeout: float = 30.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 60.0
     health: HealthSpec = None
     max_fails: int = 3
     fail_timeout: float = 10.0
@@ -136,6 +144,7 @@ class RouteSpec:
     max_body_size: int = None
     filters: tuple = ()
     retry_non_idempotent: bool = False
+    dotfiles: bool = False
 
     @property
     def terminal(self):

@@ -64,20 +64,27 @@ class ProxiedRequest:
         Build what is sent upstream (once for all attempts) and send it.
         """
         request = self.request
+        exchange = self.exchange
         spec = self.route.spec
-        host = request.requestHeaders.getRawHeaders(b"host")
+        # Everything sent upstream comes from the exchange the filters
+        # edited (normalized path, query without hidden credentials,
+        # headers without identity spoofs), never from the raw request.
+        headers = exchange.headers
+        host = headers.getRawHeaders(b"host")
         self.host_header = host[0] if host else None
         self.headers = upstream_headers(
-            request.requestHeaders.getAllRawHeaders(), self.exchange.peer_ip,
-            self.exchange.scheme, self.host_header, b"")
-        path = request.path
+            headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
+        path = exchange.path
         if spec.strip_prefix:
+            # The path is normalized already: a prefix stripped from it can
+            # never leave a dot segment behind.
             prefix = spec.strip_prefix.encode("utf-8")
             if path.startswith(prefix):
                 path = path[len(prefix):]
                 if not path.startswith(b"/"):
                     path = b"/" + path
-        self.target = path + b"?" + request.query if request.query else path
+        query = exchange.query
+        self.target = path + b"?" + query if query else path
         length = request.body_length()
         if length == 0:
             self.body = None if request.method in _NO_BODY_METHODS else b""

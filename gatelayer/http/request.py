@@ -6,6 +6,8 @@ from io import BytesIO
 
 from twisted.web import http
 
+from gatelayer.http.lean_parse import BadRequest
+
 
 class GatewayRequest(http.Request):
     """
@@ -39,7 +41,13 @@ class GatewayRequest(http.Request):
         Route the request and check the declared body size.
         """
         gateway = self.channel.factory.gateway
-        self.match, self._body_limit = gateway.early_route(self, self.channel._command, self.channel._path)
+        try:
+            self.match, self._body_limit = gateway.early_route(
+                self, self.channel._command, self.channel._path)
+        except BadRequest as refusal:
+            self.content = BytesIO()
+            self.channel.reject_body(refusal.status, refusal.message)
+            return
         if length is not None and length > self._body_limit:
             self.content = BytesIO()
             self.channel.reject_body(413, "request body larger than %d bytes" % (self._body_limit,))
@@ -59,8 +67,11 @@ class GatewayRequest(http.Request):
 
     def requestReceived(self, command, path, version):
         """
-        The whole request is in: set the request line fields and process it.
+        The whole request is in: set the request line fields and process it
+        (unless the channel already refused it).
         """
+        if getattr(self.channel, "_rejected", False):
+            return
         self.content.seek(0, 0)
         self.args = {}
         self.method, self.uri, self.clientproto = command, path, version

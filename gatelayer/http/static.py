@@ -5,110 +5,258 @@ The static-files terminal: C{static = /srv/www}.
 import mimetypes
 import os
 import stat
-from email.utils import formatdate, parsedate_to_datetime
+from email.utils import formatdate
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.interfaces import IPushProducer
-from twisted.python.filepath import FilePath, InsecurePath
+from twisted.logger import Logger
 from zope.interface import implementer
 
+from gatelayer.http.conditional import (
+    UNSATISFIABLE, entity_tag, if_range_matches, modified_since, none_match, parse_range)
+
+__all__ = ["StaticTerminal", "FileStreamer", "SMALL_FILE"]
 
 _INDEX = "index.html"
 SMALL_FILE = 65536
+"""
+Files (or ranges) up to this many bytes go out in one write; larger ones
+are streamed by a L{FileStreamer}.
+"""
+
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+_ALLOW = (b"allow", b"GET, HEAD")
+# Characters no served name contains: a separator (an encoded "/" or, on
+# any platform the files may be copied to, "\"), NUL and the other
+# controls.
+_REFUSED_CHARS = frozenset("/\\\x7f" + "".join(map(chr, range(32))))
+# Opening never blocks (a FIFO planted in the root would otherwise hang
+# the worker) and never follows a symlink swapped in after the check.
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 class StaticTerminal:
     """
     Serves files below a directory, as nginx's C{root} with C{autoindex off}:
     the path after the route's prefix names a file; a directory serves its
-    C{index.html} or 404; a path escaping the root (C{..}, encoded or not) is
-    404. Files stream with back-pressure; GET and HEAD only (405 otherwise);
-    C{If-Modified-Since} gives 304. Range requests are not supported (the
-    whole file is sent, which clients accept).
+    C{index.html} or 404.
+
+    The terminal is safe on its own, whatever normalization ran before it:
+    a path with a C{.} or C{..} segment (encoded or not), an encoded C{/},
+    a backslash, NUL or another control character, or bytes that are not
+    UTF-8 (overlong forms included) is 404; so is a path that resolves,
+    after symlinks, outside the root, a dot-file or dot-directory unless
+    the route says C{dotfiles = allow}, and a regular file named with a
+    trailing slash.
+
+    GET and HEAD only (405 otherwise). Validators C{Last-Modified} and
+    C{ETag}; C{If-None-Match} and C{If-Modified-Since} give 304. One byte
+    range per request (C{Range}, C{If-Range}) gives 206, or 416 when it
+    starts past the end; several ranges get the whole file. Every answer
+    carries C{X-Content-Type-Options: nosniff}. Bodies stream with
+    back-pressure.
     """
 
+    log = Logger()
+
     def __init__(self, spec, reactor):
-        self.root = FilePath(spec.static)
+        """
+        @param spec: the route's L{gatelayer.config.model.RouteSpec}.
+        @param reactor: the worker's reactor (unused: files are read as the
+            connection asks for them, with no timers).
+        """
+        self.root = os.path.realpath(spec.static)
+        self._inside = self.root if self.root.endswith(os.sep) else self.root + os.sep
         self.prefix = (spec.strip_prefix or spec.path).encode("utf-8")
+        self.dotfiles = spec.dotfiles
         self.reactor = reactor
+
+    # -- which file --------------------------------------------------------
 
     def resolve(self, path):
         """
-        The L{FilePath} for request path C{path} (bytes), or L{None}.
+        The real path (C{str}, symlinks resolved) of the regular file that
+        request path C{path} (bytes, without query) names below the root,
+        or L{None} when it names nothing that may be served.
+        """
+        found = self._locate(path)
+        return found[0] if found is not None else None
+
+    def _locate(self, path):
+        """
+        C{(real path, name)} of the file C{path} names, where C{name} is the
+        last name the request spelled (C{index.html} for a directory) and
+        gives the content type, as nginx takes it from the URI; or L{None}.
         """
         rest = path[len(self.prefix):] if path.startswith(self.prefix) else path
-        current = self.root
+        names = []
         for raw in rest.split(b"/"):
             if not raw:
                 continue
-            segment = unquote_to_bytes(raw)
-            try:
-                name = segment.decode("utf-8")
-            except UnicodeDecodeError:
+            name = self._name(raw)
+            if name is None:
                 return None
-            if name in (".", "..") or "\0" in name:
+            names.append(name)
+        try:
+            real = self._contained(os.path.join(self.root, *names))
+            if real is None:
                 return None
-            try:
-                current = current.child(name)
-            except InsecurePath:
+            name = names[-1] if names else _INDEX
+            info = os.stat(real)
+            if stat.S_ISDIR(info.st_mode):
+                real = self._contained(os.path.join(real, _INDEX))
+                if real is None:
+                    return None
+                name = _INDEX
+                info = os.stat(real)
+            elif rest.endswith(b"/"):
+                # "file.txt/" names no file (as nginx answers).
                 return None
-        return current
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return real, name
+
+    def _name(self, raw):
+        """
+        The file name one path segment (bytes, percent-encoded) spells, or
+        L{None} if it is refused.
+        """
+        try:
+            name = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if name in (".", "..") or not _REFUSED_CHARS.isdisjoint(name):
+            return None
+        if name.startswith(".") and not self.dotfiles:
+            return None
+        return name
+
+    def _contained(self, candidate):
+        """
+        C{candidate} with every symlink resolved, if that is still below the
+        root and (unless dot-files are allowed) reaches no dot-file through
+        a symlink; else L{None}.
+        """
+        real = os.path.realpath(candidate)
+        if real == self.root:
+            return real
+        if not real.startswith(self._inside):
+            return None
+        if not self.dotfiles:
+            for name in real[len(self._inside):].split(os.sep):
+                if name.startswith("."):
+                    return None
+        return real
+
+    def open_file(self, path):
+        """
+        Open the file request path C{path} names: C{(handle, stat result,
+        name)} (see L{_locate} for the name), or L{None}. The stat describes
+        the opened file itself, so its size and time match the bytes sent.
+        """
+        found = self._locate(path)
+        if found is None:
+            return None
+        real, name = found
+        try:
+            fd = os.open(real, _OPEN_FLAGS)
+        except (OSError, ValueError):
+            return None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                os.close(fd)
+                return None
+            if _OPEN_FLAGS & getattr(os, "O_NONBLOCK", 0):
+                os.set_blocking(fd, True)
+            return os.fdopen(fd, "rb"), info, name
+        except OSError:
+            os.close(fd)
+            return None
+
+    # -- the answer --------------------------------------------------------
 
     def serve(self, request, exchange, route, ran):
         """
-        Send the file the request names.
+        Answer the request with the file its (canonical) path names.
         """
         gateway = request.channel.factory.gateway
         if request.method not in (b"GET", b"HEAD"):
-            request.responseHeaders.setRawHeaders(b"allow", [b"GET, HEAD"])
-            gateway.send_error(request, 405, "method not allowed", route.filters, exchange, ran)
+            gateway.send_error(request, 405, "method not allowed: static files answer GET and HEAD",
+                               route.filters, exchange, ran, headers=(_ALLOW, _NOSNIFF))
             return
-        target = self.resolve(request.path)
-        try:
-            if target is not None and target.isdir():
-                target = target.child(_INDEX)
-            info = os.stat(target.path) if target is not None else None
-        except OSError:
-            info = None
-        if info is None or not stat.S_ISREG(info.st_mode):
-            gateway.send_error(request, 404, "not found", route.filters, exchange, ran)
+        opened = self.open_file(exchange.path)
+        if opened is None:
+            gateway.send_error(request, 404, "file not found", route.filters, exchange, ran,
+                               headers=(_NOSNIFF,))
             return
-        try:
-            handle = open(target.path, "rb")
-        except OSError:
-            gateway.send_error(request, 404, "not found", route.filters, exchange, ran)
-            return
-        headers = request.responseHeaders
+        handle, info, name = opened
+        size = info.st_size
+        etag = entity_tag(info.st_mtime, size)
         last_modified = formatdate(info.st_mtime, usegmt=True).encode("ascii")
-        headers.setRawHeaders(b"last-modified", [last_modified])
-        since = request.requestHeaders.getRawHeaders(b"if-modified-since")
-        if since and _not_modified(since[0], info.st_mtime):
+        validators = ((b"last-modified", last_modified), (b"etag", etag),
+                      (b"accept-ranges", b"bytes"), _NOSNIFF)
+        if _not_modified(request.requestHeaders, etag, info.st_mtime):
             handle.close()
-            exchange.status = 304
-            request.setResponseCode(304)
-            gateway.response_headers(request, exchange, route, ran)
+            self._head(request, exchange, route, ran, gateway, 304, validators)
             request.finish()
             return
-        content_type, encoding = mimetypes.guess_type(target.basename())
-        headers.setRawHeaders(b"content-type", [(content_type or "application/octet-stream").encode("ascii")])
-        if encoding:
-            headers.setRawHeaders(b"content-encoding", [encoding.encode("ascii")])
-        exchange.status = 200
-        request.setResponseCode(200)
-        gateway.response_headers(request, exchange, route, ran)
-        headers.setRawHeaders(b"content-length", [b"%d" % (info.st_size,)])
-        if request.method == b"HEAD" or info.st_size <= SMALL_FILE:
-            # Small files go out in one write, without a producer.
-            data = handle.read() if request.method != b"HEAD" else b""
+        span = _requested_range(request.requestHeaders, size, etag, info.st_mtime)
+        if span is UNSATISFIABLE:
             handle.close()
+            gateway.send_error(
+                request, 416, "range not satisfiable: the file is %d bytes" % (size,),
+                route.filters, exchange, ran,
+                headers=((b"content-range", b"bytes */%d" % (size,)), (b"accept-ranges", b"bytes"),
+                         _NOSNIFF))
+            return
+        content_type, encoding = mimetypes.guess_type(name)
+        headers = validators + ((b"content-type", (content_type or "application/octet-stream").encode("ascii")),)
+        if encoding:
+            headers += ((b"content-encoding", encoding.encode("ascii")),)
+        if span is None:
+            status, start, length = 200, 0, size
+        else:
+            status, start, length = 206, span[0], span[1] - span[0] + 1
+            headers += ((b"content-range", b"bytes %d-%d/%d" % (span[0], span[1], size)),)
+        self._head(request, exchange, route, ran, gateway, status, headers)
+        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (length,)])
+        if request.method == b"HEAD" or length == 0:
+            handle.close()
+            request.write(b"")
+            request.finish()
+            return
+        if start:
+            handle.seek(start)
+        if length <= SMALL_FILE:
+            # Small bodies go out in one write, without a producer.
+            data = handle.read(length)
+            handle.close()
+            if len(data) < length:
+                _short(request, self.log, name, length, len(data), data)
+                return
             request.write(data)
             request.finish()
             return
         request.write(b"")
-        streamer = FileStreamer(handle, request)
+        streamer = FileStreamer(handle, request, length, name)
         request.on_lost(streamer.stopProducing)
         request.registerProducer(streamer, True)
         streamer.resumeProducing()
+
+    def _head(self, request, exchange, route, ran, gateway, status, headers):
+        """
+        Set the status and C{headers}, then run what the gateway adds to
+        every response (filters' response phase, listener headers).
+        """
+        exchange.status = status
+        request.setResponseCode(status)
+        response = request.responseHeaders
+        for name, value in headers:
+            response.setRawHeaders(name, [value])
+        gateway.response_headers(request, exchange, route, ran)
 
 
 @implementer(IPushProducer)
@@ -118,26 +266,42 @@ class FileStreamer:
     the connection's buffer asks it to pause, and goes on when resumed.
     (twisted.web's pull-producer path runs on the global cooperator, which
     a worker component must not depend on.)
+
+    It sends exactly the C{length} bytes the response announced: a file
+    that grows meanwhile is cut there, and one that shrinks closes the
+    connection (finishing the response would let the next response on the
+    connection be read as the rest of this body).
     """
 
     CHUNK = 65536
+    log = Logger()
 
-    def __init__(self, handle, request):
+    def __init__(self, handle, request, length=None, name=None):
+        """
+        @param handle: the file, positioned at the first byte to send.
+        @param length: how many bytes to send; L{None} for up to the end.
+        @param name: the file's name, for the log.
+        """
         self.handle = handle
+        self.name = name
         self.request = request
+        self.remaining = length
+        self.sent = 0
         self.paused = False
         self.done = False
 
     def resumeProducing(self):
         """
-        Write chunks until paused or the file ends.
+        Write chunks until paused or the bytes to send are sent.
         """
         self.paused = False
         while not self.paused and not self.done:
-            chunk = self.handle.read(self.CHUNK)
+            want = self.CHUNK if self.remaining is None else min(self.CHUNK, self.remaining - self.sent)
+            chunk = self.handle.read(want) if want else b""
             if not chunk:
                 self._finish()
                 return
+            self.sent += len(chunk)
             self.request.write(chunk)
 
     def pauseProducing(self):
@@ -157,16 +321,50 @@ class FileStreamer:
         self.done = True
         self.handle.close()
         request = self.request
-        if not request._disconnected and not request.finished:
-            request.unregisterProducer()
-            request.finish()
+        if request._disconnected or request.finished:
+            return
+        request.unregisterProducer()
+        if self.remaining is not None and self.sent < self.remaining:
+            _short(request, self.log, self.name, self.remaining, self.sent, None)
+            return
+        request.finish()
 
 
-def _not_modified(header, mtime):
-    try:
-        since = parsedate_to_datetime(header.decode("latin-1")).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
-    return int(mtime) <= since
+def _not_modified(headers, etag, mtime):
+    """
+    Whether the client's copy is current: C{If-None-Match} decides when
+    present, else C{If-Modified-Since} (RFC 9110 section 13.2.2).
+    """
+    tags = headers.getRawHeaders(b"if-none-match")
+    if tags:
+        return none_match(b", ".join(tags).decode("latin-1"), etag)
+    since = headers.getRawHeaders(b"if-modified-since")
+    return bool(since) and not modified_since(since[0].decode("latin-1"), mtime)
 
 
+def _requested_range(headers, size, etag, mtime):
+    """
+    The range to send, L{UNSATISFIABLE}, or L{None} for the whole file.
+    """
+    ranges = headers.getRawHeaders(b"range")
+    if not ranges or size == 0:
+        # Nothing of an empty file can be named by a range: it is sent
+        # whole (and empty).
+        return None
+    condition = headers.getRawHeaders(b"if-range")
+    if condition and not if_range_matches(condition[0].decode("latin-1"), etag, mtime):
+        return None
+    return parse_range(",".join(r.decode("latin-1") for r in ranges), size)
+
+
+def _short(request, log, name, expected, got, data):
+    """
+    The file shrank while it was sent: send what there is and close the
+    connection, so the client sees a short body instead of a desynchronized
+    connection.
+    """
+    log.warn("static file {name} shrank while it was sent: {got} of {expected} bytes",
+             name=name, got=got, expected=expected)
+    if data:
+        request.write(data)
+    request.transport.loseConnection()

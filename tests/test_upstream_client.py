@@ -15,6 +15,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gatelayer.config.model import ServerSpec
+from gatelayer.http.lean_parse import BadRequest
+from gatelayer.http.lean_parse import parse_head as server_parse
 from gatelayer.upstream.client import (
     MAX_HEAD_SIZE,
     HTTP11UpstreamConnection,
@@ -24,6 +26,7 @@ from gatelayer.upstream.client import (
     body_length,
     build_request_head,
 )
+from gatelayer.upstream.messages import BadResponse, parse_head, valid_field
 
 SERVER = ServerSpec("10.0.0.1", 8080)
 
@@ -310,6 +313,100 @@ FRAMING_CASES = [
 ]
 
 
+def _bad_head(name, head):
+    """
+    A framing case: C{head} (the status line and fields, without the
+    empty line) is refused before anything reaches the sink.
+    """
+    return (name, head + b"\r\n\r\n", None, ("response_failed", "bad_response"), None, b"", False)
+
+
+def _good_head(name, head, status=200):
+    """
+    A framing case: C{head} is accepted, with an empty body.
+    """
+    return (name, head + b"\r\nContent-Length: 0\r\n\r\n", None, "end", status, b"", True)
+
+
+# Hostile response heads: bytes a client (or a cache, or a log reader)
+# behind the gateway could read differently from the gateway, status lines
+# outside the grammar, and framing that is ambiguous. Each one is refused as
+# a whole (502 at the proxy); the look-alikes that are valid pass.
+HOSTILE_HEAD_CASES = [
+    _bad_head("space_in_name", b"HTTP/1.1 200 OK\r\nX Bad: 1\r\nContent-Length: 0"),
+    _bad_head("tab_in_name", b"HTTP/1.1 200 OK\r\nX\tBad: 1\r\nContent-Length: 0"),
+    _bad_head("nul_in_name", b"HTTP/1.1 200 OK\r\nX\x00Bad: 1\r\nContent-Length: 0"),
+    _bad_head("obs_text_in_name", b"HTTP/1.1 200 OK\r\nX\xc3\xa9: 1\r\nContent-Length: 0"),
+    _bad_head("separator_in_name", b"HTTP/1.1 200 OK\r\nX(y): 1\r\nContent-Length: 0"),
+    _bad_head("slash_in_name", b"HTTP/1.1 200 OK\r\nX/y: 1\r\nContent-Length: 0"),
+    _bad_head("empty_name", b"HTTP/1.1 200 OK\r\n: 1\r\nContent-Length: 0"),
+    _bad_head("space_before_name", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n X: 1"),
+    _bad_head("tab_fold", b"HTTP/1.1 200 OK\r\nX: a\r\n\tb\r\nContent-Length: 0"),
+    _bad_head("nul_in_value", b"HTTP/1.1 200 OK\r\nX: a\x00b\r\nContent-Length: 0"),
+    _bad_head("cr_in_value", b"HTTP/1.1 200 OK\r\nX: a\rb\r\nContent-Length: 0"),
+    _bad_head("lf_in_value", b"HTTP/1.1 200 OK\r\nX: a\nSet-Cookie: evil=1\r\nContent-Length: 0"),
+    _bad_head("trailing_cr_in_value", b"HTTP/1.1 200 OK\r\nX: a\r\r\nContent-Length: 0"),
+    _bad_head("control_in_value", b"HTTP/1.1 200 OK\r\nX: a\x01b\r\nContent-Length: 0"),
+    _bad_head("escape_in_value", b"HTTP/1.1 200 OK\r\nX: \x1b[31mred\r\nContent-Length: 0"),
+    _bad_head("del_in_value", b"HTTP/1.1 200 OK\r\nX: a\x7fb\r\nContent-Length: 0"),
+    _bad_head("status_600", b"HTTP/1.1 600 Odd\r\nContent-Length: 0"),
+    _bad_head("status_099", b"HTTP/1.1 099 Odd\r\nContent-Length: 0"),
+    _bad_head("status_two_digits", b"HTTP/1.1 20 OK\r\nContent-Length: 0"),
+    _bad_head("status_signed", b"HTTP/1.1 +20 OK\r\nContent-Length: 0"),
+    _bad_head("status_glued_reason", b"HTTP/1.1 200OK\r\nContent-Length: 0"),
+    _bad_head("status_two_spaces", b"HTTP/1.1  200 OK\r\nContent-Length: 0"),
+    _bad_head("status_leading_space", b" HTTP/1.1 200 OK\r\nContent-Length: 0"),
+    _bad_head("lower_case_version", b"http/1.1 200 OK\r\nContent-Length: 0"),
+    _bad_head("version_1_2", b"HTTP/1.2 200 OK\r\nContent-Length: 0"),
+    _bad_head("nul_in_reason", b"HTTP/1.1 200 O\x00K\r\nContent-Length: 0"),
+    _bad_head("cr_in_reason", b"HTTP/1.1 200 O\rK\r\nContent-Length: 0"),
+    _bad_head("empty_head", b""),
+    _bad_head("interim_bad_field", b"HTTP/1.1 100 Continue\r\nX Y: 1\r\n\r\n"
+                                   b"HTTP/1.1 200 OK\r\nContent-Length: 0"),
+    _bad_head("length_then_chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                     b"Content-Length: 0"),
+    _bad_head("chunked_in_http10", b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked"),
+    _bad_head("chunked_twice", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                               b"Transfer-Encoding: chunked"),
+    _bad_head("chunked_then_identity", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                       b"Transfer-Encoding: identity"),
+    _bad_head("empty_coding", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: "),
+    _bad_head("length_too_long", b"HTTP/1.1 200 OK\r\nContent-Length: 1234567890123456789"),
+    _bad_head("hex_length", b"HTTP/1.1 200 OK\r\nContent-Length: 0x10"),
+    _bad_head("spaced_length", b"HTTP/1.1 200 OK\r\nContent-Length: 1 0"),
+    _bad_head("length_list_differs_later", b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"
+                                           b"Content-Length: 0, 1"),
+    ("lf_line_endings", b"HTTP/1.1 200 OK\nContent-Length: 0\n\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("lf_then_crlf_end", b"HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n",
+     None, ("response_failed", "bad_response"), None, b"", False),
+    ("chunk_size_lf", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n",
+     None, ("response_failed", "bad_response"), 200, b"", False),
+    ("chunk_size_space", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n",
+     None, ("response_failed", "bad_response"), 200, b"", False),
+    ("chunk_extension_nul", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            b"5;a=\"x\x00\"\r\nhello\r\n0\r\n\r\n",
+     None, ("response_failed", "bad_response"), 200, b"", False),
+    ("trailer_bad_name", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"5\r\nhello\r\n0\r\nBad Trailer: 1\r\n\r\n",
+     None, ("response_failed", "bad_response"), 200, b"hello", False),
+    ("trailer_lf", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"5\r\nhello\r\n0\r\nX: 1\n\n",
+     None, ("response_failed", "bad_response"), 200, b"hello", False),
+    # Look-alikes that are valid and relayed.
+    _good_head("no_reason", b"HTTP/1.1 200"),
+    _good_head("empty_reason", b"HTTP/1.1 200 "),
+    _good_head("obs_text_reason", b"HTTP/1.1 200 \xc3\xa7a va"),
+    _good_head("status_599", b"HTTP/1.1 599 Whatever", 599),
+    _good_head("token_punctuation_name", b"HTTP/1.1 200 OK\r\nX-a.b_c~d!#$%&'*+^`|: 1"),
+    _good_head("tab_and_obs_text_value", b"HTTP/1.1 200 OK\r\nX: a\tb \xc3\xa9 \"q\""),
+    _good_head("empty_value", b"HTTP/1.1 200 OK\r\nX:"),
+    ("quoted_chunk_extension", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"5;a=\"q; x\"\r\nhello\r\n0\r\n\r\n",
+     None, "end", 200, b"hello", True),
+]
+
+
 class FramingTests(ConnectionCase):
     """
     Response framing, table-style: every case fed at once and one byte at a
@@ -345,14 +442,14 @@ class FramingTests(ConnectionCase):
         """
         Each framing case, its response arriving in one read.
         """
-        for case in FRAMING_CASES:
+        for case in FRAMING_CASES + HOSTILE_HEAD_CASES:
             self.run_case(case, split=False)
 
     def test_byteByByte(self):
         """
         Each framing case, its response arriving one byte per read.
         """
-        for case in FRAMING_CASES:
+        for case in FRAMING_CASES + HOSTILE_HEAD_CASES:
             self.run_case(case, split=True)
 
     def test_headersAsReceived(self):
@@ -799,3 +896,78 @@ class ConnectingTests(SynchronousTestCase):
         self.assertEqual(request.sink.outcome, ("connect_failed", "connect_error"))
         self.assertEqual(self.owner.events, ["lost", "finished", "closed"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+# A response head (without its empty line) and the reason parse_head gives
+# for refusing it: the text of the warning logged with the upstream and
+# server names, so it must say what is wrong and where.
+REFUSAL_REASONS = [
+    (b"HTTP/1.1 200 OK\r\nX Bad: 1", "invalid header name b'X Bad'"),
+    (b"HTTP/1.1 200 OK\r\nX: a\x00b", "invalid byte 0x00 in the value of header b'X'"),
+    (b"HTTP/1.1 200 OK\r\nX: a\rb", "invalid byte 0x0d in the value of header b'X'"),
+    (b"HTTP/1.1 200 OK\r\nX: a\r\n b", "obsolete line folding (a header line starting with a "
+                                     "blank): b' b'"),
+    (b"HTTP/1.1 200 OK\r\nBroken", "header line without a colon: b'Broken'"),
+    (b"HTTP/1.1 700 OK", "invalid status line b'HTTP/1.1 700 OK'"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2",
+     "conflicting Content-Length values"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked",
+     "both Content-Length and Transfer-Encoding"),
+    (b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked", "Transfer-Encoding in an HTTP/1.0 response"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999",
+     "invalid Content-Length b'99999999999999999999'"),
+]
+
+
+class ParseHeadTests(SynchronousTestCase):
+    """
+    L{gatelayer.upstream.messages.parse_head} on its own.
+    """
+
+    def test_refusalsSayWhy(self):
+        """
+        A refused head raises L{BadResponse} whose text names the offending
+        line, field or rule, with hostile bytes escaped.
+        """
+        for head, reason in REFUSAL_REASONS:
+            error = self.assertRaises(BadResponse, parse_head, head)
+            self.assertEqual(str(error), reason, head)
+
+    def test_fields(self):
+        """
+        A valid head gives its status, reason, fields (values without
+        surrounding blanks) and framing.
+        """
+        self.assertEqual(
+            parse_head(b"HTTP/1.0 404 Not Found\r\nX:  a b \r\nConnection: keep-alive\r\n"
+                       b"Content-Length: 3, 3"),
+            (404, b"Not Found", [(b"X", b"a b"), (b"Connection", b"keep-alive"),
+                                 (b"Content-Length", b"3, 3")], False, 3, False, False, True))
+        self.assertEqual(parse_head(b"HTTP/1.1 200"), (200, b"", [], True, None, False, False, False))
+
+    def test_sameGrammarAsServerChannel(self):
+        """
+        A field line is accepted in an upstream response exactly when the
+        strict server channel accepts it in a request: one field grammar on
+        both sides of the gateway.
+        """
+        lines = [b"X: 1", b"X:", b"X-a.b_c~d!#$%&'*+^`|: v", b"X: a\tb", b"X: \x80\xff",
+                 b"X Y: 1", b"X\tY: 1", b"X : 1", b" X: 1", b": 1", b"X(Y): 1", b"X@Y: 1",
+                 b"X: a\x00b", b"X: a\rb", b"X: a\x01", b"X: a\x7f", b"X: a\x1f", b"\xc3\xa9: 1",
+                 b"X\x00: 1", b"X"]
+        for line in lines:
+            try:
+                server_parse(b"GET / HTTP/1.1\r\nHost: h\r\n" + line + b"\r\n\r\n",
+                             len(b"GET / HTTP/1.1\r\nHost: h\r\n" + line))
+            except BadRequest:
+                server = False
+            else:
+                server = True
+            try:
+                parse_head(b"HTTP/1.1 200 OK\r\n" + line)
+            except BadResponse:
+                client = False
+            else:
+                client = True
+            self.assertEqual(client, server, line)
+            self.assertEqual(valid_field(line), server, line)

@@ -26,7 +26,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from gatelayer.config.model import ServerSpec
 from gatelayer.upstream.pool import ServerStats, UpstreamPool
 
-from tests.test_upstream_client import FRAMING_CASES, RecordingSink
+from tests.test_upstream_client import FRAMING_CASES, HOSTILE_HEAD_CASES, RecordingSink
 
 A = ServerSpec("10.0.0.1", 8001)
 B = ServerSpec("10.0.0.2", 8002)
@@ -529,7 +529,8 @@ class Echo(Resource):
 class ScriptedServer(Protocol):
     """
     Answers the first request head with a scripted response, then closes
-    if told to.
+    if told to. With C{response} L{None} it answers nothing: the test
+    writes through C{transport} itself (byte by byte, say).
     """
 
     def __init__(self, response, close):
@@ -662,3 +663,34 @@ class MemoryExchangeTests(PoolCase):
             pump.flush()
             self.successResultOf(closed)
             self.assertEqual(self.upstreams.stats(A), ServerStats(0, 0, 0, 0), name)
+
+    def test_scriptedHostileHeads(self):
+        """
+        Every hostile head and framing case from a scripted server, written
+        whole and then one byte per write (each delivered in its own read):
+        the same outcome either way, a refused head never reaches the sink,
+        and a connection that carried one is closed, never pooled.
+        """
+        for case in FRAMING_CASES + HOSTILE_HEAD_CASES:
+            name, response, ending, outcome, status, body, usable = case
+            if ending is not None:
+                continue
+            for split in (False, True):
+                label = "%s (%s)" % (name, "byte by byte" if split else "whole")
+                self.pool()
+                method = b"HEAD" if name.startswith("head") else b"GET"
+                handle, sink = self.request(method=method)
+                server = ScriptedServer(None, False)
+                pump = self.serve(Factory.forProtocol(lambda: server))
+                pump.flush()
+                self.assertTrue(server.received.endswith(b"\r\n\r\n"), label)
+                pieces = [response[i:i + 1] for i in range(len(response))] if split else [response]
+                for piece in pieces:
+                    server.transport.write(piece)
+                    pump.flush()
+                self.assertEqual((sink.outcome, sink.status, sink.body), (outcome, status, body), label)
+                self.assertEqual(self.upstreams.stats(A).idle, 1 if usable else 0, label)
+                closed = self.upstreams.close()
+                pump.flush()
+                self.successResultOf(closed)
+                self.assertEqual(self.upstreams.stats(A), ServerStats(0, 0, 0, 0), label)

@@ -13,7 +13,11 @@ Framing is strict, because a proxy that guesses where a response ends can be
 made to mix two clients' responses: both Content-Length and
 Transfer-Encoding, differing Content-Lengths, a non-numeric length, a bad
 chunk size or a transfer coding other than C{chunked} fail the exchange as
-C{bad_response}, and a connection that failed is never reused.
+C{bad_response}, and a connection that failed is never reused. So does a
+head the gateway would otherwise relay to clients who read it differently:
+a status outside 100-599, a header name that is not a token, a value with
+a control character (NUL, a bare CR or LF...), an obs-fold continuation
+line, lines ended by bare LFs (see L{gatelayer.upstream.messages}).
 """
 
 from twisted.internet.error import ConnectionDone
@@ -24,7 +28,8 @@ from zope.interface import implementer
 
 from gatelayer.upstream.interfaces import IConnectionOwner, IResponseSink
 from gatelayer.upstream.messages import (
-    BODY_METHODS, MAX_HEAD_SIZE, BadResponse, body_length, build_request_head, parse_head,
+    BODY_METHODS, CHUNK_SIZE, MAX_HEAD_SIZE, BadResponse, body_length, build_request_head,
+    parse_head, valid_field,
 )
 
 __all__ = [
@@ -66,7 +71,6 @@ _TRAILER = 7
 _UNTIL_CLOSE = 8
 _CLOSED = 9
 
-_HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
 
 
 @implementer(IPushProducer)
@@ -292,6 +296,7 @@ class HTTP11UpstreamConnection(Protocol):
         self._request = None
         self._timer = None
         self._buffer = b""
+        self._scanned = 0
         self._remaining = 0
         self._reusable = False
         self._got_bytes = False
@@ -419,6 +424,7 @@ class HTTP11UpstreamConnection(Protocol):
         request.connection = self
         self.served += 1
         self._state = _HEAD
+        self._scanned = 0
         self._got_bytes = False
         self._reusable = self._keepalive
         method = request.method
@@ -651,13 +657,22 @@ class HTTP11UpstreamConnection(Protocol):
         while True:
             state = self._state
             if state == _HEAD:
-                end = data.find(b"\r\n\r\n")
+                # Search only what was not searched yet (less the three
+                # bytes an end may straddle): a head trickled byte by byte
+                # costs linear time.
+                end = data.find(b"\r\n\r\n", self._scanned)
                 if end < 0:
                     if len(data) > MAX_HEAD_SIZE:
                         self._fail("bad_response", "response head larger than %d bytes"
                                    % (MAX_HEAD_SIZE,))
+                    elif (data.find(b"\n\n", self._scanned) >= 0
+                          or data.find(b"\n\r\n", self._scanned) >= 0):
+                        # A head ended with a bare LF: never trusted, and
+                        # failed now rather than after the read timeout.
+                        self._fail("bad_response", "response head lines not ended by CRLF")
                     else:
                         self._buffer = data
+                        self._scanned = max(0, len(data) - 3)
                     return
                 if end > MAX_HEAD_SIZE:
                     self._fail("bad_response", "response head larger than %d bytes"
@@ -665,6 +680,7 @@ class HTTP11UpstreamConnection(Protocol):
                     return
                 head = data[:end]
                 data = data[end + 4:]
+                self._scanned = 0
                 try:
                     (status, reason, headers, http11, length, chunked, close,
                      keep_alive) = parse_head(head)
@@ -678,9 +694,6 @@ class HTTP11UpstreamConnection(Protocol):
                     # 100 Continue, 103 Early Hints...: interim, the final
                     # response follows.
                     continue
-                if chunked and length is not None:
-                    self._fail("bad_response", "both Content-Length and Transfer-Encoding")
-                    return
                 if close or not (http11 or keep_alive):
                     self._reusable = False
                 if self._producer is not None:
@@ -732,15 +745,17 @@ class HTTP11UpstreamConnection(Protocol):
                 if end < 0 or end > _MAX_CHUNK_LINE:
                     if end >= 0 or len(data) > _MAX_CHUNK_LINE:
                         self._fail("bad_response", "chunk size line too long")
+                    elif b"\n" in data:
+                        self._fail("bad_response", "chunk size line not ended by CRLF")
                     else:
                         self._buffer = data
                     return
-                digits = data[:end].partition(b";")[0].strip(b" \t")
-                data = data[end + 2:]
-                if not digits or len(digits) > 16 or not _HEXDIGITS.issuperset(digits):
-                    self._fail("bad_response", "invalid chunk size")
+                match = CHUNK_SIZE.fullmatch(data, 0, end)
+                if match is None:
+                    self._fail("bad_response", "invalid chunk size line %r" % (data[:min(end, 40)],))
                     return
-                size = int(digits, 16)
+                size = int(match.group(1), 16)
+                data = data[end + 2:]
                 if size:
                     self._remaining = size
                     self._state = _CHUNK_DATA
@@ -777,6 +792,8 @@ class HTTP11UpstreamConnection(Protocol):
                 if end < 0:
                     if self._remaining + len(data) > _MAX_TRAILERS:
                         self._fail("bad_response", "trailers too large")
+                    elif b"\n" in data:
+                        self._fail("bad_response", "trailer line not ended by CRLF")
                     else:
                         self._buffer = data
                     return
@@ -788,6 +805,9 @@ class HTTP11UpstreamConnection(Protocol):
                 self._remaining += end + 2
                 if self._remaining > _MAX_TRAILERS:
                     self._fail("bad_response", "trailers too large")
+                    return
+                if not valid_field(line):
+                    self._fail("bad_response", "invalid trailer line %r" % (line[:80],))
                     return
             elif state == _UNTIL_CLOSE:
                 if data:

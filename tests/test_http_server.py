@@ -1,10 +1,10 @@
 """
 Tests for the worker's HTTP server side (gatelayer.http) in memory: limits,
-routing answers, direct and static terminals, filters.
+routing answers, the direct terminal, filters (the static terminal is tested
+in test_http_static).
 """
 
 import json
-import os
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -313,123 +313,6 @@ class FilterChainTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
-class StaticTests(SynchronousTestCase):
-    """
-    The static terminal.
-    """
-
-    http_server = "twisted"
-
-    def setUp(self):
-        root = self.mktemp()
-        os.makedirs(os.path.join(root, "sub"))
-        with open(os.path.join(root, "a.txt"), "wb") as f:
-            f.write(b"A" * 100)
-        with open(os.path.join(root, "sub", "index.html"), "wb") as f:
-            f.write(b"<p>index</p>")
-        with open(os.path.join(os.path.dirname(os.path.abspath(root)), "secret.txt"), "wb") as f:
-            f.write(b"secret")
-        self.gate = InMemoryGateway(with_server(CONFIG, self.http_server) + f"[route:files]\npath = /files/\nstatic = {os.path.abspath(root)}\n")
-
-    def get(self, path, method=b"GET", extra=b""):
-        data = self.gate.exchange(method + b" " + path + b" HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
-        return parse_response(data)
-
-    def test_file(self):
-        """
-        A file is served with its type and length.
-        """
-        status, headers, body = self.get(b"/files/a.txt")
-        self.assertEqual((status, body), (200, b"A" * 100))
-        self.assertEqual(headers[b"content-type"], [b"text/plain"])
-
-    def test_large_file_streams(self):
-        """
-        A file over 64 KB is streamed by a push producer that honours the
-        connection's pause.
-        """
-        root = self.gate.config.routes[-1].static
-        with open(os.path.join(root, "big.bin"), "wb") as f:
-            f.write(b"B" * 300000)
-        channel, transport = self.gate.connect()
-        channel.dataReceived(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, body = parse_response(transport.value())
-        self.assertEqual((status, len(body), headers[b"content-length"]), (200, 300000, [b"300000"]))
-
-    def test_streamer_pauses(self):
-        """
-        The file streamer stops reading while paused and goes on when
-        resumed.
-        """
-        from io import BytesIO
-
-        from gatelayer.http.static import FileStreamer
-
-        class SlowRequest:
-            _disconnected = False
-            finished = False
-
-            def __init__(self):
-                self.chunks = []
-
-            def write(self, data):
-                self.chunks.append(data)
-                streamer.pauseProducing()
-
-            def unregisterProducer(self):
-                pass
-
-            def finish(self):
-                self.finished = True
-
-        request = SlowRequest()
-        streamer = FileStreamer(BytesIO(b"C" * (FileStreamer.CHUNK * 2 + 1)), request)
-        streamer.resumeProducing()
-        self.assertEqual(len(request.chunks), 1)
-        streamer.resumeProducing()
-        streamer.resumeProducing()
-        self.assertFalse(request.finished)
-        streamer.resumeProducing()
-        self.assertTrue(request.finished)
-        self.assertEqual(len(b"".join(request.chunks)), FileStreamer.CHUNK * 2 + 1)
-
-    def test_index(self):
-        """
-        A directory serves its index.html.
-        """
-        self.assertEqual(self.get(b"/files/sub/")[2], b"<p>index</p>")
-
-    def test_escape(self):
-        """
-        Paths escaping the root, encoded or not, are 404.
-        """
-        for path in [b"/files/../secret.txt", b"/files/%2e%2e/secret.txt", b"/files/sub/..%2f..%2fsecret.txt",
-                     b"/files/%2fetc%2fpasswd"]:
-            with self.subTest(path=path):
-                self.assertEqual(self.get(path)[0], 404)
-
-    def test_missing(self):
-        """
-        A missing file is 404.
-        """
-        self.assertEqual(self.get(b"/files/nope.txt")[0], 404)
-
-    def test_head_and_not_modified(self):
-        """
-        HEAD sends no body; If-Modified-Since gives 304.
-        """
-        status, headers, body = self.get(b"/files/a.txt", b"HEAD")
-        self.assertEqual((status, body, headers[b"content-length"]), (200, b"", [b"100"]))
-        stamp = headers[b"last-modified"][0]
-        self.assertEqual(self.get(b"/files/a.txt", extra=b"If-Modified-Since: " + stamp + b"\r\n")[0], 304)
-
-    def test_post_refused(self):
-        """
-        Only GET and HEAD.
-        """
-        self.assertEqual(self.get(b"/files/a.txt", b"DELETE")[0], 405)
-
-
 class LeanServerLimitsTests(ServerLimitsTests):
     """
     The limits, with the lean server channel.
@@ -449,14 +332,6 @@ class LeanServerRoutingTests(ServerRoutingTests):
 class LeanFilterChainTests(FilterChainTests):
     """
     The filter chain, with the lean server channel.
-    """
-
-    http_server = "gatelayer"
-
-
-class LeanStaticTests(StaticTests):
-    """
-    The static terminal, with the lean server channel.
     """
 
     http_server = "gatelayer"

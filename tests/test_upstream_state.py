@@ -320,6 +320,36 @@ class RetryTests(SynchronousTestCase):
         none, _ = make_state("a:1", retries=0)
         self.assertFalse(none.should_retry("connect_error"))
 
+    def test_retry_target(self):
+        """
+        L{UpstreamState.retry_target} names an untried usable server only
+        when the policy allows a retry and such a server exists; a single
+        server, retries outnumbering the servers, or the others being
+        unhealthy or ejected give L{None} (the caller then answers with the
+        attempt's own outcome).
+        """
+        retry_on = frozenset({"connect_error", "timeout", "503"})
+        cases = [
+            # servers, retries, failed kind, tried, unhealthy, expected
+            (("a:1",), 1, "timeout", ["a:1"], (), None),
+            (("a:1",), 3, "503", ["a:1"], (), None),
+            (("a:1", "b:1"), 1, "timeout", ["a:1"], (), "b:1"),
+            (("a:1", "b:1"), 1, "503", ["b:1"], (), "a:1"),
+            (("a:1", "b:1"), 5, "timeout", ["a:1", "b:1"], (), None),
+            (("a:1", "b:1"), 1, "timeout", ["a:1"], ("b:1",), None),
+            (("a:1", "b:1"), 1, "502", ["a:1"], (), None),
+            (("a:1", "b:1"), 0, "timeout", ["a:1"], (), None),
+            (("a:1", "b:1", "c:1"), 1, "timeout", ["a:1", "b:1"], (), None),
+            (("a:1", "b:1 backup"), 1, "connect_error", ["a:1"], (), "b:1"),
+        ]
+        for servers, retries, kind, tried, unhealthy, expected in cases:
+            state, _ = make_state(*servers, retries=retries, retry_on=retry_on)
+            for address in unhealthy:
+                state.set_healthy(address, False)
+            target = state.retry_target(kind, "192.0.2.1", [parse_server(t) for t in tried])
+            label = (servers, retries, kind, tried, unhealthy)
+            self.assertEqual(None if target is None else target.address, expected, label)
+
     def test_methods(self):
         """
         Idempotent methods may be retried; POST and PATCH only when the route

@@ -88,19 +88,29 @@ def downstream_headers(headers):
     """
     Filter an upstream response's C{(name, value)} pairs for the client:
     hop-by-hop headers and those named in Connection are removed; framing is
-    redone by the server side (Content-Length is kept, Transfer-Encoding is
-    not).
+    redone by the server side (Transfer-Encoding is not relayed), and
+    Content-Length is relayed once, as a single number, even when the
+    upstream repeated it or sent a list (C{2, 2}): the upstream client
+    accepts those only when every length is the same, and a client behind
+    the gateway must not have to decide which one counts.
     """
     drop = None
-    for name, value in headers:
-        if name.lower() == b"connection":
-            drop = connection_tokens([value]) if drop is None else drop | connection_tokens([value])
+    length = False
     out = []
     for name, value in headers:
         lower = name.lower()
         if lower in HOP_BY_HOP:
+            if lower == b"connection":
+                tokens = connection_tokens([value])
+                drop = tokens if drop is None else drop | tokens
             continue
-        if drop and lower in drop:
-            continue
+        if lower == b"content-length":
+            if length:
+                continue
+            length = True
+            if b"," in value:
+                value = value.partition(b",")[0].strip(b" \t")
         out.append((name, value))
+    if drop:
+        out = [pair for pair in out if pair[0].lower() not in drop]
     return out

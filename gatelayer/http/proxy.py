@@ -5,11 +5,20 @@ keep-alive connection, and the response streams back with back-pressure.
 
 from twisted.logger import Logger
 
+from gatelayer.http.errors import reason_phrase
 from gatelayer.http.headers import downstream_headers, upstream_headers
 from gatelayer.upstream.state import may_retry_method
 
 _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"])
 _FAILURE_KIND = {"connection_lost": "connect_error", "bad_response": "invalid_response"}
+
+# What the log line says a server did, by the client's failure kind.
+_FAILURE_TEXT = {
+    "connect_error": "could not be connected to",
+    "timeout": "timed out",
+    "bad_response": "sent an invalid response",
+    "connection_lost": "closed the connection",
+}
 
 
 class UpstreamTerminal:
@@ -36,14 +45,21 @@ class ProxiedRequest:
     """
     One request on its way through an upstream: picks a server, sends, and
     relays the response (the L{gatelayer.upstream.client.IResponseSink} of the
-    pool). Retries on another server when the failure allows it and nothing
-    of the response has reached the client.
+    pool).
+
+    It retries on another server only when the failure allows it (C{retries},
+    C{retry_on}, the method), nothing of the response has reached the client,
+    and a usable server it has not tried yet exists. Otherwise the client
+    gets the real outcome of the last attempt: 504 for a timeout, 502 for a
+    connection failure or an invalid response, and a server's own response
+    (a 503 with its Retry-After, say) relayed whole even when C{retry_on}
+    lists its status.
     """
 
     __slots__ = (
         "terminal", "request", "exchange", "route", "ran", "server", "tried", "handle",
         "headers", "target", "body", "retryable", "head_sent", "in_flight", "discarding",
-        "host_header",
+        "host_header", "next_server", "relayed_failure",
     )
 
     def __init__(self, terminal, request, exchange, route, ran):
@@ -58,6 +74,8 @@ class ProxiedRequest:
         self.head_sent = False
         self.in_flight = False
         self.discarding = False
+        self.next_server = None
+        self.relayed_failure = None
 
     def start(self):
         """
@@ -97,19 +115,19 @@ class ProxiedRequest:
         request.on_lost(self.client_lost)
         self.attempt()
 
-    def attempt(self):
+    def attempt(self, server=None):
         """
-        Send the request to the next server the balancer picks.
+        Send the request to C{server}: for a retry, the one
+        L{UpstreamState.retry_target} chose; else the one the balancer
+        picks, and with none usable the client gets 503 at once.
         """
         state = self.terminal.state
-        server = state.pick(self.exchange.client_ip, self.tried)
         if server is None:
-            if self.tried:
-                self.fail(502, "no upstream server answered")
-            else:
+            server = state.pick(self.exchange.client_ip, self.tried)
+            if server is None:
                 self.fail(503, "no healthy upstream server",
                           ((b"retry-after", b"%d" % (state.retry_after(),)),))
-            return
+                return
         self.server = server
         self.tried.append(server)
         if self.route.spec.preserve_host and self.host_header is not None:
@@ -129,10 +147,21 @@ class ProxiedRequest:
             self.in_flight = False
             self.terminal.state.request_finished(self.server)
 
-    def _may_retry(self, kind):
-        state = self.terminal.state
-        return (self.retryable and not self.head_sent
-                and state.should_retry(kind, len(self.tried)))
+    def _retry_target(self, kind, sent=True):
+        """
+        The untried server to retry on after C{kind}, or L{None}. A request
+        that reached a server (C{sent}) is resent only when its method
+        allows it; one that never left may always go elsewhere.
+        """
+        if self.head_sent or (sent and not self.retryable):
+            return None
+        return self.terminal.state.retry_target(kind, self.exchange.client_ip, self.tried)
+
+    def _log_failure(self, kind, detail):
+        self.terminal.log.warn(
+            "upstream {upstream} server {address} {what}: {detail}",
+            upstream=self.terminal.spec.name, address=self.server.address,
+            what=_FAILURE_TEXT.get(kind, kind), kind=kind, detail=detail)
 
     # -- IResponseSink -----------------------------------------------------
 
@@ -147,34 +176,40 @@ class ProxiedRequest:
                       ((b"retry-after", b"1"),))
             return
         state.report_failure(self.server, kind)
-        self.terminal.log.warn(
-            "upstream {upstream} server {address}: {kind} ({detail})",
-            upstream=self.terminal.spec.name, address=self.server.address, kind=kind, detail=detail)
-        if self._may_retry_connect(kind):
-            self.attempt()
-            return
-        self.fail(502, "upstream server unreachable")
-
-    def _may_retry_connect(self, kind):
+        self._log_failure(kind, detail)
         # Nothing reached the server: safe to resend whatever the method.
-        state = self.terminal.state
-        return state.should_retry(kind, len(self.tried)) and not self.head_sent
+        server = self._retry_target(kind, sent=False)
+        if server is not None:
+            self.attempt(server)
+        elif kind == "timeout":
+            self.fail(504, "upstream server did not accept the connection in time")
+        else:
+            self.fail(502, "upstream server unreachable")
 
     def response_head(self, status, reason, headers):
         """
-        Relay the status and headers (or, for a retryable 5xx, prepare to
-        discard this response and try elsewhere).
+        Relay the status and headers, or, for a status C{retry_on} lists
+        when another server will really be tried, discard this response and
+        retry once it is over (the connection stays reusable).
+
+        The upstream's reason phrase is not relayed: the client gets the
+        gateway's standard one for the status, whichever server channel
+        serves it.
         """
         request = self.request
         if request._disconnected:
             return
         status_text = str(status)
-        if status_text in self.terminal.spec.retry_on and self._may_retry(status_text):
-            self.discarding = status_text
-            return
+        if status_text in self.terminal.spec.retry_on:
+            server = self._retry_target(status_text)
+            if server is not None:
+                self.discarding = status_text
+                self.next_server = server
+                return
+            self.relayed_failure = status_text
         self.head_sent = True
         self.exchange.status = status
-        request.setResponseCode(status, reason or None)
+        request.setResponseCode(status, reason_phrase(status))
         raw = request.responseHeaders
         for name, value in downstream_headers(headers):
             raw.addRawHeader(name, value)
@@ -198,9 +233,14 @@ class ProxiedRequest:
         if self.discarding:
             status_text, self.discarding = self.discarding, False
             state.report_failure(self.server, status_text)
-            self.attempt()
+            self._retry()
             return
-        state.report_success(self.server)
+        if self.relayed_failure is not None:
+            # Relayed because no other server was left, but it still says
+            # this server is failing (passive health counts it).
+            state.report_failure(self.server, self.relayed_failure)
+        else:
+            state.report_success(self.server)
         request = self.request
         if request._disconnected:
             return
@@ -216,9 +256,7 @@ class ProxiedRequest:
         state = self.terminal.state
         failure_kind = _FAILURE_KIND.get(kind, kind)
         state.report_failure(self.server, failure_kind)
-        self.terminal.log.warn(
-            "upstream {upstream} server {address}: {kind} ({detail})",
-            upstream=self.terminal.spec.name, address=self.server.address, kind=kind, detail=detail)
+        self._log_failure(kind, detail)
         request = self.request
         if request._disconnected:
             return
@@ -229,15 +267,25 @@ class ProxiedRequest:
                 request.unregisterProducer()
             request.channel.transport.abortConnection()
             return
-        self.discarding = False
-        if kind != "bad_response" and self._may_retry(failure_kind):
-            self.attempt()
+        if self.discarding:
+            # The retry was decided when this response's status came; its
+            # body breaking off changes nothing.
+            self.discarding = False
+            self._retry()
             return
-        if kind == "timeout":
+        server = self._retry_target(failure_kind)
+        if server is not None:
+            self.attempt(server)
+        elif kind == "timeout":
             self.fail(504, "upstream server did not answer in time")
+        elif kind == "bad_response":
+            self.fail(502, "upstream server sent an invalid response")
         else:
-            self.fail(502, "upstream server sent an invalid response"
-                      if kind == "bad_response" else "upstream server closed the connection")
+            self.fail(502, "upstream server closed the connection")
+
+    def _retry(self):
+        server, self.next_server = self.next_server, None
+        self.attempt(server)
 
     # -- helpers -----------------------------------------------------------
 

@@ -239,6 +239,25 @@ class UpstreamState:
         """
         return attempts <= self.spec.retries and kind in self.spec.retry_on
 
+    def retry_target(self, kind, client_ip, tried):
+        """
+        Where a request that failed with C{kind} (or got a response whose
+        status C{retry_on} lists, as C{"503"}) should go next: a usable
+        server it has not tried yet, or L{None} when it must not be retried
+        (C{retries} used up, C{kind} not in C{retry_on}, or no untried
+        usable server left). With L{None} the caller answers with this
+        attempt's own outcome (504 for a timeout, the server's own 503...)
+        rather than a gateway-made "no server answered": a retry that cannot
+        happen is never announced, and a response is never thrown away for
+        one.
+
+        @param client_ip: the client address string (for C{ip_hash}).
+        @param tried: the servers this request was sent to, in order.
+        """
+        if not self.should_retry(kind, len(tried)):
+            return None
+        return self.pick(client_ip, tried)
+
     # -- health from the master -------------------------------------------
 
     def set_healthy(self, address, healthy):

@@ -448,6 +448,79 @@ class OutcomeTests(SynchronousTestCase):
         self.assertEqual((status, headers[b"content-length"], body), (200, [b"2"], b"ok"))
 
 
+DEFAULTS_CONFIG = """
+[gateway]
+[listener:web]
+bind = 127.0.0.1:8080
+[upstream:plain]
+servers = 10.0.0.5:80
+[route:plain]
+path = /
+upstream = plain
+"""
+
+
+class DefaultTimeoutTests(SynchronousTestCase):
+    """
+    The upstream timeouts as they are when C{gate.ini} says nothing:
+    connect_timeout 5s, read_timeout 60s.
+    """
+
+    http_server = "twisted"
+
+    def setUp(self):
+        self.gate = InMemoryGateway(with_server(DEFAULTS_CONFIG, self.http_server),
+                                    with_upstreams=True)
+        self.reactor = self.gate.reactor
+
+    upstream = ProxyTests.upstream
+
+    def test_retransmitted_syn_is_not_an_error(self):
+        """
+        A connection that takes 3s (a dropped SYN is sent again after 1s,
+        then 2s later) still carries the request: no 502, no 504.
+        """
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(3)
+        self.assertEqual(client.value(), b"")
+        upstream, protocol = self.upstream()
+        self.assertTrue(upstream.value().startswith(b"GET /x HTTP/1.1\r\n"))
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(parse_response(client.value())[::2], (200, b"ok"))
+
+    def test_connect_timeout_5s(self):
+        """
+        No connection within 5s: 504.
+        """
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(4.9)
+        self.assertEqual(client.value(), b"")
+        self.reactor.advance(0.2)
+        self.assertEqual(parse_response(client.value())[0], 504)
+
+    def test_read_timeout_60s(self):
+        """
+        A response head may take up to 60s; after that, 504.
+        """
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.upstream()
+        self.reactor.advance(59.9)
+        self.assertEqual(client.value(), b"")
+        self.reactor.advance(0.2)
+        self.assertEqual(parse_response(client.value())[0], 504)
+
+
+class LeanDefaultTimeoutTests(DefaultTimeoutTests):
+    """
+    The default timeouts with the lean server channel.
+    """
+
+    http_server = "gatelayer"
+
+
 class DownstreamHeadersTests(SynchronousTestCase):
     """
     L{downstream_headers}: what of an upstream response's head is relayed.

@@ -10,16 +10,71 @@ C{healthy} and C{unhealthy} switch what its C{/healthz} answers (each is
 acknowledged with C{ok COMMAND}). It exits when stdin closes, so it never
 outlives the test that started it. L{gatelayer.testing.upstreams.UpstreamProcess}
 is the test-side handle.
+
+Besides the server's own paths it answers two more, for tests of what a
+gateway does with an upstream's answers:
+
+  - C{/unavailable?retry_after=S}: 503 with C{Retry-After: S} (default 7)
+    and the usual JSON echo body;
+  - C{/raw/NAME}: the bytes of L{RAW_RESPONSES}C{[NAME]} written to the
+    socket as they are (no HTTP library would send them), then the
+    connection is closed, as their framing cannot be trusted.
 """
 
 import sys
 
 from twisted.internet import stdio
 from twisted.protocols.basic import LineReceiver
+from twisted.web import resource, server
 
 from gatelayer.testing.upstreams import UpstreamServer
 
-__all__ = ["main"]
+__all__ = ["RAW_RESPONSES", "main"]
+
+RAW_RESPONSES = {
+    "nul-value": b"HTTP/1.1 200 OK\r\nX-Evil: a\x00b\r\nContent-Length: 2\r\n\r\nok",
+    "space-name": b"HTTP/1.1 200 OK\r\nX Evil: 1\r\nContent-Length: 2\r\n\r\nok",
+    "lf-value": b"HTTP/1.1 200 OK\r\nX-Evil: a\nSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nok",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-Evil: a\r\n b\r\nContent-Length: 2\r\n\r\nok",
+    "bad-status": b"HTTP/1.1 999 Nine\r\nContent-Length: 2\r\n\r\nok",
+    "length-and-chunked": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          b"2\r\nok\r\n0\r\n\r\n",
+    "conflicting-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!",
+}
+"""
+Upstream responses no well-behaved server sends, by the name C{/raw/NAME}
+serves them under: a NUL in a value, a space in a name, a bare LF in a
+value, an obs-fold line, a status code outside 100-599, and ambiguous
+framing.
+"""
+
+
+class _Answers(resource.Resource):
+    """
+    The test upstream's resource: L{RAW_RESPONSES} and C{/unavailable}
+    here, every other path answered by the server's own resource.
+    """
+
+    isLeaf = True
+
+    def __init__(self, upstream, inner):
+        super().__init__()
+        self._upstream = upstream
+        self._inner = inner
+
+    def render(self, request):
+        path = request.path
+        if path.startswith(b"/raw/"):
+            raw = RAW_RESPONSES.get(path[5:].decode("latin-1"))
+            if raw is not None:
+                self._upstream.requests += 1
+                request.channel.transport.write(raw)
+                request.channel.transport.loseConnection()
+                return server.NOT_DONE_YET
+        elif path == b"/unavailable":
+            request.setResponseCode(503)
+            request.setHeader(b"retry-after", request.args.get(b"retry_after", [b"7"])[0])
+        return self._inner.render(request)
 
 
 class _Commands(LineReceiver):
@@ -64,6 +119,7 @@ def main(argv, reactor):
         return 2
     name = argv[0]
     upstream = UpstreamServer(reactor, name)
+    upstream.site.resource = _Answers(upstream, upstream.site.resource)
     port = upstream.start(int(argv[1]) if len(argv) == 2 else 0)
     stdio.StandardIO(_Commands(reactor, upstream, port), reactor=reactor)
     reactor.run()

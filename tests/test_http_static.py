@@ -13,7 +13,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 
-from gatelayer.http.static import SMALL_FILE, FileStreamer, StaticTerminal
+from gatelayer.http.static import SMALL_FILE, FileStreamer, StaticTerminal, http_time
 from gatelayer.testing.server import InMemoryGateway, parse_response
 
 CONFIG = """
@@ -307,6 +307,18 @@ class StaticTests(SynchronousTestCase):
         self.assertEqual(terminals[0].resolve(b"/files/a.txt"),
                          os.path.join(os.path.realpath(self.root), "a.txt"))
 
+    def test_odd_file_times(self):
+        """
+        A file stamped before 1970 or after 9999 is served, its
+        Last-Modified clamped into what an HTTP date can say.
+        """
+        self.assertEqual([http_time(t) for t in (-5.5, 0, 1.9, 1e15, 1e20)],
+                         [0, 0, 1, 253402300799, 253402300799])
+        path = os.path.join(self.root, "a.txt")
+        os.utime(path, (-1000, -1000))
+        status, headers, body = self.get(b"/files/a.txt")
+        self.assertEqual((status, headers[b"last-modified"]), (200, [b"Thu, 01 Jan 1970 00:00:00 GMT"]))
+
     def test_missing(self):
         """
         A missing file is 404.
@@ -539,6 +551,41 @@ class StaticTests(SynchronousTestCase):
         self.assertEqual(len(events), 1)
         self.assertEqual((events[0]["name"], events[0]["got"]), ("big.bin", 100))
 
+    def test_read_error_small(self):
+        """
+        A small file that cannot be read (a disk error) is a JSON 500 with
+        nosniff, logged; nothing was sent before.
+        """
+        events = []
+        self.patch(StaticTerminal, "log", Logger(observer=events.append))
+        original = StaticTerminal.open_file
+
+        def failing(terminal, path):
+            handle, info, name = original(terminal, path)
+            handle.close()
+            return _FailingFile(), info, name
+        self.patch(StaticTerminal, "open_file", failing)
+        status, headers, body = self.get(b"/files/a.txt")
+        self.assertEqual(status, 500)
+        self.assertEqual(json.loads(body), {"error": "the file could not be read", "status": 500})
+        self.assertEqual(headers[b"x-content-type-options"], [b"nosniff"])
+        self.assertEqual(len(events), 1)
+
+    def test_read_error_streaming(self):
+        """
+        A disk error while a large file streams closes the connection (the
+        client sees a short body), logged.
+        """
+        events = []
+        self.patch(FileStreamer, "log", Logger(observer=events.append))
+        request = _SlowRequest()
+        streamer = FileStreamer(_FailingFile(), request, SMALL_FILE * 2, "big.bin")
+        streamer.resumeProducing()
+        self.assertFalse(request.finished)
+        self.assertTrue(request.transport.disconnecting)
+        self.assertTrue(streamer.handle.closed)
+        self.assertEqual(len(events), 2)
+
     def test_client_gone(self):
         """
         A client that goes away mid-stream stops the streamer and closes
@@ -581,6 +628,23 @@ class _FillingTransport(StringTransport):
         self.drained = len(self.value())
         self.paused = False
         self.producer.resumeProducing()
+
+
+class _FailingFile:
+    """
+    A file whose reads fail as on a disk error.
+    """
+
+    closed = False
+
+    def seek(self, offset):
+        pass
+
+    def read(self, size):
+        raise OSError(5, "Input/output error")
+
+    def close(self):
+        self.closed = True
 
 
 class _SlowRequest:

@@ -15,7 +15,7 @@ from zope.interface import implementer
 from gatelayer.http.conditional import (
     UNSATISFIABLE, entity_tag, if_range_matches, modified_since, none_match, parse_range)
 
-__all__ = ["StaticTerminal", "FileStreamer", "SMALL_FILE"]
+__all__ = ["StaticTerminal", "FileStreamer", "SMALL_FILE", "http_time"]
 
 _INDEX = "index.html"
 SMALL_FILE = 65536
@@ -25,6 +25,7 @@ are streamed by a L{FileStreamer}.
 """
 
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+_LAST_HTTP_SECOND = 253402300799  # Fri, 31 Dec 9999 23:59:59 GMT
 _ALLOW = (b"allow", b"GET, HEAD")
 # Characters no served name contains: a separator (an encoded "/" or, on
 # any platform the files may be copied to, "\"), NUL and the other
@@ -194,16 +195,17 @@ class StaticTerminal:
             return
         handle, info, name = opened
         size = info.st_size
-        etag = entity_tag(info.st_mtime, size)
-        last_modified = formatdate(info.st_mtime, usegmt=True).encode("ascii")
+        mtime = http_time(info.st_mtime)
+        etag = entity_tag(mtime, size)
+        last_modified = formatdate(mtime, usegmt=True).encode("ascii")
         validators = ((b"last-modified", last_modified), (b"etag", etag),
                       (b"accept-ranges", b"bytes"), _NOSNIFF)
-        if _not_modified(request.requestHeaders, etag, info.st_mtime):
+        if _not_modified(request.requestHeaders, etag, mtime):
             handle.close()
             self._head(request, exchange, route, ran, gateway, 304, validators)
             request.finish()
             return
-        span = _requested_range(request.requestHeaders, size, etag, info.st_mtime)
+        span = _requested_range(request.requestHeaders, size, etag, mtime)
         if span is UNSATISFIABLE:
             handle.close()
             gateway.send_error(
@@ -221,27 +223,36 @@ class StaticTerminal:
         else:
             status, start, length = 206, span[0], span[1] - span[0] + 1
             headers += ((b"content-range", b"bytes %d-%d/%d" % (span[0], span[1], size)),)
+        body = None
+        if request.method != b"HEAD" and 0 < length <= SMALL_FILE:
+            # Small bodies are read before anything is sent (a read error
+            # can still be answered) and go out in one write.
+            try:
+                handle.seek(start)
+                body = handle.read(length)
+            except OSError as error:
+                handle.close()
+                self.log.warn("static file {name} could not be read: {error}", name=name, error=error)
+                gateway.send_error(request, 500, "the file could not be read", route.filters,
+                                   exchange, ran, headers=(_NOSNIFF,))
+                return
         self._head(request, exchange, route, ran, gateway, status, headers)
         request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (length,)])
+        if body is not None:
+            handle.close()
+            if len(body) < length:
+                _short(request, self.log, name, length, len(body), body)
+                return
+            request.write(body)
+            request.finish()
+            return
         if request.method == b"HEAD" or length == 0:
             handle.close()
             request.write(b"")
             request.finish()
             return
-        if start:
-            handle.seek(start)
-        if length <= SMALL_FILE:
-            # Small bodies go out in one write, without a producer.
-            data = handle.read(length)
-            handle.close()
-            if len(data) < length:
-                _short(request, self.log, name, length, len(data), data)
-                return
-            request.write(data)
-            request.finish()
-            return
         request.write(b"")
-        streamer = FileStreamer(handle, request, length, name)
+        streamer = FileStreamer(handle, request, length, name, start)
         request.on_lost(streamer.stopProducing)
         request.registerProducer(streamer, True)
         streamer.resumeProducing()
@@ -276,13 +287,16 @@ class FileStreamer:
     CHUNK = 65536
     log = Logger()
 
-    def __init__(self, handle, request, length=None, name=None):
+    def __init__(self, handle, request, length=None, name=None, start=None):
         """
-        @param handle: the file, positioned at the first byte to send.
+        @param handle: the file.
         @param length: how many bytes to send; L{None} for up to the end.
         @param name: the file's name, for the log.
+        @param start: the offset of the first byte to send; L{None} to
+            start where the file is positioned.
         """
         self.handle = handle
+        self.start = start
         self.name = name
         self.request = request
         self.remaining = length
@@ -297,7 +311,15 @@ class FileStreamer:
         self.paused = False
         while not self.paused and not self.done:
             want = self.CHUNK if self.remaining is None else min(self.CHUNK, self.remaining - self.sent)
-            chunk = self.handle.read(want) if want else b""
+            try:
+                if self.start is not None:
+                    self.handle.seek(self.start)
+                    self.start = None
+                chunk = self.handle.read(want) if want else b""
+            except OSError as error:
+                # A disk error mid-file: end like a file that shrank.
+                self.log.warn("static file {name} could not be read: {error}", name=self.name, error=error)
+                chunk = b""
             if not chunk:
                 self._finish()
                 return
@@ -328,6 +350,15 @@ class FileStreamer:
             _short(request, self.log, self.name, self.remaining, self.sent, None)
             return
         request.finish()
+
+
+def http_time(mtime):
+    """
+    A file's modification time as an HTTP date can carry it: whole seconds
+    between 1970 and the end of year 9999 (a file stamped outside that, as
+    some filesystems allow, would otherwise make the date unformattable).
+    """
+    return min(max(int(mtime), 0), _LAST_HTTP_SECOND)
 
 
 def _not_modified(headers, etag, mtime):

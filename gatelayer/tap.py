@@ -42,6 +42,7 @@ class Options(usage.Options):
                 config = attrs.evolve(config, gateway=attrs.evolve(config.gateway, workers=self["workers"]))
             from gatelayer.process.wiring import validate_runtime
             validate_runtime(config)
+            self.admin_token = _admin_token(config)
         except ConfigError as e:
             sys.stderr.write(f"gatelayer: configuration {self['config']} is not valid:\n")
             for problem in e.problems:
@@ -55,21 +56,49 @@ class Options(usage.Options):
             self.config_text = f.read()
 
 
+def _admin_token(config):
+    """
+    The admin bearer token, read once at start; a token file that cannot be
+    used is a configuration error naming it.
+    """
+    path = config.gateway.admin_token_file
+    if path is None:
+        return None
+    from gatelayer.process.admin import AdminTokenError, load_admin_token
+    try:
+        return load_admin_token(path)
+    except AdminTokenError as e:
+        raise ConfigError([f"{config.path} [gateway] admin_token_file: {e}"]) from None
+
+
 def makeService(options):
     """
-    The master service for the validated configuration.
+    The master service for the validated configuration, with its open-file
+    limit raised and every listener bound: an address in use ends the start
+    here, on the terminal and before twistd daemonizes, with one line naming
+    the listener and the address.
     """
     from twisted.internet import reactor
 
     from gatelayer.process.admin import admin_site
     from gatelayer.process.master import MasterService
+    from gatelayer.process.rlimits import raise_open_files_limit
+    from gatelayer.process.sockets import BindError
     from gatelayer.process.spawner import ReactorSpawner
     from gatelayer.process.wiring import master_parts
 
     config = options.gate_config
+    token = options.admin_token
     master = MasterService(
         config, options.config_text, reactor, ReactorSpawner(reactor),
-        ready_file=options["ready-file"], install_signals=True, admin_factory=admin_site,
+        ready_file=options["ready-file"], install_signals=True,
+        admin_factory=lambda master: admin_site(master, token=token),
+        raise_open_files=raise_open_files_limit,
     )
     master.parts = master_parts(config, reactor, master.controls)
+    try:
+        master.prepare()
+    except BindError as e:
+        sys.stderr.write(f"gatelayer: {e}\n")
+        raise SystemExit(1)
     return master

@@ -3,6 +3,7 @@ Tests for the master's supervision logic (gatelayer.process.master) with a
 fake spawner: no processes, no sockets.
 """
 
+import errno
 import json
 import os
 
@@ -14,7 +15,7 @@ from zope.interface.verify import verifyObject
 
 from gatelayer.config import parse_config_text
 from gatelayer.process import master as master_module
-from gatelayer.process.control import ControlProtocol, Heartbeat
+from gatelayer.process.control import ControlProtocol, Heartbeat, heartbeat_interval
 from gatelayer.process.master import MasterService
 from gatelayer.process.sockets import BoundSocket, SocketSet
 from gatelayer.process.spawner import ISpawner
@@ -117,8 +118,8 @@ class MasterTests(SynchronousTestCase):
             process = self.spawner.processes[-2] if len(delays) == 0 else self.spawner.processes[-1]
             count = len(self.spawner.processes)
             process.exit(1)
-            calls = [c for c in self.reactor.getDelayedCalls() if c.active()]
-            delays.append(calls[-1].getTime() - self.reactor.seconds())
+            call = self.master.workers[0].respawn_call
+            delays.append(call.getTime() - self.reactor.seconds())
             self.reactor.advance(delays[-1])
             self.assertEqual(len(self.spawner.processes), count + 1)
         self.assertEqual([round(d, 6) for d in delays], [0.1, 0.2, 0.4, 0.8, 1.6, 3.2])
@@ -134,7 +135,7 @@ class MasterTests(SynchronousTestCase):
         self.reactor.advance(0.1)
         self.reactor.advance(master_module.STABLE_AFTER + 1)
         self.spawner.processes[-1].exit(1)
-        call = [c for c in self.reactor.getDelayedCalls() if c.active()][-1]
+        call = self.master.workers[0].respawn_call
         self.assertAlmostEqual(call.getTime() - self.reactor.seconds(), 0.1)
 
     def test_drain(self):
@@ -189,4 +190,366 @@ class ControlProtocolTests(SynchronousTestCase):
         client, server, pump = connectedServerAndClient(lambda: server_proto, ControlProtocol)
         client.callRemote(Heartbeat, pid=1, connections=2, requests=3, active=4)
         pump.flush()
-        self.assertEqual(seen, [{"pid": 1, "connections": 2, "requests": 3, "active": 4}])
+        self.assertEqual(seen, [{"pid": 1, "connections": 2, "requests": 3, "active": 4,
+                                 "open_files": None, "paused": None, "refused_full": None,
+                                 "refused_per_ip": None}])
+
+
+def heartbeat(record, **counters):
+    """
+    Deliver one Heartbeat from C{record}'s worker to the master.
+    """
+    box = {"pid": b"1", "connections": b"0", "requests": b"0", "active": b"0"}
+    box.update({k: str(v).encode() for k, v in counters.items()})
+    record.control.lookupFunction(Heartbeat.commandName)(amp.AmpBox(**box))
+
+
+def master_for(test, config_text, **kwargs):
+    """
+    A master on a MemoryReactorClock with a fake spawner and fake sockets;
+    its log events are collected in C{test.events}.
+    """
+    test.reactor = MemoryReactorClock()
+    test.spawner = FakeSpawner()
+    test.config = parse_config_text(config_text, "/etc/gate.ini")
+    kwargs.setdefault("bind", fake_bind)
+    test.master = MasterService(test.config, config_text, test.reactor, test.spawner, **kwargs)
+    test.events = []
+    globalLogPublisher.addObserver(test.events.append)
+    test.addCleanup(globalLogPublisher.removeObserver, test.events.append)
+    return test.master
+
+
+def logged(events, text):
+    """
+    The formatted log lines of C{events} containing C{text}.
+    """
+    from twisted.logger import formatEvent
+    return [formatEvent(e) for e in events if text in formatEvent(e)]
+
+
+class SpawnFailureTests(SynchronousTestCase):
+    """
+    A worker that cannot be spawned is retried with the doubling backoff
+    until it runs; meanwhile the slot is empty and /healthz says so.
+    """
+
+    def setUp(self):
+        master_for(self, CONFIG.replace("workers = 2", "workers = 1"))
+
+    def test_retried_with_backoff(self):
+        """
+        fork failing with EAGAIN, ENOMEM, then pipe creation with EMFILE:
+        each is logged naming the slot and the error, and the next attempt
+        comes after a doubled delay, until the spawn works.
+        """
+        self.spawner.failures = [OSError(errno.EAGAIN, "Resource temporarily unavailable"),
+                                 OSError(errno.ENOMEM, "Cannot allocate memory"),
+                                 OSError(errno.EMFILE, "Too many open files")]
+        self.master.startService()
+        record = self.master.workers[0]
+        self.assertIsNone(record.process)
+        self.assertEqual(record.state(), "spawn failed")
+        self.assertEqual(record.spawn_error, "EAGAIN: Resource temporarily unavailable")
+        delays = []
+        while record.process is None:
+            call = record.respawn_call
+            delays.append(round(call.getTime() - self.reactor.seconds(), 6))
+            self.reactor.advance(call.getTime() - self.reactor.seconds())
+        self.assertEqual(delays, [0.1, 0.2, 0.4])
+        self.assertEqual(self.spawner.attempts, 4)
+        self.assertIsNone(record.spawn_error)
+        self.assertEqual(record.spawn_failures, 3)
+        lines = logged(self.events, "could not be started")
+        self.assertEqual(len(lines), 3)
+        self.assertIn("worker 0 could not be started (EAGAIN: Resource temporarily unavailable); "
+                      "retrying in 0.1s", lines[0])
+        self.assertIn("EMFILE", lines[2])
+
+    def test_never_gives_up(self):
+        """
+        Spawning failing for minutes: attempts continue every 30s at most.
+        """
+        self.spawner.failures = [OSError(errno.EAGAIN, "Resource temporarily unavailable")] * 50
+        self.master.startService()
+        self.reactor.pump([1.0] * 600)
+        record = self.master.workers[0]
+        self.assertEqual(record.backoff, master_module.BACKOFF_MAX)
+        self.assertGreater(record.spawn_failures, 20)
+        self.assertIsNotNone(record.respawn_call)
+
+    def test_unexpected_error_retried(self):
+        """
+        A spawner raising something other than OSError is logged with its
+        traceback and retried all the same.
+        """
+        self.spawner.failures = [RuntimeError("spawner bug")]
+        self.master.startService()
+        self.assertEqual(self.master.workers[0].spawn_error, "RuntimeError: spawner bug")
+        self.reactor.advance(0.1)
+        self.assertIsNotNone(self.master.workers[0].process)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_no_retry_while_stopping(self):
+        """
+        A retry pending when the master stops is cancelled; the stop does
+        not wait for the empty slot.
+        """
+        self.spawner.failures = [OSError(errno.EAGAIN, "Resource temporarily unavailable")]
+        self.master.startService()
+        d = self.master.stopService()
+        self.successResultOf(d)
+        self.reactor.advance(master_module.BACKOFF_MAX)
+        self.assertEqual(self.spawner.attempts, 1)
+        self.assertEqual(self.spawner.processes, [])
+
+    def test_status_names_the_error(self):
+        """
+        /status shows the empty slot's state and the spawn error.
+        """
+        master_for(self, CONFIG)
+        self.spawner.failures = [OSError(errno.EAGAIN, "Resource temporarily unavailable")]
+        self.master.startService()
+        workers = self.successResultOf(self.master.status())["workers"]
+        self.assertEqual(workers[0]["state"], "spawn failed")
+        self.assertEqual(workers[0]["spawn_error"], "EAGAIN: Resource temporarily unavailable")
+        self.assertFalse(workers[0]["alive"])
+        self.assertEqual(workers[1]["state"], "starting")
+
+
+WATCHED = CONFIG.replace("drain_timeout = 5s", "drain_timeout = 5s\nheartbeat_timeout = 2500ms")
+
+
+class WatchdogTests(SynchronousTestCase):
+    """
+    A worker silent for longer than heartbeat_timeout is killed and
+    respawned.
+    """
+
+    def setUp(self):
+        master_for(self, WATCHED)
+        self.master.startService()
+        self.first = self.spawner.processes[0]
+        self.record = self.master.workers[0]
+
+    def beat_all(self):
+        for record in self.master.workers.values():
+            if record.control is not None:
+                heartbeat(record)
+
+    def test_silent_worker_killed(self):
+        """
+        Heartbeats every 0.5s keep a worker alive; once they stop, it is
+        SIGKILLed at the first check past heartbeat_timeout, with an error
+        naming the slot and the pid, and respawned when it exits.
+        """
+        for _ in range(20):
+            self.beat_all()
+            self.reactor.advance(0.5)
+        self.assertEqual(self.first.signals, [])
+        heartbeat(self.master.workers[1])
+        self.reactor.pump([0.5] * 4)
+        self.assertEqual(self.first.signals, [])
+        self.reactor.advance(0.5)
+        self.assertEqual(self.first.signals, ["KILL"])
+        self.assertEqual(self.spawner.processes[1].signals, [])
+        lines = logged(self.events, "sent no heartbeat")
+        self.assertEqual(lines, ["worker 0 (pid 1001) sent no heartbeat for 3.0s (heartbeat_timeout 2.5s): "
+                                 "killing it with SIGKILL"])
+        self.assertEqual(self.record.state(), "unresponsive")
+        self.first.exit(signal=9)
+        self.reactor.advance(self.record.respawn_call.getTime() - self.reactor.seconds())
+        self.assertEqual(self.spawner.processes[-1].protocol.record, self.record)
+        self.assertEqual(self.record.state(), "starting")
+        self.assertEqual(self.record.watchdog_kills, 1)
+
+    def test_killed_once(self):
+        """
+        The kill is sent once; only a worker still there a whole timeout
+        later gets it again.
+        """
+        self.reactor.pump([0.5] * 20)
+        self.assertEqual(self.first.signals, [])
+        self.reactor.advance(0.5)
+        self.assertEqual(self.first.signals, ["KILL"])
+        self.reactor.pump([0.5] * 4)
+        self.assertEqual(self.first.signals, ["KILL"])
+        self.reactor.advance(0.5)
+        self.assertEqual(self.first.signals, ["KILL", "KILL"])
+        self.assertEqual(len(logged(self.events, "worker 0 (pid 1001) still running after SIGKILL")), 1)
+
+    def test_startup_grace(self):
+        """
+        A worker that has not sent its first heartbeat yet gets the longer
+        start-up grace.
+        """
+        self.reactor.pump([0.5] * 19)
+        self.assertEqual(self.first.signals, [])
+        heartbeat(self.record)
+        self.reactor.pump([0.5] * 5)
+        self.assertEqual(self.first.signals, [])
+        self.reactor.advance(0.5)
+        self.assertEqual(self.first.signals, ["KILL"])
+
+    def test_stopping_master_does_not_watch(self):
+        """
+        While draining, silence is expected: the drain deadline (7s
+        here) decides, not the watchdog.
+        """
+        self.beat_all()
+        self.master.stopService()
+        self.assertFalse(self.master._watchdog.running)
+        self.reactor.pump([0.5] * 8)
+        self.assertEqual(self.first.signals, [])
+
+    def test_off(self):
+        """
+        heartbeat_timeout = 0 turns the watchdog off.
+        """
+        master_for(self, CONFIG.replace("drain_timeout = 5s", "heartbeat_timeout = 0s"))
+        self.master.startService()
+        self.reactor.pump([5.0] * 20)
+        self.assertEqual([p.signals for p in self.spawner.processes], [[], []])
+        self.assertIsNone(self.master._watchdog)
+
+    def test_worker_interval_below_timeout(self):
+        """
+        Workers beat at least five times per timeout, at most once a second.
+        """
+        self.assertEqual(heartbeat_interval(30.0), 1.0)
+        self.assertEqual(heartbeat_interval(2.0), 0.4)
+        self.assertEqual(heartbeat_interval(0), 1.0)
+
+
+class FakeLimit:
+    """
+    What raise_open_files_limit returns, canned.
+    """
+
+    def __init__(self, soft, hard, previous, error=None):
+        from gatelayer.process.rlimits import OpenFilesLimit
+        self.result = OpenFilesLimit(soft, hard, previous, error)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return self.result
+
+
+class OpenFilesTests(SynchronousTestCase):
+    """
+    The master raises its open-file limit when it prepares and shows it
+    and each worker's in /status.
+    """
+
+    def test_raised_and_shown(self):
+        """
+        prepare() raises the limit once; /status shows the master's soft
+        and hard limits and each worker's soft limit from its heartbeat.
+        """
+        limit = FakeLimit(65536, 65536, 1024)
+        master = master_for(self, CONFIG, raise_open_files=limit)
+        master.prepare()
+        master.startService()
+        self.assertEqual(limit.calls, 1)
+        self.assertEqual(len(logged(self.events, "open-file limit raised from 1024 to 65536")), 1)
+        heartbeat(master.workers[0], open_files=65536, paused=True, refused_full=3, refused_per_ip=4)
+        status = self.successResultOf(master.status())
+        self.assertEqual(status["master"]["open_files"], {"soft": 65536, "hard": 65536})
+        self.assertEqual(status["workers"][0]["open_files"], 65536)
+        self.assertFalse(status["workers"][0]["accepting"])
+        self.assertEqual(status["workers"][0]["refused"],
+                         {"max_connections": 3, "max_connections_per_ip": 4})
+        self.assertIsNone(status["workers"][1]["open_files"])
+        self.assertEqual(status["limits"]["max_connections"], 10000)
+
+    def test_too_low_for_max_connections(self):
+        """
+        A limit below max_connections is warned about, naming both.
+        """
+        master = master_for(self, CONFIG, raise_open_files=FakeLimit(4096, 4096, 1024))
+        master.prepare()
+        lines = logged(self.events, "max_connections (10000) is above the open-file limit (4096)")
+        self.assertEqual(len(lines), 1)
+
+    def test_cannot_raise(self):
+        """
+        A limit that cannot be raised is a warning, not a failure.
+        """
+        master = master_for(self, CONFIG, raise_open_files=FakeLimit(1024, None, 1024, "setrlimit failed"))
+        master.prepare()
+        self.assertEqual(len(logged(self.events, "open-file limit stays at 1024 (setrlimit failed)")), 1)
+
+
+class AdminSocketTests(SynchronousTestCase):
+    """
+    The admin socket is bound with the listeners and adopted at start.
+    """
+
+    def test_adopted(self):
+        """
+        startService adopts the admin socket with the admin site and closes
+        the master's copy.
+        """
+        bound = []
+
+        def bind_admin(host, port):
+            sock = FakeSocket(99)
+            sock.family = 2
+            bound.append((host, port, sock))
+            return sock
+        sites = []
+        master = master_for(self, CONFIG.replace("[listener:web]", "admin = 127.0.0.1:9901\n[listener:web]"),
+                            bind_admin=bind_admin, admin_factory=lambda m: sites.append(m) or "site")
+        master.startService()
+        self.assertEqual(bound[0][:2], ("127.0.0.1", 9901))
+        self.assertEqual(self.reactor.adoptedPorts, [(99, 2, "site")])
+        self.assertTrue(bound[0][2].closed)
+        self.assertEqual(sites, [master])
+
+    def test_admin_bind_failure_closes_listeners(self):
+        """
+        An admin address in use fails prepare() with the BindError and
+        leaves no listener bound.
+        """
+        from gatelayer.process.sockets import BindError
+        sockets = []
+
+        def bind(listeners, slots):
+            result = fake_bind(listeners, slots)
+            sockets.extend(s.sock for s in result.sockets)
+            return result
+
+        def bind_admin(host, port):
+            raise BindError("[gateway] admin", host, port, OSError(errno.EADDRINUSE, "Address already in use"))
+        master = master_for(self, CONFIG.replace("[listener:web]", "admin = 127.0.0.1:9901\n[listener:web]"),
+                            bind=bind, bind_admin=bind_admin, admin_factory=lambda m: None)
+        error = self.assertRaises(BindError, master.prepare)
+        self.assertEqual(str(error), "[gateway] admin cannot bind 127.0.0.1:9901: address already in use")
+        self.assertTrue(all(s.closed for s in sockets))
+        self.assertIsNone(master.sockets)
+
+
+class BindErrorTests(SynchronousTestCase):
+    """
+    Bind errors are one line naming the listener and the address.
+    """
+
+    def test_text(self):
+        """
+        The strerror is lower-cased after the address; IPv6 in brackets.
+        """
+        from gatelayer.process.sockets import BindError
+        cases = [
+            (("[listener:web]", "127.0.0.1", 8080, OSError(errno.EADDRINUSE, "Address already in use")),
+             "[listener:web] cannot bind 127.0.0.1:8080: address already in use"),
+            (("[listener:v6]", "::1", 443, OSError(errno.EACCES, "Permission denied")),
+             "[listener:v6] cannot bind [::1]:443: permission denied"),
+            (("[gateway] admin", "10.9.9.9", 9901, OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")),
+             "[gateway] admin cannot bind 10.9.9.9:9901: cannot assign requested address"),
+        ]
+        for args, text in cases:
+            error = BindError(*args)
+            self.assertEqual(str(error), text)
+            self.assertIsInstance(error, OSError)
+            self.assertEqual(error.errno, args[3].errno)

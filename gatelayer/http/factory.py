@@ -20,12 +20,15 @@ class GatewayHTTPFactory(http.HTTPFactory):
     @ivar scheme: C{"https"} when the listener terminates TLS.
     @ivar extra_headers: C{(name, value)} pairs added to every response of
         this listener (e.g. Strict-Transport-Security).
+    @ivar limits: the worker's L{gatelayer.process.limits.ConnectionLimits}
+        (shared by all its listeners), told of every connection opened and
+        closed; L{None} for no limits.
     """
 
     protocol = GatewayChannel
     noisy = False
 
-    def __init__(self, gateway, listener, reactor, scheme="http", extra_headers=()):
+    def __init__(self, gateway, listener, reactor, scheme="http", extra_headers=(), limits=None):
         super().__init__(timeout=gateway.config.gateway.idle_timeout, reactor=reactor)
         self.gateway = gateway
         self.listener = listener
@@ -33,6 +36,7 @@ class GatewayHTTPFactory(http.HTTPFactory):
         self.extra_headers = tuple(extra_headers)
         self.channels = set()
         self.draining = False
+        self.limits = limits
 
     def buildProtocol(self, addr):
         """
@@ -79,6 +83,8 @@ class GatewayHTTPFactory(http.HTTPFactory):
         """
         self.channels.add(channel)
         self.gateway.connections += 1
+        if self.limits is not None:
+            self.limits.opened(channel)
         if self.draining:
             channel.persistent = False
 
@@ -89,6 +95,8 @@ class GatewayHTTPFactory(http.HTTPFactory):
         if channel in self.channels:
             self.channels.discard(channel)
             self.gateway.connections -= 1
+            if self.limits is not None:
+                self.limits.closed(channel)
             self.gateway.connection_closed()
 
     def request_done(self, channel):

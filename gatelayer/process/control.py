@@ -12,9 +12,25 @@ from twisted.protocols import amp
 from twisted.python.failure import Failure
 
 
+HEARTBEAT_INTERVAL = 1.0
+
+
+def heartbeat_interval(timeout):
+    """
+    How often a worker sends L{Heartbeat} for a master that kills it after
+    C{timeout} seconds without one (C{[gateway] heartbeat_timeout}; C{0}
+    means no watchdog): every second, or five times per timeout when that
+    is shorter, so a few late heartbeats never cost a healthy worker.
+    """
+    if not timeout or timeout <= 0:
+        return HEARTBEAT_INTERVAL
+    return min(HEARTBEAT_INTERVAL, timeout / 5.0)
+
+
 class Heartbeat(amp.Command):
     """
-    Worker -> master: the worker is alive; carries its counters.
+    Worker -> master: the worker is alive; carries its counters, its
+    open-file limit and the state of its connection limits.
     """
 
     arguments = [
@@ -22,6 +38,10 @@ class Heartbeat(amp.Command):
         (b"connections", amp.Integer()),
         (b"requests", amp.Integer()),
         (b"active", amp.Integer()),
+        (b"open_files", amp.Integer(optional=True)),
+        (b"paused", amp.Boolean(optional=True)),
+        (b"refused_full", amp.Integer(optional=True)),
+        (b"refused_per_ip", amp.Integer(optional=True)),
     ]
     response = []
     requiresAnswer = False

@@ -62,8 +62,14 @@ def main(argv=None):
 
     from gatelayer.config import ConfigError, parse_config_text
     from gatelayer.process.control import Begin, ControlProtocol
+    from gatelayer.process.rlimits import raise_open_files_limit
     from gatelayer.process.wiring import register_worker, worker_tls
     from gatelayer.process.worker import Worker, family_of
+
+    open_files = raise_open_files_limit()
+    if open_files.error:
+        log.warn("worker {slot}: open-file limit stays at {soft} ({error})", slot=args.slot,
+                 soft=open_files.soft, error=open_files.error)
 
     try:
         config = parse_config_text(text, args.config)
@@ -92,7 +98,8 @@ def main(argv=None):
     control = ControlProtocol(connection_lost=master_gone)
     tls_wrapper, tls_creator_for = worker_tls(config, control, reactor)
     worker = Worker(reactor, config, args.slot, sockets, master=control, exit=stop,
-                    tls_wrapper=tls_wrapper, tls_creator_for=tls_creator_for)
+                    tls_wrapper=tls_wrapper, tls_creator_for=tls_creator_for,
+                    open_files=open_files)
     worker.prepare()
     state["worker"] = worker
     register_worker(config, control, worker)

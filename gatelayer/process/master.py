@@ -3,6 +3,7 @@ The master process: binds the listeners, runs and supervises the workers,
 and hosts what must be shared between them.
 """
 
+import errno
 import json
 import os
 import signal
@@ -12,11 +13,12 @@ from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from gatelayer.process.control import Begin, ControlProtocol, Drain, Heartbeat
+from gatelayer.process.control import Begin, ControlProtocol, Drain, Heartbeat, heartbeat_interval
 from gatelayer.process.pipes import PipeTransport
-from gatelayer.process.sockets import bind_listeners
+from gatelayer.process.sockets import bind_admin, bind_listeners
 
 CONTROL_IN = 3
 CONTROL_OUT = 4
@@ -27,6 +29,9 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 10.0
 CRASH_LOOP = 5
 KILL_GRACE = 2.0
+# A worker that never sent its first heartbeat gets at least this long
+# (importing, reading its config) before the watchdog kills it.
+STARTUP_GRACE = 10.0
 
 
 @define
@@ -50,6 +55,33 @@ class WorkerRecord:
     respawn_call: object = None
     exited: list = field(factory=list)
     ready: bool = False
+    open_files: int = None
+    paused: bool = False
+    refused_full: int = 0
+    refused_per_ip: int = 0
+    spawn_error: str = None
+    spawn_failures: int = 0
+    killed_at: float = None
+    watchdog_kills: int = 0
+
+    @property
+    def serving(self):
+        """
+        Whether a worker runs in this slot and has reported since it started.
+        """
+        return self.process is not None and self.ready and self.killed_at is None
+
+    def state(self):
+        """
+        A word for C{/status} and C{/healthz}: C{serving}, C{starting},
+        C{unresponsive} (being killed by the watchdog), C{respawning} or
+        C{spawn failed}.
+        """
+        if self.process is None:
+            return "spawn failed" if self.spawn_error else "respawning"
+        if self.killed_at is not None:
+            return "unresponsive"
+        return "serving" if self.ready else "starting"
 
 
 class WorkerProcessProtocol(ProcessProtocol):
@@ -124,7 +156,16 @@ class MasterService(service.Service):
     log = Logger()
 
     def __init__(self, config, config_text, reactor, spawner, parts=(), bind=bind_listeners,
-                 ready_file=None, install_signals=False, admin_factory=None):
+                 ready_file=None, install_signals=False, admin_factory=None,
+                 bind_admin=bind_admin, raise_open_files=None):
+        """
+        @param bind: binds the listeners (L{bind_listeners}'s signature).
+        @param bind_admin: binds the admin socket (L{bind_admin}'s
+            signature).
+        @param raise_open_files: a function returning an
+            L{gatelayer.process.rlimits.OpenFilesLimit} after raising the
+            open-file limit (L{None}: leave the limit alone).
+        """
         self.config = config
         self.config_text = config_text
         self.reactor = reactor
@@ -134,8 +175,13 @@ class MasterService(service.Service):
         self.ready_file = ready_file
         self.install_signals = install_signals
         self.admin_factory = admin_factory
+        self._bind_admin = bind_admin
+        self._raise_open_files = raise_open_files
+        self.open_files = None
         self.sockets = None
+        self.admin_socket = None
         self.admin_port = None
+        self._watchdog = None
         self.workers = {}
         self.stopping = False
         self.started = None
@@ -144,12 +190,45 @@ class MasterService(service.Service):
 
     # -- lifecycle ---------------------------------------------------------
 
+    def prepare(self):
+        """
+        Raise the open-file limit and bind every listener and the admin
+        endpoint. The entry point calls it before daemonizing, so an
+        address in use is reported on the terminal; it is idempotent.
+
+        @raise gatelayer.process.sockets.BindError: naming what could not
+            be bound (nothing stays bound).
+        """
+        gateway = self.config.gateway
+        if self.open_files is None and self._raise_open_files is not None:
+            self.open_files = limit = self._raise_open_files()
+            if limit.error:
+                self.log.warn("open-file limit stays at {soft} ({error})", soft=limit.soft,
+                              error=limit.error)
+            elif limit.previous != limit.soft:
+                self.log.info("open-file limit raised from {previous} to {soft}",
+                              previous=limit.previous, soft=limit.soft)
+            if limit.soft is not None and gateway.max_connections > limit.soft:
+                self.log.warn(
+                    "[gateway] max_connections ({max}) is above the open-file limit ({soft}): "
+                    "workers will run out of file descriptors first (a proxied connection "
+                    "uses two); raise the hard limit (ulimit -n, LimitNOFILE=)",
+                    max=gateway.max_connections, soft=limit.soft)
+        if self.sockets is None:
+            self.sockets = self._bind(self.config.listeners, gateway.workers)
+        if gateway.admin is not None and self.admin_factory is not None and self.admin_socket is None:
+            try:
+                self.admin_socket = self._bind_admin(*gateway.admin)
+            except BaseException:
+                self.sockets.close()
+                self.sockets = None
+                raise
+
     def privilegedStartService(self):
         """
         Bind every listener (before privileges are dropped, before any worker).
         """
-        if self.sockets is None:
-            self.sockets = self._bind(self.config.listeners, self.config.gateway.workers)
+        self.prepare()
         for name, addresses in self.sockets.addresses().items():
             for host, port in addresses:
                 self.log.info("listener {name} bound to {host}:{port}", name=name, host=host, port=port)
@@ -166,14 +245,20 @@ class MasterService(service.Service):
         for part in self.parts:
             if hasattr(part, "start"):
                 part.start()
-        admin = self.config.gateway.admin
-        if admin is not None and self.admin_factory is not None:
-            self.admin_port = self.reactor.listenTCP(admin[1], self.admin_factory(self), interface=admin[0])
+        if self.admin_socket is not None:
+            sock, self.admin_socket = self.admin_socket, None
+            self.admin_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.admin_factory(self))
+            sock.close()
             address = self.admin_port.getHost()
             self.log.info("admin endpoint on {host}:{port}", host=address.host, port=address.port)
         for slot in range(self.config.gateway.workers):
             self.workers[slot] = WorkerRecord(slot)
             self.spawn(self.workers[slot])
+        timeout = self.config.gateway.heartbeat_timeout
+        if timeout > 0:
+            self._watchdog = LoopingCall(self.check_heartbeats)
+            self._watchdog.clock = self.reactor
+            self._watchdog.start(heartbeat_interval(timeout), now=False)
         if self.install_signals:
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_sighup)
 
@@ -182,9 +267,14 @@ class MasterService(service.Service):
 
     def spawn(self, record):
         """
-        Start the worker process of C{record}'s slot.
+        Start the worker process of C{record}'s slot. If the process cannot
+        be started (fork or pipe creation failing with EAGAIN, ENOMEM,
+        EMFILE...), try again later with the doubling backoff: the slot is
+        never given up.
         """
         record.respawn_call = None
+        if self.stopping:
+            return
         sockets = self.sockets.for_slot(record.slot)
         child_fds = {0: "w", 1: "r", 2: "r", CONTROL_IN: "w", CONTROL_OUT: "r"}
         args = ["--config", self.config.path, "--slot", str(record.slot)]
@@ -193,20 +283,90 @@ class MasterService(service.Service):
             child_fds[fd] = bound.sock.fileno()
             args += ["--socket", f"{bound.listener.name}:{fd}:{bound.family_name}"]
         protocol = WorkerProcessProtocol(self, record, self.config_text)
-        record.process = self.spawner.spawn(protocol, args, child_fds)
-        record.pid = getattr(record.process, "pid", None)
         record.started = self.reactor.seconds()
         record.ready = False
+        record.last_heartbeat = record.killed_at = None
         record.connections = record.requests = record.active = 0
+        record.paused, record.refused_full, record.refused_per_ip = False, 0, 0
+        try:
+            process = self.spawner.spawn(protocol, args, child_fds)
+        except Exception as e:
+            self._spawn_failed(record, e)
+            return
+        record.process = process
+        record.pid = getattr(process, "pid", None)
+        record.spawn_error = None
         self.log.info("worker {slot} started, pid {pid}", slot=record.slot, pid=record.pid)
+
+    def _spawn_failed(self, record, error):
+        record.process = record.control = record.pid = None
+        record.spawn_failures += 1
+        delay = record.backoff
+        record.backoff = min(record.backoff * 2, BACKOFF_MAX)
+        if isinstance(error, OSError) and error.errno is not None:
+            name = errno.errorcode.get(error.errno, str(error.errno))
+            record.spawn_error = f"{name}: {error.strerror}"
+            self.log.error(
+                "worker {slot} could not be started ({error}); retrying in {delay}s "
+                "(attempt {attempts})", slot=record.slot, error=record.spawn_error, delay=delay,
+                attempts=record.spawn_failures)
+        else:
+            record.spawn_error = f"{type(error).__name__}: {error}"
+            self.log.failure(
+                "worker {slot} could not be started; retrying in {delay}s", slot=record.slot,
+                delay=delay)
+        record.respawn_call = self.reactor.callLater(delay, self.spawn, record)
+
+    def check_heartbeats(self):
+        """
+        The watchdog: kill (SIGKILL) every worker that sent no heartbeat
+        within C{[gateway] heartbeat_timeout}; it is then respawned like any
+        worker that exits. A stopped (SIGSTOP), deadlocked or endlessly busy
+        worker holds its slot's listening socket without accepting, so
+        its share of new connections would wait forever.
+        """
+        if self.stopping:
+            return
+        timeout = self.config.gateway.heartbeat_timeout
+        now = self.reactor.seconds()
+        for record in self.workers.values():
+            if record.process is None or record.started is None:
+                continue
+            if record.killed_at is not None:
+                if now - record.killed_at < timeout:
+                    continue
+                since, allowed = record.killed_at, 0
+            elif record.last_heartbeat is not None:
+                since, allowed = record.last_heartbeat, timeout
+            else:
+                since, allowed = record.started, max(timeout, STARTUP_GRACE)
+            silent = now - since
+            if silent <= allowed:
+                continue
+            if record.killed_at is None:
+                self.log.error(
+                    "worker {slot} (pid {pid}) sent no heartbeat for {silent:.1f}s "
+                    "(heartbeat_timeout {timeout}s): killing it with SIGKILL",
+                    slot=record.slot, pid=record.pid, silent=now - (record.last_heartbeat or record.started),
+                    timeout=timeout)
+                record.watchdog_kills += 1
+            else:
+                self.log.error("worker {slot} (pid {pid}) still running after SIGKILL; sending it again",
+                               slot=record.slot, pid=record.pid)
+            record.killed_at = now
+            _signal(record.process, "KILL")
 
     def register_responders(self, control, record):
         """
         Answer a worker's control commands.
         """
-        def heartbeat(pid, connections, requests, active):
+        def heartbeat(pid, connections, requests, active, open_files=None, paused=None,
+                      refused_full=None, refused_per_ip=None):
             record.last_heartbeat = self.reactor.seconds()
             record.connections, record.requests, record.active = connections, requests, active
+            record.open_files = open_files
+            record.paused = bool(paused)
+            record.refused_full, record.refused_per_ip = refused_full or 0, refused_per_ip or 0
             if not record.ready:
                 record.ready = True
                 self._check_ready()
@@ -312,6 +472,8 @@ class MasterService(service.Service):
         """
         self.stopping = True
         super().stopService()
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
         if self.install_signals and self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
         timeout = self.config.gateway.drain_timeout
@@ -341,6 +503,9 @@ class MasterService(service.Service):
                 self.reactor._exitSignal = None
             if self.sockets is not None:
                 self.sockets.close()
+            if self.admin_socket is not None:
+                self.admin_socket.close()
+                self.admin_socket = None
             if self.admin_port is not None:
                 return self.admin_port.stopListening()
         done = DeferredList(waits + [d for d in stopping_parts if isinstance(d, Deferred)])
@@ -361,14 +526,30 @@ class MasterService(service.Service):
         workers).
         """
         now = self.reactor.seconds()
+        gateway = self.config.gateway
         data = {
-            "master": {"pid": os.getpid(), "uptime": round(now - (self.started or now), 3)},
+            "master": {
+                "pid": os.getpid(), "uptime": round(now - (self.started or now), 3),
+                "open_files": self.open_files.as_dict() if self.open_files is not None else None,
+            },
+            "limits": {
+                "max_connections": gateway.max_connections,
+                "max_connections_per_ip": gateway.max_connections_per_ip,
+                "heartbeat_timeout": gateway.heartbeat_timeout,
+            },
             "workers": [
                 {
-                    "slot": r.slot, "pid": r.pid,
+                    "slot": r.slot, "pid": r.pid, "state": r.state(),
                     "uptime": round(now - r.started, 3) if r.started and r.process else None,
                     "alive": r.process is not None, "restarts": r.restarts,
                     "connections": r.connections, "requests": r.requests, "active": r.active,
+                    "last_heartbeat": (round(now - r.last_heartbeat, 3)
+                                       if r.last_heartbeat is not None and r.process else None),
+                    "open_files": r.open_files, "accepting": not r.paused,
+                    "refused": {"max_connections": r.refused_full,
+                                "max_connections_per_ip": r.refused_per_ip},
+                    "watchdog_kills": r.watchdog_kills,
+                    "spawn_error": r.spawn_error,
                 }
                 for r in sorted(self.workers.values(), key=lambda r: r.slot)
             ],

@@ -14,9 +14,8 @@ from gatelayer.http.factory import GatewayHTTPFactory
 from gatelayer.http.gateway import Gateway
 from gatelayer.http.proxy import UpstreamTerminal
 from gatelayer.observe.accesslog import AccessLog
-from gatelayer.process.control import Drain, Heartbeat
-
-HEARTBEAT_INTERVAL = 1.0
+from gatelayer.process.control import Drain, Heartbeat, heartbeat_interval
+from gatelayer.process.limits import ConnectionLimits
 
 
 def build_upstreams(config, reactor, tls_creator_for=None):
@@ -48,12 +47,15 @@ class Worker:
 
     @ivar slot: the worker's slot number (0..workers-1), stable across
         respawns, which owns one SO_REUSEPORT socket per listener address.
+    @ivar limits: the L{ConnectionLimits} shared by all its listeners.
+    @ivar open_files: the worker's L{gatelayer.process.rlimits.OpenFilesLimit}
+        (reported to the master), or L{None}.
     """
 
     log = Logger()
 
     def __init__(self, reactor, config, slot, sockets, master=None, exit=None,
-                 tls_wrapper=None, tls_creator_for=None):
+                 tls_wrapper=None, tls_creator_for=None, open_files=None):
         """
         @param sockets: a list of C{(listener_spec, fd, family)} to adopt.
         @param master: the L{ControlProtocol} to the master, or L{None}.
@@ -62,6 +64,8 @@ class Worker:
         @param tls_wrapper: a function C{(listener_spec, factory) -> factory}
             wrapping a TLS listener's factory; required when a listener has
             C{tls}.
+        @param open_files: the L{gatelayer.process.rlimits.OpenFilesLimit}
+            the entry point set, reported in heartbeats.
         """
         self.reactor = reactor
         self.config = config
@@ -77,6 +81,9 @@ class Worker:
         self.upstreams = {}
         self._heartbeat = None
         self._draining = None
+        self.open_files = open_files
+        self.limits = ConnectionLimits(
+            reactor, config.gateway.max_connections, config.gateway.max_connections_per_ip)
 
     def prepare(self):
         """
@@ -112,19 +119,22 @@ class Worker:
                 hsts = config.tls[listener.tls].hsts
                 if hsts:
                     extra = ((b"strict-transport-security", hsts.encode("ascii")),)
-            factory = GatewayHTTPFactory(self.gateway, listener, self.reactor, scheme, extra)
+            factory = GatewayHTTPFactory(self.gateway, listener, self.reactor, scheme, extra,
+                                         limits=self.limits)
             self.factories.append(factory)
             wrapped = factory
             if listener.tls:
                 wrapped = self._tls_wrapper(listener, factory)
-            port = self.reactor.adoptStreamPort(fd, family, wrapped)
+            # The limits decide before any protocol (TLS included) is built.
+            port = self.reactor.adoptStreamPort(fd, family, self.limits.wrap(wrapped))
             os.close(fd)
             self.ports.append(port)
+            self.limits.add_port(port)
         if self.master is not None:
             self.master.register(Drain, self._drain_command)
             self._heartbeat = LoopingCall(self.send_heartbeat)
             self._heartbeat.clock = self.reactor
-            self._heartbeat.start(HEARTBEAT_INTERVAL, now=True)
+            self._heartbeat.start(heartbeat_interval(config.gateway.heartbeat_timeout), now=True)
         self.log.info("worker {slot} serving {count} socket(s)", slot=self.slot, count=len(self.ports))
 
     def send_heartbeat(self):
@@ -134,9 +144,14 @@ class Worker:
         if self.master is None or not self.master.connected:
             return
         gateway = self.gateway
+        limits = self.limits
+        extra = {}
+        if self.open_files is not None and self.open_files.soft is not None:
+            extra["open_files"] = self.open_files.soft
         self.master.callRemote(
             Heartbeat, pid=os.getpid(), connections=gateway.connections,
-            requests=gateway.requests, active=gateway.active)
+            requests=gateway.requests, active=gateway.active, paused=limits.paused,
+            refused_full=limits.refused_full, refused_per_ip=limits.refused_per_ip, **extra)
 
     def _drain_command(self, timeout):
         self.drain(timeout)
@@ -159,6 +174,7 @@ class Worker:
         self.log.info("worker {slot} draining ({timeout}s at most)", slot=self.slot, timeout=timeout)
         if self._heartbeat is not None and self._heartbeat.running:
             self._heartbeat.stop()
+        self.limits.forget_ports()
         stopping = [port.stopListening() for port in self.ports]
         del stopping
         for factory in self.factories:
@@ -188,6 +204,7 @@ class Worker:
                 gateway.stop()
                 if gateway.access_log is not None:
                     gateway.access_log.close()
+            self.limits.stop()
             self.log.info("worker {slot} drained", slot=self.slot)
             waiting, self._draining = self._draining, []
             for d in waiting:

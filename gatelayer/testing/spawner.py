@@ -48,16 +48,26 @@ class FakeProcess:
 class FakeSpawner:
     """
     Records spawns and hands out L{FakeProcess}es with increasing pids.
+
+    @ivar failures: exceptions to raise from the next spawns, one per call
+        (e.g. C{OSError(errno.EAGAIN, "Resource temporarily unavailable")}
+        for a failing fork), before spawning works again.
+    @ivar attempts: how many times C{spawn} was called.
     """
 
     def __init__(self):
         self.processes = []
+        self.failures = []
+        self.attempts = 0
         self._next_pid = 1000
 
     def spawn(self, protocol, args, child_fds):
         """
-        See L{ISpawner.spawn}.
+        See L{ISpawner.spawn}; raises the next of C{failures} if any.
         """
+        self.attempts += 1
+        if self.failures:
+            raise self.failures.pop(0)
         self._next_pid += 1
         process = FakeProcess(protocol, args, child_fds, self._next_pid)
         self.processes.append(process)

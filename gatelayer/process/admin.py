@@ -237,11 +237,11 @@ class AdminSite(server.Site):
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, master, guard):
+    def __init__(self, master, guard, reactor=None):
         root = resource.Resource()
         root.putChild(b"status", _Status(master))
         root.putChild(b"healthz", _Health(master))
-        super().__init__(root)
+        super().__init__(root, reactor=reactor)
         self.guard = guard
 
     def getResourceFor(self, request):
@@ -270,7 +270,7 @@ def admin_site(master, token=None):
         L{load_admin_token}), or L{None}.
     """
     admin = master.config.gateway.admin
-    return AdminSite(master, AdminGuard(admin[0] if admin else None, token))
+    return AdminSite(master, AdminGuard(admin[0] if admin else None, token), reactor=master.reactor)
 
 
 __all__ = ["AdminGuard", "AdminSite", "AdminTokenError", "LOOPBACK_NAMES", "admin_site", "health",

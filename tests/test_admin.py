@@ -1,0 +1,394 @@
+"""
+Tests for the admin endpoint (gatelayer.process.admin): the Host check
+against DNS rebinding, the bearer token, /healthz while slots are empty.
+In memory: a real master with a fake spawner, the admin site fed through
+StringTransports.
+"""
+
+import errno
+import json
+import os
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.protocols import amp
+from twisted.trial.unittest import SynchronousTestCase
+
+from gatelayer.config import parse_config_text
+from gatelayer.process import admin as admin_module
+from gatelayer.process.admin import AdminTokenError, admin_site, host_name, load_admin_token
+from gatelayer.process.control import Heartbeat
+from gatelayer.process.master import MasterService
+from gatelayer.process.sockets import BoundSocket, SocketSet
+from gatelayer.testing.server import parse_response
+from gatelayer.testing.spawner import FakeSpawner
+
+CONFIG = """
+[gateway]
+workers = 2
+admin = {admin}
+[listener:web]
+bind = 127.0.0.1:8080
+[route:hello]
+path = /
+respond = 200 hi
+"""
+
+TOKEN = b"s3cret-Token_0123456789"
+
+
+class _Socket:
+    def __init__(self, fd):
+        self.fd = fd
+
+    def fileno(self):
+        return self.fd
+
+    def close(self):
+        pass
+
+
+def _bind(listeners, slots):
+    result = SocketSet()
+    for listener in listeners:
+        for host, port in listener.binds:
+            for slot in range(slots):
+                result.sockets.append(BoundSocket(listener, host, port, 2, slot, _Socket(100 + slot)))
+    return result
+
+
+class AdminHarness:
+    """
+    A master (fake spawner, fake sockets) and its admin site in memory.
+    """
+
+    def __init__(self, admin="127.0.0.1:9901", token=None):
+        self.reactor = MemoryReactorClock()
+        self.spawner = FakeSpawner()
+        text = CONFIG.format(admin=admin)
+        self.master = MasterService(parse_config_text(text, "/etc/gate.ini"), text, self.reactor,
+                                    self.spawner, bind=_bind)
+        self.site = admin_site(self.master, token=token)
+
+    def start(self, beat=True):
+        """
+        Start the master; with C{beat}, every worker reports once.
+        """
+        self.master.startService()
+        if beat:
+            for record in self.master.workers.values():
+                if record.control is not None:
+                    self.beat(record)
+
+    def beat(self, record):
+        """
+        One heartbeat from C{record}'s worker.
+        """
+        record.control.lookupFunction(Heartbeat.commandName)(
+            amp.AmpBox(pid=b"1", connections=b"0", requests=b"0", active=b"0"))
+
+    def ask(self, raw, local=("127.0.0.1", 9901)):
+        """
+        Send C{raw} on a new connection arriving on C{local}; returns
+        C{(status, headers, body)}.
+        """
+        protocol = self.site.buildProtocol(None)
+        address = IPv6Address if ":" in local[0] else IPv4Address
+        transport = StringTransport(hostAddress=address("TCP", *local),
+                                    peerAddress=address("TCP", local[0], 50000))
+        protocol.makeConnection(transport)
+        protocol.dataReceived(raw)
+        return parse_response(transport.value())
+
+    def get(self, path=b"/healthz", host=b"127.0.0.1:9901", headers=(), local=("127.0.0.1", 9901)):
+        """
+        C{GET path} with a Host header (unless C{host} is L{None}).
+        """
+        lines = [b"GET " + path + b" HTTP/1.1"]
+        if host is not None:
+            lines.append(b"Host: " + host)
+        lines.extend(headers)
+        lines.append(b"Connection: close")
+        return self.ask(b"\r\n".join(lines) + b"\r\n\r\n", local)
+
+
+class HostTests(SynchronousTestCase):
+    """
+    Only names of the admin endpoint itself are accepted as Host; anything
+    else is 421 with a JSON error.
+    """
+
+    def test_accepted(self):
+        """
+        Loopback names, the admin address and the connection's local
+        address, each with or without a port (an SSH tunnel or a container
+        port map changes the port, not the name), in any letter case.
+        """
+        gate = AdminHarness(admin="10.1.2.3:9901")
+        gate.start()
+        cases = [b"localhost", b"localhost:9901", b"LocalHost:8000", b"127.0.0.1", b"127.0.0.1:9901",
+                 b"[::1]", b"[::1]:9901", b"10.1.2.3", b"10.1.2.3:9901"]
+        for host in cases:
+            status, _, body = gate.get(host=host)
+            self.assertEqual(status, 200, (host, body))
+        status, _, _ = gate.get(host=b"192.168.7.7:9901", local=("192.168.7.7", 9901))
+        self.assertEqual(status, 200)
+        status, _, _ = gate.get(host=b"[fd00::7]:9901", local=("fd00::7", 9901))
+        self.assertEqual(status, 200)
+
+    def test_refused(self):
+        """
+        Another name (a rebinding attacker's), a look-alike, a malformed
+        value, a wildcard address, a missing or doubled Host: 421, the
+        refused value named, nothing of the page served.
+        """
+        gate = AdminHarness(admin="0.0.0.0:9901")
+        gate.start()
+        cases = [b"evil.example", b"evil.example:9901", b"localhost.evil.example", b"localhost.",
+                 b"127.0.0.1.nip.io", b"127.0.0.2", b"0.0.0.0", b"0.0.0.0:9901", b"[::]:9901",
+                 b"localhost:", b"localhost:x", b"localhost:99999999", b"[::1", b"::1",
+                 b"user@localhost", b"localhost/x", b"l\xc3\xb6calhost", b""]
+        for host in cases:
+            status, headers, body = gate.get(host=host)
+            self.assertEqual(status, 421, host)
+            self.assertEqual(headers[b"content-type"], [b"application/json"])
+            document = json.loads(body)
+            self.assertEqual(document["status"], 421)
+            self.assertNotIn("workers", document)
+            if host and host.isascii():
+                self.assertIn(repr(host.decode()), document["error"])
+        status, _, body = gate.get(host=None)
+        self.assertEqual((status, json.loads(body)["error"]),
+                         (421, "the admin endpoint needs exactly one Host header"))
+        status, _, _ = gate.get(host=b"localhost", headers=[b"Host: evil.example"])
+        self.assertEqual(status, 421)
+
+    def test_every_path_checked(self):
+        """
+        /status, unknown paths and the root are refused alike.
+        """
+        gate = AdminHarness()
+        gate.start()
+        for path in (b"/status", b"/nope", b"/", b"/healthz/../status"):
+            status, _, _ = gate.get(path=path, host=b"evil.example")
+            self.assertEqual(status, 421, path)
+
+    def test_headers(self):
+        """
+        Admin answers are never cached and name no server version.
+        """
+        gate = AdminHarness()
+        gate.start()
+        for host in (b"localhost", b"evil.example"):
+            _, headers, _ = gate.get(host=host)
+            self.assertEqual(headers[b"cache-control"], [b"no-store"])
+            self.assertNotIn(b"server", headers)
+
+    def test_host_name(self):
+        """
+        host_name splits the port off and keeps IPv6 brackets.
+        """
+        cases = [(b"LOCALHOST:80", "localhost"), (b"[::1]:1", "[::1]"), (b"a.b", "a.b"),
+                 (b"a.b:", None), (b"[::1]x", None), (b"a b", None), (b"\xff", None)]
+        for value, name in cases:
+            self.assertEqual(host_name(value), name, value)
+
+
+class TokenTests(SynchronousTestCase):
+    """
+    With admin_token_file, every request needs Authorization: Bearer.
+    """
+
+    def setUp(self):
+        self.gate = AdminHarness(token=TOKEN)
+        self.gate.start()
+
+    def test_missing(self):
+        """
+        No Authorization: 401, WWW-Authenticate: Bearer, JSON error.
+        """
+        for path in (b"/healthz", b"/status", b"/nope"):
+            status, headers, body = self.gate.get(path=path)
+            self.assertEqual(status, 401)
+            self.assertEqual(headers[b"www-authenticate"], [b'Bearer realm="gatelayer admin"'])
+            self.assertEqual(json.loads(body)["error"],
+                             "the admin endpoint needs Authorization: Bearer <token>")
+
+    def test_wrong(self):
+        """
+        A wrong, truncated, extended or differently cased token: 401 with
+        error="invalid_token".
+        """
+        for given in (b"nope", TOKEN[:-1], TOKEN + b"x", TOKEN.upper(), b"x" * 1000):
+            status, headers, body = self.gate.get(headers=[b"Authorization: Bearer " + given])
+            self.assertEqual(status, 401, given)
+            self.assertEqual(headers[b"www-authenticate"],
+                             [b'Bearer realm="gatelayer admin", error="invalid_token"'])
+            self.assertEqual(json.loads(body)["error"], "the bearer token is not valid for the admin endpoint")
+
+    def test_malformed(self):
+        """
+        Another scheme, no credentials, two Authorization headers: 401 with
+        error="invalid_request".
+        """
+        cases = [[b"Authorization: Basic " + TOKEN], [b"Authorization: Bearer"],
+                 [b"Authorization: Bearer "], [b"Authorization: " + TOKEN],
+                 [b"Authorization: Bearer " + TOKEN, b"Authorization: Bearer " + TOKEN]]
+        for headers in cases:
+            status, response_headers, _ = self.gate.get(headers=headers)
+            self.assertEqual(status, 401, headers)
+            self.assertIn(b'error="invalid_request"', response_headers[b"www-authenticate"][0])
+
+    def test_right(self):
+        """
+        The token (scheme in any case) opens every page.
+        """
+        for scheme in (b"Bearer", b"bearer", b"BEARER"):
+            status, _, body = self.gate.get(path=b"/status", headers=[b"Authorization: " + scheme + b" " + TOKEN])
+            self.assertEqual(status, 200, scheme)
+            self.assertEqual(len(json.loads(body)["workers"]), 2)
+
+    def test_constant_time(self):
+        """
+        The token is compared with hmac.compare_digest.
+        """
+        calls = []
+        real = admin_module.hmac.compare_digest
+
+        def recording(a, b):
+            calls.append((a, b))
+            return real(a, b)
+        self.patch(admin_module.hmac, "compare_digest", recording)
+        self.gate.get(headers=[b"Authorization: Bearer nope"])
+        self.assertEqual(calls, [(b"nope", TOKEN)])
+
+    def test_host_checked_first(self):
+        """
+        A foreign Host is 421 even with the right token.
+        """
+        status, _, _ = self.gate.get(host=b"evil.example", headers=[b"Authorization: Bearer " + TOKEN])
+        self.assertEqual(status, 421)
+
+
+class TokenFileTests(SynchronousTestCase):
+    """
+    load_admin_token reads the token once, stripped, and names the file
+    when it cannot be used.
+    """
+
+    def write(self, data):
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_stripped(self):
+        """
+        Surrounding whitespace and the final newline are not part of it.
+        """
+        self.assertEqual(load_admin_token(self.write(b"  " + TOKEN + b"\r\n\n")), TOKEN)
+
+    def test_unusable(self):
+        """
+        Empty, blank, two tokens, non-ASCII, a missing file, a directory:
+        an error naming the file and what is wrong.
+        """
+        cases = [(b"", "is empty"), (b" \n\t\n", "is empty"), (b"one\ntwo\n", "other than visible ASCII"),
+                 (b"t\xc3\xb6ken", "other than visible ASCII"), (b"a b", "other than visible ASCII")]
+        for data, problem in cases:
+            path = self.write(data)
+            error = self.assertRaises(AdminTokenError, load_admin_token, path)
+            self.assertIn(path, str(error))
+            self.assertIn(problem, str(error))
+        missing = os.path.abspath(self.mktemp())
+        error = self.assertRaises(AdminTokenError, load_admin_token, missing)
+        self.assertEqual(str(error), f"{missing} cannot be read: no such file or directory")
+        directory = os.path.abspath(self.mktemp())
+        os.mkdir(directory)
+        error = self.assertRaises(AdminTokenError, load_admin_token, directory)
+        self.assertEqual(str(error), f"{directory} cannot be read: is a directory")
+
+    def test_config_error(self):
+        """
+        Through the command line, an empty token file is a configuration
+        error naming the section, key and file.
+        """
+        from gatelayer.tap import _admin_token
+        from gatelayer.config import ConfigError
+        path = self.write(b"\n")
+        text = CONFIG.format(admin="127.0.0.1:9901").replace(
+            "admin = 127.0.0.1:9901", f"admin = 127.0.0.1:9901\nadmin_token_file = {path}")
+        config = parse_config_text(text, "/etc/gate.ini")
+        error = self.assertRaises(ConfigError, _admin_token, config)
+        self.assertEqual(error.problems, [
+            f"/etc/gate.ini [gateway] admin_token_file: {path} is empty (it must hold the admin bearer token)"])
+
+
+class HealthTests(SynchronousTestCase):
+    """
+    /healthz is 200 only while every slot serves; an empty slot makes the
+    gateway 503 "degraded", naming the slot.
+    """
+
+    def test_ok(self):
+        """
+        Every worker reported: 200 ok.
+        """
+        gate = AdminHarness()
+        gate.start()
+        status, _, body = gate.get()
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body), {"status": "ok", "workers": 2, "serving": 2, "empty_slots": []})
+
+    def test_starting(self):
+        """
+        Before the first heartbeats nothing serves: 503 unavailable.
+        """
+        gate = AdminHarness()
+        gate.start(beat=False)
+        status, _, body = gate.get()
+        self.assertEqual(status, 503)
+        document = json.loads(body)
+        self.assertEqual(document["status"], "unavailable")
+        self.assertEqual(document["slots"], {"0": "starting", "1": "starting"})
+
+    def test_spawn_failing(self):
+        """
+        A slot whose worker cannot be spawned: 503 degraded, naming the
+        slot and the error, until the retry runs a worker that reports.
+        """
+        gate = AdminHarness()
+        gate.spawner.failures = [OSError(errno.EAGAIN, "Resource temporarily unavailable")]
+        gate.start()
+        status, _, body = gate.get()
+        self.assertEqual(status, 503)
+        self.assertEqual(json.loads(body), {
+            "status": "degraded", "workers": 2, "serving": 1, "empty_slots": [0],
+            "slots": {"0": "spawn failed (EAGAIN: Resource temporarily unavailable)"}})
+        gate.reactor.advance(0.1)
+        status, _, body = gate.get()
+        self.assertEqual(json.loads(body)["slots"], {"0": "starting"})
+        gate.beat(gate.master.workers[0])
+        status, _, _ = gate.get()
+        self.assertEqual(status, 200)
+
+    def test_worker_exited(self):
+        """
+        A worker that exited, waiting for its respawn: 503 degraded.
+        """
+        gate = AdminHarness()
+        gate.start()
+        gate.spawner.processes[1].exit(1)
+        status, _, body = gate.get()
+        self.assertEqual(status, 503)
+        self.assertEqual(json.loads(body)["slots"], {"1": "respawning"})
+
+    def test_stopping(self):
+        """
+        A draining master: 503 stopping.
+        """
+        gate = AdminHarness()
+        gate.start()
+        gate.master.stopService()
+        status, _, body = gate.get()
+        self.assertEqual((status, json.loads(body)["status"]), (503, "stopping"))

@@ -7,6 +7,10 @@ from attrs import frozen
 from twisted.logger import Logger
 
 from gatelayer.chain import Exchange, run_request_phase, run_response_phase
+from gatelayer.http.canonical import (
+    HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
+)
+from gatelayer.http.lean_parse import BadRequest
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.errors import error_body, reason_phrase
@@ -15,6 +19,43 @@ from gatelayer.net.forwarded import resolve_client_ip
 from gatelayer.routing import RouteMatch, RouteTable
 
 _JSON = [b"application/json"]
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# What OPTIONS * is told the gateway accepts.
+_OPTIONS_ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+_OPTIONS_MATCH = RouteMatch(None, 200, ("*",))
+# Credentials passed in a query string under this name (RFC 6750 2.3) are
+# redacted in the access log whatever the filters say.
+_ALWAYS_REDACTED = (b"access_token",)
+_HOST_CACHE_LIMIT = 1024
+
+
+def identity_headers(config):
+    """
+    The header names (lower-case bytes) the gateway sets to vouch for a
+    client's identity: C{X-Consumer} and every header a JWT filter's
+    C{forward_claims} names. A client's own copies are removed on every
+    route, in every spelling.
+    """
+    names = {b"x-consumer"}
+    for spec in config.filters.values():
+        for _, header in getattr(spec.settings, "forward_claims", ()) or ():
+            names.add(header.lower())
+    return frozenset(names)
+
+
+def credential_query_names(config):
+    """
+    The query parameter names (bytes) that carry credentials for some
+    filter (API keys, JWTs in the query), redacted in the access log.
+    """
+    names = set(_ALWAYS_REDACTED)
+    for spec in config.filters.values():
+        settings = spec.settings
+        for source in (getattr(settings, "source", None), getattr(settings, "token_from", None)):
+            if source and source[0] == "query" and source[1]:
+                name = source[1]
+                names.add(name.encode("ascii") if isinstance(name, str) else name)
+    return frozenset(names)
 
 
 @frozen
@@ -56,6 +97,17 @@ class Gateway:
         self.active = 0
         self.idle_callbacks = []
         self._trusted = config.gateway.trusted_proxies
+        gateway = config.gateway
+        self._merge_slashes = gateway.merge_slashes
+        self._escaped_slashes = gateway.escaped_slashes
+        self._headers = HeaderPolicy(gateway.underscore_headers, identity_headers(config))
+        self._hosts = {"http": {}, "https": {}}
+        self._strict_sni = frozenset(
+            listener.name for listener in config.listeners
+            if listener.tls is not None and listener.tls in config.tls
+            and config.tls[listener.tls].strict_sni)
+        if access_log is not None:
+            access_log.redact = credential_query_names(config)
         self._server_header = (config.gateway.server_header or "").encode("utf-8") or None
         services = FilterServices(reactor=reactor, master=master, config=config)
         self.filters = {name: build_filter(spec, services) for name, spec in config.filters.items()}
@@ -79,19 +131,53 @@ class Gateway:
 
     def early_route(self, request, method, uri):
         """
-        Route a request whose headers just arrived. Returns the match and the
-        body size limit that applies.
+        Make the canonical request of a request whose headers just arrived
+        and route it. Returns the match and the body size limit that
+        applies; raises L{BadRequest} for what cannot be made canonical.
+
+        The canonical request is what routing, every filter, the access log
+        and the upstream see: the path normalized (see
+        L{gatelayer.http.canonical.normalize_path}), the host validated and
+        lower-cased (an absolute-form target's authority replaces Host), the
+        Host header rewritten to that form, and the client headers the
+        gateway vouches for removed.
         """
-        host = request.host_name = _host_of(request.requestHeaders.getRawHeaders(b"host"))
-        path = uri.partition(b"?")[0]
-        try:
-            method_name = method.decode("ascii")
-        except UnicodeDecodeError:
-            method_name = ""
-        match = self.table.match(host, path, method_name)
+        check_method(method)
+        target = parse_target(method, uri)
+        factory = request.channel.factory
+        scheme = factory.scheme
+        raw = request.requestHeaders._rawHeaders
+        host_value = target.authority
+        if host_value is None:
+            hosts = raw.get(b"Host")
+            host_value = hosts[0] if hosts else None
+        if host_value is not None:
+            cache = self._hosts[scheme]
+            found = cache.get(host_value)
+            if found is None:
+                found = canonical_host(host_value, _DEFAULT_PORTS[scheme])
+                if len(cache) < _HOST_CACHE_LIMIT:
+                    cache[host_value] = found
+            host, authority = found
+            raw[b"Host"] = [authority]
+        else:
+            host = ""
+        if self._strict_sni and factory.listener.name in self._strict_sni:
+            _check_sni(request, host)
+        self._headers.apply(raw)
+        if target.form == "asterisk":
+            path = b"*"
+        else:
+            path = normalize_path(target.path, self._merge_slashes, self._escaped_slashes)
+        request.host_name = host
+        request.path = path
+        request.query = target.query
         request._gateway = self
         self.requests += 1
         self.active += 1
+        if target.form == "asterisk":
+            return _OPTIONS_MATCH, self._default_limit
+        match = self.table.match(host, path, method.decode("ascii"))
         if match.route is None:
             return match, self._default_limit
         return match, match.route.body_limit
@@ -109,7 +195,9 @@ class Gateway:
             self._redirect_https(request, listener.redirect_https)
             return
         if match.route is None:
-            if match.status == 405:
+            if match is _OPTIONS_MATCH:
+                self._answer_options(request)
+            elif match.status == 405:
                 request.responseHeaders.setRawHeaders(
                     b"allow", [", ".join(match.allowed).encode("ascii")])
                 self.send_error(request, 405, "method not allowed", ())
@@ -203,12 +291,27 @@ class Gateway:
         request.write(body)
         request.finish()
 
+    def _answer_options(self, request):
+        """
+        Answer C{OPTIONS *}: the gateway itself, not a route, is asked.
+        """
+        request.setResponseCode(200, reason_phrase(200))
+        request.responseHeaders.setRawHeaders(b"allow", [_OPTIONS_ALLOW])
+        request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
+        request.finish()
+
     def _redirect_https(self, request, port):
+        # The location is built from the validated host and the normalized
+        # path only: neither Host nor an absolute-form target can send the
+        # client elsewhere.
         host = request.host_name or request.getHost().host
         if ":" in host:
             host = "[%s]" % (host,)
         authority = host if port == 443 else "%s:%d" % (host, port)
-        location = b"https://" + authority.encode("idna" if not host.isascii() else "ascii") + request.uri
+        target = request.path if request.path != b"*" else b"/"
+        if request.query:
+            target += b"?" + request.query
+        location = b"https://" + authority.encode("ascii") + target
         request.setResponseCode(308, reason_phrase(308))
         request.responseHeaders.setRawHeaders(b"location", [location])
         body = error_body(308, "use https")
@@ -251,21 +354,19 @@ class Gateway:
             callback()
 
 
-def _host_of(values):
+def _check_sni(request, host):
     """
-    The lower-case host name of a Host header (without port), or C{""}.
+    With C{strict_sni}, the request's host must be the name the client gave
+    in its TLS handshake: 421 Misdirected Request otherwise (a client must
+    not reach one virtual host over a connection opened for another).
     """
-    if not values:
-        return ""
-    value = values[0]
+    transport = request.channel.transport
     try:
-        host = value.decode("ascii").strip().lower()
-    except UnicodeDecodeError:
-        return ""
-    if host.startswith("["):
-        end = host.find("]")
-        return host[1:end] if end > 0 else ""
-    return host.partition(":")[0]
+        sni = transport.getHandle().get_servername()
+    except Exception:
+        sni = None
+    if sni is None or sni.decode("ascii", "replace").lower().rstrip(".") != host:
+        raise BadRequest(421, "the request's host does not match the TLS server name")
 
 
 def _failure_of(error):

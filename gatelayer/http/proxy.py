@@ -84,6 +84,11 @@ class ProxiedRequest:
         request = self.request
         exchange = self.exchange
         spec = self.route.spec
+        if request.method == b"CONNECT":
+            # A route may let CONNECT through its filters, but an HTTP
+            # upstream is not a tunnel.
+            self.fail(501, "CONNECT tunnels are not proxied")
+            return
         # Everything sent upstream comes from the exchange the filters
         # edited (normalized path, query without hidden credentials,
         # headers without identity spoofs), never from the raw request.

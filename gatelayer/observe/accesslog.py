@@ -4,6 +4,7 @@ batches so logging costs the request path one list append.
 """
 
 import time
+from urllib.parse import unquote_to_bytes
 
 
 class AccessLog:
@@ -11,6 +12,10 @@ class AccessLog:
     Appends combined-format lines to a file, flushed once a second by a
     timer on the injected reactor (never a write per request).
     """
+
+    #: Query parameter names whose values are written as C{REDACTED}
+    #: (credentials: API keys, tokens), set by the gateway from its filters.
+    redact = frozenset()
 
     def __init__(self, path, reactor, flush_interval=1.0):
         self._file = open(path, "ab", buffering=0)
@@ -28,7 +33,7 @@ class AccessLog:
         line = '%s - - [%s] "%s %s %s" %d %d "%s" "%s"\n' % (
             client,
             time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
-            _text(request.method), _text(request.uri), _text(request.clientproto),
+            _text(request.method), _text(self.target(request)), _text(request.clientproto),
             code, getattr(request, "sentLength", 0),
             _text((request.requestHeaders.getRawHeaders(b"referer") or [b"-"])[0]),
             _text((request.requestHeaders.getRawHeaders(b"user-agent") or [b"-"])[0]),
@@ -36,6 +41,18 @@ class AccessLog:
         self._lines.append(line.encode("utf-8", "replace"))
         if self._call is None:
             self._call = self._reactor.callLater(self._interval, self.flush)
+
+    def target(self, request):
+        """
+        The request target as logged: the canonical path and the query with
+        the values of credential parameters redacted.
+        """
+        query = request.query
+        if not query:
+            return request.path
+        if self.redact:
+            query = redact_query(query, self.redact)
+        return request.path + b"?" + query
 
     def flush(self):
         """
@@ -63,3 +80,21 @@ def _text(value):
     if isinstance(value, bytes):
         value = value.decode("latin-1")
     return value.replace('"', '\\"')
+
+
+def redact_query(query, names):
+    """
+    C{query} with the value of every parameter named in C{names} replaced
+    by C{REDACTED}; names are compared percent-decoded, so an encoded
+    spelling of a credential's name is redacted too.
+    """
+    parts = query.split(b"&")
+    changed = False
+    for index, part in enumerate(parts):
+        name, sep, _ = part.partition(b"=")
+        if b"%" in name or b"+" in name:
+            name = unquote_to_bytes(name.replace(b"+", b" "))
+        if name in names:
+            parts[index] = part.partition(b"=")[0] + b"=REDACTED"
+            changed = True
+    return b"&".join(parts) if changed else query

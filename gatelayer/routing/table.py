@@ -5,6 +5,12 @@ and method. Built once from the config; matching does no parsing.
 
 from attrs import frozen
 
+# Methods a route serves only when its C{methods} lists them: TRACE echoes
+# the request (credentials included) back, CONNECT asks for a tunnel.
+EXPLICIT_METHODS = frozenset(["TRACE", "CONNECT"])
+# What a route without C{methods} allows.
+ANY_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
 
 @frozen
 class RouteMatch:
@@ -33,7 +39,8 @@ class RouteTable:
     group the longest matching path prefix wins. A route whose C{methods}
     does not allow the request's method is skipped (as in Kong), so the next
     best route may answer; when routes matched only by host and path and
-    none allows the method, the answer is 405 with C{Allow}.
+    none allows the method, the answer is 405 with C{Allow}. TRACE and
+    CONNECT match only routes that list them in C{methods}.
     """
 
     def __init__(self, entries):
@@ -74,11 +81,17 @@ class RouteTable:
                     groups.append(wildcard)
         groups.append(self._any)
         allowed = set()
+        explicit = method in EXPLICIT_METHODS
         for group in groups:
             for prefix, methods, payload in group:
                 if not _prefix_matches(path, prefix):
                     continue
-                if methods is None or method in methods:
+                if methods is None:
+                    if not explicit:
+                        return RouteMatch(payload, 200)
+                    allowed.update(ANY_METHODS)
+                    continue
+                if method in methods:
                     return RouteMatch(payload, 200)
                 allowed.update(methods)
         if allowed:
@@ -91,10 +104,12 @@ def _prefix_matches(path, prefix):
     Whether C{prefix} matches C{path}: a prefix ending in C{/} matches
     anything below it; otherwise the prefix matches itself and anything below
     C{prefix/} (so C{/api} matches C{/api} and C{/api/x} but not C{/apix}).
+    A path parameter ends the prefix too (C{/api;v=1} is C{/api} to a
+    servlet container, so it must be to the route that protects C{/api}).
     """
     if not path.startswith(prefix):
         return False
     if len(path) == len(prefix) or prefix.endswith(b"/"):
         return True
     next_char = path[len(prefix):len(prefix) + 1]
-    return next_char in (b"/", b"?")
+    return next_char in (b"/", b"?", b";")

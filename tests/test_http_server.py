@@ -28,6 +28,7 @@ CONFIG = """
 max_body_size = 1KB
 header_timeout = 5s
 idle_timeout = 30s
+body_timeout = 12s
 [listener:web]
 bind = 127.0.0.1:8080
 [route:hello]
@@ -144,16 +145,67 @@ class ServerLimitsTests(SynchronousTestCase):
 
     def test_slow_body(self):
         """
-        A request body that stops arriving for idle_timeout is cut with 408.
+        A request body that stops arriving for body_timeout (12 s here, the
+        idle timeout being 30 s) is cut with a JSON 408 and the connection
+        closes; each read pushes the deadline back.
+        """
+        for framing, piece in [(b"Content-Length: 100\r\n\r\n", b"0123456789"),
+                               (b"Transfer-Encoding: chunked\r\n\r\n", b"a\r\n0123456789\r\n")]:
+            with self.subTest(framing=framing):
+                channel, transport = self.gate.connect()
+                channel.dataReceived(b"POST /hello HTTP/1.1\r\nHost: x\r\n" + framing + piece)
+                self.gate.reactor.advance(11)
+                channel.dataReceived(piece)
+                self.gate.reactor.advance(11.9)
+                self.assertEqual(transport.value(), b"")
+                self.gate.reactor.advance(0.2)
+                status, headers, body = parse_response(transport.value())
+                self.assertEqual(status, 408)
+                self.assertEqual(headers[b"content-type"], [b"application/json"])
+                self.assertEqual(json.loads(body), {"error": "request body not received in time",
+                                                    "status": 408})
+                self.assertTrue(transport.disconnecting)
+                self.assertEqual(self.gate.gateway.active, 0, "the request's bookkeeping is done")
+
+    def test_body_timeout_after_continue(self):
+        """
+        With Expect: 100-continue the body timeout runs from the 100
+        Continue.
         """
         channel, transport = self.gate.connect()
-        channel.dataReceived(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
-        self.gate.reactor.advance(29)
-        channel.dataReceived(b"0123456789")
-        self.gate.reactor.advance(29)
-        self.assertEqual(transport.value(), b"")
-        self.gate.reactor.advance(2)
-        self.assertEqual(parse_response(transport.value())[0], 408)
+        channel.dataReceived(b"POST /hello HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                             b"Content-Length: 4\r\n\r\n")
+        self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.gate.reactor.advance(12.1)
+        self.assertEqual(parse_response(transport.value().split(b"\r\n\r\n", 1)[1])[0], 408)
+
+    def test_no_continue_after_refusal(self):
+        """
+        A body declared too large is refused with 413 and no 100 Continue.
+        """
+        channel, transport = self.gate.connect()
+        channel.dataReceived(b"POST /hello HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                             b"Content-Length: 5000\r\n\r\n")
+        self.assertEqual(parse_response(transport.value())[0], 413)
+        self.assertNotIn(b"100 Continue", transport.value())
+
+    def test_http10_two_hosts(self):
+        """
+        An HTTP/1.0 request with two Host headers is 400, as an HTTP/1.1
+        one; HTTP/1.0 without Host is served.
+        """
+        self.assertRejected(b"GET /hello HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n", 400)
+        self.assertEqual(parse_response(self.gate.exchange(b"GET /hello HTTP/1.0\r\n\r\n"))[0], 200)
+
+    def test_bare_lf_chunk_line(self):
+        """
+        A chunk-size line ended by a bare LF is 400 at once: no CRLF is
+        waited for, no time passes.
+        """
+        for body in [b"5\n", b"5\r\nhello\n0\n\n", b"0\n\n"]:
+            with self.subTest(body=body):
+                self.assertRejected(b"POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                    + body, 400)
 
     def test_one_timer_per_connection(self):
         """

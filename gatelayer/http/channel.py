@@ -1,15 +1,69 @@
 """
-The HTTP/1.1 server channel: twisted.web's parser (it carries the fixes for
-several request-smuggling bugs) with the limits and timers a gateway needs.
+The HTTP/1.1 server channel of C{[gateway] http_server = twisted}:
+twisted.web's parser with the limits and timers a gateway needs, and with
+the strictness of the lean channel's framing module
+(L{gatelayer.http.lean_parse}) in front of it, so both channels refuse the
+same requests: twisted.web on its own accepts obs-fold lines, control bytes
+in values, a missing or repeated Host, C{Transfer-Encoding: identity},
+malformed chunk trailers, and waits forever for the CRLF of a line a client
+ended with a bare LF.
 """
 
 from twisted.logger import Logger
 from twisted.web import http
 
 from gatelayer.http.errors import raw_error_response
+from gatelayer.http.lean_parse import (
+    MAX_HEADERS, MAX_HEADERS_SIZE, MAX_REQUEST_LINE, BadRequest, ChunkedDecoder, parse_head,
+)
 from gatelayer.http.timer import BODY, BUSY, HEADERS, IDLE, ConnectionTimer
 
-MAX_REQUEST_LINE = 8192
+__all__ = ["GatewayChannel", "StrictChunkedDecoder"]
+
+
+class StrictChunkedDecoder:
+    """
+    twisted.web's transfer-decoder interface over the lean channel's strict
+    L{ChunkedDecoder}: chunk sizes of at most 16 hex digits, lines ended by
+    CRLF only (a bare LF is refused at once, not waited on), trailers held
+    to the header limits. twisted.web's own decoder accepts any chunk-size
+    length and trailers it does not check.
+
+    @ivar channel: the L{GatewayChannel} (refusals go to its C{_reject}).
+    """
+
+    def __init__(self, channel, deliver, finish):
+        """
+        @param deliver: called with each piece of body.
+        @param finish: called with the bytes after the body once it ended.
+        """
+        self.channel = channel
+        self._deliver = deliver
+        self._finish = finish
+        self._decoder = ChunkedDecoder()
+
+    def dataReceived(self, data):
+        """
+        Decode C{data}; a framing fault answers 400 (or 431) and closes.
+        """
+        channel = self.channel
+        try:
+            pieces, rest = self._decoder.feed(data)
+        except BadRequest as refusal:
+            channel._reject(refusal.status, refusal.message)
+            return
+        for piece in pieces:
+            self._deliver(piece)
+            if channel._rejected:
+                return
+        if rest is not None:
+            self._finish(rest)
+
+    def noMoreData(self):
+        """
+        The connection ended inside the body: the request is incomplete.
+        """
+        raise http._DataLoss("chunked request body ended early")
 
 
 
@@ -21,21 +75,31 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
         client trickling its headers byte by byte is cut with 408 however
         often it sends) and the body's idle timeout; twisted.web's own
         timeout (a new timer per request) is off;
-      - 414 for a request line over 8 KB and 431 for a header line over 8 KB,
-        more than C{maxHeaders} headers or more than C{totalHeadersSize}
-        bytes of them, instead of a bare 400;
+      - each request head collected line by line and checked whole by
+        L{parse_head} (the lean channel's rules and statuses: 400, 414,
+        431) before twisted.web sees any of it; a line ended by a bare LF
+        is refused as soon as it arrives;
+      - chunked bodies decoded by L{StrictChunkedDecoder};
+      - refusals carrying the listener's headers and a Date;
       - bookkeeping for draining (whether a request is in progress).
     """
 
     _log = Logger()
     MAX_LENGTH = MAX_REQUEST_LINE
-    maxHeaders = 100
-    totalHeadersSize = 32768
+    maxHeaders = MAX_HEADERS
+    # The real limits are checked before twisted.web counts (which includes
+    # the request line in its total).
+    totalHeadersSize = MAX_REQUEST_LINE + MAX_HEADERS_SIZE
 
     header_timeout = 10.0
     idle_timeout = 60.0
+    body_timeout = 30.0
     _phase = IDLE
     _rejected = False
+    # The lines of the request head being received (None between heads) and
+    # the size of its header lines, CRLFs included.
+    _head = None
+    _head_size = 0
 
     def connectionMade(self):
         """
@@ -57,26 +121,88 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
             self._phase = HEADERS
             self._arm(self.header_timeout)
         elif phase == BODY:
-            self._arm(self.idle_timeout)
+            self._arm(self.body_timeout)
+        # Pipelined bytes played back while a line is being handled are
+        # only queued by twisted.web: they are looked at by the outer call.
+        outer = not self._busyReceiving
         super().dataReceived(data)
+        if outer and self.line_mode and not self._rejected:
+            # What twisted.web holds is an unfinished head line: a CR or LF
+            # in it can only be a line ending that is not CRLF, which
+            # twisted.web would wait on until the header deadline.
+            pending = self._buffer
+            if pending and (b"\n" in pending or b"\r" in pending[:-1]) \
+                    and not self.transport.disconnecting:
+                self._reject(400, "request head line not ended by CRLF")
+
+    def lineReceived(self, line):
+        """
+        Collect the lines of a request head; when it is complete, check it
+        whole with L{parse_head} and only then hand it to twisted.web, line
+        by line. Empty lines before a request line are ignored (RFC 9112
+        section 2.2), as the lean channel does.
+        """
+        head = self._head
+        if head is None:
+            if not self.persistent:
+                # Closing after the last response: twisted.web drops what
+                # follows.
+                super().lineReceived(line)
+                return
+            if not line:
+                return
+            self._head = [line]
+            self._head_size = 0
+            return
+        if line:
+            head.append(line)
+            size = self._head_size = self._head_size + len(line) + 2
+            if size > MAX_HEADERS_SIZE:
+                self._reject(431, "request headers too large")
+            elif len(head) > MAX_HEADERS + 1:
+                self._reject(431, "too many request headers")
+            return
+        self._head = None
+        data = b"\r\n".join(head) + b"\r\n\r\n"
+        try:
+            parse_head(data, len(data) - 4)
+        except BadRequest as refusal:
+            self._reject(refusal.status, refusal.message)
+            return
+        receive = super().lineReceived
+        for line in head:
+            receive(line)
+            if self._rejected:
+                return
+        receive(b"")
 
     def lineLengthExceeded(self, line):
         """
         A line over C{MAX_LENGTH} (8 KB, as nginx's header buffers): 414 for
         the request line, 431 for a header line.
         """
-        if getattr(self, "_HTTPChannel__first_line", 0):
+        if self._head is None:
             self._reject(414, "request line too long")
         else:
             self._reject(431, "request header too large")
 
     def allHeadersReceived(self):
         """
-        The headers are in: the header deadline no longer applies.
+        The headers are in: the header deadline no longer applies, the body
+        (if any) has C{body_timeout} between reads, and a chunked one is
+        decoded strictly.
         """
         self._phase = BODY
-        self._arm(self.idle_timeout)
+        self._arm(self.body_timeout)
+        if isinstance(self._transferDecoder, http._ChunkedTransferDecoder):
+            self._transferDecoder = StrictChunkedDecoder(
+                self, self.requests[-1].handleContentChunk, self._finishRequestBody)
         super().allHeadersReceived()
+
+    def _send100Continue(self):
+        # Not after a refusal (413 for a body declared too large).
+        if not self._rejected:
+            super()._send100Continue()
 
     def allContentReceived(self):
         """
@@ -118,9 +244,17 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
             return
         self._rejected = True
         self._cancel_timer()
-        self.transport.write(raw_error_response(status, message))
+        factory = self.factory
+        self.transport.write(raw_error_response(
+            status, message, factory.date(), factory.extra_headers))
         self.dataReceived = lambda data: None
         self.lineReceived = lambda line: None
+        for request in self.requests:
+            # The request being received ends here: its bookkeeping (the
+            # access log records the refusal) is done now.
+            if not request.finished and not request.startedWriting:
+                request.code = status
+                request._done()
         self.loseConnection()
 
     def reject_body(self, status, message):

@@ -4,7 +4,10 @@ The gateway's own error responses: short JSON, never a traceback.
 
 import json
 
+from twisted.logger import Logger
 from twisted.web.http import RESPONSES
+
+_log = Logger()
 
 _REASONS = {
     400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
@@ -29,6 +32,19 @@ def reason_phrase(status):
     return _PHRASES.get(status, b"Status")
 
 
+def valid_status(code):
+    """
+    C{code} if it is a status the gateway can send (an int in 100..599),
+    else 502, logged: a status line carries exactly three digits, and a
+    status outside that range can only come from a broken upstream (which
+    502 means) or a broken terminal.
+    """
+    if isinstance(code, int) and 100 <= code <= 599:
+        return code
+    _log.warn("response status {status!r} is not in 100..599: answering 502", status=code)
+    return 502
+
+
 def error_body(status, message):
     """
     The JSON body of an error the gateway produces itself.
@@ -36,18 +52,26 @@ def error_body(status, message):
     return json.dumps({"error": message, "status": status}, separators=(",", ":")).encode("utf-8")
 
 
-def raw_error_response(status, message):
+def raw_error_response(status, message, date=None, extra_headers=()):
     """
     A complete HTTP/1.1 response that closes the connection, for errors found
     before a request object exists (bad request line, headers too large,
     headers too slow, body too large).
+
+    @param date: the C{Date} header value (an IMF-fixdate), or L{None} to
+        leave it out.
+    @param extra_headers: C{(name, value)} pairs the listener adds to every
+        response (Strict-Transport-Security on a TLS listener).
     """
     body = error_body(status, message)
-    reason = _REASONS.get(status, b"Error")
-    return b"".join([
-        b"HTTP/1.1 %d %s\r\n" % (status, reason),
+    parts = [
+        b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status)),
         b"Content-Type: application/json\r\n",
         b"Content-Length: %d\r\n" % (len(body),),
-        b"Connection: close\r\n\r\n",
-        body,
-    ])
+    ]
+    if date is not None:
+        parts.append(b"Date: %s\r\n" % (date,))
+    for name, value in extra_headers:
+        parts.append(b"%s: %s\r\n" % (name, value))
+    parts += (b"Connection: close\r\n\r\n", body)
+    return b"".join(parts)

@@ -5,6 +5,7 @@ The HTTP factory of one listener in a worker.
 from twisted.web import http
 
 from gatelayer.http.channel import GatewayChannel
+from gatelayer.http.date import HTTPDate
 from gatelayer.http.lean import LeanChannel
 from gatelayer.http.request import GatewayRequest
 
@@ -20,9 +21,7 @@ class GatewayHTTPFactory(http.HTTPFactory):
     @ivar scheme: C{"https"} when the listener terminates TLS.
     @ivar extra_headers: C{(name, value)} pairs added to every response of
         this listener (e.g. Strict-Transport-Security).
-    @ivar limits: the worker's L{gatelayer.process.limits.ConnectionLimits}
-        (shared by all its listeners), told of every connection opened and
-        closed; L{None} for no limits.
+    @ivar date: the L{HTTPDate} every response of this listener carries.
     """
 
     protocol = GatewayChannel
@@ -34,6 +33,7 @@ class GatewayHTTPFactory(http.HTTPFactory):
         self.listener = listener
         self.scheme = scheme
         self.extra_headers = tuple(extra_headers)
+        self.date = HTTPDate(self.reactor)
         self.channels = set()
         self.draining = False
         self.limits = limits
@@ -49,6 +49,7 @@ class GatewayHTTPFactory(http.HTTPFactory):
             channel.callLater = self.reactor.callLater
             channel.idle_timeout = self.timeOut
             channel.header_timeout = self.gateway.config.gateway.header_timeout
+            channel.body_timeout = self.gateway.config.gateway.body_timeout
             return channel
         channel = GatewayChannel()
         channel.factory = self
@@ -59,6 +60,7 @@ class GatewayHTTPFactory(http.HTTPFactory):
         channel.timeOut = None
         channel.idle_timeout = self.timeOut
         channel.header_timeout = self.gateway.config.gateway.header_timeout
+        channel.body_timeout = self.gateway.config.gateway.body_timeout
         return channel
 
     def startFactory(self):

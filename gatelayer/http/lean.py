@@ -10,7 +10,9 @@ with one search, checks the whole head with two compiled regular
 expressions, and answers with one write per response head. It keeps the
 contract of L{gatelayer.http.channel.GatewayChannel}: the factory's channel
 registry and drain, one timer per connection (idle keep-alive timeout,
-absolute header deadline, body idle timeout), 413/414/431/408 refusals.
+absolute header deadline, body idle timeout), 413/414/431/408 refusals, and
+a Date (and the listener's own headers, such as Strict-Transport-Security)
+on every response, refusals included.
 Pipelined requests are answered one at a time, in order.
 """
 
@@ -20,6 +22,7 @@ from tempfile import TemporaryFile
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gatelayer.http.errors import raw_error_response
@@ -40,6 +43,18 @@ PIPELINE_LIMIT = 65536
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
+def _canonical_pairs(pairs):
+    """
+    C{(name, value)} header pairs with their names in twisted's canonical
+    case (C{b"Strict-Transport-Security"}), as the response head's header
+    mapping keys them.
+    """
+    headers = Headers()
+    for name, value in pairs:
+        headers.setRawHeaders(name, [value])
+    return tuple((name, values[-1]) for name, values in headers.getAllRawHeaders())
+
+
 @implementer(IPushProducer)
 class LeanChannel(ConnectionTimer, Protocol):
     """
@@ -56,9 +71,14 @@ class LeanChannel(ConnectionTimer, Protocol):
     @ivar factory: the L{gatelayer.http.factory.GatewayHTTPFactory}.
     @ivar callLater: the reactor's C{callLater} (for the connection's timer).
     @ivar idle_timeout: seconds a kept-alive connection may wait for its next
-        request, and a request body between two reads.
+        request.
     @ivar header_timeout: seconds from a request's first byte to the end of
         its headers (absolute: trickling bytes does not extend it).
+    @ivar body_timeout: seconds a request body may go without a byte
+        arriving before the request is refused with 408.
+    @ivar date: the factory's L{gatelayer.http.date.HTTPDate}.
+    @ivar extra_headers: the listener's own response headers as C{(name,
+        value)} pairs, names in canonical case.
     @ivar persistent: whether the connection may be kept alive (the factory
         clears it when draining).
     @ivar peer: the client's address.
@@ -70,10 +90,13 @@ class LeanChannel(ConnectionTimer, Protocol):
     callLater = None
     header_timeout = 10.0
     idle_timeout = 60.0
+    body_timeout = 30.0
     pipeline_limit = PIPELINE_LIMIT
     persistent = True
     peer = None
     write_paused = False
+    date = None
+    extra_headers = ()
 
     _phase = IDLE
     _dead = False
@@ -92,6 +115,10 @@ class LeanChannel(ConnectionTimer, Protocol):
         Register as the transport's producer and with the factory; start
         the idle timer.
         """
+        factory = self.factory
+        self.date = factory.date
+        if factory.extra_headers:
+            self.extra_headers = _canonical_pairs(factory.extra_headers)
         self.peer = self.transport.getPeer()
         self.transport.registerProducer(self, True)
         self._registered = True
@@ -211,7 +238,7 @@ class LeanChannel(ConnectionTimer, Protocol):
         if not rest:
             if head.expect_continue:
                 self.transport.write(_CONTINUE)
-            self._arm(self.idle_timeout)
+            self._arm(self.body_timeout)
 
     def _read_body(self):
         """
@@ -238,7 +265,7 @@ class LeanChannel(ConnectionTimer, Protocol):
             for piece in pieces:
                 self._store(request, piece)
         if not done:
-            self._arm(self.idle_timeout)
+            self._arm(self.body_timeout)
             return False
         self._decoder = None
         self._dispatch(request)
@@ -342,7 +369,9 @@ class LeanChannel(ConnectionTimer, Protocol):
         if self._dead:
             return
         self._cancel_timer()
-        self.transport.write(raw_error_response(status, message))
+        factory = self.factory
+        self.transport.write(raw_error_response(
+            status, message, factory.date(), factory.extra_headers))
         request = self._request
         if request is not None and not request.finished:
             request.code = status

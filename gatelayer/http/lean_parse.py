@@ -108,11 +108,19 @@ class HeadScanner:
     def check(self, buf):
         """
         Look at the bytes of C{buf} not seen yet; raise L{BadRequest} when a
-        limit is already exceeded.
+        limit is already exceeded or a line ends otherwise than with CRLF (a
+        bare LF or CR could only end in a refusal once the head is
+        complete, which a head of bare-LF lines never is).
         """
         size = len(buf)
-        since = self.scanned - 1 if self.scanned else 0
+        scanned = self.scanned
+        since = scanned - 1 if scanned else 0
         self.scanned = size
+        # Every LF seen for the first time follows a CR, and every CR is
+        # followed by an LF (the last byte may be a CR whose LF is to come).
+        crlf = buf.count(b"\r\n", since)
+        if buf.count(b"\n", scanned) != crlf or buf.count(b"\r", since, size - 1) != crlf:
+            raise BadRequest(400, "request head line not ended by CRLF")
         first = self.first
         if first < 0:
             first = buf.find(b"\r\n", since, MAX_REQUEST_LINE + 2)
@@ -147,7 +155,7 @@ def parse_head(buf, end):
     Limits come first (414, 431), then syntax (400), then the framing rules:
     Content-Length is digits only and, when repeated, the same each time;
     Transfer-Encoding is exactly C{chunked}, only in HTTP/1.1 and never with
-    Content-Length; HTTP/1.1 needs exactly one Host.
+    Content-Length; HTTP/1.1 needs exactly one Host and HTTP/1.0 at most one.
     """
     first = buf.find(b"\r\n", 0, end)
     if first < 0:
@@ -196,12 +204,14 @@ def parse_head(buf, end):
         if len(values) != 1 or values[0].lower() != b"chunked":
             raise BadRequest(400, "unsupported Transfer-Encoding")
         chunked = True
+    hosts = get(b"Host")
     if version == b"HTTP/1.1":
-        hosts = get(b"Host")
         if hosts is None or len(hosts) != 1:
             raise BadRequest(400, "HTTP/1.1 request needs exactly one Host header")
         keep_alive = True
     else:
+        if hosts is not None and len(hosts) != 1:
+            raise BadRequest(400, "request has more than one Host header")
         keep_alive = False
     values = get(b"Connection")
     if values is not None:
@@ -260,6 +270,25 @@ def _fill(headers, lines):
 _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 
 
+def _line_end(data, pos, size, limit):
+    """
+    Where the CRLF ending the line at C{data[pos:]} starts, or -1 while the
+    line is incomplete. A chunk-size or trailer line cannot hold a CR or an
+    LF, so the first of them must be the CR of a CRLF: a line ended by a
+    bare LF (or holding a bare CR) is refused as soon as it is seen, rather
+    than waiting for a CRLF that a lenient client never sends.
+    """
+    lf = data.find(b"\n", pos, pos + limit + 2)
+    cr = data.find(b"\r", pos, pos + limit + 2)
+    if lf < 0:
+        if cr < 0 or cr == size - 1:
+            return -1
+        raise BadRequest(400, "chunked body line not ended by CRLF")
+    if cr < 0 or cr != lf - 1:
+        raise BadRequest(400, "chunked body line not ended by CRLF")
+    return cr
+
+
 class ChunkedDecoder:
     """
     Decodes a chunked request body incrementally, strictly: chunk sizes are
@@ -305,7 +334,7 @@ class ChunkedDecoder:
                 if not self._remaining:
                     self._state = _DATA_END
             elif state == _SIZE:
-                end = data.find(b"\r\n", pos, pos + MAX_CHUNK_LINE + 2)
+                end = _line_end(data, pos, size, MAX_CHUNK_LINE)
                 if end < 0:
                     if size - pos > MAX_CHUNK_LINE + 1:
                         raise BadRequest(400, "chunk size line too long")
@@ -332,7 +361,7 @@ class ChunkedDecoder:
                 pos += 2
                 self._state = _SIZE
             elif state == _TRAILER:
-                end = data.find(b"\r\n", pos, pos + MAX_HEADER_LINE + 2)
+                end = _line_end(data, pos, size, MAX_HEADER_LINE)
                 if end < 0:
                     if size - pos > MAX_HEADER_LINE + 1:
                         raise BadRequest(431, "request trailer too large")

@@ -10,7 +10,8 @@ from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionLost
 from twisted.web.http_headers import Headers
 
-from gatelayer.http.errors import reason_phrase
+from gatelayer.http.date import is_imf_fixdate
+from gatelayer.http.errors import reason_phrase, valid_status
 
 __all__ = ["LeanRequest"]
 
@@ -36,25 +37,15 @@ def _canonical(name):  # pragma: no cover - other Twisted versions
     return b"-".join(word.capitalize() for word in name.split(b"-"))
 
 
-_REASON_CACHE = {}
-
-
-def _reason(code):
-    phrase = _REASON_CACHE.get(code)
-    if phrase is None:
-        phrase = reason_phrase(code)
-        if len(_REASON_CACHE) < 1000:
-            _REASON_CACHE[code] = phrase
-    return phrase
-
-
-def _status_line(code, message):
-    key = (code, message)
-    line = _STATUS_LINES.get(key)
+def _status_line(code):
+    """
+    The status line for C{code}, cached (at most 500 entries: only codes in
+    100..599 are kept).
+    """
+    code = valid_status(code)
+    line = _STATUS_LINES.get(code)
     if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (code, message)
-        if len(_STATUS_LINES) < 256:
-            _STATUS_LINES[key] = line
+        line = _STATUS_LINES[code] = b"HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
     return line
 
 
@@ -183,15 +174,18 @@ class LeanRequest:
 
     def setResponseCode(self, code, message=None):
         """
-        Set the response status; C{message} is the reason phrase (by default
-        the standard one).
+        Set the response status. The status line always carries the
+        gateway's own reason phrase for C{code}
+        (L{gatelayer.http.errors.reason_phrase}): C{message} is ignored, so
+        no upstream or client bytes reach the status line. A code outside
+        100..599 is answered as 502.
         """
         if not isinstance(code, int):
             raise TypeError("HTTP response code must be int, not %r" % (code,))
+        if not 100 <= code <= 599:
+            code = valid_status(code)
         self.code = code
-        if message is None or b"\r" in message or b"\n" in message:
-            message = _reason(code)
-        self.code_message = message
+        self.code_message = reason_phrase(code)
 
     def setHeader(self, name, value):
         """
@@ -263,9 +257,18 @@ class LeanRequest:
     def _write_head(self, data, finishing):
         code = self.code
         raw = _raw_headers(self.responseHeaders)
+        channel = self.channel
+        # A Date already there (an upstream's, a cached response's) is kept
+        # when well formed: it says when the response was generated, which
+        # caches downstream rely on.
+        dates = raw.get(b"Date")
+        if dates is None or len(dates) != 1 or not is_imf_fixdate(dates[0]):
+            raw[b"Date"] = [channel.date()]
+        for name, value in channel.extra_headers:
+            raw[name] = [value]
         version11 = self.clientproto == b"HTTP/1.1"
-        keep = self.keep_alive and self.channel.persistent
-        parts = [_status_line(code, self.code_message)]
+        keep = self.keep_alive and channel.persistent
+        parts = [_STATUS_LINES.get(code) or _status_line(code)]
         append = parts.append
         for name, values in raw.items():
             for value in values:

@@ -6,6 +6,8 @@ from io import BytesIO
 
 from twisted.web import http
 
+from gatelayer.http.date import is_imf_fixdate
+from gatelayer.http.errors import reason_phrase, valid_status
 from gatelayer.http.lean_parse import BadRequest
 
 
@@ -89,6 +91,36 @@ class GatewayRequest(http.Request):
         The number of body bytes received.
         """
         return self._received
+
+    def setResponseCode(self, code, message=None):
+        """
+        Set the response status. The status line always carries the
+        gateway's own reason phrase for C{code}: C{message} (an upstream's
+        reason phrase, say) is ignored, so no bytes from elsewhere reach the
+        status line. A code outside 100..599 is answered as 502.
+        """
+        if not isinstance(code, int):
+            raise TypeError("HTTP response code must be int, not %r" % (code,))
+        code = valid_status(code)
+        self.code = code
+        self.code_message = reason_phrase(code)
+
+    def write(self, data):
+        """
+        Send body bytes; before the first, the response head gets a Date
+        (a well-formed one already there, an upstream's, is kept) and the
+        listener's own headers.
+        """
+        if not self.startedWriting and not self.finished and not self._disconnected:
+            headers = self.responseHeaders
+            dates = headers.getRawHeaders(b"date")
+            if dates is None or len(dates) != 1 or not is_imf_fixdate(dates[0]):
+                headers.setRawHeaders(b"date", [self.channel.factory.date()])
+            for name, value in self.channel.factory.extra_headers:
+                headers.setRawHeaders(name, [value])
+            self.code = valid_status(self.code)
+            self.code_message = reason_phrase(self.code)
+        super().write(data)
 
     def on_lost(self, callback):
         """

@@ -387,6 +387,31 @@ class FilterTests(KeyFiles, SynchronousTestCase):
         self.assertIsNone(self.make(hide_credentials="yes").on_request(exchange))
         self.assertIsNone(exchange.headers.getRawHeaders(b"authorization"))
 
+    def test_hide_every_copy(self):
+        """
+        hide_credentials removes the token from every place it came in (the
+        same token may be sent twice): the bearer header, C{access_token} in
+        the query (however its name is encoded), and the configured cookie
+        or parameter; other parameters and cookies stay.
+        """
+        token = _token()
+        cases = [
+            ({}, [(b"Authorization", b"Bearer " + token)], b"a=1&access_token=" + token + b"&b=2", b"a=1&b=2"),
+            ({}, [(b"Authorization", b"Bearer " + token)], b"%61ccess_token=" + token, b""),
+            ({"token_from": "query:token"}, [(b"Authorization", b"Bearer " + token)],
+             b"token=" + token + b"&access_token=" + token + b"&c=3", b"c=3"),
+            ({"token_from": "cookie:session"},
+             [(b"Cookie", b"session=" + token + b"; k=v"), (b"Authorization", b"Bearer " + token)],
+             b"access_token=" + token, b""),
+        ]
+        for settings, headers, query, left in cases:
+            exchange = _exchange(headers, query=query)
+            self.assertIsNone(self.make(hide_credentials="yes", **settings).on_request(exchange))
+            self.assertEqual(exchange.query, left, settings)
+            self.assertIsNone(exchange.headers.getRawHeaders(b"authorization"), settings)
+            for cookie in exchange.headers.getRawHeaders(b"cookie", ()):
+                self.assertNotIn(token, cookie)
+
     def test_scopes(self):
         """
         Missing scopes get 403 with an insufficient_scope challenge naming

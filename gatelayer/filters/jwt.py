@@ -198,12 +198,17 @@ class JwtFilter:
         return None
 
     def _hide(self, exchange):
+        # The token may have come in several places at once (the same token
+        # is accepted twice): remove it from every place a token is read
+        # from, not only the one this route expects.
         kind, name = self.settings.token_from
-        if kind == "header":
-            exchange.headers.removeHeader(b"authorization")
-        elif kind == "cookie":
-            remove_cookie(exchange.headers, name.encode("ascii"))
-        else:
+        headers = exchange.headers
+        if bearer_tokens(headers):
+            headers.removeHeader(b"authorization")
+        exchange.query = without_query_param(exchange.query, _RFC6750_QUERY)
+        if kind == "cookie":
+            remove_cookie(headers, name.encode("ascii"))
+        elif kind == "query":
             exchange.query = without_query_param(exchange.query, name.encode("ascii"))
 
 

@@ -225,6 +225,20 @@ class SlidingWindowTests(SynchronousTestCase):
         blocked, _, _ = sliding_window(state, 1299, window, 10)
         self.assertFalse(blocked.allowed)
 
+    def test_retry_after_past_the_period(self):
+        """
+        A window filled in its first instants gives a Retry-After longer
+        than the period: the count only drops below the limit once the
+        next window is 1/limit of the way in (here 1000 - 10 + 100 ms).
+        """
+        window = 1000
+        state = (5, 10, 0)
+        decision, _, _ = sliding_window(state, 5010, window, 10)
+        self.assertFalse(decision.allowed)
+        self.assertEqual(decision.retry_after, 1.09)
+        self.assertTrue(sliding_window(state, 5010 + 1090, window, 10)[0].allowed)
+        self.assertFalse(sliding_window(state, 5010 + 1089, window, 10)[0].allowed)
+
     def test_retry_after_is_exact(self):
         """
         For a range of states, waiting Retry-After admits, and a millisecond

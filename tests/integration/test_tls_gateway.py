@@ -403,6 +403,28 @@ class TerminationTests(TLSGatewayTestCase):
             probe.lost.trap(SSL.Error)
 
     @inlineCallbacks
+    def test_strict_sni_host_must_match(self):
+        """
+        On a strict listener the request's Host must be the name of the TLS
+        handshake: another host (one the certificate would even cover) is
+        421 Misdirected Request; the same host, in any case or with the
+        default port, is served.
+        """
+        cases = [
+            (b"api.example.com", 200),
+            (b"API.Example.com:443", 200),
+            (b"api.example.com.", 200),
+            (b"www.example.com", 421),
+            (b"other.example.com", 421),
+        ]
+        for host, expected in cases:
+            response = yield self.https("strict", server_name="api.example.com", headers={b"Host": [host]})
+            self.assertEqual(response.status, expected, host)
+        response = yield self.https("secure", server_name="api.example.com",
+                                    headers={b"Host": [b"www.example.com"]})
+        self.assertEqual(response.status, 200, "without strict_sni the host is free")
+
+    @inlineCallbacks
     def test_old_protocols_refused(self):
         """
         A client that goes no higher than TLS 1.0 or 1.1 is refused, though

@@ -160,6 +160,14 @@ class ConfigErrorTests(SynchronousTestCase):
         ("[route:r]\npath = /r\nrespond = 200\nfilters = nope\n", "[route:r] filters: no section [filter:nope]"),
         ("[filter:f]\ntype = magic\n", "[filter:f] type: 'magic' is not a filter type"),
         ("[proxy:p]\n", "[proxy:p]: is not a known section"),
+        ("[gateway]\nescaped_slashes = maybe\n", "[gateway] escaped_slashes: 'maybe' is not one of keep, reject, decode"),
+        ("[gateway]\nunderscore_headers = yes\n", "[gateway] underscore_headers: 'yes' is not one of drop, allow, reject"),
+        ("[gateway]\nmerge_slashes = often\n", "[gateway] merge_slashes: 'often' is not yes or no"),
+        ("[gateway]\nbody_timeout = later\n", "[gateway] body_timeout: 'later' is not a duration"),
+        ("[gateway]\nmax_connections = 0\n", "[gateway] max_connections: '0' must be at least 1"),
+        ("[gateway]\nadmin_token_file = /nonexistent/token\n", "[gateway] admin_token_file: '/nonexistent/token' is not a file"),
+        ("[route:r]\npath = /r\nrespond = 200\nmethods = get, Trace\ndotfiles = sometimes\n",
+         "[route:r] dotfiles: 'sometimes' is not one of allow, deny"),
         ("[route:hello2]\npath = /hello\nrespond = 200 again\n", "matches exactly what [route:hello] matches"),
     ]
 
@@ -180,6 +188,27 @@ class ConfigErrorTests(SynchronousTestCase):
         """
         error = self.assertRaises(ConfigError, parse, "[gateway]\nworkers = x\nidle_timeout = y\n")
         self.assertEqual(len(error.problems), 4)  # two bad keys, no listener, no route
+
+    def test_unknown_gateway_key_once(self):
+        """
+        An unknown key in [gateway] is reported once, not once per reader.
+        """
+        error = self.assertRaises(ConfigError, parse, "[gateway]\ncolour = blue\n" + BASE)
+        self.assertEqual(sum("colour" in problem for problem in error.problems), 1, error.problems)
+
+    def test_hardening_defaults(self):
+        """
+        The canonical-request and hardening keys default as documented, and
+        the upstream timeouts are 5s to connect and 60s to read.
+        """
+        config = parse(BASE + "[upstream:u]\nservers = 127.0.0.1:1\n")
+        gateway = config.gateway
+        self.assertEqual(
+            (gateway.merge_slashes, gateway.escaped_slashes, gateway.underscore_headers, gateway.body_timeout,
+             gateway.max_connections, gateway.max_connections_per_ip, gateway.admin_token_file),
+            (True, "reject", "drop", 30.0, 10000, 0, None))
+        upstream = config.upstreams["u"]
+        self.assertEqual((upstream.connect_timeout, upstream.read_timeout), (5.0, 60.0))
 
     def test_unreadable(self):
         """

@@ -192,7 +192,7 @@ class ControlProtocolTests(SynchronousTestCase):
         pump.flush()
         self.assertEqual(seen, [{"pid": 1, "connections": 2, "requests": 3, "active": 4,
                                  "open_files": None, "paused": None, "refused_full": None,
-                                 "refused_per_ip": None}])
+                                 "refused_per_ip": None, "accept_errors": None, "unanswered": None}])
 
 
 def heartbeat(record, **counters):

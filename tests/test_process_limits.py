@@ -1,19 +1,25 @@
 """
 Tests for a worker's connection limits (gatelayer.process.limits):
 max_connections pauses the listening ports, max_connections_per_ip closes
-new connections, warnings are throttled. In memory, on a Clock.
+new connections, failed accepts pause accepting briefly, warnings are
+throttled. In memory, on a Clock.
 """
 
+import errno
+
+from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from gatelayer.process.limits import ConnectionLimits, LimitedFactory, ThrottledWarning
+from gatelayer.process.limits import (
+    ACCEPT_BACKOFF, AcceptErrorFilter, ConnectionLimits, LimitedFactory, ThrottledWarning,
+)
 from gatelayer.testing.server import InMemoryGateway
 
 CONFIG = """
@@ -306,3 +312,197 @@ class FactoryCountingTests(SynchronousTestCase):
         http_server = twisted.
         """
         self.check(CONFIG.replace("workers = 1", "workers = 1\nhttp_server = twisted"))
+
+
+class FakeListener:
+    """
+    A listening socket whose accept() returns or raises what it is given,
+    then says EAGAIN.
+    """
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+
+    def accept(self):
+        if not self.outcomes:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def fileno(self):
+        return 99
+
+
+class FakeClientSocket:
+    """
+    An accepted client socket Twisted may close.
+    """
+
+    def __init__(self):
+        self.closed = False
+
+    def close(self):
+        self.closed = True
+
+    def fileno(self):
+        return 98
+
+
+class FakeReservation:
+    """
+    Twisted's reserved EMFILE-recovery descriptor, without a file.
+    """
+
+    def available(self):
+        return True
+
+    def reserve(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+class AcceptErrorTests(SynchronousTestCase):
+    """
+    A failing accept in Twisted's own tcp.Port.doRead: the worker's log
+    filter turns its events into a pause of ACCEPT_BACKOFF and one throttled
+    warning, so the port does not try again at once (a spin on ENFILE) and
+    the log is not flooded.
+    """
+
+    def setUp(self):
+        self.reactor = MemoryReactorClock()
+        self.limits = ConnectionLimits(self.reactor, max_connections=100)
+        self.passed = []
+        self.filter = AcceptErrorFilter(self.passed.append)
+        self.filter.limits = self.limits
+        globalLogPublisher.addObserver(self.filter)
+        self.addCleanup(globalLogPublisher.removeObserver, self.filter)
+        self.warnings = collect_warnings(self)
+
+    def port(self, outcomes):
+        port = tcp.Port(0, Recorder(), reactor=self.reactor)
+        port.socket = FakeListener(outcomes)
+        port.fileno = port.socket.fileno
+        port.numberAccepts = 100
+        port.connected = True
+        port.startReading()
+        self.limits.add_port(port)
+        return port
+
+    def test_pauses(self):
+        """
+        ENFILE, ENOBUFS, ENOMEM, and EMFILE with Twisted's reserve
+        descriptor gone: the port, which would read again at once, stops
+        reading for ACCEPT_BACKOFF, then reads again; one warning names the
+        error; Twisted's own line is not logged.
+        """
+        class NoReservation(FakeReservation):
+            def available(self):
+                return False
+        self.patch(tcp, "_reservedFD", NoReservation())
+        cases = [(errno.ENFILE, "ENFILE (the system's file table is full)"),
+                 (errno.ENOBUFS, "ENOBUFS (the kernel is out of buffers)"),
+                 (errno.ENOMEM, "ENOMEM (the kernel is out of memory)"),
+                 (errno.EMFILE, "EMFILE (the worker's open-file limit is reached)")]
+        for number, named in cases:
+            del self.warnings[:]
+            port = self.port([OSError(number, "out")])
+            port.doRead()
+            self.assertNotIn(port, self.reactor.getReaders(), named)
+            self.assertEqual(self.warnings, [f"accept failed with {named}: not accepting for 0.5s"])
+            self.reactor.advance(ACCEPT_BACKOFF)
+            self.assertIn(port, self.reactor.getReaders())
+            self.reactor.advance(5)
+            self.limits.forget_ports()
+        self.assertEqual(self.limits.accept_errors, 4)
+        self.assertFalse([e for e in self.passed if e.get("log_namespace") == "twisted.internet.tcp.Port"
+                          and "acceptError" in e])
+
+    def test_emfile_recovery(self):
+        """
+        EMFILE with Twisted's reserve descriptor: the waiting connections
+        are closed unanswered (clients fail fast) and counted, the port
+        keeps reading (nothing spins), one warning replaces Twisted's lines
+        per connection.
+        """
+        self.patch(tcp, "_reservedFD", FakeReservation())
+        clients = [FakeClientSocket(), FakeClientSocket()]
+        port = self.port([OSError(errno.EMFILE, "Too many open files"),
+                          (clients[0], ("192.0.2.1", 1)), (clients[1], ("192.0.2.2", 2))])
+        port.doRead()
+        self.assertTrue(all(c.closed for c in clients))
+        self.assertEqual((self.limits.accept_errors, self.limits.unanswered), (1, 2))
+        self.assertIn(port, self.reactor.getReaders())
+        self.assertEqual(self.warnings, [
+            "accept failed with EMFILE (the worker's open-file limit is reached): closing the "
+            "connections waiting to be accepted"])
+        self.assertFalse([e for e in self.passed if "EMFILE" in (e.get("log_format") or "")])
+
+    def test_flood_throttled(self):
+        """
+        A hundred failing accepts: one warning, then one summary with the
+        count and the connections closed unanswered.
+        """
+        for i in range(100):
+            self.filter({"log_namespace": "twisted.internet.tcp.Port", "acceptError": "EMFILE",
+                         "log_format": "Could not accept new connection ({acceptError})"})
+            self.filter({"log_namespace": "twisted.internet.tcp.Port", "address": ("192.0.2.1", i),
+                         "log_format": "EMFILE recovery: Closed socket from {address}"})
+            self.reactor.advance(0.01)
+        self.reactor.advance(5)
+        self.assertEqual(len(self.warnings), 2)
+        self.assertEqual(self.warnings[1], "99 more failed accept(s) in the last 5.0s (the last EMFILE: "
+                                           "the worker's open-file limit is reached); 100 connection(s) "
+                                           "closed unanswered so far")
+        self.limits.stop()
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_paused_by_both(self):
+        """
+        A port paused by max_connections stays paused when the accept
+        backoff ends, and the reverse.
+        """
+        port = FakePort()
+        limits = ConnectionLimits(self.reactor, max_connections=1)
+        limits.add_port(port)
+        channel = FakeChannel("192.0.2.1")
+        limits.opened(channel)
+        limits.accept_failed("EMFILE")
+        self.reactor.advance(ACCEPT_BACKOFF)
+        self.assertFalse(port.reading)
+        limits.accept_failed("EMFILE")
+        limits.closed(channel)
+        self.assertFalse(port.reading)
+        self.reactor.advance(ACCEPT_BACKOFF)
+        self.assertTrue(port.reading)
+
+    def test_other_events_pass(self):
+        """
+        Other events, ECONNABORTED (a client gave up; nothing to back off
+        from) included, go on to the log unchanged.
+        """
+        events = [{"log_namespace": "twisted.internet.tcp.Port", "acceptError": "ECONNABORTED"},
+                  {"log_namespace": "gatelayer.x", "log_format": "EMFILE encountered"},
+                  {"log_namespace": "twisted.internet.tcp.Port", "log_format": "something else"}]
+        for event in events:
+            self.filter(event)
+        self.assertEqual(self.passed[-3:], events)
+        self.assertEqual(self.limits.accept_errors, 0)
+
+    def test_before_the_worker(self):
+        """
+        Until the worker's limits exist, accept events are logged as they
+        are.
+        """
+        passed = []
+        unbound = AcceptErrorFilter(passed.append)
+        event = {"log_namespace": "twisted.internet.tcp.Port", "acceptError": "EMFILE"}
+        unbound(event)
+        self.assertEqual(passed, [event])

@@ -42,6 +42,8 @@ class Heartbeat(amp.Command):
         (b"paused", amp.Boolean(optional=True)),
         (b"refused_full", amp.Integer(optional=True)),
         (b"refused_per_ip", amp.Integer(optional=True)),
+        (b"accept_errors", amp.Integer(optional=True)),
+        (b"unanswered", amp.Integer(optional=True)),
     ]
     response = []
     requiresAnswer = False

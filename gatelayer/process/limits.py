@@ -12,14 +12,88 @@ when C{worker_connections} are not enough) and counted.
 Reaching C{max_connections_per_ip} closes the new connection from that
 address at once: one client cannot take the whole worker.
 
-Both are logged as warnings at most once per interval, with a count of what
-was left unsaid.
+An accept that fails for want of resources is handled in two ways. On
+EMFILE (the open-file limit) Twisted's port frees a descriptor it keeps in
+reserve and closes what waits in the queue, so clients fail fast and
+nothing spins; that is only counted and warned about. On ENFILE (the
+system's file table), ENOBUFS, ENOMEM, or EMFILE with the reserve gone, the
+port gives up for that turn and returns to a socket that stays readable: it
+would try again at once, forever. Then the ports pause for
+L{ACCEPT_BACKOFF} seconds, as nginx pauses accepting on these errors.
+
+All of these are logged as warnings at most once per interval, with a count
+of what was left unsaid.
 """
 
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 WARN_INTERVAL = 5.0
+ACCEPT_BACKOFF = 0.5
+
+_ACCEPT_ERRORS = {
+    "EMFILE": "the worker's open-file limit is reached",
+    "ENFILE": "the system's file table is full",
+    "ENOBUFS": "the kernel is out of buffers",
+    "ENOMEM": "the kernel is out of memory",
+}
+_PORT_NAMESPACE = "twisted.internet.tcp.Port"
+
+
+def accept_event(event):
+    """
+    Recognise Twisted's C{tcp.Port} log events about failed accepts.
+
+    @return: C{("failed", errno name)} for an accept that failed and left
+        the connections waiting (the port would try again at once),
+        C{("shedding", "EMFILE")} when Twisted starts closing the waiting
+        connections to recover from EMFILE, C{("closed", address)} for each
+        connection it closed unanswered, C{("quiet", None)} for its other
+        recovery chatter, L{None} for any other event.
+    """
+    if event.get("log_namespace") != _PORT_NAMESPACE:
+        return None
+    error = event.get("acceptError")
+    if error is not None:
+        return ("failed", error) if error in _ACCEPT_ERRORS else None
+    text = event.get("log_format") or ""
+    if text.startswith("EMFILE encountered"):
+        return ("shedding", "EMFILE")
+    if text.startswith("EMFILE recovery: Closed socket"):
+        return ("closed", event.get("address"))
+    if text.startswith("Re-reserving EMFILE"):
+        return ("quiet", None)
+    return None
+
+
+class AcceptErrorFilter:
+    """
+    A log observer in front of a worker's own: Twisted's accept-failure
+    events (up to three lines per connection under a flood) go to the
+    worker's L{ConnectionLimits}, which pauses accepting and warns once per
+    interval; every other event goes on to C{observer}.
+
+    @ivar limits: the L{ConnectionLimits} to tell, set once the worker
+        exists; until then the events are logged as they are.
+    """
+
+    def __init__(self, observer):
+        self.observer = observer
+        self.limits = None
+
+    def __call__(self, event):
+        """
+        Observe one log event.
+        """
+        kind = accept_event(event) if self.limits is not None else None
+        if kind is None:
+            self.observer(event)
+        elif kind[0] == "failed":
+            self.limits.accept_failed(kind[1])
+        elif kind[0] == "shedding":
+            self.limits.accept_failed(kind[1], backoff=False)
+        elif kind[0] == "closed":
+            self.limits.accept_closed(kind[1])
 
 
 class ThrottledWarning:
@@ -29,11 +103,13 @@ class ThrottledWarning:
     the interval ends.
     """
 
-    def __init__(self, clock, log, event, summary, interval=WARN_INTERVAL):
+    def __init__(self, clock, log, event, summary, interval=WARN_INTERVAL, extra=None):
         """
         @param event: the log format of one occurrence.
         @param summary: the log format of the summary; it gets C{count} and
             C{interval} besides the fields of the last occurrence.
+        @param extra: a function returning more fields for the summary,
+            called when it is logged.
         """
         self.clock = clock
         self.log = log
@@ -44,6 +120,7 @@ class ThrottledWarning:
         self._quiet_until = None
         self._flush = None
         self._fields = {}
+        self._extra = extra
 
     def __call__(self, **fields):
         """
@@ -64,7 +141,10 @@ class ThrottledWarning:
         self._flush = None
         count, self.suppressed = self.suppressed, 0
         if count:
-            self.log.warn(self.summary, count=count, interval=self.interval, **self._fields)
+            fields = dict(self._fields)
+            if self._extra is not None:
+                fields.update(self._extra())
+            self.log.warn(self.summary, count=count, interval=self.interval, **fields)
             self._quiet_until = self.clock.seconds() + self.interval
 
     def stop(self):
@@ -88,11 +168,15 @@ class ConnectionLimits:
     @ivar open: open connections over all listeners.
     @ivar paused: whether the ports are paused because C{open} reached
         C{max_connections}.
+    @ivar accept_errors: accepts that failed for want of resources.
+    @ivar unanswered: connections Twisted closed unanswered to recover from
+        EMFILE.
     """
 
     log = Logger()
 
-    def __init__(self, clock, max_connections, max_per_ip=0, warn_interval=WARN_INTERVAL):
+    def __init__(self, clock, max_connections, max_per_ip=0, warn_interval=WARN_INTERVAL,
+                 accept_backoff=ACCEPT_BACKOFF):
         """
         @param clock: an L{IReactorTime} for the warning throttles.
         @param max_connections: open connections at which the ports pause.
@@ -107,6 +191,11 @@ class ConnectionLimits:
         self.pauses = 0
         self.refused_full = 0
         self.refused_per_ip = 0
+        self.accept_errors = 0
+        self.unanswered = 0
+        self.accept_backoff = accept_backoff
+        self._backoff = None
+        self._reading = True
         self._per_ip = {}
         self._hosts = {}
         self._ports = []
@@ -122,6 +211,12 @@ class ConnectionLimits:
             "{count} more connection(s) closed by max_connections_per_ip ({limit}) in the last "
             "{interval}s (the last from {host})",
             warn_interval)
+        self._warn_accept = ThrottledWarning(
+            clock, self.log,
+            "accept failed with {error} ({meaning}): {action}",
+            "{count} more failed accept(s) in the last {interval}s (the last {error}: {meaning}); "
+            "{unanswered} connection(s) closed unanswered so far",
+            warn_interval, extra=lambda: {"unanswered": self.unanswered})
 
     def add_port(self, port):
         """
@@ -129,7 +224,7 @@ class ConnectionLimits:
         C{startReading}) with the limit.
         """
         self._ports.append(port)
-        if self.paused:
+        if not self._reading:
             port.stopReading()
 
     def forget_ports(self):
@@ -171,7 +266,10 @@ class ConnectionLimits:
             self._hosts[channel] = host
             self._per_ip[host] = self._per_ip.get(host, 0) + 1
         if self.open >= self.max_connections and not self.paused:
-            self._pause()
+            self.paused = True
+            self.pauses += 1
+            self._warn_full(limit=self.max_connections, refused=self.refused_full)
+            self._update_ports()
 
     def closed(self, channel):
         """
@@ -187,19 +285,47 @@ class ConnectionLimits:
             else:
                 self._per_ip.pop(host, None)
         if self.paused and self.open < self.max_connections:
-            self._resume()
+            self.paused = False
+            self._update_ports()
 
-    def _pause(self):
-        self.paused = True
-        self.pauses += 1
-        self._warn_full(limit=self.max_connections, refused=self.refused_full)
-        for port in self._ports:
-            port.stopReading()
+    def accept_failed(self, error, backoff=True):
+        """
+        An accept failed with C{error} (an errno name such as C{"ENFILE"}):
+        stop accepting for C{accept_backoff} seconds (unless C{backoff} is
+        false: Twisted is closing the waiting connections itself).
+        """
+        self.accept_errors += 1
+        if backoff:
+            action = f"not accepting for {self.accept_backoff}s"
+        else:
+            action = "closing the connections waiting to be accepted"
+        self._warn_accept(error=error, meaning=_ACCEPT_ERRORS.get(error, "out of resources"),
+                          action=action)
+        if backoff and self._backoff is None:
+            self._backoff = self.clock.callLater(self.accept_backoff, self._backoff_over)
+            self._update_ports()
 
-    def _resume(self):
-        self.paused = False
+    def accept_closed(self, address):
+        """
+        Twisted closed a connection from C{address} unanswered to recover
+        from EMFILE.
+        """
+        self.unanswered += 1
+
+    def _backoff_over(self):
+        self._backoff = None
+        self._update_ports()
+
+    def _update_ports(self):
+        reading = not self.paused and self._backoff is None
+        if reading == self._reading:
+            return
+        self._reading = reading
         room = self.max_connections - self.open
         for port in self._ports:
+            if not reading:
+                port.stopReading()
+                continue
             # The next accept batch takes no more than there is room for
             # (tcp.Port grows it again by itself when the backlog is deep).
             if getattr(port, "numberAccepts", 0) > room:
@@ -220,15 +346,20 @@ class ConnectionLimits:
             "open": self.open, "max_connections": self.max_connections,
             "max_connections_per_ip": self.max_per_ip, "paused": self.paused,
             "pauses": self.pauses, "refused_full": self.refused_full,
-            "refused_per_ip": self.refused_per_ip,
+            "refused_per_ip": self.refused_per_ip, "accept_errors": self.accept_errors,
+            "unanswered": self.unanswered,
         }
 
     def stop(self):
         """
-        Log pending warning summaries and cancel their timers.
+        Log pending warning summaries and cancel every timer.
         """
+        if self._backoff is not None:
+            self._backoff.cancel()
+            self._backoff = None
         self._warn_full.stop()
         self._warn_ip.stop()
+        self._warn_accept.stop()
 
 
 class LimitedFactory(Factory):
@@ -274,4 +405,5 @@ class LimitedFactory(Factory):
         return prefix() if prefix is not None else self.wrapped.__class__.__name__
 
 
-__all__ = ["ConnectionLimits", "LimitedFactory", "ThrottledWarning", "WARN_INTERVAL"]
+__all__ = ["ACCEPT_BACKOFF", "AcceptErrorFilter", "ConnectionLimits", "LimitedFactory", "ThrottledWarning",
+           "WARN_INTERVAL", "accept_event"]

@@ -54,7 +54,9 @@ def main(argv=None):
     Run a worker until it drains or its master goes away.
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    globalLogBeginner.beginLoggingTo([_line_observer(sys.stdout)], redirectStandardIO=False)
+    from gatelayer.process.limits import AcceptErrorFilter
+    accept_errors = AcceptErrorFilter(_line_observer(sys.stdout))
+    globalLogBeginner.beginLoggingTo([accept_errors], redirectStandardIO=False)
     text = sys.stdin.buffer.read().decode("utf-8")
 
     from twisted.internet import reactor
@@ -101,6 +103,7 @@ def main(argv=None):
                     tls_wrapper=tls_wrapper, tls_creator_for=tls_creator_for,
                     open_files=open_files)
     worker.prepare()
+    accept_errors.limits = worker.limits
     state["worker"] = worker
     register_worker(config, control, worker)
 

@@ -59,6 +59,8 @@ class WorkerRecord:
     paused: bool = False
     refused_full: int = 0
     refused_per_ip: int = 0
+    accept_errors: int = 0
+    unanswered: int = 0
     spawn_error: str = None
     spawn_failures: int = 0
     killed_at: float = None
@@ -288,6 +290,7 @@ class MasterService(service.Service):
         record.last_heartbeat = record.killed_at = None
         record.connections = record.requests = record.active = 0
         record.paused, record.refused_full, record.refused_per_ip = False, 0, 0
+        record.accept_errors = record.unanswered = 0
         try:
             process = self.spawner.spawn(protocol, args, child_fds)
         except Exception as e:
@@ -361,12 +364,13 @@ class MasterService(service.Service):
         Answer a worker's control commands.
         """
         def heartbeat(pid, connections, requests, active, open_files=None, paused=None,
-                      refused_full=None, refused_per_ip=None):
+                      refused_full=None, refused_per_ip=None, accept_errors=None, unanswered=None):
             record.last_heartbeat = self.reactor.seconds()
             record.connections, record.requests, record.active = connections, requests, active
             record.open_files = open_files
             record.paused = bool(paused)
             record.refused_full, record.refused_per_ip = refused_full or 0, refused_per_ip or 0
+            record.accept_errors, record.unanswered = accept_errors or 0, unanswered or 0
             if not record.ready:
                 record.ready = True
                 self._check_ready()
@@ -548,6 +552,7 @@ class MasterService(service.Service):
                     "open_files": r.open_files, "accepting": not r.paused,
                     "refused": {"max_connections": r.refused_full,
                                 "max_connections_per_ip": r.refused_per_ip},
+                    "accept_errors": r.accept_errors, "unanswered": r.unanswered,
                     "watchdog_kills": r.watchdog_kills,
                     "spawn_error": r.spawn_error,
                 }

@@ -151,7 +151,8 @@ class Worker:
         self.master.callRemote(
             Heartbeat, pid=os.getpid(), connections=gateway.connections,
             requests=gateway.requests, active=gateway.active, paused=limits.paused,
-            refused_full=limits.refused_full, refused_per_ip=limits.refused_per_ip, **extra)
+            refused_full=limits.refused_full, refused_per_ip=limits.refused_per_ip,
+            accept_errors=limits.accept_errors, unanswered=limits.unanswered, **extra)
 
     def _drain_command(self, timeout):
         self.drain(timeout)

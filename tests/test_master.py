@@ -378,6 +378,21 @@ class WatchdogTests(SynchronousTestCase):
         self.assertEqual(self.first.signals, ["KILL", "KILL"])
         self.assertEqual(len(logged(self.events, "worker 0 (pid 1001) still running after SIGKILL")), 1)
 
+    def test_master_stall(self):
+        """
+        A check that runs late (the master was suspended, or the clock
+        jumped) kills nobody: the heartbeats waiting in the pipes are read
+        first; a worker still silent at the next check is killed.
+        """
+        self.beat_all()
+        self.reactor.pump([0.5] * 2)
+        self.reactor.advance(60)
+        self.assertEqual([p.signals for p in self.spawner.processes], [[], []])
+        self.assertEqual(len(logged(self.events, "the master was not running")), 1)
+        heartbeat(self.master.workers[1])
+        self.reactor.advance(0.5)
+        self.assertEqual([p.signals for p in self.spawner.processes], [["KILL"], []])
+
     def test_startup_grace(self):
         """
         A worker that has not sent its first heartbeat yet gets the longer

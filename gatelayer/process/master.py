@@ -184,6 +184,7 @@ class MasterService(service.Service):
         self.admin_socket = None
         self.admin_port = None
         self._watchdog = None
+        self._last_check = None
         self.workers = {}
         self.stopping = False
         self.started = None
@@ -332,6 +333,15 @@ class MasterService(service.Service):
             return
         timeout = self.config.gateway.heartbeat_timeout
         now = self.reactor.seconds()
+        last, self._last_check = self._last_check, now
+        interval = heartbeat_interval(timeout)
+        if last is not None and now - last > 2 * interval + 0.5:
+            # The master itself did not run (suspended, stopped, starved)
+            # or the clock jumped: the workers' heartbeats are waiting in
+            # the pipes, unread. Judge them at the next check.
+            self.log.warn("heartbeat check {late:.1f}s late: the master was not running; "
+                          "workers are judged at the next check", late=now - last - interval)
+            return
         for record in self.workers.values():
             if record.process is None or record.started is None:
                 continue

@@ -42,9 +42,15 @@ class _Socket:
         self.fd = fd
 
     def fileno(self):
+        """
+        The fake descriptor.
+        """
         return self.fd
 
     def close(self):
+        """
+        Nothing to close.
+        """
         pass
 
 
@@ -200,6 +206,9 @@ class TokenTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        """
+        A started gateway whose admin endpoint needs TOKEN.
+        """
         self.gate = AdminHarness(token=TOKEN)
         self.gate.start()
 
@@ -277,6 +286,9 @@ class TokenFileTests(SynchronousTestCase):
     """
 
     def write(self, data):
+        """
+        A file holding C{data}; returns its path.
+        """
         path = os.path.abspath(self.mktemp())
         with open(path, "wb") as f:
             f.write(data)

@@ -235,6 +235,9 @@ class SpawnFailureTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        """
+        A one-worker master.
+        """
         master_for(self, CONFIG.replace("workers = 2", "workers = 1"))
 
     def test_retried_with_backoff(self):
@@ -327,12 +330,18 @@ class WatchdogTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        """
+        A started two-worker master with heartbeat_timeout = 2.5s.
+        """
         master_for(self, WATCHED)
         self.master.startService()
         self.first = self.spawner.processes[0]
         self.record = self.master.workers[0]
 
     def beat_all(self):
+        """
+        One heartbeat from every worker.
+        """
         for record in self.master.workers.values():
             if record.control is not None:
                 heartbeat(record)

@@ -44,10 +44,16 @@ class FakePort:
         self.numberAccepts = 100
 
     def stopReading(self):
+        """
+        Pause.
+        """
         self.reading = False
         self.calls.append("stop")
 
     def startReading(self):
+        """
+        Resume.
+        """
         self.reading = True
         self.calls.append("start")
 
@@ -81,6 +87,9 @@ class MaxConnectionsTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        """
+        Limits of three connections over two ports.
+        """
         self.clock = Clock()
         self.limits = ConnectionLimits(self.clock, max_connections=3)
         self.ports = [FakePort(), FakePort()]
@@ -150,6 +159,9 @@ class PerIPTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        """
+        Limits of two connections per address.
+        """
         self.clock = Clock()
         self.limits = ConnectionLimits(self.clock, max_connections=100, max_per_ip=2)
         self.warnings = collect_warnings(self)
@@ -242,13 +254,22 @@ class Recorder(Factory):
         self.calls = []
 
     def buildProtocol(self, addr):
+        """
+        A plain protocol, recorded.
+        """
         self.calls.append(("build", addr.host))
         return Protocol()
 
     def doStart(self):
+        """
+        Recorded.
+        """
         self.calls.append("start")
 
     def doStop(self):
+        """
+        Recorded.
+        """
         self.calls.append("stop")
 
 
@@ -282,6 +303,10 @@ class FactoryCountingTests(SynchronousTestCase):
     """
 
     def check(self, config_text):
+        """
+        Open and close connections through the listener factory of C{config_text}
+        with limits of two connections, one per address.
+        """
         gate = InMemoryGateway(config_text)
         ports = [FakePort()]
         limits = ConnectionLimits(gate.reactor, max_connections=2, max_per_ip=1)
@@ -324,6 +349,9 @@ class FakeListener:
         self.outcomes = list(outcomes)
 
     def accept(self):
+        """
+        The next outcome: a C{(socket, address)} or an error raised.
+        """
         if not self.outcomes:
             raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
         outcome = self.outcomes.pop(0)
@@ -332,6 +360,9 @@ class FakeListener:
         return outcome
 
     def fileno(self):
+        """
+        A fake descriptor.
+        """
         return 99
 
 
@@ -344,9 +375,15 @@ class FakeClientSocket:
         self.closed = False
 
     def close(self):
+        """
+        Record the close.
+        """
         self.closed = True
 
     def fileno(self):
+        """
+        A fake descriptor.
+        """
         return 98
 
 
@@ -356,9 +393,15 @@ class FakeReservation:
     """
 
     def available(self):
+        """
+        Always there.
+        """
         return True
 
     def reserve(self):
+        """
+        Nothing to open.
+        """
         pass
 
     def __enter__(self):
@@ -377,6 +420,9 @@ class AcceptErrorTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        """
+        Limits on a memory reactor and the worker's log filter on the global publisher.
+        """
         self.reactor = MemoryReactorClock()
         self.limits = ConnectionLimits(self.reactor, max_connections=100)
         self.passed = []
@@ -387,6 +433,10 @@ class AcceptErrorTests(SynchronousTestCase):
         self.warnings = collect_warnings(self)
 
     def port(self, outcomes):
+        """
+        A real tcp.Port on the memory reactor whose socket's accept gives
+        C{outcomes}, paused and resumed by the limits.
+        """
         port = tcp.Port(0, Recorder(), reactor=self.reactor)
         port.socket = FakeListener(outcomes)
         port.fileno = port.socket.fileno

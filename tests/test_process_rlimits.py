@@ -28,12 +28,18 @@ class FakeResource:
         self.set_calls = []
 
     def getrlimit(self, kind):
+        """
+        The current limits (or the error given).
+        """
         assert kind == self.RLIMIT_NOFILE
         if self.get_error is not None:
             raise self.get_error
         return self.limits
 
     def setrlimit(self, kind, limits):
+        """
+        Set the limits as a kernel would, refusing above its ceiling.
+        """
         assert kind == self.RLIMIT_NOFILE
         self.set_calls.append(limits)
         soft, hard = limits

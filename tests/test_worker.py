@@ -44,9 +44,15 @@ class FakeControl:
         self.responders = {}
 
     def register(self, command, responder):
+        """
+        Record a responder.
+        """
         self.responders[command] = responder
 
     def callRemote(self, command, **arguments):
+        """
+        Record a command.
+        """
         self.sent.append((command, arguments))
         return succeed({})
 
@@ -60,12 +66,21 @@ class ReadingPort:
         self.reading = True
 
     def stopReading(self):
+        """
+        Pause.
+        """
         self.reading = False
 
     def startReading(self):
+        """
+        Resume.
+        """
         self.reading = True
 
     def stopListening(self):
+        """
+        Closed at once.
+        """
         return succeed(None)
 
 
@@ -75,6 +90,9 @@ class PortReactor(MemoryReactorClock):
     """
 
     def adoptStreamPort(self, fileno, addressFamily, factory):
+        """
+        Record the adoption; return a L{ReadingPort}.
+        """
         super().adoptStreamPort(fileno, addressFamily, factory)
         port = ReadingPort()
         self.ports = getattr(self, "ports", []) + [port]
@@ -87,6 +105,9 @@ class WorkerTests(SynchronousTestCase):
     """
 
     def setUp(self):
+        """
+        A started worker with a fake control channel and an open-file limit of 4096.
+        """
         self.reactor = PortReactor()
         self.config = parse_config_text(CONFIG, "/etc/gate.ini")
         self.control = FakeControl()

@@ -151,6 +151,9 @@ class _Refusal(resource.Resource):
         self.headers = headers
 
     def render(self, request):
+        """
+        Answer with the refusal's status, headers and JSON body.
+        """
         request.setResponseCode(self.status)
         for name, value in self.headers:
             request.setHeader(name, value)
@@ -166,6 +169,9 @@ class _Status(resource.Resource):
         self.master = master
 
     def render_GET(self, request):
+        """
+        The /status document, once the parts have answered.
+        """
         request.setHeader(b"content-type", b"application/json")
 
         def write(data):
@@ -222,6 +228,9 @@ class _Health(resource.Resource):
         self.master = master
 
     def render_GET(self, request):
+        """
+        The /healthz verdict (see L{health}).
+        """
         status, document = health(self.master)
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")

@@ -26,6 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gatelayer.__file__)))
 
 
 def config(gateway="", workers=1, web="127.0.0.1:0", admin="127.0.0.1:0"):
+    """
+    A config text with one listener and the admin endpoint.
+    """
     return f"""
 [gateway]
 workers = {workers}
@@ -50,9 +53,15 @@ class RawClient(Protocol):
         self.closed = Deferred()
 
     def dataReceived(self, data):
+        """
+        Record.
+        """
         self.data += data
 
     def connectionLost(self, reason):
+        """
+        Fire C{closed} with what was received.
+        """
         self.closed.callback(self.data)
 
     def get(self, path=b"/"):
@@ -186,12 +195,18 @@ class GatewayTestCase(TestCase):
 
     @inlineCallbacks
     def start(self, config_text):
+        """
+        Start a gateway on C{config_text}, stopped at cleanup.
+        """
         self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()), config_text)
         self.addCleanup(self.gate.stop)
         yield self.gate.start()
 
     @inlineCallbacks
     def status(self, headers=None):
+        """
+        The admin /status document.
+        """
         response = yield fetch(reactor, self.gate.admin_url("/status"), headers=headers)
         return response.json()
 

@@ -368,6 +368,21 @@ class StatusLineTests(SynchronousTestCase):
                 self.assertEqual(self.request.code, 502)
                 self.assertTrue(any("not in 100..599" in event.get("log_format", "") for event in events))
 
+    def test_code_assigned_directly(self):
+        """
+        A code set on the request directly, bypassing setResponseCode, is
+        checked when the head is written.
+        """
+        gate = LeanGateway(hold=True, http_server=self.http_server)
+        channel, transport = gate.connect()
+        channel.dataReceived(GOOD + b"\r\n")
+        request = gate.terminal.requests[0]
+        request.code = 1000
+        with capturedLogs():
+            request.finish()
+        self.assertEqual(head_lines(transport.value())[0], b"HTTP/1.1 502 Bad Gateway")
+        self.assertEqual(request.code, 502)
+
     def test_code_not_int(self):
         """
         A status that is not an int is a programming error, refused where

@@ -45,13 +45,19 @@ class HTTPDate:
         C{seconds()} is the time).
     """
 
-    __slots__ = ("clock", "_seconds", "_second", "_value")
+    __slots__ = ("clock", "_seconds", "_second", "_value", "_line")
 
     def __init__(self, clock):
         self.clock = clock
         self._seconds = clock.seconds
         self._second = None
         self._value = b""
+        self._line = b""
+
+    def _refresh(self, second):
+        self._value = imf_fixdate(second)
+        self._line = b"Date: " + self._value + b"\r\n"
+        self._second = second
 
     def __call__(self):
         """
@@ -59,6 +65,15 @@ class HTTPDate:
         """
         second = int(self._seconds())
         if second != self._second:
-            self._value = imf_fixdate(second)
-            self._second = second
+            self._refresh(second)
         return self._value
+
+    def line(self):
+        """
+        The whole header line, C{b"Date: ...\\r\\n"}, for a response head
+        that has no Date yet.
+        """
+        second = int(self._seconds())
+        if second != self._second:
+            self._refresh(second)
+        return self._line

@@ -39,10 +39,9 @@ def _canonical(name):  # pragma: no cover - other Twisted versions
 
 def _status_line(code):
     """
-    The status line for C{code}, cached (at most 500 entries: only codes in
-    100..599 are kept).
+    The status line for C{code} (a valid status), cached: at most 500
+    entries.
     """
-    code = valid_status(code)
     line = _STATUS_LINES.get(code)
     if line is None:
         line = _STATUS_LINES[code] = b"HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
@@ -256,20 +255,29 @@ class LeanRequest:
 
     def _write_head(self, data, finishing):
         code = self.code
+        status_line = _STATUS_LINES.get(code)
+        if status_line is None:
+            # Not yet seen, or not a status at all (a code assigned
+            # directly rather than through setResponseCode).
+            code = self.code = valid_status(code)
+            status_line = _status_line(code)
         raw = _raw_headers(self.responseHeaders)
         channel = self.channel
         # A Date already there (an upstream's, a cached response's) is kept
         # when well formed: it says when the response was generated, which
         # caches downstream rely on.
         dates = raw.get(b"Date")
-        if dates is None or len(dates) != 1 or not is_imf_fixdate(dates[0]):
-            raw[b"Date"] = [channel.date()]
+        if dates is not None and (len(dates) != 1 or not is_imf_fixdate(dates[0])):
+            del raw[b"Date"]
+            dates = None
         for name, value in channel.extra_headers:
             raw[name] = [value]
         version11 = self.clientproto == b"HTTP/1.1"
         keep = self.keep_alive and channel.persistent
-        parts = [_STATUS_LINES.get(code) or _status_line(code)]
+        parts = [status_line]
         append = parts.append
+        if dates is None:
+            append(channel.date.line())
         for name, values in raw.items():
             for value in values:
                 append(name + b": " + value + b"\r\n")

@@ -113,13 +113,16 @@ class GatewayRequest(http.Request):
         """
         if not self.startedWriting and not self.finished and not self._disconnected:
             headers = self.responseHeaders
+            factory = self.channel.factory
             dates = headers.getRawHeaders(b"date")
             if dates is None or len(dates) != 1 or not is_imf_fixdate(dates[0]):
-                headers.setRawHeaders(b"date", [self.channel.factory.date()])
-            for name, value in self.channel.factory.extra_headers:
+                headers.setRawHeaders(b"date", [factory.date()])
+            for name, value in factory.extra_headers:
                 headers.setRawHeaders(name, [value])
-            self.code = valid_status(self.code)
-            self.code_message = reason_phrase(self.code)
+            # Again here: code and code_message may have been set directly
+            # rather than through setResponseCode.
+            code = self.code = valid_status(self.code)
+            self.code_message = reason_phrase(code)
         super().write(data)
 
     def on_lost(self, callback):

@@ -267,6 +267,20 @@ class ServerRoutingTests(SynchronousTestCase):
         status, headers, _ = parse_response(self.gate.exchange(b"DELETE /ro HTTP/1.1\r\nHost: x\r\n\r\n"))
         self.assertEqual((status, headers[b"allow"]), (405, [b"GET"]))
 
+    def test_drain_mid_head(self):
+        """
+        A request whose head is arriving when the worker starts draining is
+        still answered; the connection closes after it.
+        """
+        channel, transport = self.gate.connect()
+        channel.dataReceived(b"GET /hello HTTP/1.1\r\nHost: x\r\n")
+        self.gate.factory.drain()
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(b"\r\n")
+        status, _, body = parse_response(transport.value())
+        self.assertEqual((status, body), (200, b"hello"))
+        self.assertTrue(transport.disconnecting)
+
     def test_keep_alive_pipelined(self):
         """
         Several requests on one connection are answered in order.

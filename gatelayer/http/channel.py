@@ -169,6 +169,10 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
         except BadRequest as refusal:
             self._reject(refusal.status, refusal.message)
             return
+        # The head began on a persistent connection: a drain since then
+        # (which clears persistent) lets this request be answered, the
+        # connection closing after it, as on the lean channel.
+        self.persistent = True
         receive = super().lineReceived
         for line in head:
             receive(line)

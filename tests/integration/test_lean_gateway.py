@@ -1,18 +1,25 @@
 """
 Integration tests of the two server channels: the gateway core's
 integration tests (which run with the default, the lean channel) again with
-twisted.web's channel, and raw client bytes (pipelining, a chunked upload, a
-smuggling attempt) over real sockets to the lean channel.
+twisted.web's channel, raw client bytes (pipelining, a chunked upload, a
+smuggling attempt) over real sockets to the lean channel, and, on both
+channels, a stalled body, bare-LF framing and what refusals carry (Date,
+HSTS over TLS).
 """
 
+import calendar
+import email.utils
 import json
 import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
 
+from gatelayer.http.date import is_imf_fixdate
+from gatelayer.testing.certs import CertificateAuthority, tls_client_creator
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.server import parse_response
 from gatelayer.testing.upstreams import UpstreamServer
@@ -48,14 +55,17 @@ class _RawClient(Protocol):
         self.data = data
         self.received = []
         self.done = Deferred()
+        self.connected_at = self.closed_at = None
 
     def connectionMade(self):
+        self.connected_at = reactor.seconds()
         self.transport.write(self.data)
 
     def dataReceived(self, data):
         self.received.append(data)
 
     def connectionLost(self, reason):
+        self.closed_at = reactor.seconds()
         self.done.callback(b"".join(self.received))
 
 
@@ -150,3 +160,139 @@ class LeanRawSocketTests(TestCase):
         status, headers, body = parse_response(data)
         self.assertEqual(status, 400)
         self.assertEqual(data.count(b"HTTP/1.1 "), 1)
+
+
+def hardening_config(http_server):
+    """
+    A plain listener and a TLS listener with HSTS (C{certs/www.pem} in the
+    gateway's directory), a 1 s body timeout, far shorter than the header
+    and idle timeouts, and one direct route.
+    """
+    return f"""
+[gateway]
+workers = 1
+admin = 127.0.0.1:0
+drain_timeout = 2s
+http_server = {http_server}
+header_timeout = 20s
+idle_timeout = 30s
+body_timeout = 1s
+max_body_size = 1KB
+[listener:web]
+bind = 127.0.0.1:0
+[listener:secure]
+bind = 127.0.0.1:0
+tls = main
+[tls:main]
+certificates = certs/
+hsts = max-age=31536000
+[route:hello]
+path = /hello
+respond = 200 hello
+"""
+
+
+class ChannelHardeningTests(TestCase):
+    """
+    Over real sockets, on the lean channel (and, in the subclass, on
+    twisted.web's): a stalled body is cut with 408 after body_timeout, a
+    bare-LF chunk line is refused at once, and every answer (refusals
+    written before a request exists included) carries a Date, plus HSTS on
+    the TLS listener.
+    """
+
+    timeout = 60
+    http_server = "gatelayer"
+
+    @inlineCallbacks
+    def setUp(self):
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(os.path.join(directory, "certs"))
+        CertificateAuthority().issue(["www.example.com"]).write(os.path.join(directory, "certs", "www.pem"))
+        self.gate = GatewayProcess(reactor, directory, hardening_config(self.http_server))
+        self.addCleanup(self.gate.stop)
+        yield self.gate.start()
+
+    def send(self, data, listener="web"):
+        """
+        Send raw bytes on a new connection (TLS for C{secure}); fires with
+        the client protocol once the gateway has closed the connection.
+        """
+        host, port = self.gate.address(listener)
+        client = _RawClient(data)
+        factory = _RawClientFactory(client)
+        if listener == "secure":
+            factory = TLSMemoryBIOFactory(tls_client_creator("www.example.com"), True, factory, clock=reactor)
+        reactor.connectTCP(host, port, factory, timeout=10)
+        return client.done.addCallback(lambda data: client).addTimeout(20, reactor)
+
+    def assertDated(self, headers):
+        """
+        One Date, an IMF-fixdate within a few seconds of now.
+        """
+        self.assertEqual(len(headers[b"date"]), 1, headers)
+        value = headers[b"date"][0]
+        self.assertTrue(is_imf_fixdate(value), value)
+        sent = calendar.timegm(email.utils.parsedate(value.decode("ascii")))
+        self.assertLess(abs(sent - reactor.seconds()), 5)
+
+    @inlineCallbacks
+    def test_stalled_body(self):
+        """
+        A body that stops arriving gets a JSON 408 after body_timeout (1 s
+        here, not the 20 s header or 30 s idle timeout), then the close.
+        """
+        client = yield self.send(b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        status, headers, body = parse_response(b"".join(client.received))
+        self.assertEqual((status, json.loads(body)["error"]), (408, "request body not received in time"))
+        self.assertDated(headers)
+        elapsed = client.closed_at - client.connected_at
+        self.assertTrue(0.9 <= elapsed < 10, elapsed)
+
+    @inlineCallbacks
+    def test_bare_lf_chunk_line(self):
+        """
+        A chunk-size line ended by a bare LF is 400 at once: not a 408 from
+        the body timeout (which waiting for a CRLF would end in).
+        """
+        client = yield self.send(
+            b"POST /hello HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\n0\n\n")
+        status, headers, body = parse_response(b"".join(client.received))
+        self.assertEqual(status, 400)
+        self.assertDated(headers)
+
+    @inlineCallbacks
+    def test_tls_refusals_carry_hsts(self):
+        """
+        On the TLS listener, refusals written before a request exists (a
+        bare-LF head, an oversized header, a body declared too large) carry
+        Strict-Transport-Security and a Date, as the gateway's errors do.
+        """
+        for data, status in [(b"GET /hello HTTP/1.1\nHost: x\n\n", 400),
+                             (b"GET /hello HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
+                             (b"POST /hello HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", 413),
+                             (b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 404)]:
+            client = yield self.send(data, "secure")
+            code, headers, body = parse_response(b"".join(client.received))
+            self.assertEqual(code, status, data[:40])
+            self.assertEqual(headers[b"strict-transport-security"], [b"max-age=31536000"])
+            self.assertDated(headers)
+
+    @inlineCallbacks
+    def test_plain_answers_dated(self):
+        """
+        A direct response on the plain listener is dated and has no HSTS.
+        """
+        client = yield self.send(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, headers, body = parse_response(b"".join(client.received))
+        self.assertEqual((status, body), (200, b"hello"))
+        self.assertDated(headers)
+        self.assertNotIn(b"strict-transport-security", headers)
+
+
+class TwistedChannelHardeningTests(ChannelHardeningTests):
+    """
+    The same, with twisted.web's channel (C{http_server = twisted}).
+    """
+
+    http_server = "twisted"

@@ -69,8 +69,9 @@ def answer(request, body, headers=()):
 
 class LeanGateway(InMemoryGateway):
     """
-    An in-memory gateway with the lean channel whose only route answers
-    with a L{RecordingTerminal}.
+    An in-memory gateway with the lean channel (or, with C{http_server =
+    "twisted"}, twisted.web's) whose only route answers with a
+    L{RecordingTerminal}.
     """
 
     def __init__(self, hold=False, config=CONFIG, http_server="gatelayer"):

@@ -125,6 +125,21 @@ class HTTPDateTests(SynchronousTestCase):
         self.assertEqual(date(), b"Sun, 06 Nov 1994 08:49:38 GMT")
         self.assertEqual(len(calls), 2)
 
+    def test_line(self):
+        """
+        The whole header line is cached with the value and follows the
+        clock the same way.
+        """
+        clock = Clock()
+        clock.advance(EXAMPLE_TIME)
+        date = HTTPDate(clock)
+        line = date.line()
+        self.assertEqual(line, b"Date: " + EXAMPLE_DATE + b"\r\n")
+        self.assertIs(date.line(), line)
+        clock.advance(1)
+        self.assertEqual(date.line(), b"Date: Sun, 06 Nov 1994 08:49:38 GMT\r\n")
+        self.assertEqual(date(), b"Sun, 06 Nov 1994 08:49:38 GMT")
+
     def test_is_imf_fixdate(self):
         """
         Only the IMF-fixdate form is taken as well formed; the obsolete

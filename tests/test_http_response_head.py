@@ -7,6 +7,7 @@ only of the gateway's own reason phrase for a valid status code.
 """
 
 import json
+import os
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
@@ -207,6 +208,29 @@ class ResponseDateTests(SynchronousTestCase):
                         b"GET /hello HTTP/1.0\r\n\r\n"]:
             with self.subTest(request=request):
                 self.assertDated(self.gate.exchange(request))
+
+    def test_static_file(self):
+        """
+        A static file, its 304 and a missing one are dated (Last-Modified is
+        the file's, Date the response's).
+        """
+        root = self.mktemp()
+        os.makedirs(root)
+        with open(os.path.join(root, "a.txt"), "wb") as f:
+            f.write(b"A" * 10)
+        gate = InMemoryGateway(with_server(CONFIG, self.http_server)
+                               + "[route:files]\npath = /files/\nstatic = %s\n" % (os.path.abspath(root),))
+        gate.reactor.advance(EXAMPLE_TIME)
+        status, headers, body = parse_response(gate.exchange(b"GET /files/a.txt HTTP/1.1\r\nHost: x\r\n\r\n"))
+        self.assertEqual((status, body), (200, b"A" * 10))
+        self.assertEqual(headers[b"date"], [EXAMPLE_DATE])
+        stamp = headers[b"last-modified"][0]
+        conditional = b"GET /files/a.txt HTTP/1.1\r\nHost: x\r\nIf-Modified-Since: " + stamp + b"\r\n\r\n"
+        for request, code in [(conditional, 304), (b"GET /files/b.txt HTTP/1.1\r\nHost: x\r\n\r\n", 404)]:
+            with self.subTest(code=code):
+                data = gate.exchange(request)
+                self.assertEqual(parse_response(data)[0], code)
+                self.assertDated(data)
 
     def test_refusals(self):
         """

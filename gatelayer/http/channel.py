@@ -112,7 +112,8 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
     def dataReceived(self, data):
         """
         The first byte of a request starts its header deadline; body bytes
-        push the body's idle timeout back.
+        push the body timeout back. An unfinished head line holding a bare
+        LF or CR is refused at once.
         """
         if self._rejected:
             return

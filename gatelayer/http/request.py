@@ -31,6 +31,7 @@ class GatewayRequest(http.Request):
     _body_limit = None
     _received = 0
     _completed = False
+    _gateway = None
 
     def parseCookies(self):
         """
@@ -77,7 +78,10 @@ class GatewayRequest(http.Request):
         self.content.seek(0, 0)
         self.args = {}
         self.method, self.uri, self.clientproto = command, path, version
-        self.path, _, self.query = path.partition(b"?")
+        if self._gateway is None:
+            # Not routed (the gateway sets the canonical path and query
+            # when it routes the request; keep those).
+            self.path, _, self.query = path.partition(b"?")
         self.process()
 
     def process(self):
@@ -153,6 +157,6 @@ class GatewayRequest(http.Request):
     def _done(self):
         if not self._completed:
             self._completed = True
-            gateway = getattr(self, "_gateway", None)
+            gateway = self._gateway
             if gateway is not None:
                 gateway.request_finished(self)

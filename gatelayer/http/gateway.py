@@ -239,7 +239,8 @@ class Gateway:
     def response_headers(self, request, exchange, route, ran):
         """
         Run the response phase of C{route}'s filters that ran and add what
-        they and the listener want to the response headers.
+        they want to the response headers (the listener's own headers, such
+        as HSTS, are added by the server channel to every response).
         """
         headers = request.responseHeaders
         if ran:
@@ -250,8 +251,6 @@ class Gateway:
         if exchange is not None:
             for name, value in exchange.response_headers:
                 headers.addRawHeader(name, value)
-        for name, value in request.channel.factory.extra_headers:
-            headers.setRawHeaders(name, [value])
         if self._server_header is not None:
             headers.setRawHeaders(b"server", [self._server_header])
 

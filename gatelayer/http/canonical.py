@@ -16,14 +16,14 @@ import re
 from gatelayer.http.lean_parse import BadRequest
 
 __all__ = [
-    "CanonicalTarget", "HeaderPolicy", "canonical_host", "cgi_name", "normalize_path",
+    "SUSPECT_PATH", "CanonicalTarget", "HeaderPolicy", "canonical_host", "cgi_name", "normalize_path",
     "parse_target", "check_method",
 ]
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _ESCAPE = re.compile(rb"%([0-9A-Fa-f]{2})?")
 # A path needs the slow path only when it holds one of these.
-_SUSPECT = re.compile(rb"%|/\.|//|\\|#|\.;")
+SUSPECT_PATH = _SUSPECT = re.compile(rb"%|/\.|//|\\|#|\.;")
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _STANDARD_METHODS = frozenset([
     b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"TRACE", b"CONNECT",
@@ -163,6 +163,8 @@ def check_method(method):
     lenient server behind the gateway would take C{get} for C{GET} while
     the gateway's routes did not.
     """
+    if method in _STANDARD_METHODS:
+        return
     if _TOKEN.fullmatch(method) is None:
         raise BadRequest(400, "malformed method")
     if method not in _STANDARD_METHODS and method.upper() in _STANDARD_METHODS:

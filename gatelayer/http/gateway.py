@@ -8,7 +8,7 @@ from twisted.logger import Logger
 
 from gatelayer.chain import Exchange, run_request_phase, run_response_phase
 from gatelayer.http.canonical import (
-    HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
+    SUSPECT_PATH, HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
 )
 from gatelayer.http.lean_parse import BadRequest
 from gatelayer.filters import FilterServices, build_filter
@@ -27,6 +27,8 @@ _OPTIONS_MATCH = RouteMatch(None, 200, ("*",))
 # redacted in the access log whatever the filters say.
 _ALWAYS_REDACTED = (b"access_token",)
 _HOST_CACHE_LIMIT = 1024
+_PLAIN_METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"])
+_SUSPECT_PATH = SUSPECT_PATH.search
 
 
 def identity_headers(config):
@@ -142,40 +144,47 @@ class Gateway:
         Host header rewritten to that form, and the client headers the
         gateway vouches for removed.
         """
-        check_method(method)
-        target = parse_target(method, uri)
-        factory = request.channel.factory
-        scheme = factory.scheme
+        if method not in _PLAIN_METHODS:
+            check_method(method)
         raw = request.requestHeaders._rawHeaders
-        host_value = target.authority
+        if uri[:1] == b"/" and method != b"CONNECT":
+            # origin-form, the usual case: no target object
+            path, _, query = uri.partition(b"?")
+            host_value = None
+            form = "origin"
+        else:
+            target = parse_target(method, uri)
+            path, query, host_value, form = target.path, target.query, target.authority, target.form
         if host_value is None:
             hosts = raw.get(b"Host")
             host_value = hosts[0] if hosts else None
+        factory = request.channel.factory
         if host_value is not None:
-            cache = self._hosts[scheme]
+            cache = self._hosts[factory.scheme]
             found = cache.get(host_value)
             if found is None:
-                found = canonical_host(host_value, _DEFAULT_PORTS[scheme])
+                found = canonical_host(host_value, _DEFAULT_PORTS[factory.scheme])
                 if len(cache) < _HOST_CACHE_LIMIT:
                     cache[host_value] = found
             host, authority = found
-            raw[b"Host"] = [authority]
+            if host_value != authority:
+                raw[b"Host"] = [authority]
         else:
             host = ""
         if self._strict_sni and factory.listener.name in self._strict_sni:
             _check_sni(request, host)
         self._headers.apply(raw)
-        if target.form == "asterisk":
+        if form == "asterisk":
             path = b"*"
-        else:
-            path = normalize_path(target.path, self._merge_slashes, self._escaped_slashes)
+        elif _SUSPECT_PATH(path) is not None:
+            path = normalize_path(path, self._merge_slashes, self._escaped_slashes)
         request.host_name = host
         request.path = path
-        request.query = target.query
+        request.query = query
         request._gateway = self
         self.requests += 1
         self.active += 1
-        if target.form == "asterisk":
+        if form == "asterisk":
             return _OPTIONS_MATCH, self._default_limit
         match = self.table.match(host, path, method.decode("ascii"))
         if match.route is None:

@@ -20,7 +20,7 @@ from twisted.web import resource, server
 from gatelayer.auth.apikeys import hash_key
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.server import parse_response
-from tests.test_http_canonical import ATTACKS, KEY
+from tests.test_http_canonical import ATTACKS, GATE, KEY
 
 
 class NormalizingApp(resource.Resource):
@@ -129,45 +129,10 @@ class CanonicalGatewayIntegrationTests(TestCase):
         with open(os.path.join(directory, "secret.txt"), "w") as f:
             f.write("a-secret-of-at-least-thirty-two-bytes!!")
         self.log_path = os.path.join(directory, "access.log")
-        config = f"""
-[gateway]
-workers = 1
-http_server = {self.http_server}
-access_log = {self.log_path}
-[listener:web]
-bind = 127.0.0.1:0
-[upstream:app]
-servers = 127.0.0.1:{port.getHost().port}
-[filter:keys]
-type = api_key
-keys = apikeys.ini
-query = api_key
-[filter:claims]
-type = jwt
-secret_file = secret.txt
-algorithms = HS256
-forward_claims = role: X-User-Role
-[route:admin]
-path = /admin
-upstream = app
-filters = keys
-[route:admin-host]
-host = admin.example.test
-path = /
-upstream = app
-filters = keys
-[route:traced]
-path = /traced
-methods = TRACE, GET
-respond = 200 traced
-[route:open]
-path = /
-upstream = app
-[route:v1]
-path = /v1/
-upstream = app
-strip_prefix = /v1
-"""
+        config = GATE.replace("[gateway]\n", (
+            f"[gateway]\nworkers = 1\nhttp_server = {self.http_server}\naccess_log = {self.log_path}\n"), 1)
+        config = config.replace("servers = 10.0.0.1:80", f"servers = 127.0.0.1:{port.getHost().port}")
+        config = config.replace("bind = 127.0.0.1:8080", "bind = 127.0.0.1:0")
         self.gate = GatewayProcess(reactor, directory, config)
         self.addCleanup(self.gate.stop)
         yield self.gate.start()

@@ -104,7 +104,8 @@ class AdminHarness:
                                     peerAddress=address("TCP", local[0], 50000))
         protocol.makeConnection(transport)
         protocol.dataReceived(raw)
-        return parse_response(transport.value())
+        self.last_raw = transport.value()
+        return parse_response(self.last_raw)
 
     def get(self, path=b"/healthz", host=b"127.0.0.1:9901", headers=(), local=("127.0.0.1", 9901)):
         """
@@ -163,6 +164,7 @@ class HostTests(SynchronousTestCase):
             self.assertNotIn("workers", document)
             if host and host.isascii():
                 self.assertIn(repr(host.decode()), document["error"])
+            self.assertTrue(gate.last_raw.startswith(b"HTTP/1.1 421 Misdirected Request\r\n"), gate.last_raw)
         status, _, body = gate.get(host=None)
         self.assertEqual((status, json.loads(body)["error"]),
                          (421, "the admin endpoint needs exactly one Host header"))

@@ -22,6 +22,7 @@ import json
 
 from twisted.web import resource, server
 
+from gatelayer.http.errors import reason_phrase
 from gatelayer.process.sockets import format_address
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -154,7 +155,7 @@ class _Refusal(resource.Resource):
         """
         Answer with the refusal's status, headers and JSON body.
         """
-        request.setResponseCode(self.status)
+        request.setResponseCode(self.status, reason_phrase(self.status))
         for name, value in self.headers:
             request.setHeader(name, value)
         request.setHeader(b"content-type", b"application/json")
@@ -181,7 +182,7 @@ class _Status(resource.Resource):
 
         def failed(failure):
             if not request._disconnected:
-                request.setResponseCode(500)
+                request.setResponseCode(500, reason_phrase(500))
                 request.write(b'{"status": 500, "error": "status unavailable"}\n')
                 request.finish()
         self.master.status().addCallbacks(write, failed)
@@ -232,7 +233,7 @@ class _Health(resource.Resource):
         The /healthz verdict (see L{health}).
         """
         status, document = health(self.master)
-        request.setResponseCode(status)
+        request.setResponseCode(status, reason_phrase(status))
         request.setHeader(b"content-type", b"application/json")
         return json.dumps(document).encode("utf-8") + b"\n"
 

@@ -5,6 +5,7 @@ twisted.web.client is fine here).
 
 import json
 
+from twisted.internet import task
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
@@ -140,3 +141,21 @@ def rss_kb(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+@inlineCallbacks
+def slow_read_peak_rss(reactor, address, request, pid, chunk, pause=0.05):
+    """
+    Send raw C{request} to C{address} (host, port) and read the answer as a
+    L{SlowReader} does, sampling the resident memory of process C{pid}
+    while it streams. Fires with C{(reader, before_kb, peak_kb)}.
+    """
+    before = rss_kb(pid)
+    reader = SlowReader(reactor, request, chunk=chunk, pause=pause)
+    reactor.connectTCP(address[0], address[1], SlowReaderFactory(reader))
+    peak = before
+    while not reader.done.called:
+        peak = max(peak, rss_kb(pid))
+        yield task.deferLater(reactor, 0.05, lambda: None)
+    yield reader.done
+    returnValue((reader, before, peak))

@@ -11,7 +11,7 @@ from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from gatelayer.testing.gateway import GatewayProcess
-from gatelayer.testing.http import SlowReader, SlowReaderFactory, fetch, rss_kb
+from gatelayer.testing.http import fetch, slow_read_peak_rss
 from gatelayer.testing.upstreams import UpstreamServer
 
 
@@ -176,16 +176,10 @@ class GatewayIntegrationTests(TestCase):
         yield self.start(gate_config([a], workers=1, read_timeout="30s"))
         status = yield self.status()
         pid = status["workers"][0]["pid"]
-        before = rss_kb(pid)
-        host, port = self.gate.address("web")
-        reader = SlowReader(reactor, b"GET /big?mb=256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                            chunk=8 * 1024 * 1024, pause=0.05)
-        reactor.connectTCP(host, port, SlowReaderFactory(reader))
-        peak = before
-        while not reader.done.called:
-            peak = max(peak, rss_kb(pid))
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        received = yield reader.done
+        reader, before, peak = yield slow_read_peak_rss(
+            reactor, self.gate.address("web"),
+            b"GET /big?mb=256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", pid, chunk=8 * 1024 * 1024)
+        received = reader.received
         self.assertTrue(reader.head.startswith(b"HTTP/1.1 200"), reader.head)
         self.assertGreater(received, 256 * 1024 * 1024)
         self.assertLess(peak - before, 16 * 1024, f"worker RSS grew from {before} KB to {peak} KB")

@@ -6,12 +6,12 @@ channels.
 
 import os
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from gatelayer.testing.gateway import GatewayProcess
-from gatelayer.testing.http import SlowReader, SlowReaderFactory, fetch, rss_kb
+from gatelayer.testing.http import fetch, slow_read_peak_rss
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
 SECRET = b"outside the root"
@@ -123,19 +123,12 @@ class StaticGatewayTests(TestCase):
         """
         status = yield fetch(reactor, self.gate.admin_url("/status"))
         pid = status.json()["workers"][0]["pid"]
-        before = rss_kb(pid)
-        host, port = self.gate.address("web")
         start = 1024 * 1024
-        reader = SlowReader(
-            reactor, b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-\r\n"
-                     b"Connection: close\r\n\r\n" % (start,),
-            chunk=4 * 1024 * 1024, pause=0.05)
-        reactor.connectTCP(host, port, SlowReaderFactory(reader))
-        peak = before
-        while not reader.done.called:
-            peak = max(peak, rss_kb(pid))
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        received = yield reader.done
+        reader, before, peak = yield slow_read_peak_rss(
+            reactor, self.gate.address("web"),
+            b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=%d-\r\nConnection: close\r\n\r\n" % (start,),
+            pid, chunk=4 * 1024 * 1024)
+        received = reader.received
         self.assertTrue(reader.head.startswith(b"HTTP/1.1 206"), reader.head)
         self.assertGreater(received, BIG - start)
         self.assertLess(peak - before, 16 * 1024, f"worker RSS grew from {before} KB to {peak} KB")

@@ -23,7 +23,6 @@ import json
 from twisted.web import resource, server
 
 from gatelayer.http.errors import reason_phrase
-from gatelayer.process.sockets import format_address
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})

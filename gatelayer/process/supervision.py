@@ -1,0 +1,264 @@
+"""
+Worker supervision: what the master knows of each worker slot
+(L{WorkerRecord}) and how it keeps every slot served (L{WorkerSupervisor}):
+starting a slot's worker with its sockets on fixed fds, respawning it with a
+doubling backoff when it exits or cannot be started, and the heartbeat
+watchdog that kills a worker which stopped answering.
+
+Kept apart from L{gatelayer.process.master}, which runs the service around
+it (binding, start and drain, the control channel, C{/status}), so that the
+supervision policy reads in one place.
+"""
+
+import errno
+
+from attrs import define, field
+
+from gatelayer.process.control import heartbeat_interval
+
+#: The worker's end of the control pipe from the master.
+CONTROL_IN = 3
+#: The worker's end of the control pipe to the master.
+CONTROL_OUT = 4
+#: A worker's listening sockets are passed on this fd and the next ones.
+FIRST_SOCKET_FD = 5
+
+#: The first respawn delay in seconds; it doubles with each quick exit or
+#: failed spawn, up to L{BACKOFF_MAX}.
+BACKOFF_START = 0.1
+BACKOFF_MAX = 30.0
+#: A worker that ran this many seconds was stable: its backoff starts over.
+STABLE_AFTER = 10.0
+#: This many quick exits in a row are logged as a crash loop.
+CRASH_LOOP = 5
+#: Seconds past C{drain_timeout} before the workers still running are killed.
+KILL_GRACE = 2.0
+# A worker that never sent its first heartbeat gets at least this long
+# (importing, reading its config) before the watchdog kills it.
+STARTUP_GRACE = 10.0
+
+
+@define
+class WorkerRecord:
+    """
+    What the master knows of one worker slot.
+    """
+
+    slot: int
+    process: object = None
+    control: object = None
+    pid: int = None
+    started: float = None
+    last_heartbeat: float = None
+    connections: int = 0
+    requests: int = 0
+    active: int = 0
+    restarts: int = 0
+    quick_deaths: int = 0
+    backoff: float = BACKOFF_START
+    respawn_call: object = None
+    exited: list = field(factory=list)
+    ready: bool = False
+    open_files: int = None
+    paused: bool = False
+    refused_full: int = 0
+    refused_per_ip: int = 0
+    accept_errors: int = 0
+    unanswered: int = 0
+    spawn_error: str = None
+    spawn_failures: int = 0
+    killed_at: float = None
+    watchdog_kills: int = 0
+
+    @property
+    def serving(self):
+        """
+        Whether a worker runs in this slot and has reported since it started.
+        """
+        return self.process is not None and self.ready and self.killed_at is None
+
+    def state(self):
+        """
+        A word for C{/status} and C{/healthz}: C{serving}, C{starting},
+        C{unresponsive} (being killed by the watchdog), C{respawning} or
+        C{spawn failed}.
+        """
+        if self.process is None:
+            return "spawn failed" if self.spawn_error else "respawning"
+        if self.killed_at is not None:
+            return "unresponsive"
+        return "serving" if self.ready else "starting"
+
+
+class WorkerSupervisor:
+    """
+    The supervision half of L{gatelayer.process.master.MasterService}: it
+    spawns, respawns and watches the workers, while the service around it
+    binds, starts, drains and reports.
+
+    A mixin, not a part, so its log events keep the service's namespace.
+    It uses the service's C{config}, C{config_text}, C{reactor}, C{spawner},
+    C{sockets}, C{workers} (slot to L{WorkerRecord}), C{stopping},
+    C{_last_check} and C{log}, and builds each worker's process protocol
+    with C{worker_protocol(service, record, config_text)}.
+    """
+
+    def spawn(self, record):
+        """
+        Start the worker process of C{record}'s slot. If the process cannot
+        be started (fork or pipe creation failing with EAGAIN, ENOMEM,
+        EMFILE...), try again later with the doubling backoff: the slot is
+        never given up.
+        """
+        record.respawn_call = None
+        if self.stopping:
+            return
+        sockets = self.sockets.for_slot(record.slot)
+        child_fds = {0: "w", 1: "r", 2: "r", CONTROL_IN: "w", CONTROL_OUT: "r"}
+        args = ["--config", self.config.path, "--slot", str(record.slot)]
+        for offset, bound in enumerate(sockets):
+            fd = FIRST_SOCKET_FD + offset
+            child_fds[fd] = bound.sock.fileno()
+            args += ["--socket", f"{bound.listener.name}:{fd}:{bound.family_name}"]
+        protocol = self.worker_protocol(self, record, self.config_text)
+        record.started = self.reactor.seconds()
+        record.ready = False
+        record.last_heartbeat = record.killed_at = None
+        record.connections = record.requests = record.active = 0
+        record.paused, record.refused_full, record.refused_per_ip = False, 0, 0
+        record.accept_errors = record.unanswered = 0
+        try:
+            process = self.spawner.spawn(protocol, args, child_fds)
+        except Exception as e:
+            self._spawn_failed(record, e)
+            return
+        record.process = process
+        record.pid = getattr(process, "pid", None)
+        record.spawn_error = None
+        self.log.info("worker {slot} started, pid {pid}", slot=record.slot, pid=record.pid)
+
+    def _spawn_failed(self, record, error):
+        record.process = record.control = record.pid = None
+        record.spawn_failures += 1
+        delay = record.backoff
+        record.backoff = min(record.backoff * 2, BACKOFF_MAX)
+        if isinstance(error, OSError) and error.errno is not None:
+            name = errno.errorcode.get(error.errno, str(error.errno))
+            record.spawn_error = f"{name}: {error.strerror}"
+            self.log.error(
+                "worker {slot} could not be started ({error}); retrying in {delay}s "
+                "(attempt {attempts})", slot=record.slot, error=record.spawn_error, delay=delay,
+                attempts=record.spawn_failures)
+        else:
+            record.spawn_error = f"{type(error).__name__}: {error}"
+            self.log.failure(
+                "worker {slot} could not be started; retrying in {delay}s", slot=record.slot,
+                delay=delay)
+        record.respawn_call = self.reactor.callLater(delay, self.spawn, record)
+
+    def worker_exited(self, record, reason):
+        """
+        A worker process ended: respawn it with backoff unless stopping.
+        """
+        code = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        lived = self.reactor.seconds() - (record.started or self.reactor.seconds())
+        record.process = None
+        record.control = None
+        waiters, record.exited = record.exited, []
+        for waiter in waiters:
+            waiter.callback(None)
+        if self.stopping:
+            self.log.info("worker {slot} (pid {pid}) exited", slot=record.slot, pid=record.pid)
+            return
+        if lived < STABLE_AFTER:
+            record.quick_deaths += 1
+            delay = record.backoff
+            record.backoff = min(record.backoff * 2, BACKOFF_MAX)
+        else:
+            record.quick_deaths = 0
+            record.backoff = BACKOFF_START
+            delay = BACKOFF_START
+        record.restarts += 1
+        if record.quick_deaths >= CRASH_LOOP:
+            self.log.error(
+                "worker {slot} is crash-looping ({count} exits within {stable}s of starting); "
+                "next start in {delay}s", slot=record.slot, count=record.quick_deaths,
+                stable=STABLE_AFTER, delay=delay)
+        else:
+            self.log.warn(
+                "worker {slot} (pid {pid}) exited (code {code}, signal {signal}); respawning in {delay}s",
+                slot=record.slot, pid=record.pid, code=code, signal=sig, delay=delay)
+        record.respawn_call = self.reactor.callLater(delay, self.spawn, record)
+
+    def check_heartbeats(self):
+        """
+        The watchdog: kill (SIGKILL) every worker that sent no heartbeat
+        within C{[gateway] heartbeat_timeout}; it is then respawned like any
+        worker that exits. A stopped (SIGSTOP), deadlocked or endlessly busy
+        worker holds its slot's listening socket without accepting, so
+        its share of new connections would wait forever.
+        """
+        if self.stopping:
+            return
+        timeout = self.config.gateway.heartbeat_timeout
+        now = self.reactor.seconds()
+        last, self._last_check = self._last_check, now
+        interval = heartbeat_interval(timeout)
+        if last is not None and now - last > 2 * interval + 0.5:
+            # The master itself did not run (suspended, stopped, starved)
+            # or the clock jumped: the workers' heartbeats are waiting in
+            # the pipes, unread. Judge them at the next check.
+            self.log.warn("heartbeat check {late:.1f}s late: the master was not running; "
+                          "workers are judged at the next check", late=now - last - interval)
+            return
+        for record in self.workers.values():
+            if record.process is None or record.started is None:
+                continue
+            if record.killed_at is not None:
+                if now - record.killed_at < timeout:
+                    continue
+                since, allowed = record.killed_at, 0
+            elif record.last_heartbeat is not None:
+                since, allowed = record.last_heartbeat, timeout
+            else:
+                since, allowed = record.started, max(timeout, STARTUP_GRACE)
+            silent = now - since
+            if silent <= allowed:
+                continue
+            if record.killed_at is None:
+                self.log.error(
+                    "worker {slot} (pid {pid}) sent no heartbeat for {silent:.1f}s "
+                    "(heartbeat_timeout {timeout}s): killing it with SIGKILL",
+                    slot=record.slot, pid=record.pid, silent=now - (record.last_heartbeat or record.started),
+                    timeout=timeout)
+                record.watchdog_kills += 1
+            else:
+                self.log.error("worker {slot} (pid {pid}) still running after SIGKILL; sending it again",
+                               slot=record.slot, pid=record.pid)
+            record.killed_at = now
+            signal_process(record.process, "KILL")
+
+    def _kill_all(self):
+        for record in self.workers.values():
+            if record.process is not None:
+                self.log.warn("worker {slot} did not drain in time: killing it", slot=record.slot)
+                signal_process(record.process, "KILL")
+
+
+def signal_process(process, name):
+    """
+    Send signal C{name} (C{"KILL"}, C{"TERM"}) to a worker C{process},
+    ignoring the errors of one that already exited.
+    """
+    try:
+        process.signalProcess(name)
+    except Exception:
+        pass
+
+
+__all__ = [
+    "BACKOFF_MAX", "BACKOFF_START", "CONTROL_IN", "CONTROL_OUT", "CRASH_LOOP", "FIRST_SOCKET_FD",
+    "KILL_GRACE", "STABLE_AFTER", "STARTUP_GRACE", "WorkerRecord", "WorkerSupervisor",
+    "signal_process",
+]

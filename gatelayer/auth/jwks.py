@@ -18,12 +18,11 @@ from jwt.algorithms import get_default_algorithms
 from jwt.api_jwk import PyJWK
 from jwt.exceptions import PyJWTError
 
-HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
-RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-EC_ALGORITHMS = ("ES256", "ES384", "ES512")
-OKP_ALGORITHMS = ("EdDSA",)
-ALGORITHMS = HMAC_ALGORITHMS + RSA_ALGORITHMS + EC_ALGORITHMS + OKP_ALGORITHMS
-"""Every algorithm a token may be signed with, in the order documented."""
+# The algorithm names and the key-file item syntax are shared with the config
+# parser, which must not import this module (it loads key material).
+from gatelayer.auth.names import (  # noqa: F401 (re-exported)
+    ALGORITHMS, EC_ALGORITHMS, HMAC_ALGORITHMS, OKP_ALGORITHMS, RSA_ALGORITHMS, split_algorithm,
+)
 
 _EC_CURVES = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 _FAMILIES = {"oct": HMAC_ALGORITHMS, "RSA": RSA_ALGORITHMS, "EC": EC_ALGORITHMS, "OKP": OKP_ALGORITHMS}
@@ -274,18 +273,6 @@ def parse_jwks(data, allowed, source, allow_secrets=True, strict=True):
     if not keys:
         raise KeyLoadError(f"{source}: holds no key usable for verifying signatures")
     return KeySet(keys), skipped
-
-
-def split_algorithm(item):
-    """
-    Split a C{keys}/C{secret_file} list item into C{(path, algorithm)}: an
-    item may end with the algorithm its key is pinned to
-    (C{etc/keys/idp.pem RS384}).
-    """
-    path, sep, last = item.rpartition(" ")
-    if sep and last in ALGORITHMS:
-        return path.strip(), last
-    return item, None
 
 
 def _read(path):

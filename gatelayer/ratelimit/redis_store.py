@@ -29,7 +29,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gatelayer.config.filter_ratelimit import RedisAddress, parse_store_url
+from gatelayer.net.redisurl import RedisAddress, parse_store_url
 from gatelayer.ratelimit.algorithms import Decision, gcra_interval_us, sliding_window_ms
 from gatelayer.ratelimit.interfaces import IRateLimitStore
 

@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import time
 
+from gatelayer.testing.waiting import free_port
+
 __all__ = ["RedisServer", "redis_server_path"]
 
 _CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
@@ -29,12 +31,6 @@ def redis_server_path():
         if os.access(path, os.X_OK):
             return path
     return shutil.which("redis-server")
-
-
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RedisServer:
@@ -107,7 +103,7 @@ class RedisServer:
             raise RuntimeError("redis-server is already running")
         attempts = 3 if self.port is None else 1
         for attempt in range(attempts):
-            port = self.port or _free_port()
+            port = self.port or free_port()
             if self.tls:
                 ports = ["--port", "0", "--tls-port", str(port),
                          "--tls-cert-file", os.path.join(self.directory, "server.pem"),

@@ -7,9 +7,8 @@ run as processes of their own, so they can be crashed (SIGKILL), hung
 
 import json
 import os
-import socket
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
@@ -17,7 +16,17 @@ from gatelayer.config.model import ServerSpec
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.http import fetch
 from gatelayer.testing.upstreams import UpstreamProcess
+from gatelayer.testing.waiting import free_port, sleep, wait_until
 from gatelayer.upstream.balancers import ConsistentHashBalancer
+
+
+
+def answered_since(load, since, count):
+    """
+    A predicate for L{wait_until}: C{load} has C{count} outcomes of
+    requests started at or after C{since}.
+    """
+    return lambda: sum(o.started >= since for o in load.outcomes) >= count
 
 # Fast health checks, so a crash is found in well under a second.
 FAST_HEALTH = """
@@ -50,23 +59,6 @@ bind = 127.0.0.1:0
         strip = f"strip_prefix = {path.rstrip('/')}\n" if path != "/" else ""
         parts.append(f"[route:r{index}]\npath = {path}\nupstream = {upstream}\n{strip}{extra}\n")
     return "".join(parts)
-
-
-def free_port():
-    """
-    A loopback port nothing listens on (bound, then released at once), for
-    a server that refuses connections.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sleep(seconds):
-    """
-    A Deferred firing after C{seconds} of real time (integration tests only).
-    """
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 class Outcome:
@@ -218,12 +210,12 @@ class BalancingGatewayTests(TestCase):
             if (row["health_check"]["healthy"] is healthy and row["healthy"] is healthy
                     and (not healthy or not row["ejected"])):
                 # Every worker got the same push; give the last one a moment.
-                yield sleep(0.1)
+                yield sleep(reactor, 0.1)
                 return row
             if reactor.seconds() > deadline:
                 self.fail(f"{server.name} ({server.address}) not healthy={healthy} "
                           f"within {timeout:g}s: {row}")
-            yield sleep(0.05)
+            yield sleep(reactor, 0.05)
 
     @inlineCallbacks
     def test_crash_under_load_fails_over_and_recovers(self):
@@ -251,7 +243,7 @@ fail_timeout = 1s
 
         load = SteadyLoad(self.url("/work"), concurrency=10)
         load.start()
-        yield sleep(0.5)
+        yield wait_until(reactor, answered_since(load, 0, 30), what="30 requests under load")
         killed_at = reactor.seconds()
         yield c.stop()  # SIGKILL, and wait until it is gone
 
@@ -265,13 +257,14 @@ fail_timeout = 1s
         self.assertGreaterEqual(down["health_check"]["fails"], 2)
         detected_at = reactor.seconds()
 
-        yield sleep(1.0)
+        yield wait_until(reactor, answered_since(load, detected_at, 60),
+                         what="60 requests after the crash was detected")
         restarted_at = reactor.seconds()
         yield c.start()  # the same port as before
         up = yield self.wait_verdict("app", c, True)
         self.assertGreaterEqual(up["health_check"]["passes"], 2)
         back_at = reactor.seconds()
-        yield sleep(1.0)
+        yield wait_until(reactor, answered_since(load, back_at, 60), what="60 requests after c came back")
         outcomes = yield load.stop()
 
         window = [o for o in outcomes if killed_at <= o.started < detected_at]

@@ -9,13 +9,14 @@ dead or frozen, enforcement resuming when Redis is back, and shadow mode.
 import os
 import re
 
-from twisted.internet import reactor, task
+from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.http import fetch
 from gatelayer.testing.redis import RedisServer
+from gatelayer.testing.waiting import sleep
 
 # store_timeout of the filters in the failure tests, and how much later than
 # that a client may get its answer on a busy machine (its own connection
@@ -27,12 +28,6 @@ CLIENT = b"X-Client"
 
 _RATELIMIT = re.compile(r'^"(?P<name>[^"]+)";r=(?P<r>\d+);t=(?P<t>\d+)$')
 
-
-def sleep(seconds):
-    """
-    A Deferred firing after C{seconds} of real time.
-    """
-    return task.deferLater(reactor, seconds, lambda: None)
 
 
 def gate_config(filters, workers=2):
@@ -162,7 +157,7 @@ class RateLimitGatewayTestCase(TestCase):
             if sum(served) >= total:
                 return served
             self.assertLess(reactor.seconds(), end, f"workers report {served}, expected {total} in all")
-            yield sleep(0.1)
+            yield sleep(reactor, 0.1)
 
     def assertExact(self, responses, name, rate, period, admitted):
         """
@@ -383,7 +378,7 @@ class StoreFailureTests(RateLimitGatewayTestCase):
             elif now - since >= span:
                 return
             self.assertLess(now, end, f"Redis decisions did not resume in time; last round: {failed}")
-            yield sleep(0.1)
+            yield sleep(reactor, 0.1)
 
     @inlineCallbacks
     def check_resumed(self):

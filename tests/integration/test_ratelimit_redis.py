@@ -8,7 +8,6 @@ import json
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks, maybeDeferred
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.http_headers import Headers
@@ -22,16 +21,11 @@ from gatelayer.ratelimit.algorithms import Quota
 from gatelayer.ratelimit.redis_store import RedisStore
 from gatelayer.ratelimit.registry import StoreRegistry
 from gatelayer.testing.redis import RedisServer
+from gatelayer.testing.waiting import sleep
 
 # how much later than store_timeout an answer may come on a loaded machine
 SLACK = 0.25
 
-
-def sleep(seconds):
-    """
-    A Deferred firing after C{seconds} of real time.
-    """
-    return deferLater(reactor, seconds, lambda: None)
 
 
 def exchange(ip):
@@ -70,7 +64,7 @@ class RedisTestCase(TestCase):
             while store.stats()["connections"] == 0:
                 if reactor.seconds() > end:
                     raise AssertionError("no connection to Redis")
-                yield sleep(0.02)
+                yield sleep(reactor, 0.02)
         return poll()
 
 
@@ -108,7 +102,7 @@ class RedisStoreTests(RedisTestCase):
         rejected = yield store.take("gatelayer:rl:test:r", quota)
         self.assertFalse(rejected.allowed)
         self.assertTrue(0 < rejected.retry_after <= 0.05, rejected)
-        yield sleep(rejected.retry_after + 0.01)
+        yield sleep(reactor, rejected.retry_after + 0.01)
         allowed = yield store.take("gatelayer:rl:test:r", quota)
         self.assertTrue(allowed.allowed)
 
@@ -337,7 +331,7 @@ class FilterOnRedisTests(RedisTestCase):
                 return
             if reactor.seconds() > end:
                 raise AssertionError(f"Redis decisions did not resume: {f.stats()}")
-            yield sleep(0.1)
+            yield sleep(reactor, 0.1)
 
     @inlineCallbacks
     def test_restarted(self):

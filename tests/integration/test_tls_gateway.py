@@ -20,7 +20,6 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import ClientFactory, Factory
-from twisted.internet.task import deferLater
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
@@ -34,17 +33,12 @@ from gatelayer.testing.certs import (
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.http import fetch
 from gatelayer.testing.upstreams import UpstreamServer
+from gatelayer.testing.waiting import sleep, wait_until
 
 # Longest wait for one handshake, one reload or one respawn; generous so a
 # loaded machine does not fail a test that is merely slow.
 DEADLINE = 10.0
 
-
-def sleep(seconds):
-    """
-    A Deferred firing after C{seconds} of real time (for bounded polling).
-    """
-    return deferLater(reactor, seconds, lambda: None)
 
 
 def moment(text):
@@ -279,7 +273,7 @@ class TLSGatewayTestCase(TestCase):
                 if tls["last_push"] is not None and moment(tls["last_push"]["at"]) >= moment(last["at"]):
                     break
             self.assertLess(reactor.seconds(), deadline, "the reload did not finish in time")
-            yield sleep(0.05)
+            yield sleep(reactor, 0.05)
         self.assertEqual(last["ok"], ok, last)
         return tls
 
@@ -304,7 +298,7 @@ class TLSGatewayTestCase(TestCase):
                 if all(n in line for n in needles):
                     return line
             self.assertLess(reactor.seconds(), deadline, f"no log line with {needles!r}:\n{self.gate.log()}")
-            yield sleep(0.05)
+            yield sleep(reactor, 0.05)
 
 
 def termination_config(upstream):
@@ -561,12 +555,14 @@ class RotationTests(TLSGatewayTestCase):
                     results.append((began, response.status, response.policy.fingerprints(), None))
 
         clients = [client() for _ in range(2)]
-        yield sleep(1.0)
+        yield wait_until(reactor, lambda: len(results) >= 10, DEADLINE, what="10 handshakes before the reload")
         signalled = reactor.seconds()
         self.replace(self.certificate_path, self.new.bundle_pem())
         tls = yield self.reload()
         swapped = reactor.seconds()
-        until["at"] = swapped + 1.5
+        yield wait_until(reactor, lambda: sum(r[0] >= swapped for r in results) >= 10, DEADLINE,
+                         what="10 handshakes after the reload")
+        until["at"] = reactor.seconds()
         yield gatherResults(clients)
 
         old, new = self.old.fingerprint().hex(), self.new.fingerprint().hex()
@@ -638,7 +634,7 @@ class RotationTests(TLSGatewayTestCase):
             if worker["pid"] != victim and worker["alive"] and worker["requests"] is not None:
                 break
             self.assertLess(reactor.seconds(), deadline, "worker not respawned in time")
-            yield sleep(0.1)
+            yield sleep(reactor, 0.1)
         self.assertEqual(worker["restarts"], 1)
         yield self.assert_served(self.new)
         response = yield self.https()

@@ -95,7 +95,7 @@ def makeService(options):
         admin_factory=lambda master: admin_site(master, token=token),
         raise_open_files=raise_open_files_limit,
     )
-    master.parts = master_parts(config, reactor, master.controls)
+    master.add_parts(master_parts(config, reactor, master.controls))
     try:
         master.prepare()
     except BindError as e:

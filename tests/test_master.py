@@ -422,7 +422,7 @@ class WatchdogTests(SynchronousTestCase):
         """
         self.beat_all()
         self.master.stopService()
-        self.assertFalse(self.master._watchdog.running)
+        self.assertFalse(self.master.supervisor._watchdog.running)
         self.reactor.pump([0.5] * 8)
         self.assertEqual(self.first.signals, [])
 
@@ -434,7 +434,7 @@ class WatchdogTests(SynchronousTestCase):
         self.master.startService()
         self.reactor.pump([5.0] * 20)
         self.assertEqual([p.signals for p in self.spawner.processes], [[], []])
-        self.assertIsNone(self.master._watchdog)
+        self.assertIsNone(self.master.supervisor._watchdog)
 
     def test_worker_interval_below_timeout(self):
         """

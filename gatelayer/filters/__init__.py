@@ -28,11 +28,15 @@ class FilterServices:
         to the master (C{callRemote}), or L{None} when running without a
         master (single-process tests).
     @ivar config: the whole L{gatelayer.config.model.GateConfig}.
+    @ivar stores: the worker's L{gatelayer.ratelimit.registry.StoreRegistry}
+        (owned by its service tree, closed when it stops), through which
+        filters share rate-limit stores; L{None} outside a worker.
     """
 
     reactor: object
     master: object
     config: object
+    stores: object = None
 
 
 def build_filter(spec, services):

@@ -15,9 +15,9 @@ from gatelayer.ratelimit.algorithms import quota_of
 from gatelayer.ratelimit.breaker import GuardedStore, StoreBreaker
 from gatelayer.ratelimit.interfaces import StoreUnavailable
 from gatelayer.ratelimit.master_store import MasterStore
-from gatelayer.ratelimit.registry import default_registry
+from gatelayer.ratelimit.registry import StoreRegistry
 
-__all__ = ["RateLimitFilter", "build_filter", "close_stores", "KEY_PREFIX"]
+__all__ = ["RateLimitFilter", "build_filter", "KEY_PREFIX"]
 
 KEY_PREFIX = "gatelayer:rl:"
 PROBLEM_JSON = b"application/problem+json"
@@ -34,11 +34,13 @@ def build_filter(spec, services, registry=None):
     process-local memory store. With a Redis C{store}, C{on_store_error =
     local} falls back to the embedded store.
 
-    @param registry: where stores are shared among filters; the process-wide
-        L{gatelayer.ratelimit.registry.default_registry} by default.
+    @param registry: where stores are shared among filters; by default
+        C{services.stores} (the worker's, closed when it stops), or a
+        registry of this filter's own without one.
     """
     settings = spec.settings
-    registry = default_registry if registry is None else registry
+    if registry is None:
+        registry = services.stores if services.stores is not None else StoreRegistry()
     reactor = services.reactor
     if services.master is not None:
         embedded, embedded_name = MasterStore(services.master, services.reactor), "embedded store (master)"
@@ -55,14 +57,6 @@ def build_filter(spec, services, registry=None):
                                     name="worker-local store")
     primary = GuardedStore(store, reactor, settings.store_timeout, StoreBreaker(reactor), name=name)
     return RateLimitFilter(spec.name, settings, primary, reactor, fallback=fallback)
-
-
-def close_stores():
-    """
-    Close the stores the filters of this process share (call at worker
-    shutdown).
-    """
-    return default_registry.close()
 
 
 class _ThrottledLog:

@@ -84,11 +84,13 @@ class Gateway:
 
     log = Logger()
 
-    def __init__(self, config, reactor, master=None, upstreams=None, access_log=None):
+    def __init__(self, config, reactor, master=None, upstreams=None, access_log=None, stores=None):
         """
         @param upstreams: a mapping of upstream name to an object with
             C{serve(request, exchange, route_runtime, ran)} (the proxy
             terminal), built by the caller (see L{gatelayer.http.proxy}).
+        @param stores: the worker's rate-limit store registry, handed to the
+            filters (see L{gatelayer.filters.FilterServices}).
         """
         self.config = config
         self.reactor = reactor
@@ -111,7 +113,7 @@ class Gateway:
         if access_log is not None:
             access_log.redact = credential_query_names(config)
         self._server_header = (config.gateway.server_header or "").encode("utf-8") or None
-        services = FilterServices(reactor=reactor, master=master, config=config)
+        services = FilterServices(reactor=reactor, master=master, config=config, stores=stores)
         self.filters = {name: build_filter(spec, services) for name, spec in config.filters.items()}
         self.upstreams = upstreams or {}
         entries = []

@@ -2,31 +2,38 @@
 The master process: binds the listeners, runs and supervises the workers,
 and hosts what must be shared between them.
 
-How the workers are spawned, respawned and watched is in
-L{gatelayer.process.supervision}; L{MasterService} runs that as a mixin and
-adds the service around it: binding, start and drain, the control channel
-to each worker, reloads and C{/status}.
+L{MasterService} is a tree of named services, started in this order and
+stopped in the reverse one, each waiting for the one after it:
+
+ - C{listeners} (L{gatelayer.process.endpoints.ListenersService}): the
+   sockets every worker adopts; closed last.
+ - the master parts given to it, each an
+   L{gatelayer.service.IMasterPart} (C{tls}, C{health},
+   C{ratelimit}, built by L{gatelayer.process.wiring.master_parts}).
+ - C{admin} (L{gatelayer.process.endpoints.AdminService}).
+ - C{workers} (L{gatelayer.process.supervision.WorkersService}): spawned
+   last, drained first.
 """
 
 import json
 import os
 import signal
 
-from twisted.application import service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from gatelayer.process.control import Begin, ControlProtocol, Drain, Heartbeat, heartbeat_interval
+from gatelayer.process.control import ControlProtocol
+from gatelayer.process.endpoints import AdminService, ListenersService
 from gatelayer.process.pipes import PipeTransport
+from gatelayer.service import OrderedMultiService
 from gatelayer.process.sockets import bind_admin, bind_listeners
 # The supervision settings and WorkerRecord were defined here before
 # supervision.py existed; they stay importable from this module.
 from gatelayer.process.supervision import (
     BACKOFF_MAX, BACKOFF_START, CONTROL_IN, CONTROL_OUT, CRASH_LOOP, FIRST_SOCKET_FD, KILL_GRACE,
-    STABLE_AFTER, STARTUP_GRACE, WorkerRecord, WorkerSupervisor, signal_process,
+    STABLE_AFTER, STARTUP_GRACE, WorkerRecord, WorkersService,
 )
 
 
@@ -34,6 +41,8 @@ class WorkerProcessProtocol(ProcessProtocol):
     """
     The master's end of one worker process: feeds it the config on stdin,
     runs the AMP control channel over fds 3/4 and relays its log lines.
+
+    @ivar master: the L{WorkersService} that spawned it.
     """
 
     log = Logger()
@@ -88,54 +97,102 @@ class WorkerProcessProtocol(ProcessProtocol):
         self.master.worker_exited(self.record, reason)
 
 
-class MasterService(WorkerSupervisor, service.Service):
+class MasterService(OrderedMultiService):
     """
-    Supervises the workers of one configuration.
-
-    @ivar parts: master-side subsystems (health checks, the embedded
-        rate-limit store, certificate reloads) built by
-        L{gatelayer.process.wiring.master_parts}; each may have
-        C{register(control, record)}, C{start()}, C{stop()}, C{status()},
-        C{reload()}.
+    The master of one configuration: a tree of named services (see the
+    module docstring), the SIGHUP handler, the ready file and C{/status}.
     """
 
     log = Logger()
-    #: What each worker process is run with (see L{WorkerSupervisor.spawn}).
+    #: What each worker process is run with (see L{WorkersService.spawn}).
     worker_protocol = WorkerProcessProtocol
 
     def __init__(self, config, config_text, reactor, spawner, parts=(), bind=bind_listeners,
                  ready_file=None, install_signals=False, admin_factory=None,
                  bind_admin=bind_admin, raise_open_files=None):
         """
+        @param parts: the master parts (L{gatelayer.service.IMasterPart}
+            providers); more can be added with L{add_parts} before start.
         @param bind: binds the listeners (L{bind_listeners}'s signature).
+        @param admin_factory: builds the admin site from this master.
         @param bind_admin: binds the admin socket (L{bind_admin}'s
             signature).
         @param raise_open_files: a function returning an
             L{gatelayer.process.rlimits.OpenFilesLimit} after raising the
             open-file limit (L{None}: leave the limit alone).
         """
+        super().__init__()
         self.config = config
         self.config_text = config_text
         self.reactor = reactor
         self.spawner = spawner
-        self.parts = list(parts)
-        self._bind = bind
         self.ready_file = ready_file
         self.install_signals = install_signals
-        self.admin_factory = admin_factory
-        self._bind_admin = bind_admin
-        self._raise_open_files = raise_open_files
-        self.open_files = None
-        self.sockets = None
-        self.admin_socket = None
-        self.admin_port = None
-        self._watchdog = None
-        self._last_check = None
-        self.workers = {}
-        self.stopping = False
         self.started = None
-        self._ready_written = False
         self._previous_hup = None
+        self.listeners = ListenersService(config, bind, raise_open_files)
+        self.admin = AdminService(config, reactor, self, admin_factory, bind_admin)
+        self.supervisor = WorkersService(
+            config, config_text, reactor, spawner, sockets=lambda: self.listeners.sockets,
+            parts=self.parts, worker_protocol=self.worker_protocol, on_ready=self._write_ready)
+        self.listeners.setServiceParent(self)
+        self.admin.setServiceParent(self)
+        self.supervisor.setServiceParent(self)
+        self.add_parts(parts)
+
+    def add_parts(self, parts):
+        """
+        Add master parts to the tree, after the listeners and before the
+        admin endpoint and the workers (which use them).
+        """
+        for part in parts:
+            part.setServiceParent(self)
+        for last in (self.admin, self.supervisor):
+            self.services.remove(last)
+            self.services.append(last)
+
+    def parts(self):
+        """
+        Every child service, in start order: each is an
+        L{gatelayer.service.IMasterPart}.
+        """
+        return list(self)
+
+    # Views of the children, for the admin pages and the tests.
+
+    @property
+    def workers(self):
+        """
+        Slot number to L{WorkerRecord}.
+        """
+        return self.supervisor.workers
+
+    @property
+    def stopping(self):
+        """
+        Whether the workers are being drained.
+        """
+        return self.supervisor.stopping
+
+    @property
+    def sockets(self):
+        """
+        The bound L{gatelayer.process.sockets.SocketSet}, or L{None}.
+        """
+        return self.listeners.sockets
+
+    @property
+    def open_files(self):
+        """
+        The master's L{gatelayer.process.rlimits.OpenFilesLimit}, or L{None}.
+        """
+        return self.listeners.open_files
+
+    def controls(self):
+        """
+        The control channels of every connected worker.
+        """
+        return self.supervisor.controls()
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -148,193 +205,74 @@ class MasterService(WorkerSupervisor, service.Service):
         @raise gatelayer.process.sockets.BindError: naming what could not
             be bound (nothing stays bound).
         """
-        gateway = self.config.gateway
-        if self.open_files is None and self._raise_open_files is not None:
-            self.open_files = limit = self._raise_open_files()
-            if limit.error:
-                self.log.warn("open-file limit stays at {soft} ({error})", soft=limit.soft,
-                              error=limit.error)
-            elif limit.previous != limit.soft:
-                self.log.info("open-file limit raised from {previous} to {soft}",
-                              previous=limit.previous, soft=limit.soft)
-            if limit.soft is not None and gateway.max_connections > limit.soft:
-                self.log.warn(
-                    "[gateway] max_connections ({max}) is above the open-file limit ({soft}): "
-                    "workers will run out of file descriptors first (a proxied connection "
-                    "uses two); raise the hard limit (ulimit -n, LimitNOFILE=)",
-                    max=gateway.max_connections, soft=limit.soft)
-        if self.sockets is None:
-            self.sockets = self._bind(self.config.listeners, gateway.workers)
-        if gateway.admin is not None and self.admin_factory is not None and self.admin_socket is None:
-            try:
-                self.admin_socket = self._bind_admin(*gateway.admin)
-            except BaseException:
-                self.sockets.close()
-                self.sockets = None
-                raise
+        self.listeners.bind()
+        try:
+            self.admin.bind()
+        except BaseException:
+            self.listeners.close()
+            self.listeners.sockets = None
+            raise
 
     def privilegedStartService(self):
         """
         Bind every listener (before privileges are dropped, before any worker).
         """
         self.prepare()
-        for name, addresses in self.sockets.addresses().items():
+        for name, addresses in self.listeners.addresses().items():
             for host, port in addresses:
                 self.log.info("listener {name} bound to {host}:{port}", name=name, host=host, port=port)
         super().privilegedStartService()
 
     def startService(self):
         """
-        Start the master-side parts, the admin endpoint and the workers.
+        Start the children in order: the parts, the admin endpoint, then
+        the workers.
         """
         if self.sockets is None:
             self.privilegedStartService()
-        super().startService()
         self.started = self.reactor.seconds()
-        for part in self.parts:
-            if hasattr(part, "start"):
-                part.start()
-        if self.admin_socket is not None:
-            sock, self.admin_socket = self.admin_socket, None
-            self.admin_port = self.reactor.adoptStreamPort(sock.fileno(), sock.family, self.admin_factory(self))
-            sock.close()
-            address = self.admin_port.getHost()
-            self.log.info("admin endpoint on {host}:{port}", host=address.host, port=address.port)
-        for slot in range(self.config.gateway.workers):
-            self.workers[slot] = WorkerRecord(slot)
-            self.spawn(self.workers[slot])
-        timeout = self.config.gateway.heartbeat_timeout
-        if timeout > 0:
-            self._watchdog = LoopingCall(self.check_heartbeats)
-            self._watchdog.clock = self.reactor
-            self._watchdog.start(heartbeat_interval(timeout), now=False)
+        super().startService()
         if self.install_signals:
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_sighup)
 
     def _on_sighup(self, signum, frame):
         self.reactor.callFromThread(self.reload)
 
-    def register_responders(self, control, record):
-        """
-        Answer a worker's control commands.
-        """
-        def heartbeat(pid, connections, requests, active, open_files=None, paused=None,
-                      refused_full=None, refused_per_ip=None, accept_errors=None, unanswered=None):
-            record.last_heartbeat = self.reactor.seconds()
-            record.connections, record.requests, record.active = connections, requests, active
-            record.open_files = open_files
-            record.paused = bool(paused)
-            record.refused_full, record.refused_per_ip = refused_full or 0, refused_per_ip or 0
-            record.accept_errors, record.unanswered = accept_errors or 0, unanswered or 0
-            if not record.ready:
-                record.ready = True
-                self._check_ready()
-            return {}
-        control.register(Heartbeat, heartbeat)
-        for part in self.parts:
-            if hasattr(part, "register"):
-                part.register(control, record)
-
-    def worker_connected(self, record):
-        """
-        Send a new worker the current shared state (health verdicts,
-        certificates), then tell it to begin accepting.
-        """
-        control = record.control
-        syncs = [part.sync(control) for part in self.parts if hasattr(part, "sync")]
-
-        def begin(_):
-            if control.connected:
-                return control.callRemote(Begin)
-        def failed(failure):
-            # A worker that died during start-up is handled by worker_exited.
-            if control.connected:
-                self.log.failure("worker {slot}: start-up sync failed", failure, slot=record.slot)
-        DeferredList([d for d in syncs if isinstance(d, Deferred)], fireOnOneErrback=True, consumeErrors=True).addCallback(begin).addErrback(failed)
-
-    def _check_ready(self):
-        if self._ready_written or not all(r.ready for r in self.workers.values()):
+    def _write_ready(self):
+        if not self.ready_file:
             return
-        self._ready_written = True
-        self.log.info("all {count} workers serving", count=len(self.workers))
-        if self.ready_file:
-            data = {
-                "pid": os.getpid(),
-                "listeners": {k: [list(a) for a in v] for k, v in self.sockets.addresses().items()},
-                "admin": None,
-            }
-            if self.admin_port is not None:
-                address = self.admin_port.getHost()
-                data["admin"] = [address.host, address.port]
-            tmp = self.ready_file + ".tmp"
-            with open(tmp, "w") as f:
-                json.dump(data, f)
-            os.replace(tmp, self.ready_file)
+        data = {"pid": os.getpid(), "listeners": {k: [list(a) for a in v] for k, v in self.listeners.addresses().items()},
+                "admin": self.admin.address()}
+        tmp = self.ready_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.ready_file)
 
     def reload(self):
         """
-        SIGHUP: ask every part that can reload (certificates) to do so.
+        SIGHUP: ask every part to reload what it reads from files
+        (certificates).
         """
         self.log.info("SIGHUP: reloading")
-        results = []
-        for part in self.parts:
-            if hasattr(part, "reload"):
-                results.append(part.reload(self))
+        results = [part.reload() for part in self.parts()]
         return DeferredList([r for r in results if isinstance(r, Deferred)])
-
-    def controls(self):
-        """
-        The control channels of every connected worker.
-        """
-        return [r.control for r in self.workers.values() if r.control is not None and r.control.connected]
 
     def stopService(self):
         """
-        Drain: every worker stops accepting and finishes its in-flight
-        requests within C{drain_timeout}; stragglers are killed. Fires when
-        all workers have exited.
+        Drain: the workers stop accepting and finish their in-flight
+        requests within C{drain_timeout} (stragglers are killed), then the
+        other children stop in reverse order. Fires when all have.
         """
-        self.stopping = True
-        super().stopService()
-        if self._watchdog is not None and self._watchdog.running:
-            self._watchdog.stop()
         if self.install_signals and self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
-        timeout = self.config.gateway.drain_timeout
-        waits = []
-        for record in self.workers.values():
-            if record.respawn_call is not None and record.respawn_call.active():
-                record.respawn_call.cancel()
-            if record.process is None:
-                continue
-            exited = Deferred()
-            record.exited.append(exited)
-            waits.append(exited)
-            if record.control is not None and record.control.connected:
-                record.control.callRemote(Drain, timeout=timeout).addErrback(lambda f: None)
-            else:
-                signal_process(record.process, "TERM")
-        kill_call = self.reactor.callLater(timeout + KILL_GRACE, self._kill_all)
-        stopping_parts = [part.stop() for part in self.parts if hasattr(part, "stop")]
 
         def finished(_):
-            if kill_call.active():
-                kill_call.cancel()
             # twistd re-raises the stopping signal at exit, so a SIGTERM'd
             # master would end "killed by SIGTERM". A completed drain is a
             # clean shutdown: exit status 0, as process supervisors expect.
             if getattr(self.reactor, "_exitSignal", None) is not None:
                 self.reactor._exitSignal = None
-            if self.sockets is not None:
-                self.sockets.close()
-            if self.admin_socket is not None:
-                self.admin_socket.close()
-                self.admin_socket = None
-            if self.admin_port is not None:
-                return self.admin_port.stopListening()
-        done = DeferredList(waits + [d for d in stopping_parts if isinstance(d, Deferred)])
-        done.addCallback(finished)
-        return done
+        return super().stopService().addCallback(finished)
 
     # -- status ------------------------------------------------------------
 
@@ -345,43 +283,25 @@ class MasterService(WorkerSupervisor, service.Service):
         """
         now = self.reactor.seconds()
         gateway = self.config.gateway
+        open_files = self.open_files
         data = {
             "master": {
                 "pid": os.getpid(), "uptime": round(now - (self.started or now), 3),
-                "open_files": self.open_files.as_dict() if self.open_files is not None else None,
+                "open_files": open_files.as_dict() if open_files is not None else None,
             },
             "limits": {
                 "max_connections": gateway.max_connections,
                 "max_connections_per_ip": gateway.max_connections_per_ip,
                 "heartbeat_timeout": gateway.heartbeat_timeout,
             },
-            "workers": [
-                {
-                    "slot": r.slot, "pid": r.pid, "state": r.state(),
-                    "uptime": round(now - r.started, 3) if r.started and r.process else None,
-                    "alive": r.process is not None, "restarts": r.restarts,
-                    "connections": r.connections, "requests": r.requests, "active": r.active,
-                    "last_heartbeat": (round(now - r.last_heartbeat, 3)
-                                       if r.last_heartbeat is not None and r.process else None),
-                    "open_files": r.open_files, "accepting": not r.paused,
-                    "refused": {"max_connections": r.refused_full,
-                                "max_connections_per_ip": r.refused_per_ip},
-                    "accept_errors": r.accept_errors, "unanswered": r.unanswered,
-                    "watchdog_kills": r.watchdog_kills,
-                    "spawn_error": r.spawn_error,
-                }
-                for r in sorted(self.workers.values(), key=lambda r: r.slot)
-            ],
-            "listeners": {k: [f"{h}:{p}" for h, p in v] for k, v in (self.sockets.addresses() if self.sockets else {}).items()},
         }
         pending = []
-        for part in self.parts:
-            if hasattr(part, "status"):
-                result = part.status()
-                if isinstance(result, Deferred):
-                    pending.append(result.addCallback(data.update))
-                else:
-                    data.update(result)
+        for part in self.parts():
+            result = part.status()
+            if isinstance(result, Deferred):
+                pending.append(result.addCallback(data.update))
+            else:
+                data.update(result)
         return DeferredList(pending, consumeErrors=True).addCallback(lambda _: data)
 
 

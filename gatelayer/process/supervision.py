@@ -1,20 +1,25 @@
 """
 Worker supervision: what the master knows of each worker slot
-(L{WorkerRecord}) and how it keeps every slot served (L{WorkerSupervisor}):
-starting a slot's worker with its sockets on fixed fds, respawning it with a
-doubling backoff when it exits or cannot be started, and the heartbeat
-watchdog that kills a worker which stopped answering.
+(L{WorkerRecord}) and the master's C{workers} service that keeps every slot
+served (L{WorkersService}): starting a slot's worker with its sockets on
+fixed fds, respawning it with a doubling backoff when it exits or cannot be
+started, the heartbeat watchdog that kills a worker which stopped answering,
+and the drain at stop.
 
-Kept apart from L{gatelayer.process.master}, which runs the service around
-it (binding, start and drain, the control channel, C{/status}), so that the
-supervision policy reads in one place.
+Kept apart from L{gatelayer.process.master}, which builds the tree around it
+(listeners, parts, admin) and answers C{/status}, so that the supervision
+policy reads in one place.
 """
 
 import errno
 
 from attrs import define, field
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
-from gatelayer.process.control import heartbeat_interval
+from gatelayer.process.control import Begin, Drain, Heartbeat, heartbeat_interval
+from gatelayer.service import MasterPart
 
 #: The worker's end of the control pipe from the master.
 CONTROL_IN = 3
@@ -90,18 +95,177 @@ class WorkerRecord:
         return "serving" if self.ready else "starting"
 
 
-class WorkerSupervisor:
+class WorkersService(MasterPart):
     """
-    The supervision half of L{gatelayer.process.master.MasterService}: it
-    spawns, respawns and watches the workers, while the service around it
-    binds, starts, drains and reports.
+    The master's C{workers} service: one worker process per slot, spawned
+    at start, respawned with backoff, watched by heartbeat and drained at
+    stop (the Deferred of L{stopService} fires once every worker exited).
 
-    A mixin, not a part, so its log events keep the service's namespace.
-    It uses the service's C{config}, C{config_text}, C{reactor}, C{spawner},
-    C{sockets}, C{workers} (slot to L{WorkerRecord}), C{stopping},
-    C{_last_check} and C{log}, and builds each worker's process protocol
-    with C{worker_protocol(service, record, config_text)}.
+    @ivar workers: slot number to L{WorkerRecord}.
+    @ivar stopping: whether the master is draining (no more respawns).
     """
+
+    log = Logger()
+
+    def __init__(self, config, config_text, reactor, spawner, sockets, parts, worker_protocol,
+                 on_ready=None):
+        """
+        @param sockets: returns the master's bound
+            L{gatelayer.process.sockets.SocketSet}.
+        @param parts: returns every L{gatelayer.service.IMasterPart}
+            of the master (this one included), asked to C{register} on and
+            C{sync} each new worker's control channel.
+        @param worker_protocol: builds a worker process's protocol from
+            C{(this service, record, config_text)}.
+        @param on_ready: called once when every worker has reported.
+        """
+        self.name = "workers"
+        self.config = config
+        self.config_text = config_text
+        self.reactor = reactor
+        self.spawner = spawner
+        self._sockets = sockets
+        self._parts = parts
+        self.worker_protocol = worker_protocol
+        self._on_ready = on_ready
+        self.workers = {}
+        self.stopping = False
+        self._watchdog = None
+        self._last_check = None
+        self._ready_reported = False
+
+    @property
+    def sockets(self):
+        """
+        The master's bound listening sockets.
+        """
+        return self._sockets()
+
+    def startService(self):
+        """
+        Spawn one worker per slot and start the heartbeat watchdog.
+        """
+        super().startService()
+        for slot in range(self.config.gateway.workers):
+            self.workers[slot] = WorkerRecord(slot)
+            self.spawn(self.workers[slot])
+        timeout = self.config.gateway.heartbeat_timeout
+        if timeout > 0:
+            self._watchdog = LoopingCall(self.check_heartbeats)
+            self._watchdog.clock = self.reactor
+            self._watchdog.start(heartbeat_interval(timeout), now=False)
+
+    def register(self, control, record):
+        """
+        Answer a worker's heartbeats: its counters go into C{record}.
+        """
+        def heartbeat(pid, connections, requests, active, open_files=None, paused=None,
+                      refused_full=None, refused_per_ip=None, accept_errors=None, unanswered=None):
+            record.last_heartbeat = self.reactor.seconds()
+            record.connections, record.requests, record.active = connections, requests, active
+            record.open_files = open_files
+            record.paused = bool(paused)
+            record.refused_full, record.refused_per_ip = refused_full or 0, refused_per_ip or 0
+            record.accept_errors, record.unanswered = accept_errors or 0, unanswered or 0
+            if not record.ready:
+                record.ready = True
+                self._check_ready()
+            return {}
+        control.register(Heartbeat, heartbeat)
+
+    def register_responders(self, control, record):
+        """
+        Let every part of the master answer a new worker's commands.
+        """
+        for part in self._parts():
+            part.register(control, record)
+
+    def worker_connected(self, record):
+        """
+        Send a new worker the current shared state (health verdicts,
+        certificates), then tell it to begin accepting.
+        """
+        control = record.control
+        syncs = [part.sync(control) for part in self._parts()]
+
+        def begin(_):
+            if control.connected:
+                return control.callRemote(Begin)
+        def failed(failure):
+            # A worker that died during start-up is handled by worker_exited.
+            if control.connected:
+                self.log.failure("worker {slot}: start-up sync failed", failure, slot=record.slot)
+        DeferredList([d for d in syncs if isinstance(d, Deferred)], fireOnOneErrback=True,
+                     consumeErrors=True).addCallback(begin).addErrback(failed)
+
+    def _check_ready(self):
+        if self._ready_reported or not all(r.ready for r in self.workers.values()):
+            return
+        self._ready_reported = True
+        self.log.info("all {count} workers serving", count=len(self.workers))
+        if self._on_ready is not None:
+            self._on_ready()
+
+    def controls(self):
+        """
+        The control channels of every connected worker.
+        """
+        return [r.control for r in self.workers.values() if r.control is not None and r.control.connected]
+
+    def stopService(self):
+        """
+        Drain: every worker stops accepting and finishes its in-flight
+        requests within C{drain_timeout}; stragglers are killed. Fires when
+        all workers have exited.
+        """
+        self.stopping = True
+        super().stopService()
+        if self._watchdog is not None and self._watchdog.running:
+            self._watchdog.stop()
+        timeout = self.config.gateway.drain_timeout
+        waits = []
+        for record in self.workers.values():
+            if record.respawn_call is not None and record.respawn_call.active():
+                record.respawn_call.cancel()
+            if record.process is None:
+                continue
+            exited = Deferred()
+            record.exited.append(exited)
+            waits.append(exited)
+            if record.control is not None and record.control.connected:
+                record.control.callRemote(Drain, timeout=timeout).addErrback(lambda f: None)
+            else:
+                signal_process(record.process, "TERM")
+        kill_call = self.reactor.callLater(timeout + KILL_GRACE, self._kill_all)
+
+        def finished(_):
+            if kill_call.active():
+                kill_call.cancel()
+        return DeferredList(waits).addCallback(finished)
+
+    def status(self):
+        """
+        C{{"workers": [...]}}: each slot's state and counters for
+        C{/status}.
+        """
+        now = self.reactor.seconds()
+        return {"workers": [
+            {
+                "slot": r.slot, "pid": r.pid, "state": r.state(),
+                "uptime": round(now - r.started, 3) if r.started and r.process else None,
+                "alive": r.process is not None, "restarts": r.restarts,
+                "connections": r.connections, "requests": r.requests, "active": r.active,
+                "last_heartbeat": (round(now - r.last_heartbeat, 3)
+                                   if r.last_heartbeat is not None and r.process else None),
+                "open_files": r.open_files, "accepting": not r.paused,
+                "refused": {"max_connections": r.refused_full,
+                            "max_connections_per_ip": r.refused_per_ip},
+                "accept_errors": r.accept_errors, "unanswered": r.unanswered,
+                "watchdog_kills": r.watchdog_kills,
+                "spawn_error": r.spawn_error,
+            }
+            for r in sorted(self.workers.values(), key=lambda r: r.slot)
+        ]}
 
     def spawn(self, record):
         """
@@ -259,6 +423,6 @@ def signal_process(process, name):
 
 __all__ = [
     "BACKOFF_MAX", "BACKOFF_START", "CONTROL_IN", "CONTROL_OUT", "CRASH_LOOP", "FIRST_SOCKET_FD",
-    "KILL_GRACE", "STABLE_AFTER", "STARTUP_GRACE", "WorkerRecord", "WorkerSupervisor",
+    "KILL_GRACE", "STABLE_AFTER", "STARTUP_GRACE", "WorkerRecord", "WorkersService",
     "signal_process",
 ]

@@ -3,15 +3,18 @@ How the subsystems plug into the worker and master processes: TLS, health
 state, the embedded rate-limit store. Kept apart from the process mechanics
 so those stay small and testable.
 
-A master part may have: C{register(control, record)} (answer a worker's
-commands), C{sync(control)} (send a new worker the current state before it
-starts; may return a Deferred), C{start()}, C{stop()}, C{status()} (a dict or
-a Deferred of one, merged into /status) and C{reload(master)} (SIGHUP).
+Each master part is a named service of the master's tree providing
+L{gatelayer.service.IMasterPart}: C{register(control, record)} (answer a
+worker's commands), C{sync(control)} (send a new worker the current state
+before it starts; may return a Deferred), C{status()} (a dict or a Deferred
+of one, merged into /status), C{reload()} (SIGHUP) and
+C{reconfigure(new_config)}; it starts and stops as a service.
 """
 
 from twisted.logger import Logger
 
 from gatelayer.config import ConfigError
+from gatelayer.service import MasterPart
 from gatelayer.tls.parts import CertificatePart, upstream_tls_creators
 from gatelayer.tls.parts import worker_tls as tls_worker
 from gatelayer.tls.policy import PolicyError, check_policy
@@ -42,12 +45,14 @@ def register_worker(config, control, worker):
     register_worker_responders(control, worker.upstream_states)
 
 
-class HealthPart:
+class HealthPart(MasterPart):
     """
-    Active health checks in the master, pushed to every worker.
+    The master's C{health} service: active health checks, each change
+    pushed to every worker.
     """
 
     def __init__(self, master_controls, config, reactor, tls_creators=None):
+        self.name = "health"
         self._controls = master_controls
         self.config = config
         self.monitor = HealthMonitor(
@@ -62,17 +67,27 @@ class HealthPart:
         """
         return push_all_states(control, self.monitor)
 
-    def start(self):
+    def startService(self):
         """
         Start checking.
         """
+        super().startService()
         self.monitor.start()
 
-    def stop(self):
+    def stopService(self):
         """
-        Stop checking.
+        Stop checking; fires once no probe is in flight.
         """
+        super().stopService()
         return self.monitor.stop()
+
+    def reconfigure(self, new_config):
+        """
+        Check the upstreams of C{new_config}: kept servers keep their
+        verdicts (L{HealthMonitor.reconfigure}).
+        """
+        self.config = new_config
+        return self.monitor.reconfigure(new_config.upstreams)
 
     def status(self):
         """
@@ -92,6 +107,39 @@ class HealthPart:
         return collect_status(self._controls(), list(self.config.upstreams)).addCallback(merge)
 
 
+class CertificateService(MasterPart):
+    """
+    The master's C{tls} service: the certificate store
+    (L{gatelayer.tls.parts.CertificatePart}), sent to each new worker and
+    reloaded on SIGHUP.
+    """
+
+    def __init__(self, part):
+        """
+        @param part: the loaded L{CertificatePart}.
+        """
+        self.name = "tls"
+        self.part = part
+
+    def sync(self, control):
+        """
+        Send a new worker the current certificates.
+        """
+        return self.part.sync(control)
+
+    def reload(self):
+        """
+        Re-read every certificate; push them only if all are good.
+        """
+        return self.part.reload()
+
+    def status(self):
+        """
+        The certificates and the last reload, for C{/status}.
+        """
+        return self.part.status()
+
+
 def master_parts(config, reactor, controls):
     """
     The master-side subsystems for C{config}.
@@ -101,7 +149,7 @@ def master_parts(config, reactor, controls):
     """
     parts = []
     if config.tls:
-        parts.append(CertificatePart(config, reactor, controls))
+        parts.append(CertificateService(CertificatePart(config, reactor, controls)))
     if config.upstreams:
         parts.append(HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config)))
     if any(spec.type == "rate_limit" for spec in config.filters.values()):

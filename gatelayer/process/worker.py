@@ -1,13 +1,23 @@
 """
 A worker process: adopts the listening sockets the master bound, serves HTTP
 through the gateway, reports to the master and drains on request.
+
+L{Worker} is a tree of named services (L{gatelayer.process.worker_services}),
+started in this order and stopped in the reverse one, each once the one
+after it has stopped:
+
+ - C{stores}: the rate-limit store registry the filters share;
+ - C{access_log};
+ - C{upstreams}: the upstream pools and balancing states;
+ - C{gateway}: routes and filters (with their background timers);
+ - C{ports}: the adopted listening ports; stopping them is the drain;
+ - C{heartbeat}: the reports to the master.
 """
 
 import os
 import socket
 
 from twisted.internet.defer import Deferred
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gatelayer.http.factory import GatewayHTTPFactory
@@ -16,6 +26,10 @@ from gatelayer.http.proxy import UpstreamTerminal
 from gatelayer.observe.accesslog import AccessLog
 from gatelayer.process.control import Drain, Heartbeat, heartbeat_interval
 from gatelayer.process.limits import ConnectionLimits
+from gatelayer.process.worker_services import (
+    AccessLogService, GatewayService, HeartbeatService, PortsService, StoresService, UpstreamsService,
+)
+from gatelayer.service import OrderedMultiService
 
 
 def build_upstreams(config, reactor, tls_creator_for=None):
@@ -41,9 +55,10 @@ def build_upstreams(config, reactor, tls_creator_for=None):
     return terminals
 
 
-class Worker:
+class Worker(OrderedMultiService):
     """
-    The serving side of one worker process.
+    The serving side of one worker process, as a tree of services (see the
+    module docstring).
 
     @ivar slot: the worker's slot number (0..workers-1), stable across
         respawns, which owns one SO_REUSEPORT socket per listener address.
@@ -55,7 +70,7 @@ class Worker:
     log = Logger()
 
     def __init__(self, reactor, config, slot, sockets, master=None, exit=None,
-                 tls_wrapper=None, tls_creator_for=None, open_files=None):
+                 tls_wrapper=None, tls_creator_for=None, open_files=None, stores=None):
         """
         @param sockets: a list of C{(listener_spec, fd, family)} to adopt.
         @param master: the L{ControlProtocol} to the master, or L{None}.
@@ -66,7 +81,10 @@ class Worker:
             C{tls}.
         @param open_files: the L{gatelayer.process.rlimits.OpenFilesLimit}
             the entry point set, reported in heartbeats.
+        @param stores: the L{gatelayer.ratelimit.registry.StoreRegistry} the
+            filters share (a new one by default).
         """
+        super().__init__()
         self.reactor = reactor
         self.config = config
         self.slot = slot
@@ -75,15 +93,54 @@ class Worker:
         self._exit = exit
         self._tls_wrapper = tls_wrapper
         self._tls_creator_for = tls_creator_for
-        self.ports = []
-        self.factories = []
-        self.gateway = None
-        self.upstreams = {}
-        self._heartbeat = None
         self._draining = None
+        self._prepared = False
         self.open_files = open_files
         self.limits = ConnectionLimits(
             reactor, config.gateway.max_connections, config.gateway.max_connections_per_ip)
+        self.stores = StoresService(stores)
+        self.access_log = AccessLogService()
+        self.upstream_pools = UpstreamsService()
+        self.gateway_service = GatewayService()
+        self.ports_service = PortsService(reactor, slot, self.limits, self._listen,
+                                          config.gateway.drain_timeout)
+        self.heartbeat = HeartbeatService(
+            reactor, heartbeat_interval(config.gateway.heartbeat_timeout), self.send_heartbeat)
+        for child in (self.stores, self.access_log, self.upstream_pools, self.gateway_service,
+                      self.ports_service):
+            child.setServiceParent(self)
+        if master is not None:
+            self.heartbeat.setServiceParent(self)
+
+    # Views of the children.
+
+    @property
+    def gateway(self):
+        """
+        The L{Gateway}, once prepared.
+        """
+        return self.gateway_service.gateway
+
+    @property
+    def upstreams(self):
+        """
+        Upstream name to L{UpstreamTerminal}.
+        """
+        return self.upstream_pools.terminals
+
+    @property
+    def ports(self):
+        """
+        The adopted listening ports.
+        """
+        return self.ports_service.ports
+
+    @property
+    def factories(self):
+        """
+        The HTTP factory of each adopted port.
+        """
+        return self.ports_service.factories
 
     def prepare(self):
         """
@@ -92,12 +149,13 @@ class Worker:
         before the worker accepts anything.
         """
         config = self.config
-        self.upstreams = build_upstreams(config, self.reactor, self._tls_creator_for)
-        access_log = None
+        self._prepared = True
+        self.upstream_pools.terminals = build_upstreams(config, self.reactor, self._tls_creator_for)
         if config.gateway.access_log:
-            access_log = AccessLog(config.gateway.access_log, self.reactor)
-        self.gateway = Gateway(config, self.reactor, master=self.master,
-                               upstreams=self.upstreams, access_log=access_log)
+            self.access_log.access_log = AccessLog(config.gateway.access_log, self.reactor)
+        self.gateway_service.gateway = self.ports_service.gateway = Gateway(
+            config, self.reactor, master=self.master, upstreams=self.upstreams,
+            access_log=self.access_log.access_log, stores=self.stores.registry)
 
     def upstream_states(self):
         """
@@ -107,11 +165,24 @@ class Worker:
 
     def start(self):
         """
-        Start accepting on every adopted socket.
+        Start accepting on every adopted socket (L{startService}).
         """
-        if self.gateway is None:
+        self.startService()
+
+    def startService(self):
+        """
+        Start the children in order: the ports accept, the heartbeat begins.
+        """
+        if not self._prepared:
             self.prepare()
+        if self.master is not None:
+            self.master.register(Drain, self._drain_command)
+        super().startService()
+        self.log.info("worker {slot} serving {count} socket(s)", slot=self.slot, count=len(self.ports))
+
+    def _listen(self):
         config = self.config
+        adopted = []
         for listener, fd, family in self.sockets:
             scheme = "https" if listener.tls else "http"
             extra = ()
@@ -121,21 +192,14 @@ class Worker:
                     extra = ((b"strict-transport-security", hsts.encode("ascii")),)
             factory = GatewayHTTPFactory(self.gateway, listener, self.reactor, scheme, extra,
                                          limits=self.limits)
-            self.factories.append(factory)
             wrapped = factory
             if listener.tls:
                 wrapped = self._tls_wrapper(listener, factory)
             # The limits decide before any protocol (TLS included) is built.
             port = self.reactor.adoptStreamPort(fd, family, self.limits.wrap(wrapped))
             os.close(fd)
-            self.ports.append(port)
-            self.limits.add_port(port)
-        if self.master is not None:
-            self.master.register(Drain, self._drain_command)
-            self._heartbeat = LoopingCall(self.send_heartbeat)
-            self._heartbeat.clock = self.reactor
-            self._heartbeat.start(heartbeat_interval(config.gateway.heartbeat_timeout), now=True)
-        self.log.info("worker {slot} serving {count} socket(s)", slot=self.slot, count=len(self.ports))
+            adopted.append((port, factory))
+        return adopted
 
     def send_heartbeat(self):
         """
@@ -158,12 +222,18 @@ class Worker:
         self.drain(timeout)
         return {}
 
+    def stopService(self):
+        """
+        Drain with the config's C{drain_timeout} (L{drain}).
+        """
+        return self.drain()
+
     def drain(self, timeout=None):
         """
         Stop accepting, let in-flight requests finish (at most C{timeout}
-        seconds, default the config's C{drain_timeout}), close everything and
-        call C{exit}. Returns a Deferred firing when done; calling it again
-        returns the same outcome.
+        seconds, default the config's C{drain_timeout}), stop every child
+        in reverse order and call C{exit}. Returns a Deferred firing when
+        done; calling it again returns the same outcome.
         """
         if self._draining is not None:
             done = Deferred()
@@ -173,58 +243,16 @@ class Worker:
         if timeout is None:
             timeout = self.config.gateway.drain_timeout
         self.log.info("worker {slot} draining ({timeout}s at most)", slot=self.slot, timeout=timeout)
-        if self._heartbeat is not None and self._heartbeat.running:
-            self._heartbeat.stop()
-        self.limits.forget_ports()
-        stopping = [port.stopListening() for port in self.ports]
-        del stopping
-        for factory in self.factories:
-            factory.drain()
-        finished = Deferred()
-        deadline = self.reactor.callLater(timeout, self._drain_deadline, finished)
-        gateway = self.gateway
+        self.ports_service.drain_timeout = timeout
 
-        def check_idle():
-            if gateway is None or gateway.connections == 0:
-                if not finished.called:
-                    finished.callback(None)
-            else:
-                gateway.idle_callbacks.append(check_idle)
-
-        check_idle()
-
-        def close(_):
-            if deadline.active():
-                deadline.cancel()
-            closing = [terminal.pool.close() for terminal in self.upstreams.values()]
-            del closing
-            if any(spec.type == "rate_limit" for spec in self.config.filters.values()):
-                from gatelayer.filters.ratelimit import close_stores
-                close_stores()
-            if gateway is not None:
-                gateway.stop()
-                if gateway.access_log is not None:
-                    gateway.access_log.close()
-            self.limits.stop()
+        def drained(_):
             self.log.info("worker {slot} drained", slot=self.slot)
             waiting, self._draining = self._draining, []
             for d in waiting:
                 d.callback(None)
             if self._exit is not None:
                 self._exit()
-        finished.addCallback(close)
-        return finished
-
-    def _drain_deadline(self, finished):
-        count = 0
-        for factory in self.factories:
-            for channel in list(factory.channels):
-                count += 1
-                channel.transport.abortConnection()
-        self.log.warn("worker {slot}: drain timeout, {count} connection(s) cut", slot=self.slot,
-                      count=count)
-        if not finished.called:
-            finished.callback(None)
+        return super().stopService().addCallback(drained)
 
 
 def family_of(name):

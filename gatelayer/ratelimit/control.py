@@ -6,9 +6,11 @@ L{gatelayer.ratelimit.memory_store.MemoryStore} over their control channel.
 import json
 
 from twisted.protocols import amp
+from zope.interface import implementer
 
 from gatelayer.ratelimit.algorithms import ALGORITHMS, Quota
 from gatelayer.ratelimit.memory_store import MemoryStore
+from gatelayer.service import MasterPart
 
 __all__ = ["EmbeddedStorePart", "RateLimitTake", "RateLimitTakeBatch", "register_master_responders"]
 
@@ -94,17 +96,19 @@ def register_master_responders(protocol, store):
     protocol.register(RateLimitTakeBatch, take_batch)
 
 
-class EmbeddedStorePart:
+class EmbeddedStorePart(MasterPart):
     """
-    The embedded store as a master part: one L{MemoryStore} for the whole
-    host, answering every worker's L{RateLimitTake}.
+    The embedded store as the master's C{ratelimit} service: one
+    L{MemoryStore} for the whole host, answering every worker's
+    L{RateLimitTake}.
 
     Keep the same part across configuration reloads so that counters
     survive them (keys carry the filter name, so renamed filters simply
-    start afresh).
+    start afresh): its C{reconfigure} keeps the store.
     """
 
     def __init__(self, reactor, store=None):
+        self.name = "ratelimit"
         self.store = store if store is not None else MemoryStore(reactor)
 
     def register(self, control, record=None):
@@ -123,6 +127,14 @@ class EmbeddedStorePart:
         Stop the store's sweeper.
         """
         return self.store.close()
+
+    def stopService(self):
+        """
+        Stop the store's sweeper (the master stops this part once its
+        workers have exited, so in-flight takes are still answered).
+        """
+        super().stopService()
+        return self.stop()
 
     def status(self):
         """

@@ -1,12 +1,16 @@
 """
 Sharing stores between the rate-limit filters of one process.
+
+There is no process-wide registry: a worker's service tree owns one
+(L{gatelayer.process.worker_services.StoresService}), hands it to the
+filters it builds and closes it when it stops.
 """
 
 from twisted.internet.defer import DeferredList
 
 from gatelayer.ratelimit.memory_store import MemoryStore
 
-__all__ = ["StoreRegistry", "default_registry"]
+__all__ = ["StoreRegistry"]
 
 
 class StoreRegistry:
@@ -58,5 +62,3 @@ class StoreRegistry:
         stores, self._stores = list(self._stores.values()), {}
         return DeferredList([store.close() for store in stores], consumeErrors=True)
 
-
-default_registry = StoreRegistry()

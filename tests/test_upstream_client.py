@@ -15,8 +15,9 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gatelayer.config.model import ServerSpec
-from gatelayer.http.lean_parse import BadRequest
-from gatelayer.http.lean_parse import parse_head as server_parse
+from gatelayer.http1 import BadRequest, BadResponse, valid_field
+from gatelayer.http1 import parse_request_head as server_parse
+from gatelayer.http1 import parse_response_head as parse_head
 from gatelayer.upstream.client import (
     MAX_HEAD_SIZE,
     HTTP11UpstreamConnection,
@@ -26,7 +27,6 @@ from gatelayer.upstream.client import (
     body_length,
     build_request_head,
 )
-from gatelayer.upstream.messages import BadResponse, parse_head, valid_field
 
 SERVER = ServerSpec("10.0.0.1", 8080)
 
@@ -921,7 +921,7 @@ REFUSAL_REASONS = [
 
 class ParseHeadTests(SynchronousTestCase):
     """
-    L{gatelayer.upstream.messages.parse_head} on its own.
+    L{gatelayer.http1.parse_response_head} on its own.
     """
 
     def test_refusalsSayWhy(self):

@@ -2,7 +2,7 @@
 The HTTP/1.1 server channel of C{[gateway] http_server = twisted}:
 twisted.web's parser with the limits and timers a gateway needs, and with
 the strictness of the lean channel's framing module
-(L{gatelayer.http.lean_parse}) in front of it, so both channels refuse the
+(L{gatelayer.http1}) in front of it, so both channels refuse the
 same requests: twisted.web on its own accepts obs-fold lines, control bytes
 in values, a missing or repeated Host, C{Transfer-Encoding: identity},
 malformed chunk trailers, and waits forever for the CRLF of a line a client
@@ -13,18 +13,20 @@ from twisted.logger import Logger
 from twisted.web import http
 
 from gatelayer.http.errors import raw_error_response
-from gatelayer.http.lean_parse import (
-    MAX_HEADERS, MAX_HEADERS_SIZE, MAX_REQUEST_LINE, BadRequest, ChunkedDecoder, parse_head,
-)
 from gatelayer.http.timer import BODY, BUSY, HEADERS, IDLE, ConnectionTimer
+from gatelayer.http1 import REQUEST, BadRequest, ChunkedDecoder, parse_request_head
 
 __all__ = ["GatewayChannel", "StrictChunkedDecoder"]
+
+_MAX_REQUEST_LINE = REQUEST.max_start_line
+_MAX_HEADERS = REQUEST.max_fields
+_MAX_HEADERS_SIZE = REQUEST.max_head
 
 
 class StrictChunkedDecoder:
     """
-    twisted.web's transfer-decoder interface over the lean channel's strict
-    L{ChunkedDecoder}: chunk sizes of at most 16 hex digits, lines ended by
+    twisted.web's transfer-decoder interface over the strict
+    L{ChunkedDecoder} of L{gatelayer.http1}: chunk sizes of at most 16 hex digits, lines ended by
     CRLF only (a bare LF is refused at once, not waited on), trailers held
     to the header limits. twisted.web's own decoder accepts any chunk-size
     length and trailers it does not check.
@@ -76,7 +78,7 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
         often it sends) and the body's idle timeout; twisted.web's own
         timeout (a new timer per request) is off;
       - each request head collected line by line and checked whole by
-        L{parse_head} (the lean channel's rules and statuses: 400, 414,
+        L{parse_request_head} (the lean channel's rules and statuses: 400, 414,
         431) before twisted.web sees any of it; a line ended by a bare LF
         is refused as soon as it arrives;
       - chunked bodies decoded by L{StrictChunkedDecoder};
@@ -85,11 +87,11 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
     """
 
     _log = Logger()
-    MAX_LENGTH = MAX_REQUEST_LINE
-    maxHeaders = MAX_HEADERS
+    MAX_LENGTH = _MAX_REQUEST_LINE
+    maxHeaders = _MAX_HEADERS
     # The real limits are checked before twisted.web counts (which includes
     # the request line in its total).
-    totalHeadersSize = MAX_REQUEST_LINE + MAX_HEADERS_SIZE
+    totalHeadersSize = _MAX_REQUEST_LINE + _MAX_HEADERS_SIZE
 
     header_timeout = 10.0
     idle_timeout = 60.0
@@ -139,7 +141,7 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
     def lineReceived(self, line):
         """
         Collect the lines of a request head; when it is complete, check it
-        whole with L{parse_head} and only then hand it to twisted.web, line
+        whole with L{parse_request_head} and only then hand it to twisted.web, line
         by line. Empty lines before a request line are ignored (RFC 9112
         section 2.2), as the lean channel does.
         """
@@ -158,15 +160,15 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
         if line:
             head.append(line)
             size = self._head_size = self._head_size + len(line) + 2
-            if size > MAX_HEADERS_SIZE:
+            if size > _MAX_HEADERS_SIZE:
                 self._reject(431, "request headers too large")
-            elif len(head) > MAX_HEADERS + 1:
+            elif len(head) > _MAX_HEADERS + 1:
                 self._reject(431, "too many request headers")
             return
         self._head = None
         data = b"\r\n".join(head) + b"\r\n\r\n"
         try:
-            parse_head(data, len(data) - 4)
+            parse_request_head(data, len(data) - 4)
         except BadRequest as refusal:
             self._reject(refusal.status, refusal.message)
             return

@@ -26,9 +26,9 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gatelayer.http.errors import raw_error_response
-from gatelayer.http.timer import BODY, BUSY, HEADERS, IDLE, ConnectionTimer
-from gatelayer.http.lean_parse import BadRequest, ChunkedDecoder, HeadScanner, parse_head
 from gatelayer.http.lean_request import LeanRequest
+from gatelayer.http.timer import BODY, BUSY, HEADERS, IDLE, ConnectionTimer
+from gatelayer.http1 import BadRequest, ChunkedDecoder, HeadScanner, parse_request_head
 
 __all__ = ["LeanChannel", "LeanRequest", "MEMORY_BODY_LIMIT", "PIPELINE_LIMIT"]
 
@@ -59,7 +59,7 @@ def _canonical_pairs(pairs):
 class LeanChannel(ConnectionTimer, Protocol):
     """
     One client connection: parses requests strictly (see
-    L{gatelayer.http.lean_parse}), hands each to the factory's gateway as a
+    L{gatelayer.http1}), hands each to the factory's gateway as a
     L{LeanRequest} and relays back-pressure between the transport and the
     response's producer.
 
@@ -212,7 +212,7 @@ class LeanChannel(ConnectionTimer, Protocol):
         A complete request head is in C{buf[:end]}: parse it, route it, and
         read its body or answer it.
         """
-        head = parse_head(buf, end)
+        head = parse_request_head(buf, end)
         rest = buf[end + 4:]
         request = self._request = LeanRequest(self, head)
         request.match, limit = self.factory.gateway.early_route(request, head.method, head.target)

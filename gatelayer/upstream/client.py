@@ -20,11 +20,11 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
+from gatelayer.http1 import BODY_METHODS, body_length, build_request_head
 from gatelayer.upstream.interfaces import IConnectionOwner, IResponseSink
-from gatelayer.upstream.messages import BODY_METHODS, MAX_HEAD_SIZE, body_length, build_request_head
 from gatelayer.upstream.request import _PIECE, UpstreamRequest, _FileBody
 from gatelayer.upstream.response import (
-    _CLOSED, _CONNECTING, _HEAD, _IDLE, _UNTIL_CLOSE, ResponseReader,
+    _CLOSED, _CONNECTING, _HEAD, _IDLE, _UNTIL_CLOSE, MAX_HEAD_SIZE, ResponseReader,
 )
 
 __all__ = [

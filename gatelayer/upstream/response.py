@@ -12,20 +12,17 @@ C{bad_response}, and a connection that failed is never reused. So does a
 head the gateway would otherwise relay to clients who read it differently:
 a status outside 100-599, a header name that is not a token, a value with
 a control character (NUL, a bare CR or LF...), an obs-fold continuation
-line, lines ended by bare LFs (see L{gatelayer.upstream.messages}, which
-parses the head and defines the grammar without I/O).
+line, lines ended by bare LFs. The grammar, the head parser and the chunked
+decoder are L{gatelayer.http1}'s, the same the server channels read
+requests with (with the response side's limits).
 """
 
-from gatelayer.upstream.messages import CHUNK_SIZE, MAX_HEAD_SIZE, BadResponse, parse_head, valid_field
+from gatelayer.http1 import RESPONSE, BadResponse, ChunkedDecoder, parse_response_head
 
 __all__ = ["ResponseReader"]
 
-# A chunk-size line longer than this is not a chunk size (16 hex digits
-# plus room for extensions).
-_MAX_CHUNK_LINE = 4096
-
-# Trailers are read and dropped; this bounds what a server can make us buffer.
-_MAX_TRAILERS = 65536
+#: The largest response head (status line and headers) accepted, in bytes.
+MAX_HEAD_SIZE = RESPONSE.max_head
 
 
 # The connection's states (its _state), numbered here with the response
@@ -35,10 +32,7 @@ _CONNECTING = 0
 _IDLE = 1
 _HEAD = 2
 _LENGTH = 3
-_CHUNK_SIZE = 4
-_CHUNK_DATA = 5
-_CHUNK_CRLF = 6
-_TRAILER = 7
+_CHUNKED = 4
 _UNTIL_CLOSE = 8
 _CLOSED = 9
 
@@ -53,10 +47,13 @@ class ResponseReader:
     the request from any callback; a response ends by freeing or closing
     the connection) and this path runs for every response. It uses the
     connection's C{_request}, C{_state}, C{_buffer}, C{_scanned},
-    C{_remaining}, C{_got_bytes}, C{_reusable}, C{_no_body}, C{_producer},
+    C{_remaining}, C{_decoder}, C{_got_bytes}, C{_reusable}, C{_no_body}, C{_producer},
     C{_timer} and C{_read_timeout}, and its C{_shutdown}, C{_fail},
     C{_finish} and C{_stop_body}.
     """
+
+    # The chunked body's decoder while one is read.
+    _decoder = None
 
     def dataReceived(self, data):
         """
@@ -122,7 +119,7 @@ class ResponseReader:
                 self._scanned = 0
                 try:
                     (status, reason, headers, http11, length, chunked, close,
-                     keep_alive) = parse_head(head)
+                     keep_alive) = parse_response_head(head)
                 except BadResponse as e:
                     self._fail("bad_response", str(e))
                     return
@@ -143,7 +140,8 @@ class ResponseReader:
                 if self._no_body or status == 204 or status == 304:
                     state = _IDLE
                 elif chunked:
-                    state = _CHUNK_SIZE
+                    state = _CHUNKED
+                    self._decoder = ChunkedDecoder(RESPONSE)
                 elif length is not None:
                     if length:
                         state = _LENGTH
@@ -179,75 +177,26 @@ class ResponseReader:
                 if self._request is request:
                     self._finish(data)
                 return
-            elif state == _CHUNK_SIZE:
-                end = data.find(b"\r\n")
-                if end < 0 or end > _MAX_CHUNK_LINE:
-                    if end >= 0 or len(data) > _MAX_CHUNK_LINE:
-                        self._fail("bad_response", "chunk size line too long")
-                    elif b"\n" in data:
-                        self._fail("bad_response", "chunk size line not ended by CRLF")
-                    else:
-                        self._buffer = data
+            elif state == _CHUNKED:
+                try:
+                    pieces, rest = self._decoder.feed(data)
+                except BadResponse as e:
+                    # What came before the fault is relayed first, as it
+                    # would have been had it arrived in an earlier read.
+                    for piece in e.pieces:
+                        sink.response_body(piece)
+                        if self._request is not request:
+                            return
+                    self._fail("bad_response", str(e))
                     return
-                match = CHUNK_SIZE.fullmatch(data, 0, end)
-                if match is None:
-                    self._fail("bad_response", "invalid chunk size line %r" % (data[:min(end, 40)],))
-                    return
-                size = int(match.group(1), 16)
-                data = data[end + 2:]
-                if size:
-                    self._remaining = size
-                    self._state = _CHUNK_DATA
-                else:
-                    self._remaining = 0
-                    self._state = _TRAILER
-            elif state == _CHUNK_DATA:
-                if not data:
-                    return
-                remaining = self._remaining
-                if len(data) <= remaining:
-                    self._remaining = remaining - len(data)
-                    if self._remaining == 0:
-                        self._state = _CHUNK_CRLF
-                    sink.response_body(data)
-                    return
-                piece, data = data[:remaining], data[remaining:]
-                self._remaining = 0
-                self._state = _CHUNK_CRLF
-                sink.response_body(piece)
-                if self._request is not request:
-                    return
-            elif state == _CHUNK_CRLF:
-                if len(data) < 2:
-                    self._buffer = data
-                    return
-                if data[:2] != b"\r\n":
-                    self._fail("bad_response", "chunk data longer than its size")
-                    return
-                data = data[2:]
-                self._state = _CHUNK_SIZE
-            elif state == _TRAILER:
-                end = data.find(b"\r\n")
-                if end < 0:
-                    if self._remaining + len(data) > _MAX_TRAILERS:
-                        self._fail("bad_response", "trailers too large")
-                    elif b"\n" in data:
-                        self._fail("bad_response", "trailer line not ended by CRLF")
-                    else:
-                        self._buffer = data
-                    return
-                line = data[:end]
-                data = data[end + 2:]
-                if not line:
-                    self._finish(data)
-                    return
-                self._remaining += end + 2
-                if self._remaining > _MAX_TRAILERS:
-                    self._fail("bad_response", "trailers too large")
-                    return
-                if not valid_field(line):
-                    self._fail("bad_response", "invalid trailer line %r" % (line[:80],))
-                    return
+                for piece in pieces:
+                    sink.response_body(piece)
+                    if self._request is not request:
+                        return
+                if rest is not None:
+                    self._decoder = None
+                    self._finish(rest)
+                return
             elif state == _UNTIL_CLOSE:
                 if data:
                     sink.response_body(data)

@@ -1,0 +1,68 @@
+"""
+Serialization of HTTP/1.1 request heads, as the upstream client sends them:
+one join per request, the framing headers decided here rather than copied
+from the client's request.
+"""
+
+__all__ = ["BODY_METHODS", "body_length", "build_request_head"]
+
+# Methods whose requests carry a body by definition: without one they are
+# sent with "Content-Length: 0" (RFC 9110 8.6).
+BODY_METHODS = frozenset([b"POST", b"PUT", b"PATCH"])
+
+
+# Request headers the client owns: framing is derived from the body, the
+# connection's persistence from the pool, and Expect is pointless because
+# the body is already buffered.
+_OWN_HEADERS = frozenset([b"content-length", b"transfer-encoding", b"connection", b"expect"])
+_OWN_LENGTHS = frozenset(len(name) for name in _OWN_HEADERS)
+
+
+def body_length(body):
+    """
+    The length in bytes of a request C{body}: L{None} for no body, else the
+    length of the bytes or of the seekable file (which is left at 0).
+    """
+    if body is None:
+        return None
+    if isinstance(body, bytes):
+        return len(body)
+    body.seek(0, 2)
+    length = body.tell()
+    body.seek(0)
+    return length
+
+
+def build_request_head(method, target, headers, content_length=None, host=None,
+                       close=False, body=b""):
+    """
+    The bytes of a request head (and C{body} appended, to go out in the same
+    write).
+
+    C{headers} are sent in order, except Content-Length,
+    Transfer-Encoding, Connection and Expect, which the client decides:
+    C{Content-Length: content_length} when it is not L{None}, and
+    C{Connection: close} when C{close}. C{host} (bytes) is added as Host
+    only when C{headers} has none.
+    """
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    add = parts.extend
+    own = _OWN_LENGTHS
+    has_host = False
+    for name, value in headers:
+        size = len(name)
+        if size in own and name.lower() in _OWN_HEADERS:
+            continue
+        if size == 4 and not has_host and name.lower() == b"host":
+            has_host = True
+        add((name, b": ", value, b"\r\n"))
+    if not has_host and host is not None:
+        add((b"Host: ", host, b"\r\n"))
+    if content_length is not None:
+        parts.append(b"Content-Length: %d\r\n" % (content_length,))
+    if close:
+        parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    if body:
+        parts.append(body)
+    return b"".join(parts)

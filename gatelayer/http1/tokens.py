@@ -1,0 +1,34 @@
+"""
+Comma-separated token lists (RFC 9110 5.6.1), as Connection, Expect and
+Transfer-Encoding carry them: one reading for the server channels, the
+upstream client and the proxy's hop-by-hop header removal, so that what the
+gateway counts as C{close} or as a header named in Connection is the same
+everywhere.
+"""
+
+__all__ = ["token_set", "connection_flags"]
+
+
+def token_set(values):
+    """
+    The lower-cased, stripped, non-empty items of the comma-separated
+    header C{values} (an iterable of bytes, or L{None}), as a set.
+    """
+    tokens = set()
+    if values:
+        for value in values:
+            for item in value.split(b","):
+                item = item.strip().lower()
+                if item:
+                    tokens.add(item)
+    return tokens
+
+
+def connection_flags(values):
+    """
+    C{(close, keep_alive)}: whether the Connection header C{values} list
+    the C{close} and the C{keep-alive} options. Which wins is the caller's
+    rule (for both sides, C{close}).
+    """
+    tokens = token_set(values)
+    return b"close" in tokens, b"keep-alive" in tokens

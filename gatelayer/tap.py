@@ -35,6 +35,8 @@ class Options(usage.Options):
         """
         try:
             config = load_config(self["config"])
+            from gatelayer.filters import validate_filters
+            validate_filters(config)
             if self["workers"] is not None:
                 if self["workers"] < 1:
                     raise ConfigError([f"--workers: {self['workers']} must be at least 1"])

@@ -1,6 +1,7 @@
 """
-Tests for the api_key filter: its settings (L{gatelayer.config.filter_apikey})
-and its behaviour on requests (L{gatelayer.filters.apikey}).
+Tests for the api_key filter: its settings (L{gatelayer.config.filter_apikey}),
+its key file (L{gatelayer.filters.keys}) and its behaviour on requests
+(L{gatelayer.filters.apikey}).
 """
 
 import json
@@ -17,8 +18,9 @@ from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.filter_apikey import parse_filter
 from gatelayer.config.model import FilterSpec
 from gatelayer.config.reader import SectionReader
-from gatelayer.filters import FilterServices, build_filter
+from gatelayer.filters import FilterServices, build_filter, validate_filters
 from gatelayer.filters.apikey import ApiKeyFilter
+from gatelayer.filters.keys import key_material
 
 ALICE = b"glk_alice-key"
 BOB = b"glk_bob-key"
@@ -52,16 +54,31 @@ class ApiKeyTestsMixin:
         reader.finish()
         return settings, problems
 
+    def load(self, **items):
+        """
+        Parse a section as the config does, then load its key file as the
+        filter does: C{(store, problems)}, the problems of both steps.
+        """
+        settings, problems = self.parse(**items)
+        if problems:
+            return None, problems
+        try:
+            return key_material(FilterSpec("keys", "api_key", settings)), []
+        except ConfigError as e:
+            return None, e.problems
+
     def make(self, **items):
         items.setdefault("keys", "apikeys.ini")
         settings, problems = self.parse(**items)
         self.assertEqual(problems, [])
-        return ApiKeyFilter("keys", settings)
+        return ApiKeyFilter("keys", settings, key_material(FilterSpec("keys", "api_key", settings)))
 
 
 class SettingsTests(ApiKeyTestsMixin, SynchronousTestCase):
     """
-    Settings are checked at load time.
+    Settings are checked at load time; the key file is checked to be
+    readable there and loaded where the filter is built, with problems in
+    the same words.
     """
 
     def test_defaults(self):
@@ -72,7 +89,7 @@ class SettingsTests(ApiKeyTestsMixin, SynchronousTestCase):
         self.assertEqual(problems, [])
         self.assertEqual(settings.source, ("header", b"x-api-key"))
         self.assertTrue(settings.hide_credentials)
-        self.assertEqual(settings.store.consumers, ["alice", "bob"])
+        self.assertEqual(key_material(FilterSpec("keys", "api_key", settings)).consumers, ["alice", "bob"])
         self.assertEqual(settings.keys_file, os.path.join(self.directory, "apikeys.ini"))
 
     def test_query(self):
@@ -100,9 +117,30 @@ class SettingsTests(ApiKeyTestsMixin, SynchronousTestCase):
             ({"keys": "apikeys.ini", "key": "x"}, "key: is not a known key"),
         ]
         for items, expected in cases:
-            _, problems = self.parse(**items)
+            _, problems = self.load(**items)
             self.assertTrue(any(expected in p for p in problems), (items, problems))
             self.assertTrue(all(p.startswith("gate.ini [filter:keys]") for p in problems), problems)
+
+    def test_file_checked_not_loaded(self):
+        """
+        The config reports a key file that cannot be read, naming it; one
+        that reads but holds plain keys passes the config and is reported,
+        in the same words as before, when its key material is loaded.
+        """
+        missing = os.path.join(self.directory, "missing.ini")
+        self.assertEqual(self.parse(keys="missing.ini")[1], [
+            f"gate.ini [filter:keys] keys: {missing}: cannot be read: No such file or directory"])
+        os.makedirs(os.path.join(self.directory, "folder"))
+        folder = os.path.join(self.directory, "folder")
+        self.assertEqual(self.parse(keys="folder")[1], [
+            f"gate.ini [filter:keys] keys: {folder}: cannot be read: Is a directory"])
+        self.write("plain.ini", "[consumers]\nalice = my-plain-key\n")
+        settings, problems = self.parse(keys="plain.ini")
+        self.assertEqual(problems, [])
+        plain = os.path.join(self.directory, "plain.ini")
+        self.assertEqual(self.load(keys="plain.ini")[1], [
+            f"gate.ini [filter:keys] keys: {plain} [consumers] alice: is not a SHA-256 hex digest "
+            "(64 hex digits; gatelayer-apikey prints the line for a new key)"])
 
     def test_through_loader(self):
         """
@@ -123,9 +161,16 @@ hide_credentials = yes
 """
         path = os.path.join(self.directory, "gate.ini")
         config = parse_config_text(text, path)
-        self.assertEqual(config.filters["keys"].settings.store.consumers, ["alice", "bob"])
+        validate_filters(config)
+        self.assertEqual(key_material(config.filters["keys"], config).consumers, ["alice", "bob"])
         self.write("apikeys.ini", "[consumers]\nalice = nope\n")
-        self.assertRaises(ConfigError, parse_config_text, text, path)
+        config = parse_config_text(text, path)
+        error = self.assertRaises(ConfigError, validate_filters, config)
+        self.assertEqual(len(error.problems), 1)
+        self.assertTrue(error.problems[0].startswith(f"{path} [filter:keys] keys: "), error.problems)
+        services = FilterServices(reactor=MemoryReactorClock(), master=None, config=config)
+        built = self.assertRaises(ConfigError, build_filter, config.filters["keys"], services)
+        self.assertEqual(built.problems, error.problems)
 
 
 class FilterTests(ApiKeyTestsMixin, SynchronousTestCase):

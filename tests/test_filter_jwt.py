@@ -1,15 +1,18 @@
 """
-Tests for the jwt filter: its settings (L{gatelayer.config.filter_jwt}) and
-its behaviour on requests (L{gatelayer.filters.jwt}).
+Tests for the jwt filter: its settings (L{gatelayer.config.filter_jwt}), its
+key material (L{gatelayer.filters.keys}) and its behaviour on requests
+(L{gatelayer.filters.jwt}).
 """
 
+import io
 import json
 import os
+import sys
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
@@ -17,12 +20,13 @@ from gatelayer.auth import testing as t
 from gatelayer.auth.fetch import JwksFetcher
 from gatelayer.chain import Exchange, IFilter, Reply
 from gatelayer.config import ConfigError, parse_config_text
-from gatelayer.config.filter_jwt import parse_filter
+from gatelayer.config.filter_jwt import KeyFile, parse_filter
 from gatelayer.config.model import FilterSpec
 from gatelayer.config.reader import SectionReader
-from gatelayer.filters import FilterServices
+from gatelayer.filters import FilterServices, validate_filters
 from gatelayer.filters import build_filter as build_any_filter
 from gatelayer.filters.jwt import JwtFilter, build_filter, claim_header_value
+from gatelayer.filters.keys import key_material
 
 NOW = 2_000_000.0
 CLAIMS = {"sub": "alice", "exp": NOW + 300, "iss": "https://idp.example.com", "aud": "api",
@@ -77,6 +81,19 @@ class KeyFiles:
         reader.finish()
         return settings, problems
 
+    def load(self, **items):
+        """
+        Parse a section as the config does, then load its key material as
+        the filter does: C{(keys, problems)}, the problems of both steps.
+        """
+        settings, problems = self.parse(**items)
+        if problems:
+            return None, problems
+        try:
+            return key_material(FilterSpec("jwt", "jwt", settings)), []
+        except ConfigError as e:
+            return None, e.problems
+
     def settings(self, **items):
         options = {"keys": "jwks.json", "issuer": "https://idp.example.com", "audience": "api",
                    "forward_claims": "sub:X-User-Id, tenant:X-Tenant"}
@@ -89,7 +106,8 @@ class KeyFiles:
 class SettingsTests(KeyFiles, SynchronousTestCase):
     """
     The section's keys are parsed and checked at load time, each problem
-    naming section and key.
+    naming section and key; key files are checked to exist there and loaded
+    where the filter is built, with problems in the same words.
     """
 
     def setUp(self):
@@ -102,8 +120,8 @@ class SettingsTests(KeyFiles, SynchronousTestCase):
         settings, problems = self.parse(keys="jwks.json")
         self.assertEqual(problems, [])
         self.assertEqual(settings.algorithms, ("RS256", "ES256"))
-        self.assertEqual(settings.key_files, (os.path.join(self.directory, "jwks.json"),))
-        self.assertEqual(len(settings.static_keys), 2)
+        self.assertEqual(settings.key_files, (KeyFile(os.path.join(self.directory, "jwks.json")),))
+        self.assertEqual(len(key_material(FilterSpec("jwt", "jwt", settings))), 2)
         self.assertEqual(settings.token_from, ("header", None))
         self.assertEqual(settings.required_claims, ("exp",))
         self.assertEqual((settings.leeway, settings.hide_credentials, settings.jwks_url), (0.0, False, None))
@@ -120,7 +138,7 @@ class SettingsTests(KeyFiles, SynchronousTestCase):
             token_from="cookie:session", forward_claims="sub:X-User-Id, https://example.com/tenant:X-Tenant",
             hide_credentials="yes", jwks_timeout="2s", cache_size="0", max_token_size="16384")
         self.assertEqual(problems, [])
-        self.assertEqual(len(settings.static_keys), 3)
+        self.assertEqual(len(key_material(FilterSpec("jwt", "jwt", settings))), 3)
         self.assertEqual(settings.jwks_refresh, 600.0)
         self.assertEqual(settings.jwks_timeout, 2.0)
         self.assertEqual(settings.leeway, 30.0)
@@ -179,9 +197,55 @@ class SettingsTests(KeyFiles, SynchronousTestCase):
             ({"keys": "idp.pem", "audiance": "api"}, "audiance: is not a known key"),
         ]
         for items, expected in cases:
-            _, problems = self.parse(**items)
+            _, problems = self.load(**items)
             self.assertTrue(any(expected in p for p in problems), (items, problems))
             self.assertTrue(all(p.startswith("gate.ini [filter:jwt] ") for p in problems), problems)
+
+    def test_key_material_not_loaded_by_config(self):
+        """
+        The config only checks that key files exist: one holding a private
+        key parses, and loading it (as the filter does) reports the problem
+        in the words the config check used to, naming file, section and key.
+        """
+        private = self.write("private.pem", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        settings, problems = self.parse(keys="private.pem")
+        self.assertEqual(problems, [])
+        self.assertEqual(settings.key_files, (KeyFile(private),))
+        self.assertEqual(self.load(keys="private.pem")[1], [
+            f"gate.ini [filter:jwt] keys: {private}: is a private key; configure the public key only"])
+
+    def test_pinned_algorithm_kept(self):
+        """
+        The algorithm written after a key file is kept with its path and
+        used when the key is loaded.
+        """
+        settings, problems = self.parse(keys="idp.pem RS384", algorithms="RS256, RS384")
+        self.assertEqual(problems, [])
+        self.assertEqual(settings.key_files, (KeyFile(os.path.join(self.directory, "idp.pem"), "RS384"),))
+        keys = key_material(FilterSpec("jwt", "jwt", settings))
+        self.assertEqual([key.algorithm for key in keys], ["RS384"])
+
+    def test_unreadable_file(self):
+        """
+        A key file that exists but cannot be read is a config problem
+        naming it.
+        """
+        if os.geteuid() == 0:
+            raise SkipTest("root reads every file")
+        path = self.write("locked.pem", b"")
+        os.chmod(path, 0)
+        _, problems = self.parse(keys="locked.pem")
+        self.assertEqual(problems, [f"gate.ini [filter:jwt] keys: {path}: cannot be read: Permission denied"])
+
+    def test_secret_problems_name_secret_file(self):
+        """
+        A secret file's problems are reported on the secret_file key.
+        """
+        short = self.write("short.key", b"tooshort")
+        problems = self.load(secret_file="short.key")[1]
+        self.assertEqual(len(problems), 1)
+        self.assertTrue(problems[0].startswith(f"gate.ini [filter:jwt] secret_file: {short}: is too weak for HS256"),
+                        problems)
 
     def test_bad_algorithms_alone(self):
         """
@@ -209,11 +273,49 @@ type = jwt
 keys = jwks.json
 audience = api
 """
-        config = parse_config_text(text, os.path.join(self.directory, "gate.ini"))
-        self.assertEqual(len(config.filters["jwt"].settings.static_keys), 2)
+        path = os.path.join(self.directory, "gate.ini")
+        config = parse_config_text(text, path)
+        validate_filters(config)
+        self.assertEqual(len(key_material(config.filters["jwt"], config)), 2)
         with self.assertRaises(ConfigError) as raised:
-            parse_config_text(text.replace("jwks.json", "nothing.json"), os.path.join(self.directory, "gate.ini"))
+            parse_config_text(text.replace("jwks.json", "nothing.json"), path)
         self.assertIn("[filter:jwt] keys:", str(raised.exception))
+
+    def test_validate_filters(self):
+        """
+        validate_filters, which the master runs before it starts, reports
+        bad key material as a ConfigError naming file, section and key.
+        """
+        self.write("jwks.json", b'{"keys": []}')
+        path = os.path.join(self.directory, "gate.ini")
+        text = ("[listener:web]\nbind = 127.0.0.1:0\n[route:a]\nrespond = 200 ok\nfilters = jwt\n"
+                "[filter:jwt]\ntype = jwt\nkeys = jwks.json\n")
+        config = parse_config_text(text, path)
+        error = self.assertRaises(ConfigError, validate_filters, config)
+        jwks = os.path.join(self.directory, "jwks.json")
+        self.assertEqual(error.problems, [
+            f"{path} [filter:jwt] keys: {jwks}: holds no key usable for verifying signatures"])
+        services = FilterServices(reactor=MemoryReactorClock(), master=None, config=config)
+        built = self.assertRaises(ConfigError, build_any_filter, config.filters["jwt"], services)
+        self.assertEqual(built.problems, error.problems)
+
+    def test_check_reports_bad_key(self):
+        """
+        C{twistd gatelayer --check} still reports a bad key file as a
+        configuration problem (exit 1) naming file, section and key.
+        """
+        from gatelayer.tap import Options
+        private = self.write("private.pem", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+        path = os.path.join(self.directory, "gate.ini")
+        with open(path, "w") as f:
+            f.write("[listener:web]\nbind = 127.0.0.1:0\n[route:a]\nrespond = 200 ok\nfilters = jwt\n"
+                    "[filter:jwt]\ntype = jwt\nkeys = private.pem\n")
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
+        exit = self.assertRaises(SystemExit, Options().parseOptions, ["-c", path, "--check"])
+        self.assertEqual(exit.code, 1)
+        self.assertIn(f"  - {path} [filter:jwt] keys: {private}: is a private key; configure the public key only\n",
+                      stderr.getvalue())
 
 
 class FilterTests(KeyFiles, SynchronousTestCase):
@@ -227,7 +329,8 @@ class FilterTests(KeyFiles, SynchronousTestCase):
         self.clock.advance(NOW)
 
     def make(self, **items):
-        return JwtFilter("jwt", self.settings(**items), self.clock)
+        settings = self.settings(**items)
+        return JwtFilter("jwt", settings, self.clock, static_keys=key_material(FilterSpec("jwt", "jwt", settings)))
 
     def assertRefused(self, result, status=401, description=None):
         self.assertIsInstance(result, Reply)
@@ -584,7 +687,7 @@ class JwksUrlTests(KeyFiles, SynchronousTestCase):
         settings = self.settings(keys="idp.pem", jwks_url=self.URL, algorithms="RS256")
         agent = t.FakeAgent()
         fetcher = JwksFetcher(self.clock, self.URL, ("RS256",), timeout=5, agent=agent)
-        jwt = JwtFilter("jwt", settings, self.clock, fetcher)
+        jwt = JwtFilter("jwt", settings, self.clock, fetcher, key_material(FilterSpec("jwt", "jwt", settings)))
         fetcher.start()
         self.addCleanup(jwt.stop)
         agent.respond(t.FakeResponse(200, t.jwks(t.public_jwk(t.private_key("RSA"), "k1"))))

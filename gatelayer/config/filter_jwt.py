@@ -1,20 +1,21 @@
 """
 Settings of a C{[filter:NAME] type = jwt} section.
 
-Key files and secrets are read and checked here, at load time, so a config
-naming a missing file, a malformed JWKS, a private key, a weak secret or a
-key whose algorithm is not allowed never reaches a worker.
+Syntax and paths only: the key files and secret files named here are checked
+to exist and be readable, and the algorithms written after them to be known.
+Their contents (a malformed JWKS, a private key, a weak secret, a key whose
+algorithm is not allowed) are loaded and checked where the filter is built,
+L{gatelayer.filters.keys}, which the master also runs once before it starts,
+so such a config still never reaches a worker.
 """
 
 import os.path
 import re
 from urllib.parse import urlsplit
 
-from attrs import field, frozen
+from attrs import frozen
 
-from gatelayer.auth.jwks import (
-    ALGORITHMS, HMAC_ALGORITHMS, KeyLoadError, KeySet, load_key_file, load_secret_file, split_algorithm,
-)
+from gatelayer.auth.names import ALGORITHMS, HMAC_ALGORITHMS, RESERVED_HEADERS, split_algorithm
 from gatelayer.config import values as v
 
 HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
@@ -23,14 +24,19 @@ HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
 CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:/@+-]{1,200}\Z")
 SCOPE = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]{1,200}\Z")
 
-RESERVED_HEADERS = frozenset({
-    "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
-    "upgrade", "proxy-authorization", "proxy-authenticate", "authorization", "cookie", "x-consumer",
-})
-"""Headers a forwarded claim may not be written to."""
 
-CONSUMER_HEADER = b"x-consumer"
-"""Where the identity goes upstream (the client's own is always removed)."""
+@frozen
+class KeyFile:
+    """
+    One item of C{keys} or C{secret_file}: a file that exists, and the
+    algorithm written after it, if any.
+
+    @ivar path: the absolute path.
+    @ivar algorithm: the algorithm the key is pinned to, or L{None}.
+    """
+
+    path: str
+    algorithm: str = None
 
 
 @frozen
@@ -38,7 +44,9 @@ class JwtSettings:
     """
     A JWT filter's settings.
 
-    @ivar static_keys: the L{KeySet} loaded from C{keys} and C{secret_file}.
+    @ivar key_files: the L{KeyFile}s of C{keys} (JWKS documents, PEM public
+        keys or certificates).
+    @ivar secret_files: the L{KeyFile}s of C{secret_file} (shared secrets).
     @ivar jwks_url: a JWKS URL fetched by each worker, or L{None}.
     @ivar token_from: C{("header", None)}, C{("cookie", NAME)} or
         C{("query", NAME)}.
@@ -46,7 +54,6 @@ class JwtSettings:
         case bytes.
     """
 
-    static_keys: KeySet = field(eq=False)
     algorithms: tuple
     key_files: tuple = ()
     secret_files: tuple = ()
@@ -153,24 +160,23 @@ def parse_filter(reader):
     checked_algorithms = algorithms is not None
     algorithms = algorithms or ()
 
-    keys = KeySet()
     key_files, secret_files = [], []
-    for setting, items, loader, found in (
-            ("keys", key_items or (), load_key_file, key_files),
-            ("secret_file", secret_items or (), load_secret_file, secret_files)):
+    for setting, items, found in (
+            ("keys", key_items or (), key_files),
+            ("secret_file", secret_items or (), secret_files)):
         for item in items:
             path, pinned = split_algorithm(item)
             path = _resolve(reader, path)
-            found.append(path)
+            found.append(KeyFile(path, pinned))
             if not os.path.isfile(path):
                 reader.error(setting, "is not a file", path)
                 continue
             if not checked_algorithms:
+                # the algorithms are wrong: that alone is reported
                 continue
-            try:
-                keys = keys.merged(loader(path, algorithms, pinned))
-            except KeyLoadError as e:
-                reader.error(setting, str(e))
+            unreadable = v.file_unreadable(path)
+            if unreadable is not None:
+                reader.error(setting, unreadable)
     if jwks_url is not None and checked_algorithms and not (set(algorithms) - set(HMAC_ALGORITHMS)):
         reader.error("jwks_url", "is set but algorithms allows only HMAC, and shared secrets are never fetched")
 
@@ -189,7 +195,6 @@ def parse_filter(reader):
             reader.error(key, "only applies with jwks_url")
 
     return JwtSettings(
-        static_keys=keys,
         algorithms=algorithms,
         key_files=tuple(key_files),
         secret_files=tuple(secret_files),

@@ -2,6 +2,9 @@
 Parsers for the value syntaxes used in C{gate.ini}: durations, sizes, host:port
 pairs, booleans, lists.
 
+L{file_unreadable} checks that a named file can be opened, without reading
+what it holds.
+
 Each parser is a plain function that returns the parsed value or raises
 L{ValueError} with a short message; L{gatelayer.config.reader.SectionReader}
 adds the file, section and key around it.
@@ -150,3 +153,18 @@ def parse_network(text):
         return ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
         raise ValueError(f"{text.strip()!r} is not an address or network") from None
+
+
+def file_unreadable(path):
+    """
+    Why the file at C{path} cannot be read, as a message naming it
+    (C{"/etc/keys/a.pem: cannot be read: Permission denied"}), or L{None}
+    when it can. Only opens the file: what it holds is checked by whoever
+    uses it.
+    """
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        return f"{path}: cannot be read: {e.strerror}"
+    return None

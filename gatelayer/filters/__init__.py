@@ -5,11 +5,18 @@ C{spec} is the L{gatelayer.config.model.FilterSpec} (its C{settings} is what the
 type's config parser returned); C{services} is a L{FilterServices} giving the
 worker's reactor, its control connection to the master and the config. The
 module is imported only when a config uses its type.
+
+Key material (JWT keys and secrets, API key files) is loaded where the
+filters are built (L{gatelayer.filters.keys}); L{validate_filters} loads it
+once in the master, so bad key material stops a start or a C{--check} as a
+configuration error.
 """
 
 import importlib
 
 from attrs import frozen
+
+__all__ = ["FILTER_MODULES", "FilterServices", "build_filter", "validate_filters"]
 
 FILTER_MODULES = {
     "rate_limit": "gatelayer.filters.ratelimit",
@@ -45,3 +52,19 @@ def build_filter(spec, services):
     """
     module = importlib.import_module(FILTER_MODULES[spec.type])
     return module.build_filter(spec, services)
+
+
+def validate_filters(config):
+    """
+    Load the key material of every filter of C{config} (a
+    L{gatelayer.config.model.GateConfig}) once, as the master must before
+    it starts workers: the config package only checks that key files exist.
+
+    @raise gatelayer.config.ConfigError: listing every problem, each naming
+        file, section and key.
+    """
+    from gatelayer.config import ConfigError
+    from gatelayer.filters.keys import key_material_problems
+    problems = key_material_problems(config)
+    if problems:
+        raise ConfigError(problems)

@@ -13,8 +13,9 @@ from zope.interface import implementer
 
 from gatelayer.auth.apikeys import MAX_KEY_LENGTH
 from gatelayer.auth.credentials import query_values, refusal, without_query_param
+from gatelayer.auth.names import CONSUMER_HEADER
 from gatelayer.chain import IFilter
-from gatelayer.config.filter_jwt import CONSUMER_HEADER
+from gatelayer.filters.keys import key_material
 
 CHALLENGE_SCHEME = "ApiKey"
 """The scheme of the C{WWW-Authenticate} challenge on a refusal."""
@@ -28,14 +29,16 @@ class ApiKeyFilter:
 
     log = Logger()
 
-    def __init__(self, name, settings):
+    def __init__(self, name, settings, store):
         """
         @param name: the filter's section name.
         @param settings: its L{gatelayer.config.filter_apikey.ApiKeySettings}.
+        @param store: the L{gatelayer.auth.apikeys.ApiKeyStore} loaded from
+            its key file (L{gatelayer.filters.keys.apikey_store}).
         """
         self.name = name
         self.settings = settings
-        self.store = settings.store
+        self.store = store
         self.kind, self.field = settings.source
 
     def on_request(self, exchange):
@@ -83,6 +86,9 @@ class ApiKeyFilter:
 def build_filter(spec, services):
     """
     Build the API key filter of C{spec} (a
-    L{gatelayer.config.model.FilterSpec}); it needs nothing of C{services}.
+    L{gatelayer.config.model.FilterSpec}), loading its key file; of
+    C{services} it needs only the config, for error messages.
+
+    @raise gatelayer.config.ConfigError: the key file cannot be used.
     """
-    return ApiKeyFilter(spec.name, spec.settings)
+    return ApiKeyFilter(spec.name, spec.settings, key_material(spec, services.config))

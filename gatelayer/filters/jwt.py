@@ -18,9 +18,11 @@ from zope.interface import implementer
 from gatelayer.auth.credentials import (
     bearer_tokens, cookie_values, header_safe, query_values, refusal, remove_cookie, without_query_param,
 )
+from gatelayer.auth.jwks import KeySet
+from gatelayer.auth.names import CONSUMER_HEADER
 from gatelayer.auth.tokens import TokenRejected, TokenVerifier, UnknownKey
 from gatelayer.chain import IFilter
-from gatelayer.config.filter_jwt import CONSUMER_HEADER
+from gatelayer.filters.keys import key_material
 
 _RFC6750_QUERY = b"access_token"
 
@@ -58,7 +60,7 @@ class JwtFilter:
 
     log = Logger()
 
-    def __init__(self, name, settings, clock, fetcher=None):
+    def __init__(self, name, settings, clock, fetcher=None, static_keys=None):
         """
         @param name: the filter's section name.
         @param settings: its L{gatelayer.config.filter_jwt.JwtSettings}.
@@ -66,13 +68,17 @@ class JwtFilter:
         @param fetcher: a L{gatelayer.auth.fetch.JwksFetcher} for
             C{jwks_url}, or L{None}; its keys are added to the static ones
             whenever it fetches.
+        @param static_keys: the L{KeySet} loaded from the settings' key and
+            secret files (L{gatelayer.filters.keys.jwt_keys}); L{None} for
+            none.
         """
         self.name = name
         self.settings = settings
         self.clock = clock
         self.fetcher = fetcher
+        self.static_keys = KeySet() if static_keys is None else static_keys
         self.verifier = TokenVerifier(
-            settings.static_keys,
+            self.static_keys,
             settings.algorithms,
             issuer=settings.issuer,
             audiences=settings.audiences,
@@ -88,7 +94,7 @@ class JwtFilter:
                 self._keys_fetched(fetcher.keys)
 
     def _keys_fetched(self, fetched):
-        self.verifier.set_keys(self.settings.static_keys.merged(fetched))
+        self.verifier.set_keys(self.static_keys.merged(fetched))
 
     def stop(self):
         """
@@ -215,10 +221,13 @@ class JwtFilter:
 def build_filter(spec, services):
     """
     Build the JWT filter of C{spec} (a L{gatelayer.config.model.FilterSpec})
-    for a worker; with C{jwks_url}, start fetching the key set on
-    C{services.reactor}.
+    for a worker, loading its key and secret files; with C{jwks_url}, start
+    fetching the key set on C{services.reactor}.
+
+    @raise gatelayer.config.ConfigError: a key or secret file cannot be used.
     """
     settings = spec.settings
+    static_keys = key_material(spec, services.config)
     fetcher = None
     if settings.jwks_url is not None:
         from gatelayer.auth.fetch import JwksFetcher
@@ -226,7 +235,7 @@ def build_filter(spec, services):
             services.reactor, settings.jwks_url, settings.algorithms,
             refresh=settings.jwks_refresh, timeout=settings.jwks_timeout,
         )
-    result = JwtFilter(spec.name, settings, services.reactor, fetcher)
+    result = JwtFilter(spec.name, settings, services.reactor, fetcher, static_keys)
     if fetcher is not None:
         fetcher.start()
     return result

@@ -1,14 +1,16 @@
 """
 Tests for L{gatelayer.config.filter_ratelimit}: the [filter:NAME] type =
-rate_limit section.
+rate_limit section, and the Redis store URL syntax it shares with the store
+(L{gatelayer.net.redisurl}).
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from gatelayer.config import ConfigError, parse_config_text
-from gatelayer.config.filter_ratelimit import (
-    RateLimitSettings, RedisAddress, parse_key, parse_rate, parse_store_url,
-)
+from gatelayer.config import filter_ratelimit
+from gatelayer.config.filter_ratelimit import RateLimitSettings, parse_key, parse_rate
+from gatelayer.net.redisurl import RedisAddress, parse_store_url
+from gatelayer.ratelimit import redis_store
 
 BASE = """
 [listener:web]
@@ -169,6 +171,16 @@ class ValueParserTests(SynchronousTestCase):
         for text in ["redis://", "redis://h:port/0", "redis://h/x", "unix://relative.sock",
                      "memcached://h", "redis://h/1?db=2", "redis://h/0?timeout=1"]:
             self.assertRaises(ValueError, parse_store_url, text)
+
+    def test_one_url_syntax(self):
+        """
+        The config and the Redis store use the same neutral parser, and the
+        config module still offers it under its old names.
+        """
+        self.assertIs(filter_ratelimit.parse_store_url, parse_store_url)
+        self.assertIs(filter_ratelimit.RedisAddress, RedisAddress)
+        self.assertIs(redis_store.parse_store_url, parse_store_url)
+        self.assertIs(redis_store.RedisAddress, RedisAddress)
 
     def test_ca(self):
         """

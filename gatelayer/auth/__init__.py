@@ -1,6 +1,8 @@
 """
 Authentication helpers shared by the jwt and api_key filters.
 
+- L{gatelayer.auth.names}: algorithm and header names, shared with the
+  config parser (pure: it loads nothing);
 - L{gatelayer.auth.jwks}: verification keys (JWKS, PEM, secrets), each pinned
   to one algorithm;
 - L{gatelayer.auth.tokens}: JWT verification against a key set and a claims

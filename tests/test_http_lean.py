@@ -48,7 +48,8 @@ class RecordingTerminal:
         self.bodies = []
         self.hold = hold
 
-    def serve(self, request, exchange, route, ran):
+    def serve(self, exchange):
+        request = exchange.request
         self.requests.append(request)
         body = request.content.read()
         self.bodies.append(body)
@@ -922,12 +923,12 @@ class ProducerTests(SynchronousTestCase):
         self.assertEqual((request.method, request.uri, request.path, request.query, request.clientproto),
                          (b"GET", b"/p/a?q=1", b"/p/a", b"q=1", b"HTTP/1.1"))
         self.assertEqual((request.client.host, request.getHost().port), ("192.0.2.9", 8080))
-        self.assertEqual(request.host_name, "example.com")
+        self.assertEqual(request.routing.host, "example.com")
         # The gateway forwards the canonical Host: lower case.
         self.assertEqual(request.getHeader(b"host"), b"example.com:8080")
         self.assertIs(request.channel.factory, gate.factory)
         self.assertFalse(request.isSecure())
-        self.assertEqual(request.match.route.spec.name, "any")
+        self.assertEqual(request.routing.match.route.spec.name, "any")
         answer(request, b"abc")
         self.assertEqual((request.sentLength, request.code, request.finished), (3, 200, True))
         self.successResultOf(request.notifyFinish())

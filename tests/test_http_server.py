@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from gatelayer.chain import IFilter, Reply
+from gatelayer.chain import IFilter, Reply, RouteChain
 from gatelayer.testing.server import InMemoryGateway, parse_response
 
 
@@ -293,6 +293,16 @@ class ServerRoutingTests(SynchronousTestCase):
         self.assertEqual(self.gate.gateway.active, 0)
 
 
+def set_filters(gateway, route, filters):
+    """
+    Give the built route C{route} of C{gateway} the filters C{filters}
+    (the request phase and the exchange's responder both see them).
+    """
+    filters = tuple(filters)
+    object.__setattr__(route, "filters", filters)
+    object.__setattr__(route, "chain", RouteChain.build(filters, gateway._server_header))
+
+
 @implementer(IFilter)
 class RecordingFilter:
     """
@@ -324,7 +334,7 @@ class FilterChainTests(SynchronousTestCase):
     def gate(self, *filters):
         gate = InMemoryGateway(with_server(CONFIG, self.http_server))
         route = gate.table_route = gate.gateway.table.match("", b"/hello", "GET").route
-        object.__setattr__(route, "filters", tuple(filters))
+        set_filters(gate.gateway, route, filters)
         return gate
 
     def test_order(self):

@@ -12,7 +12,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
+from gatelayer.chain import IBodySink, ITerminal
 from gatelayer.http.static import SMALL_FILE, FileStreamer, StaticTerminal, http_time
 from gatelayer.testing.server import InMemoryGateway, parse_response
 
@@ -299,6 +302,7 @@ class StaticTests(SynchronousTestCase):
         nothing.
         """
         terminals = [StaticTerminal(spec, self.gate.reactor) for spec in self.gate.config.routes]
+        verifyObject(ITerminal, terminals[0])
         for path, _ in HOSTILE_PATHS:
             terminal, = [t for t in terminals if path.startswith(t.prefix)]
             with self.subTest(path=path):
@@ -508,12 +512,18 @@ class StaticTests(SynchronousTestCase):
         status, headers, body = parse_response(transport.value())
         self.assertEqual((status, body), (206, data[100:200100]))
 
+    def test_slow_sink_is_a_body_sink(self):
+        """
+        The streamer tests' fake sink provides L{IBodySink}.
+        """
+        verifyObject(IBodySink, _SlowSink())
+
     def test_streamer_pauses(self):
         """
         The file streamer stops reading while paused and goes on when
         resumed.
         """
-        request = _SlowRequest(lambda: streamer.pauseProducing())
+        request = _SlowSink(lambda: streamer.pauseProducing())
         streamer = FileStreamer(BytesIO(b"C" * (FileStreamer.CHUNK * 2 + 1)), request)
         streamer.resumeProducing()
         self.assertEqual(len(request.chunks), 1)
@@ -529,7 +539,7 @@ class StaticTests(SynchronousTestCase):
         A file that grew after its length was announced is cut at that
         length.
         """
-        request = _SlowRequest()
+        request = _SlowSink()
         streamer = FileStreamer(BytesIO(b"D" * (SMALL_FILE * 3)), request, SMALL_FILE + 7)
         streamer.resumeProducing()
         self.assertTrue(request.finished)
@@ -543,7 +553,7 @@ class StaticTests(SynchronousTestCase):
         """
         events = []
         self.patch(FileStreamer, "log", Logger(observer=events.append))
-        request = _SlowRequest()
+        request = _SlowSink()
         streamer = FileStreamer(BytesIO(b"E" * 100), request, SMALL_FILE * 2, "big.bin")
         streamer.resumeProducing()
         self.assertFalse(request.finished)
@@ -578,7 +588,7 @@ class StaticTests(SynchronousTestCase):
         """
         events = []
         self.patch(FileStreamer, "log", Logger(observer=events.append))
-        request = _SlowRequest()
+        request = _SlowSink()
         streamer = FileStreamer(_FailingFile(), request, SMALL_FILE * 2, "big.bin")
         streamer.resumeProducing()
         self.assertFalse(request.finished)
@@ -647,13 +657,14 @@ class _FailingFile:
         self.closed = True
 
 
-class _SlowRequest:
+@implementer(IBodySink)
+class _SlowSink:
     """
-    The part of a request a L{FileStreamer} uses, recording what it writes;
-    C{on_write} runs after each write (to pause the streamer).
+    A response body sink (what a L{FileStreamer} writes to) recording what
+    it is given; C{on_write} runs after each write (to pause the streamer).
     """
 
-    _disconnected = False
+    closed = False
     finished = False
 
     def __init__(self, on_write=None):
@@ -666,11 +677,21 @@ class _SlowRequest:
         if self.on_write is not None:
             self.on_write()
 
-    def unregisterProducer(self):
+    def register_producer(self, producer):
+        pass
+
+    def unregister_producer(self):
         pass
 
     def finish(self):
-        self.finished = True
+        self.finished = self.closed = True
+
+    def abort(self, flush=False):
+        self.closed = True
+        if flush:
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
 
 
 class LeanStaticTests(StaticTests):

@@ -1,10 +1,13 @@
 """
-The per-request object filters see, and the reply a filter can answer with.
+The per-request object filters and terminals see, and the reply a filter
+can answer with.
 """
 
 import json
 
 from attrs import define, field, frozen
+
+from gatelayer.chain._responder import NO_FILTERS, Responder
 
 
 @frozen
@@ -30,10 +33,16 @@ def json_reply(status, payload, headers=(), content_type=b"application/json"):
 
 
 @define(slots=True)
-class Exchange:
+class Exchange(Responder):
     """
-    What the filter chain knows of one request. Mutable on purpose: filters
-    pass facts to later filters and to the upstream through it.
+    What the filter chain and the terminal know of one request, and how it
+    is answered. Mutable on purpose: filters pass facts to later filters
+    and to the upstream through it.
+
+    Terminals answer through it (see L{Responder}): C{respond(status,
+    headers, length)} returns the body sink, C{reply_error} sends the
+    gateway's JSON error, C{reply} a complete L{Reply}; the filters'
+    response phases run there, so terminals know no filters.
 
     @ivar method: the request method, e.g. C{b"GET"}.
     @ivar path: the request path without the query string (bytes, as sent).
@@ -53,6 +62,15 @@ class Exchange:
     @ivar response_headers: C{(name, value)} byte pairs added to the response
         sent to the client (e.g. C{RateLimit} headers).
     @ivar status: the response status once known (for C{on_response}).
+    @ivar request: the request being answered (provides
+        L{gatelayer.http.contract.IGatewayRequest}); L{None} for an
+        exchange that is only filtered, never answered (filter tests).
+    @ivar chain: the route's L{RouteChain} (filters, body hooks, Server
+        header).
+    @ivar ran: how many of C{chain.filters} ran their request phase (their
+        response phases run, in reverse order).
+    @ivar body_filters: the filters whose response-body hooks the body
+        goes through, set when the head is made.
     """
 
     method: bytes
@@ -67,3 +85,37 @@ class Exchange:
     context: dict = field(factory=dict)
     response_headers: list = field(factory=list)
     status: int = 0
+    request: object = None
+    chain: object = NO_FILTERS
+    ran: int = 0
+    body_filters: tuple = ()
+
+    # -- what a terminal needs of the request ------------------------------
+
+    @property
+    def disconnected(self):
+        """
+        Whether the client went away.
+        """
+        return self.request.disconnected
+
+    def on_client_lost(self, callback):
+        """
+        Call C{callback()} if the client goes away before the response is
+        finished (one callback per request; cheaper than a Deferred).
+        """
+        self.request.on_lost(callback)
+
+    def body_length(self):
+        """
+        How many request body bytes were received.
+        """
+        return self.request.body_length()
+
+    @property
+    def body(self):
+        """
+        The received request body: a file object positioned at its start
+        (a L{io.BytesIO} or, for large bodies, a temporary file).
+        """
+        return self.request.content

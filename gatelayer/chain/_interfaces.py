@@ -1,5 +1,6 @@
 """
-The filter interface.
+The seams of the chain: filters, the optional response-body hook of a
+filter, terminals, and the body sink a terminal writes a response to.
 """
 
 from zope.interface import Attribute, Interface
@@ -29,4 +30,95 @@ class IFilter(Interface):
         Called on the way back (reverse order) for every filter whose
         C{on_request} ran, before the response head is written: add to
         C{exchange.response_headers}. Must not block; returns nothing.
+        """
+
+
+class IBodyFilter(IFilter):
+    """
+    A filter that also sees the response body: the hook compression, cache
+    store and response transformation use.
+
+    Optional: whether a filter provides it is checked once, when a route's
+    chain is built (L{gatelayer.chain.RouteChain.build}), never per chunk;
+    a filter that only provides L{IFilter} costs the body path nothing. The
+    hooks of the filters whose C{on_request} ran are called in reverse
+    order (the filter nearest the terminal first), synchronously for each
+    chunk, so back-pressure from the client still reaches the terminal's
+    producer unchanged.
+    """
+
+    preserves_length = Attribute(
+        "True when C{on_response_body} never changes how many bytes go out (a filter that only "
+        "observes, or rewrites bytes one for one); False makes the responder drop the response's "
+        "Content-Length, so the body is framed by chunked encoding (or by closing the connection "
+        "for an HTTP/1.0 client).")
+
+    def on_response_body(exchange, data):
+        """
+        Transform or observe one chunk of the response body.
+
+        @param data: the chunk (bytes) as produced by the terminal and the
+            filters nearer to it.
+        @return: the bytes to pass on (may be empty, to hold data back).
+        """
+
+    def on_response_end(exchange):
+        """
+        The body is complete: return any bytes still held back (or C{b""}).
+        """
+
+
+class IBodySink(Interface):
+    """
+    Where a terminal writes a response body once L{Exchange.respond} has
+    set its head: the bytes pass through the response-body phase to the
+    client connection.
+    """
+
+    closed = Attribute(
+        "True once the response finished or the client went away; writes are then ignored.")
+
+    def write(data):
+        """
+        Send body bytes (the response head goes out with the first).
+        """
+
+    def finish():
+        """
+        End the response (nothing happens if the client is gone or the
+        response already ended).
+        """
+
+    def register_producer(producer):
+        """
+        Register the push producer (an L{twisted.internet.interfaces.IPushProducer})
+        of the body: the connection pauses and resumes it as the client reads.
+        """
+
+    def unregister_producer():
+        """
+        Forget the registered producer, if any.
+        """
+
+    def abort(flush=False):
+        """
+        Cut the client connection without finishing the response, so the
+        client sees a truncated body rather than a desynchronized connection
+        (a server's response broken off mid-body, a file that shrank).
+
+        @param flush: send what was already written first (close) rather
+            than dropping it (abort).
+        """
+
+
+class ITerminal(Interface):
+    """
+    The end of a route: proxy, direct response, static files. It answers
+    through the exchange (L{Exchange.respond}, L{Exchange.reply_error})
+    and knows nothing of filters.
+    """
+
+    def serve(exchange):
+        """
+        Answer the request C{exchange} describes.
         """

@@ -6,14 +6,15 @@ config, and the per-request path through them.
 from attrs import frozen
 from twisted.logger import Logger
 
-from gatelayer.chain import Exchange, run_request_phase, run_response_phase
+from gatelayer.chain import Exchange, RouteChain, error_body, run_request_phase
 from gatelayer.http.canonical import (
     SUSPECT_PATH, HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
 )
 from gatelayer.http.lean_parse import BadRequest
 from gatelayer.filters import FilterServices, build_filter
+from gatelayer.http.contract import RequestRouting
 from gatelayer.http.direct import DirectTerminal
-from gatelayer.http.errors import error_body, reason_phrase
+from gatelayer.http.errors import reason_phrase
 from gatelayer.http.static import StaticTerminal
 from gatelayer.net.forwarded import resolve_client_ip
 from gatelayer.routing import RouteMatch, RouteTable
@@ -23,6 +24,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # What OPTIONS * is told the gateway accepts.
 _OPTIONS_ALLOW = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _OPTIONS_MATCH = RouteMatch(None, 200, ("*",))
+_NO_MATCH = RouteMatch(None, 404)
 # Credentials passed in a query string under this name (RFC 6750 2.3) are
 # redacted in the access log whatever the filters say.
 _ALWAYS_REDACTED = (b"access_token",)
@@ -64,13 +66,16 @@ def credential_query_names(config):
 class RouteRuntime:
     """
     A route ready to serve: its spec, filters (built once, shared between
-    routes listing the same filter), terminal and body limit.
+    routes listing the same filter), terminal (an
+    L{gatelayer.chain.ITerminal}), body limit, and the
+    L{gatelayer.chain.RouteChain} its exchanges answer through.
     """
 
     spec: object
     filters: tuple
     terminal: object
     body_limit: int
+    chain: object = None
 
 
 class Gateway:
@@ -86,9 +91,10 @@ class Gateway:
 
     def __init__(self, config, reactor, master=None, upstreams=None, access_log=None, stores=None):
         """
-        @param upstreams: a mapping of upstream name to an object with
-            C{serve(request, exchange, route_runtime, ran)} (the proxy
-            terminal), built by the caller (see L{gatelayer.http.proxy}).
+        @param upstreams: a mapping of upstream name to an object whose
+            C{for_route(route_spec)} is the route's terminal (an
+            L{gatelayer.chain.ITerminal}), built by the caller (see
+            L{gatelayer.http.proxy.UpstreamTerminal}).
         @param stores: the worker's rate-limit store registry, handed to the
             filters (see L{gatelayer.filters.FilterServices}).
         """
@@ -120,13 +126,15 @@ class Gateway:
         default_limit = config.gateway.max_body_size
         for spec in config.routes:
             if spec.terminal == "upstream":
-                terminal = self.upstreams[spec.upstream]
+                terminal = self.upstreams[spec.upstream].for_route(spec)
             elif spec.terminal == "static":
                 terminal = StaticTerminal(spec, reactor)
             else:
                 terminal = DirectTerminal(spec)
             limit = spec.max_body_size if spec.max_body_size is not None else default_limit
-            runtime = RouteRuntime(spec, tuple(self.filters[n] for n in spec.filters), terminal, limit)
+            filters = tuple(self.filters[n] for n in spec.filters)
+            runtime = RouteRuntime(spec, filters, terminal, limit,
+                                   RouteChain.build(filters, self._server_header))
             entries.append((spec, runtime))
         self.table = RouteTable(entries)
         self._default_limit = default_limit
@@ -136,8 +144,9 @@ class Gateway:
     def early_route(self, request, method, uri):
         """
         Make the canonical request of a request whose headers just arrived
-        and route it. Returns the match and the body size limit that
-        applies; raises L{BadRequest} for what cannot be made canonical.
+        and route it. Sets and returns C{request.routing}, a
+        L{RequestRouting} (the match, the host, the body size limit that
+        applies); raises L{BadRequest} for what cannot be made canonical.
 
         The canonical request is what routing, every filter, the access log
         and the upstream see: the path normalized (see
@@ -180,18 +189,17 @@ class Gateway:
             path = b"*"
         elif _SUSPECT_PATH(path) is not None:
             path = normalize_path(path, self._merge_slashes, self._escaped_slashes)
-        request.host_name = host
         request.path = path
         request.query = query
-        request._gateway = self
+        if form == "asterisk":
+            match, limit = _OPTIONS_MATCH, self._default_limit
+        else:
+            match = self.table.match(host, path, method.decode("ascii"))
+            limit = self._default_limit if match.route is None else match.route.body_limit
+        routing = request.routing = RequestRouting(match, host, limit, self)
         self.requests += 1
         self.active += 1
-        if form == "asterisk":
-            return _OPTIONS_MATCH, self._default_limit
-        match = self.table.match(host, path, method.decode("ascii"))
-        if match.route is None:
-            return match, self._default_limit
-        return match, match.route.body_limit
+        return routing
 
     def handle(self, request):
         """
@@ -199,9 +207,8 @@ class Gateway:
         """
         factory = request.channel.factory
         listener = factory.listener
-        match = request.match
-        if match is None:
-            match = RouteMatch(None, 404)
+        routing = request.routing
+        match = routing.match if routing is not None else _NO_MATCH
         if listener.redirect_https is not None:
             self._redirect_https(request, listener.redirect_https)
             return
@@ -209,11 +216,10 @@ class Gateway:
             if match is _OPTIONS_MATCH:
                 self._answer_options(request)
             elif match.status == 405:
-                request.responseHeaders.setRawHeaders(
-                    b"allow", [", ".join(match.allowed).encode("ascii")])
-                self.send_error(request, 405, "method not allowed", ())
+                _send_error(request, 405, "method not allowed",
+                            ((b"allow", ", ".join(match.allowed).encode("ascii")),))
             else:
-                self.send_error(request, 404, "no route matches this request", ())
+                _send_error(request, 404, "no route matches this request")
             return
         route = match.route
         peer_ip = request.client.host if request.client is not None else ""
@@ -225,81 +231,27 @@ class Gateway:
         exchange = Exchange(
             method=request.method, path=request.path, query=request.query,
             headers=request.requestHeaders, client_ip=client_ip, peer_ip=peer_ip,
-            scheme=factory.scheme, host=request.host_name,
-            route=route.spec.name,
+            scheme=factory.scheme, host=routing.host,
+            route=route.spec.name, request=request, chain=route.chain,
         )
         if not route.filters:
-            route.terminal.serve(request, exchange, route, 0)
+            route.terminal.serve(exchange)
             return
 
         def after_filters(reply, ran):
-            if request._disconnected:
+            exchange.ran = ran
+            if request.disconnected:
                 return
             if reply is None:
-                route.terminal.serve(request, exchange, route, ran)
+                route.terminal.serve(exchange)
             elif isinstance(reply, Exception):
                 self.log.failure("filter failed on {path}", path=request.path,
                                  failure=_failure_of(reply))
-                self.send_error(request, 500, "internal error in a filter", route.filters[:ran],
-                                exchange, ran)
+                exchange.reply_error(500, "internal error in a filter")
             else:
-                self.send_reply(request, reply, route, exchange, ran)
+                exchange.reply(reply)
 
         run_request_phase(route.filters, exchange, after_filters)
-
-    def response_headers(self, request, exchange, route, ran):
-        """
-        Run the response phase of C{route}'s filters that ran and add what
-        they want to the response headers (the listener's own headers, such
-        as HSTS, are added by the server channel to every response).
-        """
-        headers = request.responseHeaders
-        if ran:
-            errors = run_response_phase(route.filters, ran, exchange)
-            for flt, error in errors:
-                self.log.failure("response phase of filter {name} failed", name=flt.name,
-                                 failure=_failure_of(error))
-        if exchange is not None:
-            for name, value in exchange.response_headers:
-                headers.addRawHeader(name, value)
-        if self._server_header is not None:
-            headers.setRawHeaders(b"server", [self._server_header])
-
-    def send_reply(self, request, reply, route, exchange, ran):
-        """
-        Answer with a filter's L{Reply}.
-        """
-        exchange.status = reply.status
-        request.setResponseCode(reply.status, reason_phrase(reply.status))
-        for name, value in reply.headers:
-            request.responseHeaders.addRawHeader(name, value)
-        self.response_headers(request, exchange, route, ran)
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (len(reply.body),)])
-        request.write(reply.body)
-        request.finish()
-
-    def send_error(self, request, status, message, filters, exchange=None, ran=0, headers=()):
-        """
-        Answer with the gateway's own short JSON error.
-        """
-        if request._disconnected or request.finished:
-            return
-        body = error_body(status, message)
-        request.setResponseCode(status, reason_phrase(status))
-        for name, value in headers:
-            request.responseHeaders.setRawHeaders(name, [value])
-        if exchange is not None and filters:
-            exchange.status = status
-            errors = run_response_phase(filters, ran, exchange)
-            for flt, error in errors:
-                self.log.failure("response phase of filter {name} failed", name=flt.name,
-                                 failure=_failure_of(error))
-            for name, value in exchange.response_headers:
-                request.responseHeaders.addRawHeader(name, value)
-        request.responseHeaders.setRawHeaders(b"content-type", _JSON)
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
-        request.write(body)
-        request.finish()
 
     def _answer_options(self, request):
         """
@@ -314,7 +266,8 @@ class Gateway:
         # The location is built from the validated host and the normalized
         # path only: neither Host nor an absolute-form target can send the
         # client elsewhere.
-        host = request.host_name or request.getHost().host
+        host = request.routing.host if request.routing is not None else ""
+        host = host or request.getHost().host
         if ":" in host:
             host = "[%s]" % (host,)
         authority = host if port == 443 else "%s:%d" % (host, port)
@@ -362,6 +315,21 @@ class Gateway:
         callbacks, self.idle_callbacks = self.idle_callbacks, []
         for callback in callbacks:
             callback()
+
+
+def _send_error(request, status, message, headers=()):
+    """
+    Answer a request no route took with the gateway's own short JSON error
+    (no filter ran: there is no exchange).
+    """
+    body = error_body(status, message)
+    request.setResponseCode(status, reason_phrase(status))
+    for name, value in headers:
+        request.responseHeaders.setRawHeaders(name, [value])
+    request.responseHeaders.setRawHeaders(b"content-type", _JSON)
+    request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
+    request.write(body)
+    request.finish()
 
 
 def _check_sni(request, host):

@@ -215,8 +215,7 @@ class LeanChannel(ConnectionTimer, Protocol):
         head = parse_request_head(buf, end)
         rest = buf[end + 4:]
         request = self._request = LeanRequest(self, head)
-        request.match, limit = self.factory.gateway.early_route(request, head.method, head.target)
-        request._body_limit = limit
+        limit = self.factory.gateway.early_route(request, head.method, head.target).body_limit
         length = head.length
         if length:
             if length > limit:
@@ -273,8 +272,9 @@ class LeanChannel(ConnectionTimer, Protocol):
 
     def _store(self, request, piece):
         received = request._received = request._received + len(piece)
-        if received > request._body_limit:
-            raise BadRequest(413, "request body larger than %d bytes" % (request._body_limit,))
+        limit = request.routing.body_limit
+        if received > limit:
+            raise BadRequest(413, "request body larger than %d bytes" % (limit,))
         content = request.content
         if received > MEMORY_BODY_LIMIT and isinstance(content, BytesIO):
             spill = TemporaryFile()

@@ -9,7 +9,9 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 from twisted.internet.error import ConnectionLost
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
+from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
 
@@ -48,13 +50,15 @@ def _status_line(code):
     return line
 
 
+@implementer(IGatewayRequest)
 class LeanRequest:
     """
-    One request of a L{gatelayer.http.lean.LeanChannel}, duck-compatible
-    with what the gateway, its terminals and filters use of
-    L{twisted.web.http.Request} (and L{gatelayer.http.request.GatewayRequest}):
-    request line fields, L{Headers} both ways, C{setResponseCode}, C{write},
-    C{finish}, push producers, C{on_lost} and the gateway's bookkeeping.
+    One request of a L{gatelayer.http.lean.LeanChannel}: the gateway's
+    request contract (L{IGatewayRequest}, which
+    L{gatelayer.http.request.GatewayRequest} provides over twisted.web's
+    request), in the names of L{twisted.web.http.Request}: request line
+    fields, L{Headers} both ways, C{setResponseCode}, C{write}, C{finish},
+    push producers, C{on_lost}, C{disconnected} and C{routing}.
 
     The response is framed by Content-Length when the response headers
     carry one, else chunked (HTTP/1.1) or delimited by closing the
@@ -73,8 +77,8 @@ class LeanRequest:
     @ivar sentLength: body bytes written.
     @ivar finished: whether C{finish} was called.
     @ivar producer: the registered push producer, or L{None}.
-    @ivar match: the route match found when the headers arrived.
-    @ivar host_name: the Host header's name, lower case, without port.
+    @ivar routing: the L{gatelayer.http.contract.RequestRouting} the
+        gateway made when the head arrived (L{None} until then).
     """
 
     code = 200
@@ -84,11 +88,8 @@ class LeanRequest:
     finished = False
     _disconnected = False
     producer = None
-    match = None
-    host_name = ""
+    routing = None
     content = None
-    _gateway = None
-    _body_limit = None
     _received = 0
     _completed = False
     _on_lost = None
@@ -114,6 +115,13 @@ class LeanRequest:
             self.clientproto.decode("latin-1"))
 
     # -- the request side --------------------------------------------------
+
+    @property
+    def disconnected(self):
+        """
+        Whether the client went away before the response finished.
+        """
+        return self._disconnected
 
     def body_length(self):
         """
@@ -341,6 +349,6 @@ class LeanRequest:
     def _done(self):
         if not self._completed:
             self._completed = True
-            gateway = self._gateway
-            if gateway is not None:
-                gateway.request_finished(self)
+            routing = self.routing
+            if routing is not None:
+                routing.gateway.request_finished(self)

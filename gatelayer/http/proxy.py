@@ -4,8 +4,9 @@ keep-alive connection, and the response streams back with back-pressure.
 """
 
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from gatelayer.http.errors import reason_phrase
+from gatelayer.chain import ITerminal
 from gatelayer.http.headers import downstream_headers, upstream_headers
 from gatelayer.upstream.state import may_retry_method
 
@@ -23,8 +24,9 @@ _FAILURE_TEXT = {
 
 class UpstreamTerminal:
     """
-    The terminal of every route proxying to one upstream, in one worker:
-    its connection pool and its balancing state.
+    What every route proxying to one upstream shares, in one worker: its
+    connection pool and its balancing state. Each route gets its own
+    terminal from L{for_route}.
     """
 
     log = Logger()
@@ -34,11 +36,34 @@ class UpstreamTerminal:
         self.pool = pool
         self.state = state
 
-    def serve(self, request, exchange, route, ran):
+    def for_route(self, route_spec):
         """
-        Proxy C{request}.
+        The terminal of the route C{route_spec} (its prefix stripping and
+        Host policy) on this upstream.
         """
-        ProxiedRequest(self, request, exchange, route, ran).start()
+        return RouteProxy(self, route_spec)
+
+
+@implementer(ITerminal)
+class RouteProxy:
+    """
+    The terminal of one route proxying to an upstream.
+
+    @ivar upstream: the L{UpstreamTerminal}.
+    @ivar spec: the route's L{gatelayer.config.model.RouteSpec}.
+    """
+
+    __slots__ = ("upstream", "spec")
+
+    def __init__(self, upstream, spec):
+        self.upstream = upstream
+        self.spec = spec
+
+    def serve(self, exchange):
+        """
+        Proxy the request C{exchange} describes.
+        """
+        ProxiedRequest(self.upstream, self.spec, exchange).start()
 
 
 class ProxiedRequest:
@@ -57,17 +82,20 @@ class ProxiedRequest:
     """
 
     __slots__ = (
-        "terminal", "request", "exchange", "route", "ran", "server", "tried", "handle",
+        "terminal", "spec", "exchange", "server", "tried", "handle",
         "headers", "target", "body", "retryable", "head_sent", "in_flight", "discarding",
         "host_header", "next_server", "relayed_failure",
     )
 
-    def __init__(self, terminal, request, exchange, route, ran):
+    def __init__(self, terminal, route_spec, exchange):
+        """
+        @param terminal: the upstream's L{UpstreamTerminal}.
+        @param route_spec: the route's spec.
+        @param exchange: the L{gatelayer.chain.Exchange} to answer.
+        """
         self.terminal = terminal
-        self.request = request
+        self.spec = route_spec
         self.exchange = exchange
-        self.route = route
-        self.ran = ran
         self.server = None
         self.tried = []
         self.handle = None
@@ -81,10 +109,10 @@ class ProxiedRequest:
         """
         Build what is sent upstream (once for all attempts) and send it.
         """
-        request = self.request
         exchange = self.exchange
-        spec = self.route.spec
-        if request.method == b"CONNECT":
+        spec = self.spec
+        method = exchange.method
+        if method == b"CONNECT":
             # A route may let CONNECT through its filters, but an HTTP
             # upstream is not a tunnel.
             self.fail(501, "CONNECT tunnels are not proxied")
@@ -108,16 +136,18 @@ class ProxiedRequest:
                     path = b"/" + path
         query = exchange.query
         self.target = path + b"?" + query if query else path
-        length = request.body_length()
+        length = exchange.body_length()
         if length == 0:
-            self.body = None if request.method in _NO_BODY_METHODS else b""
-        elif hasattr(request.content, "getvalue"):
-            self.body = request.content.getvalue()
+            self.body = None if method in _NO_BODY_METHODS else b""
         else:
-            request.content.seek(0)
-            self.body = request.content
-        self.retryable = may_retry_method(request.method, spec)
-        request.on_lost(self.client_lost)
+            content = exchange.body
+            if hasattr(content, "getvalue"):
+                self.body = content.getvalue()
+            else:
+                content.seek(0)
+                self.body = content
+        self.retryable = may_retry_method(method, spec)
+        exchange.on_client_lost(self.client_lost)
         self.attempt()
 
     def attempt(self, server=None):
@@ -135,7 +165,7 @@ class ProxiedRequest:
                 return
         self.server = server
         self.tried.append(server)
-        if self.route.spec.preserve_host and self.host_header is not None:
+        if self.spec.preserve_host and self.host_header is not None:
             self.headers[0] = (b"Host", self.host_header)
         else:
             self.headers[0] = (b"Host", server.address.encode("ascii"))
@@ -144,7 +174,7 @@ class ProxiedRequest:
         state.request_started(server)
         self.in_flight = True
         self.handle = self.terminal.pool.request(
-            server, self.request.method, self.target, self.headers, self.body, self,
+            server, self.exchange.method, self.target, self.headers, self.body, self,
             self.retryable)
 
     def _end_attempt(self):
@@ -201,8 +231,8 @@ class ProxiedRequest:
         gateway's standard one for the status, whichever server channel
         serves it.
         """
-        request = self.request
-        if request._disconnected:
+        exchange = self.exchange
+        if exchange.disconnected:
             return
         status_text = str(status)
         if status_text in self.terminal.spec.retry_on:
@@ -213,21 +243,16 @@ class ProxiedRequest:
                 return
             self.relayed_failure = status_text
         self.head_sent = True
-        self.exchange.status = status
-        request.setResponseCode(status, reason_phrase(status))
-        raw = request.responseHeaders
-        for name, value in downstream_headers(headers):
-            raw.addRawHeader(name, value)
-        request.channel.factory.gateway.response_headers(request, self.exchange, self.route, self.ran)
-        if request.method != b"HEAD":
-            request.registerProducer(self.handle, True)
+        sink = exchange.respond(status, downstream_headers(headers))
+        if exchange.method != b"HEAD":
+            sink.register_producer(self.handle)
 
     def response_body(self, data):
         """
-        Relay body bytes as they come.
+        Relay body bytes as they come (a client gone ignores them).
         """
-        if not self.discarding and not self.request._disconnected:
-            self.request.write(data)
+        if not self.discarding:
+            self.exchange.write(data)
 
     def response_end(self):
         """
@@ -246,12 +271,8 @@ class ProxiedRequest:
             state.report_failure(self.server, self.relayed_failure)
         else:
             state.report_success(self.server)
-        request = self.request
-        if request._disconnected:
-            return
-        if request.producer is not None:
-            request.unregisterProducer()
-        request.finish()
+        # Unregisters the producer; nothing happens if the client is gone.
+        self.exchange.finish()
 
     def response_failed(self, kind, detail):
         """
@@ -262,15 +283,13 @@ class ProxiedRequest:
         failure_kind = _FAILURE_KIND.get(kind, kind)
         state.report_failure(self.server, failure_kind)
         self._log_failure(kind, detail)
-        request = self.request
-        if request._disconnected:
+        exchange = self.exchange
+        if exchange.disconnected:
             return
         if self.head_sent:
             # Part of the response is out: the only honest signal left is to
             # cut the connection so the client sees a truncated response.
-            if request.producer is not None:
-                request.unregisterProducer()
-            request.channel.transport.abortConnection()
+            exchange.abort()
             return
         if self.discarding:
             # The retry was decided when this response's status came; its
@@ -307,8 +326,4 @@ class ProxiedRequest:
         """
         Answer the client with the gateway's own error.
         """
-        request = self.request
-        if request._disconnected or request.finished:
-            return
-        request.channel.factory.gateway.send_error(
-            request, status, message, self.route.filters, self.exchange, self.ran, headers)
+        self.exchange.reply_error(status, message, headers)

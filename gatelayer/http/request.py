@@ -5,33 +5,42 @@ The request object of a worker's HTTP channel.
 from io import BytesIO
 
 from twisted.web import http
+from zope.interface import implementer
 
+from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
 from gatelayer.http.lean_parse import BadRequest
 
 
+@implementer(IGatewayRequest)
 class GatewayRequest(http.Request):
     """
     An L{http.Request} that is routed as soon as its headers are in (so a
     body over the route's C{max_body_size} is refused with 413 before it is
     read), skips twisted.web's query and form parsing (the gateway forwards
     bytes, it does not interpret them) and hands itself to the worker's
-    L{gatelayer.http.gateway.Gateway}.
+    L{gatelayer.http.gateway.Gateway}: the gateway's request contract
+    (L{IGatewayRequest}) over twisted.web's request.
 
-    @ivar match: the L{gatelayer.routing.RouteMatch} found when the headers
-        arrived.
+    @ivar routing: the L{gatelayer.http.contract.RequestRouting} made when
+        the headers arrived (L{None} until then, or if they were refused).
     @ivar query: the query string without C{?}.
     """
 
-    match = None
-    host_name = ""
+    routing = None
     query = b""
+    content = None
     _on_lost = None
-    _body_limit = None
     _received = 0
     _completed = False
-    _gateway = None
+
+    @property
+    def disconnected(self):
+        """
+        Whether the client went away before the response finished.
+        """
+        return self._disconnected
 
     def parseCookies(self):
         """
@@ -45,15 +54,14 @@ class GatewayRequest(http.Request):
         """
         gateway = self.channel.factory.gateway
         try:
-            self.match, self._body_limit = gateway.early_route(
-                self, self.channel._command, self.channel._path)
+            limit = gateway.early_route(self, self.channel._command, self.channel._path).body_limit
         except BadRequest as refusal:
             self.content = BytesIO()
             self.channel.reject_body(refusal.status, refusal.message)
             return
-        if length is not None and length > self._body_limit:
+        if length is not None and length > limit:
             self.content = BytesIO()
-            self.channel.reject_body(413, "request body larger than %d bytes" % (self._body_limit,))
+            self.channel.reject_body(413, "request body larger than %d bytes" % (limit,))
             return
         super().gotLength(length)
 
@@ -63,8 +71,9 @@ class GatewayRequest(http.Request):
         limit.
         """
         self._received += len(data)
-        if self._received > self._body_limit:
-            self.channel.reject_body(413, "request body larger than %d bytes" % (self._body_limit,))
+        limit = self.routing.body_limit
+        if self._received > limit:
+            self.channel.reject_body(413, "request body larger than %d bytes" % (limit,))
             return
         self.content.write(data)
 
@@ -78,7 +87,7 @@ class GatewayRequest(http.Request):
         self.content.seek(0, 0)
         self.args = {}
         self.method, self.uri, self.clientproto = command, path, version
-        if self._gateway is None:
+        if self.routing is None:
             # Not routed (the gateway sets the canonical path and query
             # when it routes the request; keep those).
             self.path, _, self.query = path.partition(b"?")
@@ -157,6 +166,6 @@ class GatewayRequest(http.Request):
     def _done(self):
         if not self._completed:
             self._completed = True
-            gateway = self._gateway
-            if gateway is not None:
-                gateway.request_finished(self)
+            routing = self.routing
+            if routing is not None:
+                routing.gateway.request_finished(self)

@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from gatelayer.chain import ITerminal
 from gatelayer.http.conditional import (
     UNSATISFIABLE, entity_tag, if_range_matches, modified_since, none_match, parse_range)
 
@@ -36,6 +37,7 @@ _REFUSED_CHARS = frozenset("/\\\x7f" + "".join(map(chr, range(32))))
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
+@implementer(ITerminal)
 class StaticTerminal:
     """
     Serves files below a directory, as nginx's C{root} with C{autoindex off}:
@@ -179,19 +181,18 @@ class StaticTerminal:
 
     # -- the answer --------------------------------------------------------
 
-    def serve(self, request, exchange, route, ran):
+    def serve(self, exchange):
         """
         Answer the request with the file its (canonical) path names.
         """
-        gateway = request.channel.factory.gateway
-        if request.method not in (b"GET", b"HEAD"):
-            gateway.send_error(request, 405, "method not allowed: static files answer GET and HEAD",
-                               route.filters, exchange, ran, headers=(_ALLOW, _NOSNIFF))
+        method = exchange.method
+        if method not in (b"GET", b"HEAD"):
+            exchange.reply_error(405, "method not allowed: static files answer GET and HEAD",
+                                 (_ALLOW, _NOSNIFF))
             return
         opened = self.open_file(exchange.path)
         if opened is None:
-            gateway.send_error(request, 404, "file not found", route.filters, exchange, ran,
-                               headers=(_NOSNIFF,))
+            exchange.reply_error(404, "file not found", (_NOSNIFF,))
             return
         handle, info, name = opened
         size = info.st_size
@@ -200,19 +201,17 @@ class StaticTerminal:
         last_modified = formatdate(mtime, usegmt=True).encode("ascii")
         validators = ((b"last-modified", last_modified), (b"etag", etag),
                       (b"accept-ranges", b"bytes"), _NOSNIFF)
-        if _not_modified(request.requestHeaders, etag, mtime):
+        request_headers = exchange.headers
+        if _not_modified(request_headers, etag, mtime):
             handle.close()
-            self._head(request, exchange, route, ran, gateway, 304, validators)
-            request.finish()
+            exchange.respond(304, validators).finish()
             return
-        span = _requested_range(request.requestHeaders, size, etag, mtime)
+        span = _requested_range(request_headers, size, etag, mtime)
         if span is UNSATISFIABLE:
             handle.close()
-            gateway.send_error(
-                request, 416, "range not satisfiable: the file is %d bytes" % (size,),
-                route.filters, exchange, ran,
-                headers=((b"content-range", b"bytes */%d" % (size,)), (b"accept-ranges", b"bytes"),
-                         _NOSNIFF))
+            exchange.reply_error(
+                416, "range not satisfiable: the file is %d bytes" % (size,),
+                ((b"content-range", b"bytes */%d" % (size,)), (b"accept-ranges", b"bytes"), _NOSNIFF))
             return
         content_type, encoding = mimetypes.guess_type(name)
         headers = validators + ((b"content-type", (content_type or "application/octet-stream").encode("ascii")),)
@@ -224,7 +223,7 @@ class StaticTerminal:
             status, start, length = 206, span[0], span[1] - span[0] + 1
             headers += ((b"content-range", b"bytes %d-%d/%d" % (span[0], span[1], size)),)
         body = None
-        if request.method != b"HEAD" and 0 < length <= SMALL_FILE:
+        if method != b"HEAD" and 0 < length <= SMALL_FILE:
             # Small bodies are read before anything is sent (a read error
             # can still be answered) and go out in one write.
             try:
@@ -233,48 +232,35 @@ class StaticTerminal:
             except OSError as error:
                 handle.close()
                 self.log.warn("static file {name} could not be read: {error}", name=name, error=error)
-                gateway.send_error(request, 500, "the file could not be read", route.filters,
-                                   exchange, ran, headers=(_NOSNIFF,))
+                exchange.reply_error(500, "the file could not be read", (_NOSNIFF,))
                 return
-        self._head(request, exchange, route, ran, gateway, status, headers)
-        request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (length,)])
+        sink = exchange.respond(status, headers, length)
         if body is not None:
             handle.close()
             if len(body) < length:
-                _short(request, self.log, name, length, len(body), body)
+                _short(sink, self.log, name, length, len(body), body)
                 return
-            request.write(body)
-            request.finish()
+            sink.write(body)
+            sink.finish()
             return
-        if request.method == b"HEAD" or length == 0:
+        if method == b"HEAD" or length == 0:
             handle.close()
-            request.write(b"")
-            request.finish()
+            sink.write(b"")
+            sink.finish()
             return
-        request.write(b"")
-        streamer = FileStreamer(handle, request, length, name, start)
-        request.on_lost(streamer.stopProducing)
-        request.registerProducer(streamer, True)
+        sink.write(b"")
+        streamer = FileStreamer(handle, sink, length, name, start)
+        exchange.on_client_lost(streamer.stopProducing)
+        sink.register_producer(streamer)
         streamer.resumeProducing()
-
-    def _head(self, request, exchange, route, ran, gateway, status, headers):
-        """
-        Set the status and C{headers}, then run what the gateway adds to
-        every response (filters' response phase, listener headers).
-        """
-        exchange.status = status
-        request.setResponseCode(status)
-        response = request.responseHeaders
-        for name, value in headers:
-            response.setRawHeaders(name, [value])
-        gateway.response_headers(request, exchange, route, ran)
 
 
 @implementer(IPushProducer)
 class FileStreamer:
     """
-    Streams an open file to a request with back-pressure: it writes until
-    the connection's buffer asks it to pause, and goes on when resumed.
+    Streams an open file to a response's body sink (an
+    L{gatelayer.chain.IBodySink}) with back-pressure: it writes until the
+    connection's buffer asks it to pause, and goes on when resumed.
     (twisted.web's pull-producer path runs on the global cooperator, which
     a worker component must not depend on.)
 
@@ -287,9 +273,10 @@ class FileStreamer:
     CHUNK = 65536
     log = Logger()
 
-    def __init__(self, handle, request, length=None, name=None, start=None):
+    def __init__(self, handle, sink, length=None, name=None, start=None):
         """
         @param handle: the file.
+        @param sink: the L{gatelayer.chain.IBodySink} written to.
         @param length: how many bytes to send; L{None} for up to the end.
         @param name: the file's name, for the log.
         @param start: the offset of the first byte to send; L{None} to
@@ -298,7 +285,7 @@ class FileStreamer:
         self.handle = handle
         self.start = start
         self.name = name
-        self.request = request
+        self.sink = sink
         self.remaining = length
         self.sent = 0
         self.paused = False
@@ -324,7 +311,7 @@ class FileStreamer:
                 self._finish()
                 return
             self.sent += len(chunk)
-            self.request.write(chunk)
+            self.sink.write(chunk)
 
     def pauseProducing(self):
         """
@@ -342,14 +329,14 @@ class FileStreamer:
     def _finish(self):
         self.done = True
         self.handle.close()
-        request = self.request
-        if request._disconnected or request.finished:
+        sink = self.sink
+        if sink.closed:
             return
-        request.unregisterProducer()
+        sink.unregister_producer()
         if self.remaining is not None and self.sent < self.remaining:
-            _short(request, self.log, self.name, self.remaining, self.sent, None)
+            _short(sink, self.log, self.name, self.remaining, self.sent, None)
             return
-        request.finish()
+        sink.finish()
 
 
 def http_time(mtime):
@@ -388,7 +375,7 @@ def _requested_range(headers, size, etag, mtime):
     return parse_range(",".join(r.decode("latin-1") for r in ranges), size)
 
 
-def _short(request, log, name, expected, got, data):
+def _short(sink, log, name, expected, got, data):
     """
     The file shrank while it was sent: send what there is and close the
     connection, so the client sees a short body instead of a desynchronized
@@ -397,5 +384,5 @@ def _short(request, log, name, expected, got, data):
     log.warn("static file {name} shrank while it was sent: {got} of {expected} bytes",
              name=name, got=got, expected=expected)
     if data:
-        request.write(data)
-    request.transport.loseConnection()
+        sink.write(data)
+    sink.abort(flush=True)

@@ -1,0 +1,301 @@
+"""
+The exchange's responder: how a terminal answers (or the gateway answers
+for a filter) without knowing the filters.
+
+L{Responder.respond} sets the response head and runs the response-head
+phase of the filters whose request phase ran, once, in reverse order; the
+exchange is then the L{IBodySink} the body goes through, chunk by chunk,
+via the response-body hooks of the filters that have them (none, usually:
+then a chunk costs one attribute test on its way to the connection).
+"""
+
+import json
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from gatelayer.chain._interfaces import IBodyFilter, IBodySink
+
+__all__ = ["Responder", "RouteChain", "error_body"]
+
+_JSON = [b"application/json"]
+_log = Logger(namespace="gatelayer.chain")
+
+
+def error_body(status, message):
+    """
+    The JSON body of an error the gateway produces itself (never a
+    traceback): C{{"error": message, "status": status}}.
+    """
+    return json.dumps({"error": message, "status": status}, separators=(",", ":")).encode("utf-8")
+
+
+class RouteChain:
+    """
+    What an exchange needs of its route to answer: the filters, which of
+    them have a response-body hook (found once, here), and the C{Server}
+    header policy. Built once per route per configuration.
+
+    @ivar filters: the route's filters, in request order.
+    @ivar body_hooks: the indexes in C{filters} of the filters providing
+        L{IBodyFilter}, in request order.
+    @ivar server_header: the C{Server} value put on answers (L{None}:
+        whatever the terminal set, an upstream's say, is kept).
+    """
+
+    __slots__ = ("filters", "body_hooks", "server_header")
+
+    def __init__(self, filters=(), body_hooks=(), server_header=None):
+        self.filters = tuple(filters)
+        self.body_hooks = tuple(body_hooks)
+        self.server_header = server_header
+
+    @classmethod
+    def build(cls, filters, server_header=None):
+        """
+        The chain of C{filters}, with the body-hook capability checked once.
+        """
+        filters = tuple(filters)
+        hooks = tuple(i for i, flt in enumerate(filters) if IBodyFilter.providedBy(flt))
+        return cls(filters, hooks, server_header)
+
+    def __repr__(self):
+        return "<RouteChain %s>" % (", ".join(getattr(f, "name", repr(f)) for f in self.filters),)
+
+
+NO_FILTERS = RouteChain()
+
+
+@implementer(IBodySink)
+class Responder:
+    """
+    The responding half of L{gatelayer.chain.Exchange} (a mixin: the
+    exchange holds C{request}, C{chain}, C{ran}, C{status},
+    C{response_headers} and C{body_filters}).
+
+    C{request} provides the gateway's request contract
+    (L{gatelayer.http.contract.IGatewayRequest}): C{setResponseCode},
+    C{responseHeaders}, C{write}, C{finish}, push producers,
+    C{disconnected}, C{finished}, C{on_lost}, C{body_length}, C{content}.
+    """
+
+    __slots__ = ()
+
+    # -- answering ---------------------------------------------------------
+
+    def respond(self, status, headers=(), length=None):
+        """
+        Set the response head: C{status}, C{headers} (C{(name, value)} byte
+        pairs), then what the filters that ran add (their C{on_response},
+        reverse order, once), the C{Server} header, and a Content-Length of
+        C{length} when given (set last: no filter changes it, unless a
+        body filter changes the body's length, which drops it).
+
+        @return: the L{IBodySink} to write the body to (the exchange itself:
+            no allocation per response).
+        """
+        self._head(status, headers)
+        raw = self.request.responseHeaders
+        server = self.chain.server_header
+        if server is not None:
+            raw.setRawHeaders(b"server", [server])
+        if length is not None and (not self.body_filters or not self._drops_length):
+            raw.setRawHeaders(b"content-length", [b"%d" % (length,)])
+        return self
+
+    def reply(self, reply):
+        """
+        Answer with a complete L{gatelayer.chain.Reply} (a filter's answer).
+        """
+        body = reply.body
+        sink = self.respond(reply.status, reply.headers, len(body))
+        sink.write(body)
+        sink.finish()
+
+    def reply_error(self, status, message, headers=()):
+        """
+        Answer with the gateway's own short JSON error (nothing happens once
+        the client is gone or the response is over). C{headers} are added
+        first; the filters' response-head phase runs as for any answer. As
+        before the responder existed, the gateway's errors carry no
+        C{Server} header.
+        """
+        request = self.request
+        if request.disconnected or request.finished:
+            return
+        body = error_body(status, message)
+        self._head(status, headers)
+        raw = request.responseHeaders
+        raw.setRawHeaders(b"content-type", _JSON)
+        if not self.body_filters or not self._drops_length:
+            raw.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
+        self.write(body)
+        self.finish()
+
+    def _head(self, status, headers):
+        self.status = status
+        request = self.request
+        request.setResponseCode(status)
+        raw = request.responseHeaders
+        for name, value in headers:
+            raw.addRawHeader(name, value)
+        ran = self.ran
+        if ran:
+            chain = self.chain
+            filters = chain.filters
+            for index in range(ran - 1, -1, -1):
+                try:
+                    filters[index].on_response(self)
+                except Exception:
+                    _log.failure("response phase of filter {name} failed", name=filters[index].name)
+            if chain.body_hooks:
+                self.body_filters = tuple(
+                    filters[i] for i in reversed(chain.body_hooks) if i < ran)
+                if self._drops_length:
+                    raw.removeHeader(b"content-length")
+        for name, value in self.response_headers:
+            raw.addRawHeader(name, value)
+
+    @property
+    def _drops_length(self):
+        for flt in self.body_filters:
+            if not flt.preserves_length:
+                return True
+        return False
+
+    # -- IBodySink ---------------------------------------------------------
+
+    @property
+    def closed(self):
+        """
+        Whether the response finished or the client went away.
+        """
+        request = self.request
+        return request.finished or request.disconnected
+
+    def write(self, data):
+        """
+        Pass body bytes through the response-body hooks to the client.
+        """
+        if self.body_filters:
+            data = self._through_body(data)
+            if data is None:
+                return
+        self.request.write(data)
+
+    def finish(self):
+        """
+        Flush what body filters hold back and end the response.
+        """
+        request = self.request
+        if request.finished or request.disconnected:
+            return
+        if self.body_filters:
+            tail = self._end_body()
+            if tail is None:
+                return
+            if tail:
+                request.write(tail)
+        if request.producer is not None:
+            request.unregisterProducer()
+        request.finish()
+
+    def register_producer(self, producer):
+        """
+        Register the body's push producer with the client connection.
+        """
+        self.request.registerProducer(producer, True)
+
+    def unregister_producer(self):
+        """
+        Forget the body's producer, if one is registered.
+        """
+        request = self.request
+        if request.producer is not None:
+            request.unregisterProducer()
+
+    def abort(self, flush=False):
+        """
+        Cut the client connection: the client sees a truncated response.
+        """
+        request = self.request
+        if request.producer is not None:
+            request.unregisterProducer()
+        transport = request.channel.transport
+        if flush:
+            transport.loseConnection()
+        else:
+            transport.abortConnection()
+
+    # -- the response-body phase ------------------------------------------
+
+    def _through_body(self, data):
+        for flt in self.body_filters:
+            try:
+                data = flt.on_response_body(self, data)
+            except Exception:
+                self._body_failed(flt)
+                return None
+            if data is None:
+                return None
+        return data
+
+    def _end_body(self):
+        data = b""
+        for flt in self.body_filters:
+            try:
+                if data:
+                    data = flt.on_response_body(self, data)
+                    if data is None:
+                        return None
+                tail = flt.on_response_end(self)
+            except Exception:
+                self._body_failed(flt)
+                return None
+            if tail is None:
+                return None
+            data += tail
+        return data
+
+    def _body_failed(self, flt):
+        # The head is out: a broken body filter can only cut the response
+        # (passing on bytes it may have half-transformed would corrupt the
+        # body silently); what the terminal still writes is dropped.
+        _log.failure("response body phase of filter {name} failed", name=flt.name)
+        self.body_filters = (_DROP,)
+        self.abort()
+
+
+@implementer(IBodyFilter)
+class _Dropping:
+    """
+    The body filter standing in for a failed one: every byte is dropped.
+    """
+
+    name = "(failed body filter)"
+    preserves_length = True
+
+    def on_request(self, exchange):
+        """
+        Never in a chain's request phase.
+        """
+
+    def on_response(self, exchange):
+        """
+        Never in a chain's response phase.
+        """
+
+    def on_response_body(self, exchange, data):
+        """
+        Drop C{data}.
+        """
+        return None
+
+    def on_response_end(self, exchange):
+        """
+        Nothing held back.
+        """
+        return None
+
+
+_DROP = _Dropping()

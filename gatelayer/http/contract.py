@@ -1,0 +1,104 @@
+"""
+The request contract: what the gateway, the exchange's responder and the
+access log use of a request, whichever server channel made it
+(L{gatelayer.http.lean_request.LeanRequest} or
+L{gatelayer.http.request.GatewayRequest}), and the routing record the
+gateway keeps on it.
+"""
+
+from zope.interface import Attribute, Interface
+
+__all__ = ["IGatewayRequest", "RequestRouting"]
+
+
+class IGatewayRequest(Interface):
+    """
+    One HTTP request of a worker's server channel, as the gateway sees it:
+    the twisted.web names for the request line, headers and response, plus
+    the gateway's own public names (C{routing}, C{disconnected},
+    C{on_lost}, C{body_length}).
+    """
+
+    method = Attribute("The request method (bytes).")
+    uri = Attribute("The request target as sent (bytes).")
+    path = Attribute("The path: canonical once the request is routed (bytes).")
+    query = Attribute("The query string without C{?} (bytes, may be empty).")
+    clientproto = Attribute("C{b'HTTP/1.1'} or C{b'HTTP/1.0'}.")
+    requestHeaders = Attribute("The request's L{twisted.web.http_headers.Headers}.")
+    responseHeaders = Attribute("The response's L{twisted.web.http_headers.Headers}.")
+    content = Attribute("The received body: a file object (L{None} before the body is read).")
+    client = Attribute("The peer's address, or L{None}.")
+    channel = Attribute("The server channel (its C{factory} has C{scheme}, C{listener}, C{gateway}).")
+    transport = Attribute("The connection's transport.")
+    code = Attribute("The response status.")
+    sentLength = Attribute("How many body bytes were written.")
+    startedWriting = Attribute("Whether the response head went out.")
+    finished = Attribute("Whether the response is finished.")
+    producer = Attribute("The registered push producer of the response body, or L{None}.")
+    routing = Attribute(
+        "The L{RequestRouting} the gateway made when the head arrived, or L{None} (not routed: "
+        "refused before routing).")
+    disconnected = Attribute("Whether the client went away before the response finished.")
+
+    def body_length():
+        """
+        How many request body bytes were received.
+        """
+
+    def on_lost(callback):
+        """
+        Call C{callback()} if the client goes away before the response is
+        finished (one callback; cheaper than a Deferred per request).
+        """
+
+    def setResponseCode(code, message=None):
+        """
+        Set the status; the reason phrase is always the gateway's own.
+        """
+
+    def write(data):
+        """
+        Send body bytes (the head with the first); ignored once the client
+        is gone.
+        """
+
+    def finish():
+        """
+        End the response.
+        """
+
+    def registerProducer(producer, streaming):
+        """
+        Register the push producer of the response body.
+        """
+
+    def unregisterProducer():
+        """
+        Forget the registered producer.
+        """
+
+
+class RequestRouting:
+    """
+    What the gateway decided when a request's head arrived: kept on the
+    request (C{request.routing}) until the body is in and the request is
+    handled.
+
+    @ivar match: the L{gatelayer.routing.RouteMatch}.
+    @ivar host: the validated host name (lower case, no port) or C{""}.
+    @ivar body_limit: the largest request body accepted, in bytes.
+    @ivar gateway: the gateway that routed the request; it is told when the
+        request is over (a reload may have replaced the channel's gateway
+        meanwhile).
+    """
+
+    __slots__ = ("match", "host", "body_limit", "gateway")
+
+    def __init__(self, match, host, body_limit, gateway):
+        self.match = match
+        self.host = host
+        self.body_limit = body_limit
+        self.gateway = gateway
+
+    def __repr__(self):
+        return "<RequestRouting host=%r limit=%d %r>" % (self.host, self.body_limit, self.match)

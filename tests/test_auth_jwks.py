@@ -10,8 +10,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from gatelayer.auth import testing as t
 from gatelayer.auth.jwks import (
     MAX_KEYS, KeyLoadError, KeySet, VerificationKey, key_from_jwk, load_key_file, load_secret_file,
-    parse_jwks, pin_algorithm, split_algorithm,
+    parse_jwks, pin_algorithm,
 )
+from gatelayer.auth.names import split_algorithm
 
 ASYMMETRIC = ("RS256", "ES256", "ES384", "EdDSA")
 

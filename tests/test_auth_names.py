@@ -26,7 +26,6 @@ class NamesTests(SynchronousTestCase):
         """
         self.assertIs(jwks.ALGORITHMS, names.ALGORITHMS)
         self.assertIs(jwks.HMAC_ALGORITHMS, names.HMAC_ALGORITHMS)
-        self.assertIs(jwks.split_algorithm, names.split_algorithm)
 
     def test_consumer_header_reserved(self):
         """

@@ -18,11 +18,9 @@ from jwt.algorithms import get_default_algorithms
 from jwt.api_jwk import PyJWK
 from jwt.exceptions import PyJWTError
 
-# The algorithm names and the key-file item syntax are shared with the config
-# parser, which must not import this module (it loads key material).
-from gatelayer.auth.names import (  # noqa: F401 (re-exported)
-    ALGORITHMS, EC_ALGORITHMS, HMAC_ALGORITHMS, OKP_ALGORITHMS, RSA_ALGORITHMS, split_algorithm,
-)
+# The algorithm names are shared with the config parser, which must not
+# import this module (it loads key material).
+from gatelayer.auth.names import ALGORITHMS, EC_ALGORITHMS, HMAC_ALGORITHMS, OKP_ALGORITHMS, RSA_ALGORITHMS
 
 _EC_CURVES = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 _FAMILIES = {"oct": HMAC_ALGORITHMS, "RSA": RSA_ALGORITHMS, "EC": EC_ALGORITHMS, "OKP": OKP_ALGORITHMS}

@@ -11,7 +11,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from gatelayer.chain import IFilter, Reply, RouteChain
+from gatelayer.chain import IFilter, ITerminal, Reply, RouteChain
+from gatelayer.http.contract import IGatewayRequest, RequestRouting
+from gatelayer.http.lean_request import LeanRequest
+from gatelayer.http.request import GatewayRequest
 from gatelayer.testing.server import InMemoryGateway, parse_response
 
 
@@ -387,6 +390,72 @@ class FilterChainTests(SynchronousTestCase):
         self.assertEqual(status, 500)
         self.assertNotIn(b"Traceback", body)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+@implementer(ITerminal)
+class HoldingTerminal:
+    """
+    A terminal that keeps each exchange unanswered, for tests to look at
+    the request behind it.
+    """
+
+    def __init__(self):
+        self.exchanges = []
+
+    def serve(self, exchange):
+        """
+        Keep C{exchange}.
+        """
+        self.exchanges.append(exchange)
+
+
+class RequestContractTests(SynchronousTestCase):
+    """
+    Both server channels' requests provide the gateway's request contract,
+    with the routing record the gateway made.
+    """
+
+    http_server = "twisted"
+    request_class = GatewayRequest
+
+    def test_contract(self):
+        """
+        The request behind an exchange provides L{IGatewayRequest}; its
+        routing record has the match, the canonical host, the body limit
+        and the gateway; the exchange reaches what a terminal needs.
+        """
+        gate = InMemoryGateway(with_server(CONFIG, self.http_server))
+        route = gate.gateway.table.match("", b"/small", "POST").route
+        terminal = HoldingTerminal()
+        object.__setattr__(route, "terminal", terminal)
+        channel, transport = gate.connect()
+        channel.dataReceived(b"POST /small?a=1 HTTP/1.1\r\nHost: Example.COM\r\nContent-Length: 3\r\n\r\nabc")
+        exchange, = terminal.exchanges
+        request = exchange.request
+        self.assertIsInstance(request, self.request_class)
+        verifyObject(IGatewayRequest, request)
+        routing = request.routing
+        self.assertIsInstance(routing, RequestRouting)
+        self.assertEqual((routing.match.route, routing.host, routing.body_limit, routing.gateway),
+                         (route, "example.com", 10, gate.gateway))
+        self.assertEqual((exchange.host, exchange.path, exchange.query), ("example.com", b"/small", b"a=1"))
+        self.assertEqual((exchange.body_length(), exchange.body.read()), (3, b"abc"))
+        self.assertFalse(exchange.disconnected)
+        lost = []
+        exchange.on_client_lost(lambda: lost.append(True))
+        self.assertEqual(gate.gateway.active, 1)
+        channel.connectionLost(None)
+        self.assertTrue(request.disconnected and exchange.disconnected)
+        self.assertEqual((lost, gate.gateway.active), ([True], 0))
+
+
+class LeanRequestContractTests(RequestContractTests):
+    """
+    The request contract, with the lean server channel.
+    """
+
+    http_server = "gatelayer"
+    request_class = LeanRequest
 
 
 class LeanServerLimitsTests(ServerLimitsTests):

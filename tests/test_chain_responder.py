@@ -1,0 +1,397 @@
+"""
+Tests for the exchange's responder (L{gatelayer.chain.Exchange.respond},
+C{reply}, C{reply_error}) and the response-body phase of filters
+(L{gatelayer.chain.IBodyFilter}), through both server channels, direct and
+proxied routes.
+"""
+
+import json
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.http_headers import Headers
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal, Reply, RouteChain
+from gatelayer.http.direct import DirectTerminal
+from gatelayer.testing.server import InMemoryGateway, parse_response
+from tests.test_http_server import set_filters, with_server
+
+CONFIG = """
+[gateway]
+server_header = gatelayer
+[listener:web]
+bind = 127.0.0.1:8080
+[upstream:app]
+servers = 10.0.0.1:80
+connect_timeout = 1s
+read_timeout = 5s
+[route:api]
+path = /api/
+upstream = app
+[route:hello]
+path = /hello
+respond = 200 hello
+[route:static]
+path = /files/
+static = .
+"""
+
+GET_HELLO = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+@implementer(IFilter)
+class HeaderFilter:
+    """
+    A filter without a body hook: notes its response phase and adds a
+    header.
+    """
+
+    def __init__(self, name, calls, answer=None):
+        self.name = name
+        self.calls = calls
+        self.answer = answer
+
+    def on_request(self, exchange):
+        """
+        Pass, or answer with C{answer}.
+        """
+        self.calls.append(("request", self.name))
+        return self.answer
+
+    def on_response(self, exchange):
+        """
+        Note the call and add C{x-seen}.
+        """
+        self.calls.append(("response", self.name, exchange.status))
+        exchange.response_headers.append((b"x-seen", self.name.encode("ascii")))
+
+
+@implementer(IBodyFilter)
+class UpperFilter(HeaderFilter):
+    """
+    A body filter that upper-cases the body (one byte for one: the length
+    is kept) and counts the chunks and bytes it sees.
+    """
+
+    preserves_length = True
+
+    def __init__(self, name, calls, answer=None):
+        super().__init__(name, calls, answer)
+        self.chunks = []
+        self.ended = 0
+
+    def on_response_body(self, exchange, data):
+        """
+        Upper-case C{data}.
+        """
+        self.chunks.append(data)
+        return data.upper()
+
+    def on_response_end(self, exchange):
+        """
+        Nothing is held back.
+        """
+        self.ended += 1
+        return b""
+
+
+@implementer(IBodyFilter)
+class FramingFilter(HeaderFilter):
+    """
+    A body filter that changes the length: each chunk is bracketed, and a
+    trailer is added at the end.
+    """
+
+    preserves_length = False
+
+    def on_response_body(self, exchange, data):
+        """
+        Bracket C{data} (an empty chunk stays empty).
+        """
+        return b"[" + data + b"]" if data else data
+
+    def on_response_end(self, exchange):
+        """
+        The trailer.
+        """
+        return b"<end>"
+
+
+@implementer(IBodyFilter)
+class BrokenBodyFilter(HeaderFilter):
+    """
+    A body filter whose body hook raises.
+    """
+
+    preserves_length = True
+
+    def on_response_body(self, exchange, data):
+        """
+        Fail.
+        """
+        raise ZeroDivisionError("bug in a body filter")
+
+    def on_response_end(self, exchange):
+        """
+        Never reached.
+        """
+        return b""
+
+
+class RouteChainTests(SynchronousTestCase):
+    """
+    A route's chain finds its body filters once, when built.
+    """
+
+    def test_body_hooks_found_at_build(self):
+        """
+        Only filters providing L{IBodyFilter} are body hooks, by index in
+        request order; a chain without them has none.
+        """
+        calls = []
+        plain, upper = HeaderFilter("plain", calls), UpperFilter("upper", calls)
+        verifyObject(IFilter, plain)
+        verifyObject(IBodyFilter, upper)
+        verifyObject(IBodyFilter, FramingFilter("framing", calls))
+        self.assertEqual(RouteChain.build([plain, upper, plain]).body_hooks, (1,))
+        self.assertEqual(RouteChain.build([plain]).body_hooks, ())
+        self.assertEqual(RouteChain.build([], b"gw").server_header, b"gw")
+
+    def test_terminals_are_terminals(self):
+        """
+        The direct and proxy terminals provide L{ITerminal}.
+        """
+        gate = InMemoryGateway(CONFIG, with_upstreams=True)
+        for name in ("api", "hello", "static"):
+            verifyObject(ITerminal, self.route(gate, name).terminal)
+        self.assertIsInstance(self.route(gate, "hello").terminal, DirectTerminal)
+
+    def route(self, gate, name):
+        """
+        The built route C{name} of C{gate}.
+        """
+        path = {"api": b"/api/x", "hello": b"/hello", "static": b"/files/x"}[name]
+        return gate.gateway.table.match("", path, "GET").route
+
+
+class ResponderTests(SynchronousTestCase):
+    """
+    Terminals answer through the exchange: the response-head phase runs
+    once, reversed, for the filters that ran; body bytes pass through the
+    body filters' hooks.
+    """
+
+    http_server = "twisted"
+
+    def setUp(self):
+        self.gate = InMemoryGateway(with_server(CONFIG, self.http_server), with_upstreams=True)
+        self.reactor = self.gate.reactor
+        self.calls = []
+
+    def filters(self, path, *filters):
+        """
+        Put C{filters} on the route serving C{path}.
+        """
+        route = self.gate.gateway.table.match("", path, "GET").route
+        set_filters(self.gate.gateway, route, filters)
+
+    def upstream(self):
+        """
+        Complete the pool's latest connection attempt; returns the
+        upstream-side transport and protocol.
+        """
+        host, port, factory, _, _ = self.reactor.tcpClients[-1]
+        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        protocol.makeConnection(transport)
+        return transport, protocol
+
+    def test_head_phase_once_reversed(self):
+        """
+        A direct answer runs every filter's response phase once, in reverse
+        order, with the status known; their headers and the Server header
+        are on the response, and the Content-Length is the body's.
+        """
+        self.filters(b"/hello", HeaderFilter("a", self.calls), HeaderFilter("b", self.calls))
+        status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
+        self.assertEqual((status, body), (200, b"hello"))
+        self.assertEqual(self.calls, [("request", "a"), ("request", "b"),
+                                      ("response", "b", 200), ("response", "a", 200)])
+        self.assertEqual(headers[b"x-seen"], [b"b", b"a"])
+        self.assertEqual(headers[b"server"], [b"gatelayer"])
+        self.assertEqual(headers[b"content-length"], [b"5"])
+
+    def test_body_filter_direct(self):
+        """
+        A body filter that keeps the length transforms a direct answer; the
+        Content-Length stays.
+        """
+        upper = UpperFilter("upper", self.calls)
+        self.filters(b"/hello", upper)
+        status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
+        self.assertEqual((status, body, headers[b"content-length"]), (200, b"HELLO", [b"5"]))
+        self.assertEqual((upper.chunks, upper.ended), ([b"hello"], 1))
+
+    def test_body_filter_changing_length(self):
+        """
+        A body filter that changes the length drops the Content-Length: the
+        body goes chunked, with what the filter adds at the end.
+        """
+        self.filters(b"/hello", FramingFilter("framing", self.calls))
+        status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
+        self.assertEqual((status, body), (200, b"[hello]<end>"))
+        self.assertNotIn(b"content-length", headers)
+        self.assertEqual(headers[b"transfer-encoding"], [b"chunked"])
+
+    def test_body_filters_reversed(self):
+        """
+        Body hooks run in reverse order: the filter nearest the terminal
+        sees the terminal's bytes first.
+        """
+        upper = UpperFilter("upper", self.calls)
+        self.filters(b"/hello", FramingFilter("framing", self.calls), upper)
+        body = parse_response(self.gate.exchange(GET_HELLO))[2]
+        self.assertEqual(body, b"[HELLO]<end>")
+
+    def test_reply_skips_filters_that_did_not_run(self):
+        """
+        A filter's L{Reply} goes through the head and body phases of the
+        filters that ran only.
+        """
+        first = UpperFilter("first", self.calls, Reply(429, b"slow down", ((b"retry-after", b"3"),)))
+        later = UpperFilter("later", self.calls)
+        self.filters(b"/hello", first, later)
+        status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
+        self.assertEqual((status, body, headers[b"retry-after"]), (429, b"SLOW DOWN", [b"3"]))
+        self.assertEqual(headers[b"x-seen"], [b"first"])
+        self.assertEqual((first.chunks, later.chunks), ([b"slow down"], []))
+
+    def test_reply_error(self):
+        """
+        The gateway's own JSON error (a filter failing) runs the response
+        phase of the filters that ran, and carries no Server header.
+        """
+        class Broken(HeaderFilter):
+            def on_request(self, exchange):
+                raise ZeroDivisionError("bug")
+        self.filters(b"/hello", HeaderFilter("a", self.calls), Broken("b", self.calls))
+        status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
+        self.assertEqual(status, 500)
+        self.assertEqual(json.loads(body), {"error": "internal error in a filter", "status": 500})
+        self.assertEqual(headers[b"x-seen"], [b"b", b"a"])
+        self.assertNotIn(b"server", headers)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_body_filter_failing_cuts(self):
+        """
+        A body hook that raises cuts the client connection (the body is not
+        sent half-transformed), and is logged.
+        """
+        self.filters(b"/hello", BrokenBodyFilter("broken", self.calls))
+        channel, transport = self.gate.connect()
+        channel.dataReceived(GET_HELLO)
+        self.assertNotIn(b"hello", transport.value())
+        self.assertTrue(transport.disconnecting or transport.disconnected)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_proxy_streams_through_body_filter(self):
+        """
+        A proxied, chunked response streams chunk by chunk through a body
+        filter, with back-pressure still reaching the upstream connection.
+        """
+        upper = UpperFilter("upper", self.calls)
+        self.filters(b"/api/x", upper)
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream, protocol = self.upstream()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        self.assertIn(b"HELLO", client.value())
+        self.assertEqual(upper.chunks, [b"hello"])
+        channel.pauseProducing()
+        self.assertEqual(upstream.producerState, "paused")
+        channel.resumeProducing()
+        self.assertEqual(upstream.producerState, "producing")
+        protocol.dataReceived(b"6\r\n world\r\n0\r\n\r\n")
+        status, headers, body = parse_response(client.value())
+        self.assertEqual((status, body, headers[b"x-seen"]), (200, b"HELLO WORLD", [b"upper"]))
+        self.assertEqual((upper.chunks, upper.ended), ([b"hello", b" world"], 1))
+
+    def test_proxy_truncated_with_body_filter(self):
+        """
+        An upstream response broken off mid-body still cuts the client
+        connection when a body filter is on the route.
+        """
+        self.filters(b"/api/x", UpperFilter("upper", self.calls))
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /api/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream, protocol = self.upstream()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
+        protocol.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertIn(b"PART", client.value())
+        self.assertTrue(client.disconnecting or client.disconnected)
+
+    def test_proxy_head_request(self):
+        """
+        A HEAD answer relays the head through the responder: no body, the
+        upstream's Content-Length kept.
+        """
+        self.filters(b"/api/x", UpperFilter("upper", self.calls))
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"HEAD /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream, protocol = self.upstream()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n")
+        head = client.value()
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertIn(b"Content-Length: 7\r\n", head)
+        self.assertTrue(head.endswith(b"\r\n\r\n"), head)
+
+    def test_sink_is_the_exchange(self):
+        """
+        C{respond} returns the exchange itself as the body sink (no
+        allocation per response), and it provides L{IBodySink}.
+        """
+        sinks = []
+        route = self.gate.gateway.table.match("", b"/hello", "GET").route
+        original = route.terminal
+
+        @implementer(ITerminal)
+        class Recording:
+            def serve(self, exchange):
+                sinks.append((exchange, exchange.respond(204)))
+                verifyObject(IBodySink, exchange)
+                exchange.finish()
+        object.__setattr__(route, "terminal", Recording())
+        self.addCleanup(object.__setattr__, route, "terminal", original)
+        status = parse_response(self.gate.exchange(GET_HELLO))[0]
+        self.assertEqual(status, 204)
+        (exchange, sink), = sinks
+        self.assertIs(sink, exchange)
+        self.assertTrue(sink.closed)
+
+
+class LeanResponderTests(ResponderTests):
+    """
+    The responder with the lean server channel.
+    """
+
+    http_server = "gatelayer"
+
+
+class UnansweredExchangeTests(SynchronousTestCase):
+    """
+    An exchange made only for filtering (no request) still carries the
+    filter-facing fields with their defaults.
+    """
+
+    def test_defaults(self):
+        """
+        No request, no filters ran, no body filters.
+        """
+        exchange = Exchange(method=b"GET", path=b"/", query=b"", headers=Headers(), client_ip="192.0.2.1")
+        self.assertEqual((exchange.request, exchange.ran, exchange.body_filters), (None, 0, ()))
+        self.assertEqual(exchange.chain.filters, ())

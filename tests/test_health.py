@@ -430,6 +430,47 @@ class ProbeTests(SynchronousTestCase):
         self.assertIsInstance(self.failureResultOf(d).value, ProbeFailed)
         self.assertEqual(reactor.getDelayedCalls(), [])
 
+    def probe(self, answer, split):
+        """
+        The outcome of a probe answered with C{answer}, sent whole or byte
+        by byte: the status code or the L{ProbeFailed} text.
+        """
+        reactor = MemoryReactorClock()
+        d = probe_status(reactor, TCP4ClientEndpoint(reactor, "10.0.0.1", 80), "h", "/", 1.0)
+        client = reactor.tcpClients[0][2].buildProtocol(None)
+        client.makeConnection(StringTransport())
+        for piece in ([answer[i:i + 1] for i in range(len(answer))] if split else [answer]):
+            client.dataReceived(piece)
+        self.assertEqual(reactor.getDelayedCalls(), [])
+        outcomes = []
+        d.addCallbacks(outcomes.append, lambda f: outcomes.append(str(f.trap(ProbeFailed) and f.value)))
+        return outcomes[0]
+
+    def test_statusLineGrammar(self):
+        """
+        The probe reads the status line by the upstream client's grammar
+        (L{gatelayer.http1.parse_status_line}): what the proxy would refuse
+        as a bad response is a failed check, whole or byte by byte.
+        """
+        cases = [
+            (b"HTTP/1.1 200 OK\r\n", 200),
+            (b"HTTP/1.0 503 Busy\r\nContent-Length: 0\r\n\r\n", 503),
+            (b"HTTP/1.1 204\r\n", 204),
+            (b"HTTP/1.1 200 OK\n", "not HTTP/1.x (status line not ended by CRLF)"),
+            (b"HTTP/1.1 700 OK\r\n", "not HTTP/1.x (invalid status line b'HTTP/1.1 700 OK')"),
+            (b"HTTP/2 200\r\n", "not HTTP/1.x (invalid status line b'HTTP/2 200')"),
+            (b"HTTP/1.1  200 OK\r\n", "not HTTP/1.x (invalid status line b'HTTP/1.1  200 OK')"),
+            (b"SSH-2.0-OpenSSH_9.6\r\n",
+             "not HTTP/1.x (invalid status line b'SSH-2.0-OpenSSH_9.6')"),
+        ]
+        for answer, expected in cases:
+            for split in (False, True):
+                outcome = self.probe(answer, split)
+                if isinstance(expected, int):
+                    self.assertEqual(outcome, expected, answer)
+                else:
+                    self.assertIn(expected, outcome, answer)
+
 
 class ControlTests(SynchronousTestCase):
     """

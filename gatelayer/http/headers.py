@@ -3,6 +3,8 @@ Header rewriting for the proxy: hop-by-hop removal and the X-Forwarded-* /
 Forwarded headers. Pure functions over lists of byte pairs.
 """
 
+from gatelayer.http1 import token_set
+
 HOP_BY_HOP = frozenset([
     b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
     b"proxy-authorization", b"te", b"trailer", b"transfer-encoding", b"upgrade",
@@ -14,15 +16,11 @@ _REPLACED_UPSTREAM = frozenset([b"host", b"x-forwarded-proto", b"x-forwarded-hos
 
 def connection_tokens(values):
     """
-    The lower-cased header names listed in C{Connection} header values.
+    The lower-cased header names listed in C{Connection} header values (the
+    token-list reading of L{gatelayer.http1.token_set}, shared with the
+    channels and the upstream client).
     """
-    tokens = set()
-    for value in values or ():
-        for token in value.split(b","):
-            token = token.strip().lower()
-            if token:
-                tokens.add(token)
-    return tokens
+    return token_set(values)
 
 
 def _format_for(ip):

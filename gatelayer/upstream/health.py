@@ -25,6 +25,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gatelayer.http1 import BadResponse, parse_status_line
+
 __all__ = ["HealthMonitor", "ProbeFailed", "probe_status", "tcp_probe_endpoint"]
 
 _log = Logger(namespace="gatelayer.upstream.health")
@@ -54,18 +56,23 @@ class _ProbeProtocol(Protocol):
     def dataReceived(self, data):
         if self._result.called:
             return
+        # The status line is read by the upstream client's grammar: a
+        # server whose responses the proxy would refuse is not healthy.
         self._buffer += data
-        line, newline, _ = self._buffer.partition(b"\n")
-        if not newline:
+        end = self._buffer.find(b"\n")
+        if end < 0:
             if len(self._buffer) > _MAX_STATUS_LINE:
                 self._finish(ProbeFailed("no HTTP status line in the first 8 KB"))
             return
-        parts = line.rstrip(b"\r").split(None, 2)
-        if (len(parts) < 2 or not parts[0].startswith(b"HTTP/1.")
-                or len(parts[1]) != 3 or not parts[1].isdigit()):
-            self._finish(ProbeFailed("answered something that is not HTTP/1.x"))
+        line = self._buffer[:end - 1] if self._buffer[end - 1:end] == b"\r" else None
+        try:
+            if line is None:
+                raise BadResponse("status line not ended by CRLF")
+            status = parse_status_line(line)[1]
+        except BadResponse as e:
+            self._finish(ProbeFailed("answered something that is not HTTP/1.x (%s)" % (e,)))
             return
-        self._finish(int(parts[1]))
+        self._finish(status)
 
     def _finish(self, outcome):
         if not self._result.called:

@@ -1,0 +1,169 @@
+"""
+Tests for the facade and shared rules of L{gatelayer.http1}: the strictness
+table, the two directions' limits, token lists and the names the server
+channels and the upstream client still import from their old modules.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import gatelayer.http1
+from gatelayer.http import lean_parse
+from gatelayer.http.headers import connection_tokens
+from gatelayer.http1 import (
+    REQUEST, RESPONSE, STRICTNESS, BadRequest, BadResponse, FramingError, connection_flags,
+    parse_request_head, parse_response_head, parse_status_line, token_set,
+)
+from gatelayer.upstream import client
+
+
+class FacadeTests(SynchronousTestCase):
+    """
+    The package's public names.
+    """
+
+    def test_allExported(self):
+        """
+        Every name in C{__all__} exists, has a docstring unless it is a
+        constant, and no public function or class is left out.
+        """
+        for name in gatelayer.http1.__all__:
+            value = getattr(gatelayer.http1, name)
+            if callable(value):
+                self.assertTrue(value.__doc__, name)
+        public = {name for name, value in vars(gatelayer.http1).items()
+                  if not name.startswith("_") and (callable(value) or name.isupper())
+                  and getattr(value, "__module__", "gatelayer.http1").startswith("gatelayer.http1")}
+        self.assertEqual(public - set(gatelayer.http1.__all__), set())
+
+    def test_compatibilityNames(self):
+        """
+        The server channels' old module and the upstream client re-export
+        the package's objects, not copies.
+        """
+        self.assertIs(lean_parse.BadRequest, BadRequest)
+        self.assertIs(lean_parse.parse_head, parse_request_head)
+        self.assertIs(lean_parse.ChunkedDecoder, gatelayer.http1.ChunkedDecoder)
+        self.assertEqual((lean_parse.MAX_REQUEST_LINE, lean_parse.MAX_HEADER_LINE,
+                          lean_parse.MAX_HEADERS, lean_parse.MAX_HEADERS_SIZE,
+                          lean_parse.MAX_CHUNK_LINE), (8192, 8192, 100, 32768, 4096))
+        self.assertIs(client.build_request_head, gatelayer.http1.build_request_head)
+        self.assertEqual(client.MAX_HEAD_SIZE, RESPONSE.max_head)
+
+
+class StrictnessTableTests(SynchronousTestCase):
+    """
+    The strictness table and the limits it describes.
+    """
+
+    def test_rowsNameBothSides(self):
+        """
+        Each row of the table says what requests and responses are held
+        to, and names each rule once.
+        """
+        names = [row[0] for row in STRICTNESS]
+        self.assertEqual(len(names), len(set(names)))
+        for row in STRICTNESS:
+            self.assertEqual(len(row), 3, row)
+            self.assertTrue(all(row), row)
+
+    def test_limits(self):
+        """
+        The two directions differ only where the table says: 8 KB lines,
+        100 fields and 32 KB of headers for requests, a 64 KB head for
+        responses; the same 4 KB chunk-size line.
+        """
+        self.assertEqual(
+            (REQUEST.max_start_line, REQUEST.max_field_line, REQUEST.max_fields,
+             REQUEST.max_head, REQUEST.max_trailer_line, REQUEST.max_trailers,
+             REQUEST.max_trailers_size), (8192, 8192, 100, 32768, 8192, 100, 32768))
+        self.assertEqual((RESPONSE.max_head, RESPONSE.max_trailers_size), (65536, 65536))
+        self.assertEqual(REQUEST.max_chunk_line, RESPONSE.max_chunk_line)
+
+    def test_errors(self):
+        """
+        A side's fault is its own exception, both L{FramingError}s: a
+        request's with the status to answer, a response's whose text is the
+        reason.
+        """
+        request = REQUEST.fault(431, "too many")
+        response = RESPONSE.fault(400, "bad")
+        self.assertIsInstance(request, BadRequest)
+        self.assertEqual((request.status, request.message), (431, "too many"))
+        self.assertIsInstance(response, BadResponse)
+        self.assertEqual(str(response), "bad")
+        self.assertIsInstance(response, FramingError)
+
+    def test_hostOnlyForRequests(self):
+        """
+        Host rules hold for requests (exactly one in HTTP/1.1) and not for
+        responses, as the table says.
+        """
+        head = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b"
+        self.assertEqual(self.assertRaises(BadRequest, parse_request_head,
+                                           head + b"\r\n\r\n", len(head)).status, 400)
+        self.assertEqual(parse_response_head(b"HTTP/1.1 200 OK\r\nHost: a\r\nHost: b")[0], 200)
+
+    def test_contentLengthList(self):
+        """
+        A list of equal Content-Lengths is accepted from an upstream (as
+        the table says) and refused from a client.
+        """
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2"
+        self.assertRaises(BadRequest, parse_request_head, head + b"\r\n\r\n", len(head))
+        self.assertEqual(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2")[4], 2)
+
+
+class StatusLineTests(SynchronousTestCase):
+    """
+    L{parse_status_line}, the health probe's reading.
+    """
+
+    def test_valid(self):
+        """
+        Version, status and reason; the reason may be empty or absent.
+        """
+        self.assertEqual(parse_status_line(b"HTTP/1.1 200 OK"), (True, 200, b"OK"))
+        self.assertEqual(parse_status_line(b"HTTP/1.0 404"), (False, 404, b""))
+        self.assertEqual(parse_status_line(b"HTTP/1.1 599 "), (True, 599, b""))
+
+    def test_invalid(self):
+        """
+        What the upstream client refuses in a head is refused here.
+        """
+        for line in [b"HTTP/1.1 700 OK", b"HTTP/1.1 20 OK", b"HTTP/2 200", b"HTTP/1.1  200",
+                     b"http/1.1 200 OK", b"HTTP/1.1 200 O\x00K", b"ICY 200 OK"]:
+            self.assertRaises(BadResponse, parse_status_line, line)
+            self.assertRaises(BadResponse, parse_response_head, line)
+
+
+class TokenTests(SynchronousTestCase):
+    """
+    Comma-separated token lists, one reading everywhere.
+    """
+
+    def test_tokenSet(self):
+        """
+        Items are split on commas, stripped and lower-cased; empty ones
+        are dropped.
+        """
+        self.assertEqual(token_set([b"Close, X-Foo", b" ,keep-ALIVE ,"]),
+                         {b"close", b"x-foo", b"keep-alive"})
+        self.assertEqual(token_set(None), set())
+
+    def test_connectionFlags(self):
+        """
+        Whether C{close} and C{keep-alive} are listed.
+        """
+        self.assertEqual(connection_flags([b"Keep-Alive, Upgrade"]), (False, True))
+        self.assertEqual(connection_flags([b"upgrade", b"CLOSE"]), (True, False))
+
+    def test_sameEverywhere(self):
+        """
+        The proxy's hop-by-hop reading, the request parser and the
+        response parser agree on which options a Connection header lists.
+        """
+        value = b" Close ,X-Hop"
+        self.assertEqual(connection_tokens([value]), {b"close", b"x-hop"})
+        head = b"GET / HTTP/1.1\r\nHost: a\r\nConnection:" + value
+        self.assertFalse(parse_request_head(head + b"\r\n\r\n", len(head)).keep_alive)
+        self.assertTrue(parse_response_head(b"HTTP/1.1 200 OK\r\nConnection:" + value)[6])

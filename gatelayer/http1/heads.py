@@ -18,7 +18,7 @@ from twisted.web.http_headers import Headers
 from gatelayer.http1._rules import (
     MAX_CONTENT_LENGTH_DIGITS, REQUEST, TOKEN, VALUE, BadRequest, BadResponse,
 )
-from gatelayer.http1.tokens import token_set
+from gatelayer.http1.tokens import connection_flags, token_set
 
 __all__ = [
     "RequestHead", "HeadScanner", "parse_request_head", "parse_response_head",
@@ -348,9 +348,7 @@ def parse_response_head(head):
     if connection is None:
         close = keep_alive = False
     else:
-        tokens = token_set(connection)
-        close = b"close" in tokens
-        keep_alive = b"keep-alive" in tokens
+        close, keep_alive = connection_flags(connection)
     chunked = False
     if transfer_encoding is not None:
         if not http11:

@@ -7,7 +7,7 @@ in the route's listed order and may answer at once with a L{Reply};
 C{on_response} runs in reverse order on the way back, and a filter
 providing L{IBodyFilter} sees the response body too. Terminals (proxy,
 direct response, static files) answer through the L{Exchange}
-(C{respond}, C{reply_error}, C{reply}) and know nothing of filters.
+(C{respond}, C{send}, C{reply_error}, C{reply}) and know nothing of filters.
 """
 
 from gatelayer.chain._exchange import Exchange, Reply, json_reply

@@ -40,7 +40,8 @@ class Exchange(Responder):
     and to the upstream through it.
 
     Terminals answer through it (see L{Responder}): C{respond(status,
-    headers, length)} returns the body sink, C{reply_error} sends the
+    headers, length)} returns the body sink, C{send(status, headers, body)}
+    answers with a whole body in one call, C{reply_error} sends the
     gateway's JSON error, C{reply} a complete L{Reply}; the filters'
     response phases run there, so terminals know no filters.
 

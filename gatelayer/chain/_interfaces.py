@@ -114,7 +114,8 @@ class IBodySink(Interface):
 class ITerminal(Interface):
     """
     The end of a route: proxy, direct response, static files. It answers
-    through the exchange (L{Exchange.respond}, L{Exchange.reply_error})
+    through the exchange (L{Exchange.respond}, L{Exchange.send},
+    L{Exchange.reply_error})
     and knows nothing of filters.
     """
 

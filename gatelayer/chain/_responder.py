@@ -103,14 +103,33 @@ class Responder:
             raw.setRawHeaders(b"content-length", [b"%d" % (length,)])
         return self
 
+    def send(self, status, headers, body):
+        """
+        Answer with a complete body in one call (a direct response, a
+        filter's reply, a small file): as C{respond(status, headers,
+        len(body))}, then the body is written and the response finished.
+        """
+        self._head(status, headers)
+        request = self.request
+        raw = request.responseHeaders
+        server = self.chain.server_header
+        if server is not None:
+            raw.setRawHeaders(b"server", [server])
+        if self.body_filters:
+            if not self._drops_length:
+                raw.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
+            self.write(body)
+            self.finish()
+            return
+        raw.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
+        request.write(body)
+        request.finish()
+
     def reply(self, reply):
         """
         Answer with a complete L{gatelayer.chain.Reply} (a filter's answer).
         """
-        body = reply.body
-        sink = self.respond(reply.status, reply.headers, len(body))
-        sink.write(body)
-        sink.finish()
+        self.send(reply.status, reply.headers, reply.body)
 
     def reply_error(self, status, message, headers=()):
         """

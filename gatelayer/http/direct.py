@@ -18,12 +18,9 @@ class DirectTerminal:
     def __init__(self, spec):
         self.status = spec.respond_status
         self.body = spec.respond_body
-        self._length = len(self.body)
 
     def serve(self, exchange):
         """
         Write the configured response.
         """
-        sink = exchange.respond(self.status, _TEXT, self._length)
-        sink.write(self.body)
-        sink.finish()
+        exchange.send(self.status, _TEXT, self.body)

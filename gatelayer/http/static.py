@@ -234,15 +234,14 @@ class StaticTerminal:
                 self.log.warn("static file {name} could not be read: {error}", name=name, error=error)
                 exchange.reply_error(500, "the file could not be read", (_NOSNIFF,))
                 return
-        sink = exchange.respond(status, headers, length)
         if body is not None:
             handle.close()
-            if len(body) < length:
-                _short(sink, self.log, name, length, len(body), body)
-                return
-            sink.write(body)
-            sink.finish()
+            if len(body) == length:
+                exchange.send(status, headers, body)
+            else:
+                _short(exchange.respond(status, headers, length), self.log, name, length, len(body), body)
             return
+        sink = exchange.respond(status, headers, length)
         if method == b"HEAD" or length == 0:
             handle.close()
             sink.write(b"")

@@ -577,3 +577,139 @@ class BindErrorTests(SynchronousTestCase):
             self.assertEqual(str(error), text)
             self.assertIsInstance(error, OSError)
             self.assertEqual(error.errno, args[3].errno)
+
+
+TREE = """
+[gateway]
+workers = 2
+drain_timeout = 5s
+admin = 127.0.0.1:9901
+[listener:web]
+bind = 127.0.0.1:8080
+[listener:secure]
+bind = 127.0.0.1:8443
+tls = main
+[tls:main]
+certificates = {certificates}
+[upstream:app]
+servers = 10.0.0.1:80
+health_check = /healthz
+[route:api]
+path = /
+upstream = app
+filters = rl
+[filter:rl]
+type = rate_limit
+rate = 10/s
+"""
+
+
+class ServiceTreeTests(SynchronousTestCase):
+    """
+    The master is a tree of named services: listeners, its parts, admin
+    and workers, started in that order and stopped in the reverse one.
+    """
+
+    def setUp(self):
+        """
+        A two-worker master with TLS, a health-checked upstream, a
+        rate-limit filter and an admin endpoint, its parts from
+        L{master_parts}.
+        """
+        import time
+
+        from gatelayer.process.wiring import master_parts
+        from gatelayer.testing.certs import CertificateAuthority
+
+        certificates = os.path.abspath(self.mktemp())
+        CertificateAuthority().issue(["www.example.com"]).write(os.path.join(certificates, "www.pem"))
+        self.admin_socket = FakeSocket(99)
+        self.admin_socket.family = 2
+        master = master_for(self, TREE.format(certificates=certificates),
+                            bind_admin=lambda host, port: self.admin_socket,
+                            admin_factory=lambda m: "site")
+        self.reactor.advance(time.time())
+        master.add_parts(master_parts(self.config, self.reactor, master.controls))
+
+    def test_named_children(self):
+        """
+        The children, in start order, each provide IMasterPart.
+        """
+        from gatelayer.service import IMasterPart
+        self.assertEqual(self.master.child_names(),
+                         ["listeners", "tls", "health", "ratelimit", "admin", "workers"])
+        for child in self.master:
+            verifyObject(IMasterPart, child)
+        self.assertIs(self.master.getServiceNamed("workers"), self.master.supervisor)
+
+    def test_start_order(self):
+        """
+        Starting binds the listeners, starts the parts and the admin
+        endpoint, and spawns the workers last; each new worker is synced
+        by every part.
+        """
+        started = []
+        for child in self.master:
+            self.patch(child, "startService", lambda child=child, start=child.startService: (
+                started.append(child.name), start()))
+        self.master.startService()
+        self.assertEqual(started, ["listeners", "tls", "health", "ratelimit", "admin", "workers"])
+        self.assertEqual(self.reactor.adoptedPorts, [(99, 2, "site")])
+        self.assertEqual(len(self.spawner.processes), 2)
+        self.assertTrue(self.master.getServiceNamed("health").monitor._running)
+
+    def test_stop_order(self):
+        """
+        Stopping drains the workers first: the parts and the admin endpoint
+        keep serving until every worker exited; then the rest stop in
+        reverse order, the listeners last, and no timer is left.
+        """
+        self.master.startService()
+        stopped = []
+        for child in self.master:
+            self.patch(child, "stopService", lambda child=child, stop=child.stopService: (
+                stopped.append(child.name), stop())[1])
+        d = self.master.stopService()
+        self.assertEqual(stopped, ["workers"])
+        self.assertTrue(self.master.getServiceNamed("health").running)
+        for process in self.spawner.processes:
+            process.exit(0)
+        self.successResultOf(d)
+        self.assertEqual(stopped, ["workers", "admin", "ratelimit", "health", "tls", "listeners"])
+        self.assertEqual(self.master.sockets.sockets, [])
+        self.assertFalse(self.master.getServiceNamed("health").monitor._running)
+        self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.active()], [])
+
+    def test_reconfigure_reaches_each_child(self):
+        """
+        reconfigure walks the tree in start order with the new config.
+        """
+        reached = []
+        for child in self.master:
+            self.patch(child, "reconfigure", lambda config, child=child: reached.append((child.name, config)))
+        new = object()
+        self.successResultOf(self.master.reconfigure(new))
+        self.assertEqual(reached, [(name, new) for name in
+                                   ["listeners", "tls", "health", "ratelimit", "admin", "workers"]])
+
+    def test_health_reconfigure(self):
+        """
+        The health part hands a new config's upstreams to its monitor.
+        """
+        health = self.master.getServiceNamed("health")
+        new = parse_config_text(CONFIG + "[upstream:other]\nservers = 10.0.0.2:80\nhealth_check = /\n",
+                                "/etc/gate.ini")
+        self.successResultOf(self.master.reconfigure(new))
+        self.assertEqual(list(health.monitor.states()), ["other"])
+        self.assertIs(health.config, new)
+
+    def test_parts_reload_and_status(self):
+        """
+        SIGHUP reaches every part (the certificates reload); /status has
+        each part's section. (No worker runs: none is asked.)
+        """
+        self.successResultOf(self.master.reload())
+        self.assertIsNotNone(self.master.getServiceNamed("tls").part.reloader.status()["last_reload"])
+        status = self.successResultOf(self.master.status())
+        for key in ("master", "limits", "listeners", "tls", "upstreams", "ratelimit", "workers"):
+            self.assertIn(key, status)

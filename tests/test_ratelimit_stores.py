@@ -427,3 +427,23 @@ class EmbeddedStorePartTests(SynchronousTestCase):
         self.assertEqual(part.status()["ratelimit"]["takes"], 1)
         self.successResultOf(part.stop())
         self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_master_part(self):
+        """
+        The part is the master's C{ratelimit} service: it provides
+        IMasterPart, keeps its store across a reconfigure and stops the
+        store's sweeper when the service stops.
+        """
+        from zope.interface.verify import verifyObject
+
+        from gatelayer.service import IMasterPart
+        clock = Clock()
+        part = EmbeddedStorePart(clock)
+        verifyObject(IMasterPart, part)
+        self.assertEqual(part.name, "ratelimit")
+        store = part.store
+        part.startService()
+        self.assertIsNone(part.reconfigure(object()))
+        self.assertIs(part.store, store)
+        self.successResultOf(part.stopService())
+        self.assertEqual(clock.getDelayedCalls(), [])

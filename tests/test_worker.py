@@ -156,3 +156,87 @@ class WorkerTests(SynchronousTestCase):
         self.assertIsNone(self.worker.limits._backoff)
         self.assertFalse(self.reactor.ports[0].reading)
         self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.active()], [])
+
+
+class WorkerTreeTests(SynchronousTestCase):
+    """
+    The worker is a tree of named services, started in order and stopped
+    in the reverse one, the drain first.
+    """
+
+    NAMES = ["stores", "access_log", "upstreams", "gateway", "ports", "heartbeat"]
+
+    def setUp(self):
+        """
+        A prepared, not yet started worker with a fake control channel.
+        """
+        self.reactor = PortReactor()
+        self.config = parse_config_text(CONFIG, "/etc/gate.ini")
+        self.control = FakeControl()
+        read, write = os.pipe()
+        os.close(write)
+        self.exited = []
+        self.worker = Worker(self.reactor, self.config, 0, [(self.config.listeners[0], read, socket.AF_INET)],
+                             master=self.control, exit=lambda: self.exited.append(True))
+        self.worker.prepare()
+
+    def test_named_children(self):
+        """
+        The children, in start order, each reconfigurable; the filters get
+        the tree's store registry.
+        """
+        from zope.interface.verify import verifyObject
+
+        from gatelayer.service import IReconfigurable
+        self.assertEqual(self.worker.child_names(), self.NAMES)
+        for child in self.worker:
+            verifyObject(IReconfigurable, child)
+        self.assertIs(self.worker.getServiceNamed("gateway").gateway, self.worker.gateway)
+
+    def test_stores_reach_the_filters(self):
+        """
+        A rate-limit filter built by the worker takes its fallback store
+        from the worker's registry, which the worker closes when it stops.
+        """
+        text = CONFIG.replace("respond = 200 hi", "respond = 200 hi\nfilters = rl") + (
+            "[filter:rl]\ntype = rate_limit\nrate = 10/s\n")
+        read, write = os.pipe()
+        os.close(write)
+        config = parse_config_text(text, "/etc/gate.ini")
+        worker = Worker(self.reactor, config, 0, [(config.listeners[0], read, socket.AF_INET)],
+                        master=self.control)
+        worker.prepare()
+        registry = worker.getServiceNamed("stores").registry
+        self.assertIs(worker.gateway.filters["rl"]._fallback.store, registry.memory(self.reactor))
+        worker.start()
+        self.successResultOf(worker.drain(timeout=1))
+        self.assertEqual(registry._stores, {})
+
+    def test_start_and_stop_order(self):
+        """
+        Children start in order and stop in reverse order; the stop is the
+        drain, after which C{exit} is called and no timer is left.
+        """
+        calls = []
+        for child in self.worker:
+            self.patch(child, "startService", lambda child=child, start=child.startService: (
+                calls.append(("start", child.name)), start()))
+            self.patch(child, "stopService", lambda child=child, stop=child.stopService: (
+                calls.append(("stop", child.name)), stop())[1])
+        self.worker.startService()
+        self.assertEqual(len(self.reactor.adoptedPorts), 1)
+        d = self.worker.stopService()
+        self.successResultOf(d)
+        self.assertEqual(calls, [("start", n) for n in self.NAMES] + [("stop", n) for n in reversed(self.NAMES)])
+        self.assertEqual(self.exited, [True])
+        self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.active()], [])
+
+    def test_reconfigure_reaches_each_child(self):
+        """
+        reconfigure walks the worker's tree in start order.
+        """
+        reached = []
+        for child in self.worker:
+            self.patch(child, "reconfigure", lambda config, child=child: reached.append(child.name))
+        self.successResultOf(self.worker.reconfigure(self.config))
+        self.assertEqual(reached, self.NAMES)

@@ -6,6 +6,7 @@ proxied routes.
 """
 
 import json
+import os
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
@@ -18,8 +19,10 @@ from zope.interface.verify import verifyObject
 
 from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal, Reply, RouteChain
 from gatelayer.http.direct import DirectTerminal
+from gatelayer.http.static import FileStreamer
 from gatelayer.testing.server import InMemoryGateway, parse_response
 from tests.test_http_server import set_filters, with_server
+from tests.test_http_static import _FillingTransport
 
 CONFIG = """
 [gateway]
@@ -39,6 +42,16 @@ respond = 200 hello
 [route:static]
 path = /files/
 static = .
+"""
+
+STATIC_CONFIG = """
+[gateway]
+http_server = {server}
+[listener:web]
+bind = 127.0.0.1:8080
+[route:files]
+path = /files/
+static = {root}
 """
 
 GET_HELLO = b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -372,6 +385,79 @@ class ResponderTests(SynchronousTestCase):
         (exchange, sink), = sinks
         self.assertIs(sink, exchange)
         self.assertTrue(sink.closed)
+
+
+class StaticBodyFilterTests(SynchronousTestCase):
+    """
+    Static answers go through the responder too: validators and ranges
+    keep their statuses, and a large file streams through a body filter
+    with back-pressure.
+    """
+
+    http_server = "twisted"
+
+    def setUp(self):
+        self.root = os.path.abspath(self.mktemp())
+        os.makedirs(self.root)
+        self.data = bytes(range(256)) * 1000
+        with open(os.path.join(self.root, "big.bin"), "wb") as f:
+            f.write(self.data)
+        self.gate = InMemoryGateway(STATIC_CONFIG.format(server=self.http_server, root=self.root))
+        self.counter = UpperFilter("counter", [])
+        route = self.gate.gateway.table.match("", b"/files/big.bin", "GET").route
+        set_filters(self.gate.gateway, route, [self.counter])
+
+    def get(self, *headers):
+        """
+        GET the big file with C{headers}; returns C{(status, headers, body)}.
+        """
+        data = b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n" + b"".join(
+            name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n"
+        return parse_response(self.gate.exchange(data))
+
+    def test_not_modified_and_range(self):
+        """
+        A 304 has no body (the body hook sees nothing); a 206 carries its
+        range, transformed, with its Content-Length.
+        """
+        status, headers, _ = self.get()
+        self.assertEqual(status, 200)
+        status, _, body = self.get((b"If-None-Match", headers[b"etag"][0]))
+        self.assertEqual((status, body), (304, b""))
+        chunks = len(self.counter.chunks)
+        status, headers, body = self.get((b"Range", b"bytes=0-9"))
+        self.assertEqual((status, headers[b"content-length"]), (206, [b"10"]))
+        self.assertEqual(body, self.data[:10].upper())
+        self.assertEqual(len(self.counter.chunks), chunks + 1)
+
+    def test_streams_with_back_pressure(self):
+        """
+        A large file goes through the body hook chunk by chunk; the
+        streamer stops while the client's buffer is full.
+        """
+        channel = self.gate.factory.buildProtocol(None)
+        transport = _FillingTransport(limit=FileStreamer.CHUNK)
+        channel.makeConnection(transport)
+        channel.dataReceived(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        rounds = 0
+        while transport.paused:
+            self.assertLessEqual(len(transport.value()) - transport.drained, FileStreamer.CHUNK + 1024)
+            transport.drain()
+            rounds += 1
+            self.assertLess(rounds, 100)
+        self.assertGreaterEqual(rounds, 3)
+        status, headers, body = parse_response(transport.value())
+        self.assertEqual((status, body), (200, self.data.upper()))
+        self.assertGreater(len(self.counter.chunks), 3)
+        self.assertEqual(self.counter.ended, 1)
+
+
+class LeanStaticBodyFilterTests(StaticBodyFilterTests):
+    """
+    Static answers through the responder, with the lean server channel.
+    """
+
+    http_server = "gatelayer"
 
 
 class LeanResponderTests(ResponderTests):

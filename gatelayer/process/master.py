@@ -241,8 +241,8 @@ class MasterService(OrderedMultiService):
     def _write_ready(self):
         if not self.ready_file:
             return
-        data = {"pid": os.getpid(), "listeners": {k: [list(a) for a in v] for k, v in self.listeners.addresses().items()},
-                "admin": self.admin.address()}
+        listeners = {k: [list(a) for a in v] for k, v in self.listeners.addresses().items()}
+        data = {"pid": os.getpid(), "listeners": listeners, "admin": self.admin.address()}
         tmp = self.ready_file + ".tmp"
         with open(tmp, "w") as f:
             json.dump(data, f)

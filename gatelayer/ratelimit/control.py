@@ -1,12 +1,12 @@
 """
 The embedded store's AMP command: workers take from the master's
-L{gatelayer.ratelimit.memory_store.MemoryStore} over their control channel.
+L{gatelayer.ratelimit.memory_store.MemoryStore} over their control channel;
+L{EmbeddedStorePart} is that store as the master's C{ratelimit} service.
 """
 
 import json
 
 from twisted.protocols import amp
-from zope.interface import implementer
 
 from gatelayer.ratelimit.algorithms import ALGORITHMS, Quota
 from gatelayer.ratelimit.memory_store import MemoryStore

@@ -13,6 +13,7 @@ from gatelayer.http1 import (
     REQUEST, RESPONSE, STRICTNESS, BadRequest, BadResponse, FramingError, connection_flags,
     parse_request_head, parse_response_head, parse_status_line, token_set,
 )
+from gatelayer.testing.server import split_responses
 from gatelayer.upstream import client
 
 
@@ -167,3 +168,25 @@ class TokenTests(SynchronousTestCase):
         head = b"GET / HTTP/1.1\r\nHost: a\r\nConnection:" + value
         self.assertFalse(parse_request_head(head + b"\r\n\r\n", len(head)).keep_alive)
         self.assertTrue(parse_response_head(b"HTTP/1.1 200 OK\r\nConnection:" + value)[6])
+
+
+class SplitResponsesTests(SynchronousTestCase):
+    """
+    L{gatelayer.testing.server.split_responses}, the test helper reading a
+    connection's pipelined responses with the framing package.
+    """
+
+    def test_framedByLengthAndChunks(self):
+        """
+        Responses framed by Content-Length, by chunks and without a body
+        are told apart; a malformed head is an error, not a guess.
+        """
+        data = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"
+                b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n")
+        self.assertEqual(split_responses(data), [
+            (200, {b"content-length": [b"2"]}, b"ok"),
+            (200, {b"transfer-encoding": [b"chunked"]}, b"hi"),
+            (204, {b"x-a": [b"1"]}, b""),
+        ])
+        self.assertRaises(BadResponse, split_responses, b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n")

@@ -71,3 +71,31 @@ def parse_response(data):
         pieces, _ = ChunkedDecoder(RESPONSE).feed(body)
         body = b"".join(pieces)
     return status, headers, body
+
+
+def split_responses(data):
+    """
+    Split the concatenated responses of one connection (pipelined
+    requests) into a list of L{parse_response} results, each framed by its
+    Content-Length (none: no body) or its chunks, read by the framing
+    package as the upstream client reads them.
+    """
+    responses = []
+    while data:
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            raise ValueError("incomplete response head: %r" % (data[:80],))
+        status, _, pairs, _, length, chunked, _, _ = parse_response_head(data[:end])
+        headers = {}
+        for name, value in pairs:
+            headers.setdefault(name.lower(), []).append(value)
+        rest = data[end + 4:]
+        if chunked:
+            pieces, data = ChunkedDecoder(RESPONSE).feed(rest)
+            if data is None:
+                raise ValueError("incomplete chunked body")
+            body = b"".join(pieces)
+        else:
+            body, data = rest[:length or 0], rest[length or 0:]
+        responses.append((status, headers, body))
+    return responses

@@ -21,7 +21,7 @@ from twisted.trial.unittest import TestCase
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.testing.certs import CertificateAuthority, tls_client_creator
 from gatelayer.testing.gateway import GatewayProcess
-from gatelayer.testing.server import parse_response
+from gatelayer.testing.server import parse_response, split_responses
 from gatelayer.testing.upstreams import UpstreamServer
 from tests.integration import test_gateway
 
@@ -78,23 +78,6 @@ class _RawClientFactory(ClientFactory):
 
     def clientConnectionFailed(self, connector, reason):
         self.protocol_instance.done.errback(reason)
-
-
-def split_responses(data):
-    """
-    Split concatenated Content-Length framed responses.
-    """
-    responses = []
-    while data:
-        head, _, rest = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        responses.append(parse_response(head + b"\r\n\r\n" + rest[:length]))
-        data = rest[length:]
-    return responses
 
 
 class LeanRawSocketTests(TestCase):

@@ -290,7 +290,14 @@ class ResponderTests(SynchronousTestCase):
         phase of the filters that ran, and carries no Server header.
         """
         class Broken(HeaderFilter):
+            """
+            A filter whose request phase raises.
+            """
+
             def on_request(self, exchange):
+                """
+                Fail.
+                """
                 raise ZeroDivisionError("bug")
         self.filters(b"/hello", HeaderFilter("a", self.calls), Broken("b", self.calls))
         status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
@@ -374,7 +381,14 @@ class ResponderTests(SynchronousTestCase):
 
         @implementer(ITerminal)
         class Recording:
+            """
+            Answers 204 through the sink C{respond} returns, keeping both.
+            """
+
             def serve(self, exchange):
+                """
+                Answer and keep the exchange and its sink.
+                """
                 sinks.append((exchange, exchange.respond(204)))
                 verifyObject(IBodySink, exchange)
                 exchange.finish()

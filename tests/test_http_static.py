@@ -673,20 +673,33 @@ class _SlowSink:
         self.transport = StringTransport()
 
     def write(self, data):
+        """
+        Record C{data}, then run C{on_write}.
+        """
         self.chunks.append(data)
         if self.on_write is not None:
             self.on_write()
 
     def register_producer(self, producer):
-        pass
+        """
+        Producers are driven by the test itself.
+        """
 
     def unregister_producer(self):
-        pass
+        """
+        Nothing registered.
+        """
 
     def finish(self):
+        """
+        Note the end of the response.
+        """
         self.finished = self.closed = True
 
     def abort(self, flush=False):
+        """
+        Close (C{flush}) or abort the fake connection.
+        """
         self.closed = True
         if flush:
             self.transport.loseConnection()

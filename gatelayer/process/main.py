@@ -102,7 +102,13 @@ def main(argv=None):
     worker = Worker(reactor, config, args.slot, sockets, master=control, exit=stop,
                     tls_wrapper=tls_wrapper, tls_creator_for=tls_creator_for,
                     open_files=open_files)
-    worker.prepare()
+    try:
+        # Building the filters loads their key material: a key file that went
+        # bad since the master checked it is a config problem, not a crash.
+        worker.prepare()
+    except ConfigError as e:
+        log.error("worker cannot use the config: {problems}", problems=str(e))
+        return 2
     accept_errors.limits = worker.limits
     state["worker"] = worker
     register_worker(config, control, worker)

@@ -4,6 +4,7 @@ table, the two directions' limits, token lists and the names the server
 channels and the upstream client still import from their old modules.
 """
 
+from attrs.exceptions import FrozenInstanceError
 from twisted.trial.unittest import SynchronousTestCase
 
 import gatelayer.http1
@@ -79,6 +80,14 @@ class StrictnessTableTests(SynchronousTestCase):
              REQUEST.max_trailers_size), (8192, 8192, 100, 32768, 8192, 100, 32768))
         self.assertEqual((RESPONSE.max_head, RESPONSE.max_trailers_size), (65536, 65536))
         self.assertEqual(REQUEST.max_chunk_line, RESPONSE.max_chunk_line)
+
+    def test_limitsFrozen(self):
+        """
+        The two limits are shared by every connection: they cannot be
+        changed in place.
+        """
+        self.assertRaises(FrozenInstanceError, setattr, REQUEST, "max_head", 1)
+        self.assertEqual(REQUEST.max_head, 32768)
 
     def test_errors(self):
         """

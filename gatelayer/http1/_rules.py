@@ -11,6 +11,9 @@ smuggle a second message inside the first (RFC 9112 section 11.2).
 """
 
 import re
+from typing import Optional
+
+from attrs import frozen
 
 __all__ = [
     "TOKEN", "VALUE", "FIELD_LINE", "CHUNK_SIZE", "MAX_CONTENT_LENGTH_DIGITS",
@@ -82,11 +85,13 @@ class BadResponse(FramingError):
         return self.message
 
 
+@frozen
 class Limits:
     """
     What one direction allows: the sizes that bound what a peer can make
     the gateway buffer, and the exception its faults raise. The grammar is
-    the same for both; only these differ (see L{STRICTNESS}).
+    the same for both; only these differ (see L{STRICTNESS}). Frozen: the
+    two instances are shared by every connection.
 
     @ivar side: C{"request"} or C{"response"}, as error messages name it.
     @ivar error: the L{FramingError} subclass raised.
@@ -102,21 +107,16 @@ class Limits:
     @ivar max_trailers_size: bytes of all trailer lines.
     """
 
-    __slots__ = ("side", "error", "max_start_line", "max_field_line", "max_fields", "max_head",
-                 "max_chunk_line", "max_trailer_line", "max_trailers", "max_trailers_size")
-
-    def __init__(self, side, error, max_start_line, max_field_line, max_fields, max_head,
-                 max_chunk_line, max_trailer_line, max_trailers, max_trailers_size):
-        self.side = side
-        self.error = error
-        self.max_start_line = max_start_line
-        self.max_field_line = max_field_line
-        self.max_fields = max_fields
-        self.max_head = max_head
-        self.max_chunk_line = max_chunk_line
-        self.max_trailer_line = max_trailer_line
-        self.max_trailers = max_trailers
-        self.max_trailers_size = max_trailers_size
+    side: str
+    error: type
+    max_start_line: int
+    max_field_line: Optional[int]
+    max_fields: Optional[int]
+    max_head: int
+    max_chunk_line: int
+    max_trailer_line: int
+    max_trailers: Optional[int]
+    max_trailers_size: int
 
     def fault(self, status, message):
         """
@@ -126,9 +126,6 @@ class Limits:
         if self.error is BadResponse:
             return BadResponse(message, status)
         return self.error(status, message)
-
-    def __repr__(self):
-        return "<Limits %s>" % (self.side,)
 
 
 #: Requests read by the server channels: 8 KB lines, as nginx's header

@@ -13,7 +13,9 @@ once and a dead server is found within C{fall} checks.
 The probe is a tiny HTTP/1.1 client of its own: it writes one request with
 C{Connection: close}, reads up to the status line, then drops the
 connection. It never reads a body, so a health endpoint that streams cannot
-tie up the master.
+tie up the master. The status line is held to the upstream client's grammar
+(L{gatelayer.http1.parse_status_line}): a server whose responses the proxy
+would refuse does not pass.
 """
 
 import ipaddress

@@ -21,8 +21,8 @@ from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.static import FileStreamer
 from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.transports import FillingTransport
 from tests.test_http_server import set_filters, with_server
-from tests.test_http_static import _FillingTransport
 
 CONFIG = """
 [gateway]
@@ -450,7 +450,7 @@ class StaticBodyFilterTests(SynchronousTestCase):
         streamer stops while the client's buffer is full.
         """
         channel = self.gate.factory.buildProtocol(None)
-        transport = _FillingTransport(limit=FileStreamer.CHUNK)
+        transport = FillingTransport(limit=FileStreamer.CHUNK)
         channel.makeConnection(transport)
         channel.dataReceived(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
         rounds = 0

@@ -8,7 +8,6 @@ import json
 import os
 from io import BytesIO
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,6 +17,7 @@ from zope.interface.verify import verifyObject
 from gatelayer.chain import IBodySink, ITerminal
 from gatelayer.http.static import SMALL_FILE, FileStreamer, StaticTerminal, http_time
 from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.transports import FillingTransport
 
 CONFIG = """
 [gateway]
@@ -498,7 +498,7 @@ class StaticTests(SynchronousTestCase):
         """
         data = self.big_file()
         channel = self.gate.factory.buildProtocol(None)
-        transport = _FillingTransport(limit=FileStreamer.CHUNK)
+        transport = FillingTransport(limit=FileStreamer.CHUNK)
         channel.makeConnection(transport)
         channel.dataReceived(b"GET /files/big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=100-200099\r\n\r\n")
         rounds = 0
@@ -610,34 +610,6 @@ class StaticTests(SynchronousTestCase):
         channel.connectionLost(None)
         self.assertTrue(streamer.done)
         self.assertTrue(streamer.handle.closed)
-
-
-class _FillingTransport(StringTransport):
-    """
-    A transport whose buffer holds C{limit} bytes: past that it pauses its
-    producer, as a real one does for a slow reader, until L{drain}.
-    """
-
-    def __init__(self, limit):
-        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
-                         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
-        self.limit = limit
-        self.drained = 0
-        self.paused = False
-
-    def write(self, data):
-        super().write(data)
-        if len(self.value()) - self.drained >= self.limit and not self.paused and self.producer:
-            self.paused = True
-            self.producer.pauseProducing()
-
-    def drain(self):
-        """
-        The client read everything: resume the producer.
-        """
-        self.drained = len(self.value())
-        self.paused = False
-        self.producer.resumeProducing()
 
 
 class _FailingFile:

@@ -13,9 +13,9 @@ direct response, static files) answer through the L{Exchange}
 from gatelayer.chain._exchange import Exchange, Reply, json_reply
 from gatelayer.chain._interfaces import IBodyFilter, IBodySink, IFilter, ITerminal
 from gatelayer.chain._responder import RouteChain, error_body
-from gatelayer.chain._runner import run_request_phase, run_response_phase
+from gatelayer.chain._runner import run_request_phase
 
 __all__ = [
     "Exchange", "IBodyFilter", "IBodySink", "IFilter", "ITerminal", "Reply", "RouteChain",
-    "error_body", "json_reply", "run_request_phase", "run_response_phase",
+    "error_body", "json_reply", "run_request_phase",
 ]

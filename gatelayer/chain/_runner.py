@@ -1,5 +1,6 @@
 """
-Running a route's filters: request phase in order, response phase reversed.
+Running the request phase of a route's filters, in order (the response phases run in the
+exchange's responder, reversed).
 """
 
 from twisted.internet.defer import Deferred
@@ -45,18 +46,3 @@ def run_request_phase(filters, exchange, done, start=0):
         done(result, index)
         return
     done(None, index)
-
-
-def run_response_phase(filters, ran, exchange):
-    """
-    Call C{on_response} of the first C{ran} filters in reverse order.
-    Exceptions are returned as a list so the caller can log them; the
-    response itself still goes out.
-    """
-    errors = []
-    for index in range(ran - 1, -1, -1):
-        try:
-            filters[index].on_response(exchange)
-        except Exception as e:
-            errors.append((filters[index], e))
-    return errors

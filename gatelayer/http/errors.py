@@ -2,10 +2,10 @@
 The gateway's own error responses: short JSON, never a traceback.
 """
 
-import json
-
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES
+
+from gatelayer.chain import error_body
 
 _log = Logger()
 
@@ -43,13 +43,6 @@ def valid_status(code):
         return code
     _log.warn("response status {status!r} is not in 100..599: answering 502", status=code)
     return 502
-
-
-def error_body(status, message):
-    """
-    The JSON body of an error the gateway produces itself.
-    """
-    return json.dumps({"error": message, "status": status}, separators=(",", ":")).encode("utf-8")
 
 
 def raw_error_response(status, message, date=None, extra_headers=()):

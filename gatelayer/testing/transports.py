@@ -1,0 +1,40 @@
+"""
+In-memory transports with the behaviour of real ones that
+L{twisted.internet.testing.StringTransport} lacks.
+"""
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+
+__all__ = ["FillingTransport"]
+
+
+class FillingTransport(StringTransport):
+    """
+    A transport whose buffer holds C{limit} bytes: past that it pauses its
+    producer, as a real one does for a slow reader, until L{drain}.
+    """
+
+    def __init__(self, limit):
+        super().__init__(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000),
+                         hostAddress=IPv4Address("TCP", "127.0.0.1", 8080))
+        self.limit = limit
+        self.drained = 0
+        self.paused = False
+
+    def write(self, data):
+        """
+        Buffer C{data}; pause the producer once C{limit} bytes wait.
+        """
+        super().write(data)
+        if len(self.value()) - self.drained >= self.limit and not self.paused and self.producer:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def drain(self):
+        """
+        The client read everything: resume the producer.
+        """
+        self.drained = len(self.value())
+        self.paused = False
+        self.producer.resumeProducing()

@@ -19,7 +19,8 @@ def _line_end(data, pos, size, limit, limits):
     line is incomplete. A chunk-size or trailer line cannot hold a CR or an
     LF, so the first of them must be the CR of a CRLF: a line ended by a
     bare LF (or holding a bare CR) is refused as soon as it is seen, rather
-    than waiting for a CRLF that a lenient peer never sends.
+    than waiting for a CRLF that a lenient peer never sends. (A complete
+    line holding one is refused by the grammar it fails.)
     """
     lf = data.find(b"\n", pos, pos + limit + 2)
     cr = data.find(b"\r", pos, pos + limit + 2)
@@ -72,6 +73,10 @@ class ChunkedDecoder:
         L{gatelayer.http1._rules.FramingError} on bad framing, with the
         pieces decoded before the fault in its C{pieces}.
         """
+        if self._state == _DATA and len(data) < self._remaining and not self._pending:
+            # The common read of a large body: inside a chunk, no copies.
+            self._remaining -= len(data)
+            return [data], None
         pieces = []
         try:
             return pieces, self._feed(data, pieces)
@@ -92,15 +97,28 @@ class ChunkedDecoder:
                 available = size - pos
                 if available <= 0:
                     return None
-                take = self._remaining if self._remaining < available else available
-                pieces.append(data if take == size else data[pos:pos + take])
-                pos += take
-                self._remaining -= take
-                if not self._remaining:
+                remaining = self._remaining
+                if available <= remaining:
+                    pieces.append(data if pos == 0 else data[pos:])
+                    self._remaining = remaining - available
+                    if available == remaining:
+                        self._state = _DATA_END
+                    return None
+                pieces.append(data[pos:pos + remaining])
+                pos += remaining
+                self._remaining = 0
+                if size - pos >= 2 and data[pos] == 13 and data[pos + 1] == 10:
+                    # The CRLF after the data, at once (the usual case).
+                    pos += 2
+                    self._state = _SIZE
+                else:
                     self._state = _DATA_END
             elif state == _SIZE:
-                end = _line_end(data, pos, size, limits.max_chunk_line, limits)
+                # A CR or LF inside the line fails the grammar below: only
+                # an unfinished line needs the look for a bare one.
+                end = data.find(b"\r\n", pos, pos + limits.max_chunk_line + 2)
                 if end < 0:
+                    _line_end(data, pos, size, limits.max_chunk_line, limits)
                     if size - pos > limits.max_chunk_line + 1:
                         raise limits.fault(400, "chunk size line too long")
                     self._pending = data[pos:]
@@ -126,8 +144,9 @@ class ChunkedDecoder:
                 pos += 2
                 self._state = _SIZE
             elif state == _TRAILER:
-                end = _line_end(data, pos, size, limits.max_trailer_line, limits)
+                end = data.find(b"\r\n", pos, pos + limits.max_trailer_line + 2)
                 if end < 0:
+                    _line_end(data, pos, size, limits.max_trailer_line, limits)
                     if size - pos > limits.max_trailer_line + 1:
                         raise limits.fault(431, "%s trailer too large" % (limits.side,))
                     self._trailer_check(size - pos - 1)

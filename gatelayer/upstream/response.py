@@ -83,6 +83,10 @@ class ResponseReader:
             elif state == _UNTIL_CLOSE:
                 request.sink.response_body(data)
                 return
+            elif state == _CHUNKED:
+                # The decoder keeps what it has not used: no buffer here.
+                self._read_chunked(request, request.sink, data)
+                return
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
@@ -178,24 +182,7 @@ class ResponseReader:
                     self._finish(data)
                 return
             elif state == _CHUNKED:
-                try:
-                    pieces, rest = self._decoder.feed(data)
-                except BadResponse as e:
-                    # What came before the fault is relayed first, as it
-                    # would have been had it arrived in an earlier read.
-                    for piece in e.pieces:
-                        sink.response_body(piece)
-                        if self._request is not request:
-                            return
-                    self._fail("bad_response", str(e))
-                    return
-                for piece in pieces:
-                    sink.response_body(piece)
-                    if self._request is not request:
-                        return
-                if rest is not None:
-                    self._decoder = None
-                    self._finish(rest)
+                self._read_chunked(request, sink, data)
                 return
             elif state == _UNTIL_CLOSE:
                 if data:
@@ -203,3 +190,27 @@ class ResponseReader:
                 return
             else:
                 return
+
+    def _read_chunked(self, request, sink, data):
+        """
+        Hand C{data} to the chunked body's decoder and its pieces to the
+        sink; finish the response at the body's end.
+        """
+        try:
+            pieces, rest = self._decoder.feed(data)
+        except BadResponse as e:
+            # What came before the fault is relayed first, as it would
+            # have been had it arrived in an earlier read.
+            for piece in e.pieces:
+                sink.response_body(piece)
+                if self._request is not request:
+                    return
+            self._fail("bad_response", str(e))
+            return
+        for piece in pieces:
+            sink.response_body(piece)
+            if self._request is not request:
+                return
+        if rest is not None:
+            self._decoder = None
+            self._finish(rest)

@@ -11,6 +11,9 @@ it needs in one line instead of shipping fixture files.
 L{tls_client_creator} and L{memory_tls_connection} do a real TLS handshake
 in memory (no sockets) against any server connection creator, for tests of
 the TLS layer and of HTTPS through the gateway.
+
+It is longer than most modules because it is a catalogue of cases (one
+method per kind of good or broken certificate), not logic to split.
 """
 
 import datetime

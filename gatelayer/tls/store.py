@@ -11,6 +11,10 @@ The master reads the files; workers get the master's validated bytes over the
 control channel (L{CertificateSet.to_wire} / L{CertificateSet.from_wire}) and
 never read certificate files themselves, so all workers serve exactly what
 the master checked.
+
+It is a little over the house's module size on purpose: reading, checking and
+the wire form of one set are one unit, and a split would put the check of a
+file and the check of the set it belongs to in two places.
 """
 
 import datetime

@@ -8,7 +8,6 @@ from attrs.exceptions import FrozenInstanceError
 from twisted.trial.unittest import SynchronousTestCase
 
 import gatelayer.http1
-from gatelayer.http import lean_parse
 from gatelayer.http.headers import connection_tokens
 from gatelayer.http1 import (
     REQUEST, RESPONSE, STRICTNESS, BadRequest, BadResponse, FramingError, connection_flags,
@@ -37,17 +36,13 @@ class FacadeTests(SynchronousTestCase):
                   and getattr(value, "__module__", "gatelayer.http1").startswith("gatelayer.http1")}
         self.assertEqual(public - set(gatelayer.http1.__all__), set())
 
-    def test_compatibilityNames(self):
+    def test_sharedNames(self):
         """
-        The server channels' old module and the upstream client re-export
-        the package's objects, not copies.
+        The upstream client re-exports the package's objects, not copies,
+        and the request limits are the documented ones.
         """
-        self.assertIs(lean_parse.BadRequest, BadRequest)
-        self.assertIs(lean_parse.parse_head, parse_request_head)
-        self.assertIs(lean_parse.ChunkedDecoder, gatelayer.http1.ChunkedDecoder)
-        self.assertEqual((lean_parse.MAX_REQUEST_LINE, lean_parse.MAX_HEADER_LINE,
-                          lean_parse.MAX_HEADERS, lean_parse.MAX_HEADERS_SIZE,
-                          lean_parse.MAX_CHUNK_LINE), (8192, 8192, 100, 32768, 4096))
+        self.assertEqual((REQUEST.max_start_line, REQUEST.max_field_line, REQUEST.max_fields,
+                          REQUEST.max_head, REQUEST.max_chunk_line), (8192, 8192, 100, 32768, 4096))
         self.assertIs(client.build_request_head, gatelayer.http1.build_request_head)
         self.assertEqual(client.MAX_HEAD_SIZE, RESPONSE.max_head)
 

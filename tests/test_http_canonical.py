@@ -16,7 +16,7 @@ from gatelayer.auth.apikeys import hash_key
 from gatelayer.http.canonical import (
     HeaderPolicy, canonical_host, cgi_name, check_method, normalize_path, parse_target,
 )
-from gatelayer.http.lean_parse import BadRequest
+from gatelayer.http1 import BadRequest
 from gatelayer.observe.accesslog import AccessLog
 from gatelayer.testing.server import InMemoryGateway, parse_response
 from tests.test_http_server import with_server

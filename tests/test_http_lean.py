@@ -18,7 +18,8 @@ from zope.interface.verify import verifyObject
 
 from gatelayer.config import ConfigError
 from gatelayer.http.lean import LeanChannel, LeanRequest
-from gatelayer.http.lean_parse import BadRequest, ChunkedDecoder, HeadScanner, parse_head
+from gatelayer.http1 import BadRequest, ChunkedDecoder, HeadScanner
+from gatelayer.http1 import parse_request_head as parse_head
 from gatelayer.testing.server import InMemoryGateway, parse_response
 
 CONFIG = """

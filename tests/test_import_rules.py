@@ -136,6 +136,17 @@ nothing else of gatelayer.
 IO_MODULES = RUNNING_SYSTEM + ("socket", "ssl", "select", "selectors", "asyncio", "OpenSSL")
 """What a pure module may not import: sockets, TLS, event loops."""
 
+SANS_IO = ("gatelayer.http1", "gatelayer.http.canonical")
+"""
+The HTTP/1.1 framing and the canonical request: bytes in, bytes out or a
+refusal, no I/O. Of the running system they may use only
+C{twisted.web.http_headers} (the header container the server channels, the
+filters and the upstream client share); of gatelayer only each other and
+the pure modules.
+"""
+
+SANS_IO_MAY_USE = ("twisted.web.http_headers",)
+
 REACTOR_OWNERS = ("gatelayer.tap", "gatelayer.process.main", "gatelayer.testing.upstream_process.__main__")
 """
 The modules that may import the global reactor: the two entry points (the
@@ -170,6 +181,16 @@ def pure_rule(imports):
     return violations(
         imports, lambda m: within(m, *PURE),
         lambda t: (within(t, "gatelayer") and not within(t, *PURE)) or within(t, *IO_MODULES))
+
+
+def sans_io_rule(imports):
+    """
+    The framing package and the canonical request stay sans-I/O.
+    """
+    return violations(
+        imports, lambda m: within(m, *SANS_IO),
+        lambda t: (within(t, "gatelayer") and not within(t, *SANS_IO, *PURE))
+        or (within(t, *IO_MODULES) and not within(t, *SANS_IO_MAY_USE)))
 
 
 def reactor_rule(imports):
@@ -252,6 +273,13 @@ class ImportRuleTests(SynchronousTestCase):
         """
         self.assertKept(pure_rule)
 
+    def test_sans_io(self):
+        """
+        C{gatelayer.http1} and the canonical request import no reactor,
+        sockets or server code: only header containers and pure modules.
+        """
+        self.assertKept(sans_io_rule)
+
     def test_global_reactor(self):
         """
         Only C{gatelayer.tap}, the worker's entry point and the test upstream
@@ -313,6 +341,7 @@ SYNTHETIC = {
     "gatelayer.tls.store": ("from ..http import channel\n", False),
     "gatelayer.http": ("", True),
     "gatelayer.http.channel": ("from gatelayer.process.control import Begin\n", False),
+    "gatelayer.http1": ("from twisted.web.http_headers import Headers\nfrom gatelayer.http import channel\n", True),
     "gatelayer.tap": ("from gatelayer.process import master\nfrom twisted.internet import reactor\n", False),
 }
 """A made-up package breaking each rule once, beside imports that are allowed."""
@@ -361,6 +390,7 @@ class CheckerTests(SynchronousTestCase):
         self.assertEqual(reactor_rule(self.imports), [
             "gatelayer.ratelimit.algorithms -> twisted.internet.reactor (line 2)",
         ])
+        self.assertEqual(sans_io_rule(self.imports), ["gatelayer.http1 -> gatelayer.http.channel (line 2)"])
         self.assertEqual(tls_rule(self.imports), ["gatelayer.tls.store -> gatelayer.http.channel (line 1)"])
         self.assertEqual(upstream_rule(self.imports), ["gatelayer.upstream.client -> gatelayer.filters (line 1)"])
         self.assertEqual(process_rule(self.imports), [

@@ -13,7 +13,7 @@ L{BadRequest}.
 import ipaddress
 import re
 
-from gatelayer.http.lean_parse import BadRequest
+from gatelayer.http1 import BadRequest
 
 __all__ = [
     "SUSPECT_PATH", "CanonicalTarget", "HeaderPolicy", "canonical_host", "cgi_name", "normalize_path",

@@ -10,7 +10,7 @@ from gatelayer.chain import Exchange, RouteChain, error_body, run_request_phase
 from gatelayer.http.canonical import (
     SUSPECT_PATH, HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
 )
-from gatelayer.http.lean_parse import BadRequest
+from gatelayer.http1 import BadRequest
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.http.contract import RequestRouting
 from gatelayer.http.direct import DirectTerminal

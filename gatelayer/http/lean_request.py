@@ -14,6 +14,7 @@ from zope.interface import implementer
 from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
+from gatelayer.http1 import connection_flags
 
 __all__ = ["LeanRequest"]
 
@@ -290,10 +291,8 @@ class LeanRequest:
             for value in values:
                 append(name + b": " + value + b"\r\n")
         connection = raw.get(b"Connection")
-        if connection is not None and keep:
-            for value in connection:
-                if b"close" in value.lower():
-                    keep = False
+        if connection is not None and keep and connection_flags(connection)[0]:
+            keep = False
         if self.method == b"HEAD" or code in _NO_BODY_CODES or code < 200:
             self._no_body = True
         elif b"Content-Length" not in raw:

@@ -10,7 +10,7 @@ from zope.interface import implementer
 from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
-from gatelayer.http.lean_parse import BadRequest
+from gatelayer.http1 import BadRequest
 
 
 @implementer(IGatewayRequest)

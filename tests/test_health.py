@@ -446,7 +446,7 @@ class ProbeTests(SynchronousTestCase):
         d.addCallbacks(outcomes.append, lambda f: outcomes.append(str(f.trap(ProbeFailed) and f.value)))
         return outcomes[0]
 
-    def test_statusLineGrammar(self):
+    def test_status_line_grammar(self):
         """
         The probe reads the status line by the upstream client's grammar
         (L{gatelayer.http1.parse_status_line}): what the proxy would refuse

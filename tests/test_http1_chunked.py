@@ -71,7 +71,7 @@ class ChunkedDecoderTests(SynchronousTestCase):
                         if error is BadRequest:
                             self.assertEqual(refusal.status, expected, label)
 
-    def test_restIsNextMessage(self):
+    def test_rest_is_next_message(self):
         """
         The bytes after the body's end are handed back, and a finished
         decoder says so.
@@ -80,7 +80,7 @@ class ChunkedDecoderTests(SynchronousTestCase):
         self.assertEqual(decoder.feed(b"1\r\na\r\n0\r\n\r\nGET /"), ([b"a"], b"GET /"))
         self.assertTrue(decoder.done)
 
-    def test_piecesBeforeFault(self):
+    def test_pieces_before_fault(self):
         """
         A fault carries the body decoded before it in its C{pieces}, so a
         reader that relays as it goes can hand them on first.
@@ -90,7 +90,7 @@ class ChunkedDecoderTests(SynchronousTestCase):
         self.assertEqual(error.pieces, [b"hel"])
         self.assertEqual(str(error), "chunk data not followed by CRLF")
 
-    def test_trailerLimitsPerSide(self):
+    def test_trailer_limits_per_side(self):
         """
         Trailers are bounded by the side's limits: a request's at 8 KB per
         line (431), 100 lines and 32 KB, a response's at 64 KB in all.

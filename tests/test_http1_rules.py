@@ -22,7 +22,7 @@ class FacadeTests(SynchronousTestCase):
     The package's public names.
     """
 
-    def test_allExported(self):
+    def test_all_exported(self):
         """
         Every name in C{__all__} exists, has a docstring unless it is a
         constant, and no public function or class is left out.
@@ -36,7 +36,7 @@ class FacadeTests(SynchronousTestCase):
                   and getattr(value, "__module__", "gatelayer.http1").startswith("gatelayer.http1")}
         self.assertEqual(public - set(gatelayer.http1.__all__), set())
 
-    def test_sharedNames(self):
+    def test_shared_names(self):
         """
         The upstream client re-exports the package's objects, not copies,
         and the request limits are the documented ones.
@@ -52,7 +52,7 @@ class StrictnessTableTests(SynchronousTestCase):
     The strictness table and the limits it describes.
     """
 
-    def test_rowsNameBothSides(self):
+    def test_rows_name_both_sides(self):
         """
         Each row of the table says what requests and responses are held
         to, and names each rule once.
@@ -76,7 +76,7 @@ class StrictnessTableTests(SynchronousTestCase):
         self.assertEqual((RESPONSE.max_head, RESPONSE.max_trailers_size), (65536, 65536))
         self.assertEqual(REQUEST.max_chunk_line, RESPONSE.max_chunk_line)
 
-    def test_limitsFrozen(self):
+    def test_limits_frozen(self):
         """
         The two limits are shared by every connection: they cannot be
         changed in place.
@@ -98,7 +98,7 @@ class StrictnessTableTests(SynchronousTestCase):
         self.assertEqual(str(response), "bad")
         self.assertIsInstance(response, FramingError)
 
-    def test_hostOnlyForRequests(self):
+    def test_host_only_for_requests(self):
         """
         Host rules hold for requests (exactly one in HTTP/1.1) and not for
         responses, as the table says.
@@ -108,7 +108,7 @@ class StrictnessTableTests(SynchronousTestCase):
                                            head + b"\r\n\r\n", len(head)).status, 400)
         self.assertEqual(parse_response_head(b"HTTP/1.1 200 OK\r\nHost: a\r\nHost: b")[0], 200)
 
-    def test_contentLengthList(self):
+    def test_content_length_list(self):
         """
         A list of equal Content-Lengths is accepted from an upstream (as
         the table says) and refused from a client.
@@ -146,7 +146,7 @@ class TokenTests(SynchronousTestCase):
     Comma-separated token lists, one reading everywhere.
     """
 
-    def test_tokenSet(self):
+    def test_token_set(self):
         """
         Items are split on commas, stripped and lower-cased; empty ones
         are dropped.
@@ -155,14 +155,14 @@ class TokenTests(SynchronousTestCase):
                          {b"close", b"x-foo", b"keep-alive"})
         self.assertEqual(token_set(None), set())
 
-    def test_connectionFlags(self):
+    def test_connection_flags(self):
         """
         Whether C{close} and C{keep-alive} are listed.
         """
         self.assertEqual(connection_flags([b"Keep-Alive, Upgrade"]), (False, True))
         self.assertEqual(connection_flags([b"upgrade", b"CLOSE"]), (True, False))
 
-    def test_sameEverywhere(self):
+    def test_same_everywhere(self):
         """
         The proxy's hop-by-hop reading, the request parser and the
         response parser agree on which options a Connection header lists.
@@ -180,7 +180,7 @@ class SplitResponsesTests(SynchronousTestCase):
     connection's pipelined responses with the framing package.
     """
 
-    def test_framedByLengthAndChunks(self):
+    def test_framed_by_length_and_chunks(self):
         """
         Responses framed by Content-Length, by chunks and without a body
         are told apart; a malformed head is an error, not a guess.

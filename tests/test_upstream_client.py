@@ -169,7 +169,7 @@ class BuildRequestHeadTests(SynchronousTestCase):
     L{build_request_head}.
     """
 
-    def test_headersInOrder(self):
+    def test_headers_in_order(self):
         """
         The request line, then the headers as given, then the framing.
         """
@@ -177,7 +177,7 @@ class BuildRequestHeadTests(SynchronousTestCase):
             b"GET", b"/a?b=1", [(b"Host", b"h"), (b"X-A", b"1"), (b"x-a", b"2")])
         self.assertEqual(head, b"GET /a?b=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nx-a: 2\r\n\r\n")
 
-    def test_ownHeadersDropped(self):
+    def test_own_headers_dropped(self):
         """
         Content-Length, Transfer-Encoding, Connection and Expect given by the
         caller are dropped: the client decides framing and persistence.
@@ -190,7 +190,7 @@ class BuildRequestHeadTests(SynchronousTestCase):
         self.assertEqual(
             head, b"POST / HTTP/1.1\r\nHost: h\r\nX-Keep: 1\r\nContent-Length: 3\r\n\r\nabc")
 
-    def test_hostAddedWhenMissing(self):
+    def test_host_added_when_missing(self):
         """
         Without a Host header the given host is sent.
         """
@@ -206,7 +206,7 @@ class BuildRequestHeadTests(SynchronousTestCase):
         self.assertEqual(build_request_head(b"GET", b"/", [(b"Host", b"h")], close=True),
                          b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
 
-    def test_bodyLength(self):
+    def test_body_length(self):
         """
         L{body_length} handles no body, bytes and files (left at 0).
         """
@@ -438,21 +438,21 @@ class FramingTests(ConnectionCase):
         else:
             self.assertIn("lost", self.owner.events, label)
 
-    def test_atOnce(self):
+    def test_at_once(self):
         """
         Each framing case, its response arriving in one read.
         """
         for case in FRAMING_CASES + HOSTILE_HEAD_CASES:
             self.run_case(case, split=False)
 
-    def test_byteByByte(self):
+    def test_byte_by_byte(self):
         """
         Each framing case, its response arriving one byte per read.
         """
         for case in FRAMING_CASES + HOSTILE_HEAD_CASES:
             self.run_case(case, split=True)
 
-    def test_headersAsReceived(self):
+    def test_headers_as_received(self):
         """
         The sink gets the reason and every header as received, names
         unchanged, values without surrounding blanks.
@@ -466,7 +466,7 @@ class FramingTests(ConnectionCase):
             (b"X-Thing", b"a b"), (b"Set-Cookie", b"a=1"), (b"Set-Cookie", b"b=2"),
             (b"content-length", b"0")]))
 
-    def test_headTooLarge(self):
+    def test_head_too_large(self):
         """
         A response head over L{MAX_HEAD_SIZE} bytes is a bad response.
         """
@@ -477,7 +477,7 @@ class FramingTests(ConnectionCase):
         self.assertEqual(request.sink.outcome, ("response_failed", "bad_response"))
         self.assertTrue(self.transport.disconnecting)
 
-    def test_sizeLimits(self):
+    def test_size_limits(self):
         """
         A head, a chunk-size line or trailers larger than their limits are a
         bad response, whether they come in one read or in pieces.
@@ -496,7 +496,7 @@ class FramingTests(ConnectionCase):
                 self.assertEqual(request.sink.outcome, ("response_failed", "bad_response"))
                 self.assertTrue(self.transport.disconnecting)
 
-    def test_bodyStreamsAsItArrives(self):
+    def test_body_streams_as_it_arrives(self):
         """
         Body bytes reach the sink read by read, not after the whole body.
         """
@@ -509,7 +509,7 @@ class FramingTests(ConnectionCase):
         connection.dataReceived(b"ef")
         self.assertEqual((request.sink.body, request.sink.outcome), (b"abcdef", "end"))
 
-    def test_unsolicitedDataClosesIdle(self):
+    def test_unsolicited_data_closes_idle(self):
         """
         Bytes on an idle connection close it: its framing is lost.
         """
@@ -524,7 +524,7 @@ class SendTests(ConnectionCase):
     How requests are written.
     """
 
-    def test_smallBodyOneWrite(self):
+    def test_small_body_one_write(self):
         """
         A bytes body goes out in the same write as the head.
         """
@@ -535,7 +535,7 @@ class SendTests(ConnectionCase):
         self.assertEqual(writes, [
             b"PUT / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 4\r\n\r\ndata"])
 
-    def test_noBodyPost(self):
+    def test_no_body_post(self):
         """
         A POST without a body says Content-Length: 0; a GET says nothing.
         """
@@ -544,7 +544,7 @@ class SendTests(ConnectionCase):
         self.assertEqual(self.transport.value(),
                          b"POST / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 0\r\n\r\n")
 
-    def test_hostFallback(self):
+    def test_host_fallback(self):
         """
         A request without Host gets the server's address.
         """
@@ -552,7 +552,7 @@ class SendTests(ConnectionCase):
         self.send(connection, headers=[])
         self.assertEqual(self.transport.value(), b"GET / HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n\r\n")
 
-    def test_noKeepalive(self):
+    def test_no_keepalive(self):
         """
         A connection made without keep-alive asks the server to close.
         """
@@ -563,7 +563,7 @@ class SendTests(ConnectionCase):
         self.assertEqual(request.sink.outcome, "end")
         self.assertTrue(self.transport.disconnecting)
 
-    def test_largeBytesBody(self):
+    def test_large_bytes_body(self):
         """
         A large bytes body is written after the head, not copied into it.
         """
@@ -575,7 +575,7 @@ class SendTests(ConnectionCase):
         self.assertEqual(len(writes), 2)
         self.assertIs(writes[1], body)
 
-    def test_fileBodyBackPressure(self):
+    def test_file_body_back_pressure(self):
         """
         A file body is streamed: the client writes until the transport
         pauses it, and goes on when it drains.
@@ -601,7 +601,7 @@ class SendTests(ConnectionCase):
         self.assertEqual(request.sink.outcome, "end")
         self.assertEqual(self.owner.events, ["release", "finished"])
 
-    def test_fileBodyYieldsEachTurn(self):
+    def test_file_body_yields_each_turn(self):
         """
         A transport that never pushes back does not make the client write a
         large file in one reactor turn.
@@ -616,7 +616,7 @@ class SendTests(ConnectionCase):
         self.assertIsNone(self.transport.producer)
         self.assertTrue(self.transport.value().endswith(data))
 
-    def test_fileBodyRewound(self):
+    def test_file_body_rewound(self):
         """
         A file body is sent from its start whatever its position.
         """
@@ -627,7 +627,7 @@ class SendTests(ConnectionCase):
         self.assertTrue(self.transport.value().endswith(b"\r\n\r\nabcdef"))
         self.assertIsNone(self.transport.producer)
 
-    def test_earlyResponseStopsBody(self):
+    def test_early_response_stops_body(self):
         """
         A response that comes before the whole body is sent stops the
         upload, and the connection is not reused.
@@ -640,7 +640,7 @@ class SendTests(ConnectionCase):
         self.assertEqual((request.sink.status, request.sink.outcome), (413, "end"))
         self.assertTrue(transport.disconnecting)
 
-    def test_closedDuringUpload(self):
+    def test_closed_during_upload(self):
         """
         A server that closes while the body is being sent fails the exchange
         and stops the upload.
@@ -655,7 +655,7 @@ class SendTests(ConnectionCase):
         producer.resumeProducing()
         self.assertEqual(transport.value(), b"")
 
-    def test_truncatedFile(self):
+    def test_truncated_file(self):
         """
         A file body shorter than it claimed fails the exchange.
         """
@@ -675,7 +675,7 @@ class TimeoutTests(ConnectionCase):
     The read timeout.
     """
 
-    def test_noHead(self):
+    def test_no_head(self):
         """
         No response head within read_timeout: a timeout, the connection
         closed.
@@ -690,7 +690,7 @@ class TimeoutTests(ConnectionCase):
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_bodyStall(self):
+    def test_body_stall(self):
         """
         After the head, read_timeout counts between reads of the body.
         """
@@ -705,7 +705,7 @@ class TimeoutTests(ConnectionCase):
         self.assertEqual(request.sink.outcome, ("response_failed", "timeout"))
         self.assertEqual(request.sink.body, b"aaaaa")
 
-    def test_pausedIsNotStalled(self):
+    def test_paused_is_not_stalled(self):
         """
         While the client holds the response back, the upstream is not timed
         out; after resuming, it is again.
@@ -722,7 +722,7 @@ class TimeoutTests(ConnectionCase):
         self.clock.advance(5)
         self.assertEqual(request.sink.outcome, ("response_failed", "timeout"))
 
-    def test_idleTimerAfterResponse(self):
+    def test_idle_timer_after_response(self):
         """
         After a response, the only timer left is the idle timer the pool arms.
         """
@@ -753,7 +753,7 @@ class FlowTests(ConnectionCase):
         verifyObject(IConnectionOwner, owner)
         verifyObject(IHandshakeListener, HTTP11UpstreamConnection(owner, Clock(), 1))
 
-    def test_pauseBeforeSend(self):
+    def test_pause_before_send(self):
         """
         A handle paused before its request is sent pauses the connection as
         soon as it is.
@@ -764,7 +764,7 @@ class FlowTests(ConnectionCase):
         connection.send(request)
         self.assertEqual(self.transport.producerState, "paused")
 
-    def test_resumedBeforeReuse(self):
+    def test_resumed_before_reuse(self):
         """
         A response that completes while paused leaves the connection reading
         again for its next use.
@@ -798,7 +798,7 @@ class FlowTests(ConnectionCase):
         request.stopProducing()
         self.assertEqual(self.owner.events.count("finished"), 1)
 
-    def test_cancelFromSink(self):
+    def test_cancel_from_sink(self):
         """
         A sink that cancels while being handed the head stops the parse.
         """
@@ -809,7 +809,7 @@ class FlowTests(ConnectionCase):
         self.assertEqual((request.sink.body, request.sink.outcome), (b"", None))
         self.assertTrue(self.transport.disconnecting)
 
-    def test_deadReusedConnectionRetried(self):
+    def test_dead_reused_connection_retried(self):
         """
         A reused connection closed before any response byte hands an
         idempotent request back for one more try.
@@ -825,7 +825,7 @@ class FlowTests(ConnectionCase):
         self.assertTrue(request.retried)
         self.assertIsNone(request.sink.outcome)
 
-    def test_deadConnectionNotRetried(self):
+    def test_dead_connection_not_retried(self):
         """
         No retry for a non-idempotent request, for a request already retried,
         for a connection's first request, or once a response byte came.
@@ -856,7 +856,7 @@ class ConnectingTests(SynchronousTestCase):
         self.owner = RecordingOwner()
         self.clock = Clock()
 
-    def test_waitsForHandshake(self):
+    def test_waits_for_handshake(self):
         """
         Over TLS the request is written only after the handshake.
         """
@@ -869,7 +869,7 @@ class ConnectingTests(SynchronousTestCase):
         connection.handshakeCompleted()
         self.assertTrue(transport.value().startswith(b"GET / HTTP/1.1\r\n"))
 
-    def test_handshakeTimeout(self):
+    def test_handshake_timeout(self):
         """
         connect_timeout covers the TLS handshake.
         """
@@ -883,7 +883,7 @@ class ConnectingTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         self.assertEqual(transport.value(), b"")
 
-    def test_handshakeFailure(self):
+    def test_handshake_failure(self):
         """
         A connection lost during the handshake is a connect error: nothing
         was sent.
@@ -924,7 +924,7 @@ class ParseHeadTests(SynchronousTestCase):
     L{gatelayer.http1.parse_response_head} on its own.
     """
 
-    def test_refusalsSayWhy(self):
+    def test_refusals_say_why(self):
         """
         A refused head raises L{BadResponse} whose text names the offending
         line, field or rule, with hostile bytes escaped.
@@ -945,7 +945,7 @@ class ParseHeadTests(SynchronousTestCase):
                                  (b"Content-Length", b"3, 3")], False, 3, False, False, True))
         self.assertEqual(parse_head(b"HTTP/1.1 200"), (200, b"", [], True, None, False, False, False))
 
-    def test_sameGrammarAsServerChannel(self):
+    def test_same_grammar_as_server_channel(self):
         """
         A field line is accepted in an upstream response exactly when the
         strict server channel accepts it in a request: one field grammar on

@@ -73,7 +73,7 @@ class ReuseTests(PoolCase):
     Keep-alive reuse and idle connections.
     """
 
-    def test_connectsAndSends(self):
+    def test_connects_and_sends(self):
         """
         The first request opens a connection to the server and is written
         once it is up.
@@ -122,7 +122,7 @@ class ReuseTests(PoolCase):
         self.assertEqual(first_transport.value(), b"")
         self.assertNotEqual(second_transport.value(), b"")
 
-    def test_perServer(self):
+    def test_per_server(self):
         """
         Servers have separate connections and counts.
         """
@@ -135,7 +135,7 @@ class ReuseTests(PoolCase):
         self.assertEqual((self.upstreams.active(A), self.upstreams.active(B)), (1, 2))
         self.assertEqual(self.upstreams.active(ServerSpec("10.9.9.9", 1)), 0)
 
-    def test_keepaliveLimit(self):
+    def test_keepalive_limit(self):
         """
         At most C{keepalive} connections stay idle per server.
         """
@@ -150,7 +150,7 @@ class ReuseTests(PoolCase):
         self.assertTrue(second_transport.disconnecting)
         self.assertEqual(self.upstreams.stats(A), ServerStats(0, 1, 1, 0))
 
-    def test_noKeepalive(self):
+    def test_no_keepalive(self):
         """
         C{keepalive=0}: requests ask the server to close and no connection
         is kept.
@@ -162,7 +162,7 @@ class ReuseTests(PoolCase):
         protocol.dataReceived(OK)
         self.assertTrue(transport.disconnecting)
 
-    def test_idleTimeout(self):
+    def test_idle_timeout(self):
         """
         An idle connection is closed after keepalive_timeout.
         """
@@ -178,7 +178,7 @@ class ReuseTests(PoolCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_serverClosesIdle(self):
+    def test_server_closes_idle(self):
         """
         An idle connection the server closes leaves the pool; the next
         request opens a new one.
@@ -193,7 +193,7 @@ class ReuseTests(PoolCase):
         self.request()
         self.assertEqual(len(self.attempts()), 1)
 
-    def test_notReusedAfterFailure(self):
+    def test_not_reused_after_failure(self):
         """
         A connection whose exchange failed is closed, never reused.
         """
@@ -221,7 +221,7 @@ class RetryTests(PoolCase):
         protocol.connectionLost(Failure(ConnectionDone()))
         return handle, sink
 
-    def test_idempotentRetried(self):
+    def test_idempotent_retried(self):
         """
         An idempotent request is sent again, once, on a fresh connection.
         """
@@ -234,7 +234,7 @@ class RetryTests(PoolCase):
         self.assertEqual(sink.outcome, "end")
         self.assertEqual(self.upstreams.stats(A), ServerStats(0, 1, 1, 0))
 
-    def test_retryWithFileBody(self):
+    def test_retry_with_file_body(self):
         """
         A file body is sent whole again on the retry.
         """
@@ -242,7 +242,7 @@ class RetryTests(PoolCase):
         protocol, transport = self.connect()
         self.assertTrue(transport.value().endswith(b"\r\n\r\npayload"))
 
-    def test_retryFailsToo(self):
+    def test_retry_fails_too(self):
         """
         The fresh connection dying too is a failure: no second retry.
         """
@@ -252,7 +252,7 @@ class RetryTests(PoolCase):
         self.assertEqual(sink.outcome, ("response_failed", "connection_lost"))
         self.assertEqual(self.attempts(), [])
 
-    def test_nonIdempotentFails(self):
+    def test_non_idempotent_fails(self):
         """
         A non-idempotent request is not re-sent.
         """
@@ -281,7 +281,7 @@ class ConnectFailureTests(PoolCase):
         self.assertEqual(self.upstreams.stats(A), ServerStats(0, 0, 0, 0))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_connectTimeout(self):
+    def test_connect_timeout(self):
         """
         No connection within connect_timeout: a timeout, and the attempt is
         stopped.
@@ -296,7 +296,7 @@ class ConnectFailureTests(PoolCase):
         self.assertEqual(self.upstreams.stats(A), ServerStats(0, 0, 0, 0))
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_reactorTimeout(self):
+    def test_reactor_timeout(self):
         """
         The reactor's own connect timeout is a timeout too.
         """
@@ -306,7 +306,7 @@ class ConnectFailureTests(PoolCase):
             self.reactor.connectors[0], Failure(TimeoutError()))
         self.assertEqual(sink.outcome, ("connect_failed", "timeout"))
 
-    def test_cancelWhileConnecting(self):
+    def test_cancel_while_connecting(self):
         """
         A request cancelled while its connection is being made leaves the
         connection to the pool.
@@ -326,7 +326,7 @@ class LimitTests(PoolCase):
     max_connections and max_pending.
     """
 
-    def test_queuedUntilFree(self):
+    def test_queued_until_free(self):
         """
         Over max_connections a request waits, and gets the first connection
         that frees up.
@@ -345,7 +345,7 @@ class LimitTests(PoolCase):
         self.assertEqual(second_sink.outcome, "end")
         self.assertEqual(self.upstreams.stats(A), ServerStats(0, 1, 1, 0))
 
-    def test_queueFull(self):
+    def test_queue_full(self):
         """
         With max_pending requests waiting, the next one is overloaded at
         once, but not from within request().
@@ -359,7 +359,7 @@ class LimitTests(PoolCase):
         self.assertEqual(sink.outcome, ("connect_failed", "overloaded"))
         self.assertEqual(self.upstreams.stats(A), ServerStats(2, 1, 0, 1))
 
-    def test_noQueue(self):
+    def test_no_queue(self):
         """
         max_pending 0: over max_connections is overloaded.
         """
@@ -369,7 +369,7 @@ class LimitTests(PoolCase):
         self.reactor.advance(0)
         self.assertEqual(sink.outcome, ("connect_failed", "overloaded"))
 
-    def test_cancelOverloaded(self):
+    def test_cancel_overloaded(self):
         """
         A request cancelled before its overload is reported hears nothing.
         """
@@ -380,7 +380,7 @@ class LimitTests(PoolCase):
         self.reactor.advance(0)
         self.assertEqual(sink.calls, 0)
 
-    def test_queueWaitLimit(self):
+    def test_queue_wait_limit(self):
         """
         A request that waited connect_timeout in the queue is overloaded.
         """
@@ -392,7 +392,7 @@ class LimitTests(PoolCase):
         self.assertEqual(sink.outcome, ("connect_failed", "overloaded"))
         self.assertEqual(self.upstreams.stats(A), ServerStats(1, 1, 0, 0))
 
-    def test_cancelQueued(self):
+    def test_cancel_queued(self):
         """
         A cancelled waiting request leaves the queue quietly.
         """
@@ -407,7 +407,7 @@ class LimitTests(PoolCase):
         self.assertEqual(sink.calls, 0)
         self.assertEqual(self.upstreams.stats(A), ServerStats(0, 1, 1, 0))
 
-    def test_failedConnectionServesQueue(self):
+    def test_failed_connection_serves_queue(self):
         """
         When a connection fails, a waiting request gets a new attempt.
         """
@@ -428,7 +428,7 @@ class FlowTests(PoolCase):
     Back-pressure and cancellation through the handle.
     """
 
-    def test_pauseResume(self):
+    def test_pause_resume(self):
         """
         Pausing the handle pauses reading from the upstream socket.
         """
@@ -442,7 +442,7 @@ class FlowTests(PoolCase):
         handle.pauseProducing()
         self.assertEqual(transport.producerState, "paused")
 
-    def test_cancelSent(self):
+    def test_cancel_sent(self):
         """
         Cancelling a sent request closes its connection; the pool forgets it.
         """
@@ -456,7 +456,7 @@ class FlowTests(PoolCase):
         self.assertEqual(sink.calls, 0)
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
-    def test_readTimeout(self):
+    def test_read_timeout(self):
         """
         No response head within read_timeout: a timeout.
         """
@@ -473,14 +473,14 @@ class CloseTests(PoolCase):
     Closing the pool at drain or stop.
     """
 
-    def test_closeEmpty(self):
+    def test_close_empty(self):
         """
         A pool without connections closes at once.
         """
         self.pool()
         self.successResultOf(self.upstreams.close())
 
-    def test_closeWaitsForConnections(self):
+    def test_close_waits_for_connections(self):
         """
         Idle connections close at once, busy ones after their response; the
         Deferred fires when none is left, with no timer left behind.
@@ -596,7 +596,7 @@ class MemoryExchangeTests(PoolCase):
         self.assertEqual(self.attempts(), [])
         self.assertEqual(self.upstreams.stats(A), ServerStats(0, 1, 1, 0))
 
-    def test_siteChunked(self):
+    def test_site_chunked(self):
         """
         A body the Site writes in pieces comes chunked and is de-chunked.
         """
@@ -608,7 +608,7 @@ class MemoryExchangeTests(PoolCase):
         self.assertEqual(sink.body, b"".join(b"piece %d;" % (i,) for i in range(10)))
         self.assertEqual(sink.outcome, "end")
 
-    def test_siteOverTLS(self):
+    def test_site_over_tls(self):
         """
         With a TLS creator the request goes through a real TLS handshake.
         """
@@ -626,7 +626,7 @@ class MemoryExchangeTests(PoolCase):
         self.assertEqual((sink.status, sink.body, sink.outcome),
                          (200, b"hello from example.com", "end"))
 
-    def test_tlsToPlainServer(self):
+    def test_tls_to_plain_server(self):
         """
         A TLS handshake with a server that does not speak TLS is a connect
         error: nothing was sent.
@@ -638,7 +638,7 @@ class MemoryExchangeTests(PoolCase):
         self.assertEqual(sink.outcome, ("connect_failed", "connect_error"))
         self.assertEqual(self.upstreams.stats(A), ServerStats(0, 0, 0, 0))
 
-    def test_scriptedFraming(self):
+    def test_scripted_framing(self):
         """
         Every framing case against a scripted server protocol: the same
         outcomes as read by the connection alone.
@@ -664,7 +664,7 @@ class MemoryExchangeTests(PoolCase):
             self.successResultOf(closed)
             self.assertEqual(self.upstreams.stats(A), ServerStats(0, 0, 0, 0), name)
 
-    def test_scriptedHostileHeads(self):
+    def test_scripted_hostile_heads(self):
         """
         Every hostile head and framing case from a scripted server, written
         whole and then one byte per write (each delivered in its own read):

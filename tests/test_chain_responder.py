@@ -22,7 +22,8 @@ from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.static import FileStreamer
 from gatelayer.testing.server import InMemoryGateway, parse_response
 from gatelayer.testing.transports import FillingTransport
-from tests.test_http_server import set_filters, with_server
+from gatelayer.testing.server import with_server
+from tests.test_http_server import set_filters
 
 CONFIG = """
 [gateway]

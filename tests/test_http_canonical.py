@@ -19,7 +19,7 @@ from gatelayer.http.canonical import (
 from gatelayer.http1 import BadRequest
 from gatelayer.observe.accesslog import AccessLog
 from gatelayer.testing.server import InMemoryGateway, parse_response
-from tests.test_http_server import with_server
+from gatelayer.testing.server import with_server
 
 # (raw path, normalized) with the defaults (merge_slashes, escaped_slashes = reject).
 NORMALIZED = [

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gatelayer.http.headers import downstream_headers
 from gatelayer.testing.server import InMemoryGateway, parse_response
-from tests.test_http_server import with_server
+from gatelayer.testing.server import with_server
 
 CONFIG = """
 [gateway]

@@ -21,7 +21,7 @@ from gatelayer.http.errors import raw_error_response, reason_phrase, valid_statu
 from gatelayer.testing.server import InMemoryGateway, parse_response
 from tests.test_http_lean import GOOD, LeanGateway
 from tests.test_http_proxy import CONFIG as PROXY_CONFIG
-from tests.test_http_server import with_server
+from gatelayer.testing.server import with_server
 
 # Sun, 06 Nov 1994 08:49:37 GMT, the example of RFC 9110 section 5.6.7.
 EXAMPLE_TIME = 784111777

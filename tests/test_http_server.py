@@ -15,15 +15,8 @@ from gatelayer.chain import IFilter, ITerminal, Reply, RouteChain
 from gatelayer.http.contract import IGatewayRequest, RequestRouting
 from gatelayer.http.lean_request import LeanRequest
 from gatelayer.http.request import GatewayRequest
-from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
 
-
-def with_server(config_text, http_server):
-    """
-    C{config_text} with C{[gateway] http_server} set: each test class runs
-    once per server channel (twisted.web's and the lean one).
-    """
-    return config_text.replace("[gateway]\n", "[gateway]\nhttp_server = %s\n" % (http_server,), 1)
 
 
 CONFIG = """

@@ -54,6 +54,14 @@ class InMemoryGateway:
         return transport.value()
 
 
+def with_server(config_text, http_server):
+    """
+    C{config_text} with C{[gateway] http_server} set (C{"gatelayer"} or
+    C{"twisted"}): how a test class runs once per server channel.
+    """
+    return config_text.replace("[gateway]\n", "[gateway]\nhttp_server = %s\n" % (http_server,), 1)
+
+
 def parse_response(data):
     """
     Split one HTTP response into C{(status, headers dict of lower-case

@@ -21,16 +21,10 @@ from twisted.trial.unittest import TestCase
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.testing.certs import CertificateAuthority, tls_client_creator
 from gatelayer.testing.gateway import GatewayProcess
-from gatelayer.testing.server import parse_response, split_responses
+from gatelayer.testing.server import parse_response, split_responses, with_server
 from gatelayer.testing.upstreams import UpstreamServer
 from tests.integration import test_gateway
 
-
-def with_server(config_text, http_server):
-    """
-    C{config_text} with C{[gateway] http_server} set.
-    """
-    return config_text.replace("[gateway]\n", "[gateway]\nhttp_server = %s\n" % (http_server,), 1)
 
 
 class TwistedChannelIntegrationTests(test_gateway.GatewayIntegrationTests):

@@ -194,3 +194,21 @@ class SplitResponsesTests(SynchronousTestCase):
             (204, {b"x-a": [b"1"]}, b""),
         ])
         self.assertRaises(BadResponse, split_responses, b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n")
+
+
+class ResponseSerializationTests(SynchronousTestCase):
+    """
+    The response side of the framing package's serialization.
+    """
+
+    def test_status_line_and_head(self):
+        """
+        A status line and a head written in order, with the body in the
+        same bytes; what the package writes, it parses back.
+        """
+        from gatelayer.http1 import build_response_head, status_line
+        data = build_response_head(status_line(404, b"Not Found"),
+                                   [(b"Content-Length", b"2"), (b"X-A", b"1")], b"no")
+        self.assertEqual(data, b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nX-A: 1\r\n\r\nno")
+        status, headers, body = split_responses(data)[0]
+        self.assertEqual((status, headers[b"x-a"], body), (404, [b"1"], b"no"))

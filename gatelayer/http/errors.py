@@ -6,6 +6,7 @@ from twisted.logger import Logger
 from twisted.web.http import RESPONSES
 
 from gatelayer.chain import error_body
+from gatelayer.http1 import build_response_head, status_line
 
 _log = Logger()
 
@@ -57,14 +58,9 @@ def raw_error_response(status, message, date=None, extra_headers=()):
         response (Strict-Transport-Security on a TLS listener).
     """
     body = error_body(status, message)
-    parts = [
-        b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status)),
-        b"Content-Type: application/json\r\n",
-        b"Content-Length: %d\r\n" % (len(body),),
-    ]
+    headers = [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % (len(body),))]
     if date is not None:
-        parts.append(b"Date: %s\r\n" % (date,))
-    for name, value in extra_headers:
-        parts.append(b"%s: %s\r\n" % (name, value))
-    parts += (b"Connection: close\r\n\r\n", body)
-    return b"".join(parts)
+        headers.append((b"Date", date))
+    headers.extend(extra_headers)
+    headers.append((b"Connection", b"close"))
+    return build_response_head(status_line(status, reason_phrase(status)), headers, body)

@@ -14,7 +14,7 @@ from zope.interface import implementer
 from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
-from gatelayer.http1 import connection_flags
+from gatelayer.http1 import connection_flags, status_line
 
 __all__ = ["LeanRequest"]
 
@@ -47,7 +47,7 @@ def _status_line(code):
     """
     line = _STATUS_LINES.get(code)
     if line is None:
-        line = _STATUS_LINES[code] = b"HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code))
+        line = _STATUS_LINES[code] = status_line(code, reason_phrase(code))
     return line
 
 
@@ -264,12 +264,12 @@ class LeanRequest:
 
     def _write_head(self, data, finishing):
         code = self.code
-        status_line = _STATUS_LINES.get(code)
-        if status_line is None:
+        line = _STATUS_LINES.get(code)
+        if line is None:
             # Not yet seen, or not a status at all (a code assigned
             # directly rather than through setResponseCode).
             code = self.code = valid_status(code)
-            status_line = _status_line(code)
+            line = _status_line(code)
         raw = _raw_headers(self.responseHeaders)
         channel = self.channel
         # A Date already there (an upstream's, a cached response's) is kept
@@ -283,7 +283,7 @@ class LeanRequest:
             raw[name] = [value]
         version11 = self.clientproto == b"HTTP/1.1"
         keep = self.keep_alive and channel.persistent
-        parts = [status_line]
+        parts = [line]
         append = parts.append
         if dates is None:
             append(channel.date.line())

@@ -17,12 +17,14 @@ from gatelayer.http1.chunked import ChunkedDecoder
 from gatelayer.http1.heads import (
     HeadScanner, RequestHead, parse_request_head, parse_response_head, parse_status_line,
 )
-from gatelayer.http1.serialize import BODY_METHODS, body_length, build_request_head
+from gatelayer.http1.serialize import (
+    BODY_METHODS, body_length, build_request_head, build_response_head, status_line,
+)
 from gatelayer.http1.tokens import connection_flags, token_set
 
 __all__ = [
     "BODY_METHODS", "CHUNK_SIZE", "MAX_CONTENT_LENGTH_DIGITS", "REQUEST", "RESPONSE",
     "STRICTNESS", "BadRequest", "BadResponse", "ChunkedDecoder", "FramingError", "HeadScanner",
-    "Limits", "RequestHead", "body_length", "build_request_head", "connection_flags",
-    "parse_request_head", "parse_response_head", "parse_status_line", "token_set", "valid_field",
+    "Limits", "RequestHead", "body_length", "build_request_head", "build_response_head", "connection_flags",
+    "parse_request_head", "parse_response_head", "parse_status_line", "status_line", "token_set", "valid_field",
 ]

@@ -1,10 +1,11 @@
 """
-Serialization of HTTP/1.1 request heads, as the upstream client sends them:
-one join per request, the framing headers decided here rather than copied
-from the client's request.
+Serialization of HTTP/1.1 heads: request heads as the upstream client sends
+them (one join per request, the framing headers decided here rather than
+copied from the client's request), and the status line and header block of
+the responses the gateway writes itself.
 """
 
-__all__ = ["BODY_METHODS", "body_length", "build_request_head"]
+__all__ = ["BODY_METHODS", "body_length", "build_request_head", "build_response_head", "status_line"]
 
 # Methods whose requests carry a body by definition: without one they are
 # sent with "Content-Length: 0" (RFC 9110 8.6).
@@ -62,6 +63,32 @@ def build_request_head(method, target, headers, content_length=None, host=None,
         parts.append(b"Content-Length: %d\r\n" % (content_length,))
     if close:
         parts.append(b"Connection: close\r\n")
+    parts.append(b"\r\n")
+    if body:
+        parts.append(body)
+    return b"".join(parts)
+
+
+def status_line(code, reason):
+    """
+    The status line of a response with status C{code} (an int from 100 to
+    599) and reason phrase C{reason} (bytes: the gateway's own, never one
+    relayed from elsewhere).
+    """
+    return b"HTTP/1.1 %d %s\r\n" % (code, reason)
+
+
+def build_response_head(line, headers, body=b""):
+    """
+    The bytes of a response head: the status C{line} (from L{status_line}),
+    the C{(name, value)} pairs of C{headers} in order, the empty line, and
+    C{body} appended to go out in the same write. The caller has decided the
+    framing headers; values are the gateway's own or already checked.
+    """
+    parts = [line]
+    add = parts.extend
+    for name, value in headers:
+        add((name, b": ", value, b"\r\n"))
     parts.append(b"\r\n")
     if body:
         parts.append(body)

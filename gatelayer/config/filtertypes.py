@@ -12,6 +12,7 @@ FILTER_TYPES = {
     "rate_limit": "gatelayer.config.filter_ratelimit",
     "jwt": "gatelayer.config.filter_jwt",
     "api_key": "gatelayer.config.filter_apikey",
+    "cors": "gatelayer.config.filter_cors",
     "validate": "gatelayer.config.filter_validate",
 }
 

@@ -22,6 +22,7 @@ FILTER_MODULES = {
     "rate_limit": "gatelayer.filters.ratelimit",
     "jwt": "gatelayer.filters.jwt",
     "api_key": "gatelayer.filters.apikey",
+    "cors": "gatelayer.filters.cors",
     "validate": "gatelayer.filters.validate",
 }
 

@@ -3,7 +3,7 @@ The worker's gateway: route table, filter chains and terminals built once per
 config, and the per-request path through them.
 """
 
-from attrs import frozen
+from attrs import evolve, frozen
 from twisted.logger import Logger
 
 from gatelayer.chain import Exchange, RouteChain, error_body, run_request_phase
@@ -60,6 +60,19 @@ def credential_query_names(config):
                 name = source[1]
                 names.add(name.encode("ascii") if isinstance(name, str) else name)
     return frozenset(names)
+
+
+def _with_preflight(spec, config):
+    """
+    C{spec} (a L{gatelayer.config.model.RouteSpec}) as the route table sees
+    it for CORS preflights: with OPTIONS among its C{methods} when one of
+    its filters is of type C{cors}, unchanged otherwise.
+    """
+    if spec.methods is None or "OPTIONS" in spec.methods:
+        return spec
+    if not any(config.filters[name].type == "cors" for name in spec.filters):
+        return spec
+    return evolve(spec, methods=spec.methods | {"OPTIONS"})
 
 
 @frozen
@@ -123,6 +136,7 @@ class Gateway:
         self.filters = {name: build_filter(spec, services) for name, spec in config.filters.items()}
         self.upstreams = upstreams or {}
         entries = []
+        preflight_entries = []
         default_limit = config.gateway.max_body_size
         for spec in config.routes:
             if spec.terminal == "upstream":
@@ -136,7 +150,15 @@ class Gateway:
             runtime = RouteRuntime(spec, filters, terminal, limit,
                                    RouteChain.build(filters, self._server_header))
             entries.append((spec, runtime))
+            preflight_entries.append((_with_preflight(spec, config), runtime))
         self.table = RouteTable(entries)
+        # CORS preflights (OPTIONS with Access-Control-Request-Method) also
+        # match the routes whose cors filter answers them, whatever their
+        # methods; every other request is routed by the table above.
+        if preflight_entries != entries:
+            self._preflight_table = RouteTable(preflight_entries)
+        else:
+            self._preflight_table = self.table
         self._default_limit = default_limit
 
     # -- the request path --------------------------------------------------
@@ -194,7 +216,10 @@ class Gateway:
         if form == "asterisk":
             match, limit = _OPTIONS_MATCH, self._default_limit
         else:
-            match = self.table.match(host, path, method.decode("ascii"))
+            table = self.table
+            if method == b"OPTIONS" and b"Access-Control-Request-Method" in raw:
+                table = self._preflight_table
+            match = table.match(host, path, method.decode("ascii"))
             limit = self._default_limit if match.route is None else match.route.body_limit
         routing = request.routing = RequestRouting(match, host, limit, self)
         self.requests += 1

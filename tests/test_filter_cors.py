@@ -17,6 +17,7 @@ from gatelayer.config.model import FilterSpec
 from gatelayer.config.reader import SectionReader
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.cors import CorsFilter
+from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
 
 ORIGINS = "https://app.example.com, https://*.example.org, regex:^https://(a|b)\\.example\\.net$, http://localhost:3000"
 
@@ -370,3 +371,90 @@ class ActualRequestTests(SynchronousTestCase):
                              FilterServices(reactor=None, master=None, config=None))
         self.assertIsInstance(built, CorsFilter)
         self.assertEqual(built.name, "web")
+
+
+ROUTING = """
+[listener:web]
+bind = 127.0.0.1:8080
+[filter:cors]
+type = cors
+origins = https://app.example.com
+[filter:other-cors]
+type = cors
+origins = https://other.example.com
+[route:api]
+path = /api/
+methods = GET
+filters = cors
+respond = 200 api
+[route:open]
+path = /open/
+methods = OPTIONS, GET
+filters = other-cors
+respond = 200 open
+[route:plain]
+path = /plain/
+methods = GET
+respond = 200 plain
+"""
+
+
+class RoutingTests(SynchronousTestCase):
+    """
+    A route with a cors filter also matches preflights, whatever its
+    methods; every other request is routed as before.
+    """
+
+    http_server = "gatelayer"
+
+    def setUp(self):
+        self.gate = InMemoryGateway(with_server(ROUTING, self.http_server))
+
+    def request(self, method, path, *headers):
+        """
+        Send one request; return C{(status, headers, body)}.
+        """
+        head = b"%s %s HTTP/1.1\r\nHost: x\r\n" % (method, path)
+        head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        return parse_response(self.gate.exchange(head + b"\r\n"))
+
+    def test_table(self):
+        """
+        Preflights reach the cors filter of a route whose methods lack
+        OPTIONS; plain OPTIONS there, and preflights on a route without a
+        cors filter, still get 405.
+        """
+        origin = (b"Origin", b"https://app.example.com")
+        asked = (b"Access-Control-Request-Method", b"GET")
+        table = [
+            ((b"OPTIONS", b"/api/x", origin, asked), 204, b"https://app.example.com"),
+            ((b"OPTIONS", b"/api/x", (b"Origin", b"https://evil.test"), asked), 403, None),
+            ((b"OPTIONS", b"/api/x", origin), 405, None),
+            ((b"OPTIONS", b"/api/x"), 405, None),
+            ((b"OPTIONS", b"/plain/x", origin, asked), 405, None),
+            ((b"OPTIONS", b"/open/x", (b"Origin", b"https://other.example.com"), asked), 204,
+             b"https://other.example.com"),
+            ((b"GET", b"/api/x", origin), 200, b"https://app.example.com"),
+            ((b"GET", b"/api/x"), 200, None),
+        ]
+        for request, status, allowed in table:
+            got, headers, _ = self.request(*request)
+            self.assertEqual(got, status, request)
+            self.assertEqual(headers.get(b"access-control-allow-origin"),
+                             None if allowed is None else [allowed], request)
+
+    def test_vary_on_route_responses(self):
+        """
+        Every response of a cors route carries C{Vary: Origin}; a route
+        without one gets none.
+        """
+        self.assertEqual(self.request(b"GET", b"/api/x")[1][b"vary"], [b"Origin"])
+        self.assertNotIn(b"vary", self.request(b"GET", b"/plain/x")[1])
+
+
+class TwistedChannelRoutingTests(RoutingTests):
+    """
+    The same through the twisted.web channel.
+    """
+
+    http_server = "twisted"

@@ -35,7 +35,10 @@ MESSAGE_LIMIT = 200
 """A schema failure message longer than this (it would quote a long value
 of the request) is replaced by one naming the schema keyword only."""
 
-_BRACKETS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.S)
+# A string runs to its closing quote or, unterminated, to the end (and a
+# lone trailing backslash belongs to it): the pattern never fails from a
+# quote, so the scan stays linear on hostile input.
+_BRACKETS = re.compile(r'"[^"\\]*(?:\\[\s\S]?[^"\\]*)*(?:"|\Z)|[\[\]{}]')
 _BOM = b"\xef\xbb\xbf"
 _TITLES = {400: "Bad Request", 413: "Content Too Large", 415: "Unsupported Media Type"}
 

@@ -487,6 +487,20 @@ class ProxiedHeadTests(SynchronousTestCase):
                 self.assertIn(head_lines(data)[0], (b"HTTP/1.1 201 Created", b"HTTP/1.1 502 Bad Gateway"))
                 self.assertNotIn(reason or b"\x00", data)
 
+    def test_no_content_length_on_204(self):
+        """
+        A 204 never carries Content-Length (RFC 9110 8.6), whether the
+        upstream sent one or not, and the connection stays usable.
+        """
+        for given in (b"Content-Length: 0\r\n", b""):
+            with self.subTest(given=given):
+                data = self.proxied(b"HTTP/1.1 204 No Content\r\n" + given + b"X-A: 1\r\n\r\n")
+                lines = [line.lower() for line in head_lines(data)]
+                self.assertEqual(lines[0], b"http/1.1 204 no content")
+                self.assertIn(b"x-a: 1", lines)
+                self.assertFalse([line for line in lines if line.startswith(b"content-length")], lines)
+                self.assertTrue(data.endswith(b"\r\n\r\n"), data)
+
     def test_upstream_status_out_of_range(self):
         """
         An upstream status of 600 or more is answered 502 with a

@@ -281,6 +281,10 @@ class LeanRequest:
             dates = None
         for name, value in channel.extra_headers:
             raw[name] = [value]
+        if code < 200 or code == 204:
+            # RFC 9110 8.6: never a Content-Length on 1xx and 204 (an
+            # upstream's included).
+            raw.pop(b"Content-Length", None)
         version11 = self.clientproto == b"HTTP/1.1"
         keep = self.keep_alive and channel.persistent
         parts = [line]

@@ -136,6 +136,9 @@ class GatewayRequest(http.Request):
             # rather than through setResponseCode.
             code = self.code = valid_status(self.code)
             self.code_message = reason_phrase(code)
+            if code < 200 or code == 204:
+                # RFC 9110 8.6: never a Content-Length on 1xx and 204.
+                headers.removeHeader(b"content-length")
         super().write(data)
 
     def on_lost(self, callback):

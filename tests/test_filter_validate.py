@@ -325,6 +325,19 @@ class FilterTests(ValidateTestsMixin, SynchronousTestCase):
         for method in (b"GET", b"DELETE", b"POST", b"HEAD", b"OPTIONS"):
             self.assertIsNone(flt.on_request(_exchange(b"", None, method)), method)
 
+    def test_empty_json_requests(self):
+        """
+        An empty request declared as JSON passes for a method without a
+        body and is refused as not JSON for POST, PUT and PATCH.
+        """
+        flt = self.make()
+        for method in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
+            self.assertIsNone(flt.on_request(_exchange(b"", b"application/json", method)), method)
+        for method in (b"POST", b"PUT", b"PATCH"):
+            reply = flt.on_request(_exchange(b"", b"application/json", method))
+            self.assertEqual(reply.status, 400, method)
+            self.assertIn("is empty", self.problem(reply)["detail"])
+
     def test_other_content_types(self):
         """
         A body of another type, or without a type, gets 415; with

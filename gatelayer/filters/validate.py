@@ -21,7 +21,10 @@ from zope.interface import implementer
 
 from gatelayer.chain import IFilter, json_reply
 
-__all__ = ["MAX_DEPTH", "BodyRefusal", "ValidateFilter", "build_filter", "json_pointer", "parse_json_body"]
+__all__ = [
+    "BODY_METHODS", "MAX_DEPTH", "PROBLEM_JSON", "BodyRefusal", "ValidateFilter", "build_filter", "is_json",
+    "json_pointer", "media_type", "parse_json_body",
+]
 
 MAX_DEPTH = 64
 """The deepest nesting of arrays and objects a body may have: deeper ones
@@ -40,6 +43,11 @@ of the request) is replaced by one naming the schema keyword only."""
 # quote, so the scan stays linear on hostile input.
 _BRACKETS = re.compile(r'"[^"\\]*(?:\\[\s\S]?[^"\\]*)*(?:"|\Z)|[\[\]{}]')
 _BOM = b"\xef\xbb\xbf"
+
+BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
+"""The methods whose empty body, sent as JSON, is refused as not JSON; an
+empty request of another method (a C{GET} whose client always sends
+C{Content-Type: application/json}) passes."""
 _TITLES = {400: "Bad Request", 413: "Content Too Large", 415: "Unsupported Media Type"}
 
 
@@ -221,7 +229,7 @@ class ValidateFilter:
         """
         kind, charset = media_type(exchange.headers)
         length = exchange.body_length()
-        if length == 0 and kind is None:
+        if length == 0 and (kind is None or exchange.method not in BODY_METHODS):
             return
         if kind is None or not is_json(kind):
             if self.settings.require_json:

@@ -62,6 +62,11 @@ class Exchange(Responder):
         C{jwt.sub} reads C{context["jwt.claims"]["sub"]}).
     @ivar response_headers: C{(name, value)} byte pairs added to the response
         sent to the client (e.g. C{RateLimit} headers).
+    @ivar response_header_edits: C{(name, new_name)} pairs of lower-case
+        bytes a filter's C{on_response} asks for: the responder renames the
+        terminal's C{name} headers to C{new_name} (removes them when
+        C{new_name} is L{None}), once, after every C{on_response} ran and
+        before C{response_headers} are added (so what filters add stays).
     @ivar status: the response status once known (for C{on_response}).
     @ivar request: the request being answered (provides
         L{gatelayer.http.contract.IGatewayRequest}); L{None} for an
@@ -85,6 +90,7 @@ class Exchange(Responder):
     route: str = ""
     context: dict = field(factory=dict)
     response_headers: list = field(factory=list)
+    response_header_edits: tuple = ()
     status: int = 0
     request: object = None
     chain: object = NO_FILTERS

@@ -66,12 +66,24 @@ class RouteChain:
 NO_FILTERS = RouteChain()
 
 
+def _edit(raw, edits):
+    for name, new_name in edits:
+        values = raw.getRawHeaders(name)
+        if values is None:
+            continue
+        raw.removeHeader(name)
+        if new_name is not None:
+            for value in values:
+                raw.addRawHeader(new_name, value)
+
+
 @implementer(IBodySink)
 class Responder:
     """
     The responding half of L{gatelayer.chain.Exchange} (a mixin: the
     exchange holds C{request}, C{chain}, C{ran}, C{status},
-    C{response_headers} and C{body_filters}).
+    C{response_headers}, C{response_header_edits} and
+    C{body_filters}).
 
     C{request} provides the gateway's request contract
     (L{gatelayer.http.contract.IGatewayRequest}): C{setResponseCode},
@@ -172,6 +184,8 @@ class Responder:
                     filters[i] for i in reversed(chain.body_hooks) if i < ran)
                 if self._drops_length:
                     raw.removeHeader(b"content-length")
+            if self.response_header_edits:
+                _edit(raw, self.response_header_edits)
         for name, value in self.response_headers:
             raw.addRawHeader(name, value)
 

@@ -93,6 +93,9 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
         for name in route.filters:
             if name not in filters:
                 problems.append(f"{path} [route:{route.name}] filters: no section [filter:{name}]")
+    if any(spec.type == "transform" for spec in filters.values()):
+        from gatelayer.config.filter_transform import identity_problems
+        problems.extend(identity_problems(path, filters))
     seen = {}
     for route in routes:
         key = (route.host, route.path, route.methods)

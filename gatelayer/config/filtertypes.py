@@ -14,6 +14,7 @@ FILTER_TYPES = {
     "api_key": "gatelayer.config.filter_apikey",
     "cors": "gatelayer.config.filter_cors",
     "validate": "gatelayer.config.filter_validate",
+    "transform": "gatelayer.config.filter_transform",
 }
 
 

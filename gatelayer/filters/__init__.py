@@ -24,6 +24,7 @@ FILTER_MODULES = {
     "api_key": "gatelayer.filters.apikey",
     "cors": "gatelayer.filters.cors",
     "validate": "gatelayer.filters.validate",
+    "transform": "gatelayer.filters.transform",
 }
 
 

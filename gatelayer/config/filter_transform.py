@@ -99,16 +99,6 @@ class TransformSettings:
     query_remove: tuple = ()
     query_add: tuple = ()
 
-    def request_header_names(self):
-        """
-        Every request header name this transform sets, removes or renames
-        (either side of a rename), lower-case bytes.
-        """
-        names = set(self.request_remove)
-        names.update(name for pair in self.request_rename for name in pair)
-        names.update(t.name for t in self.request_set + self.request_add)
-        return names
-
 
 def parse_template(text):
     """

@@ -313,6 +313,20 @@ class RequestTests(SynchronousTestCase):
             self.assertIsNone(_filter(rewrite=rewrite).on_request(exchange), rewrite)
             self.assertEqual(exchange.path, expected, (rewrite, path))
 
+    def test_rewrite_follows_gateway_settings(self):
+        """
+        A rewritten path is normalized with the gateway's own settings:
+        slashes stay unmerged with C{merge_slashes = no}, and an encoded
+        slash is decoded with C{escaped_slashes = decode}, kept otherwise.
+        """
+        settings, problems = _parse(rewrite="^/x/(.*) /y//\\1%2fz")
+        self.assertEqual(problems, [])
+        for merge, slashes, expected in [(True, "reject", b"/y/a%2Fz"), (False, "keep", b"/y//a%2Fz"),
+                                         (True, "decode", b"/y/a/z")]:
+            exchange = _exchange(b"/x/a")
+            self.assertIsNone(TransformFilter("tf", settings, merge, slashes).on_request(exchange))
+            self.assertEqual(exchange.path, expected, (merge, slashes))
+
     def test_rewrite_refused(self):
         """
         A rewrite result that climbs above the root, does not start with

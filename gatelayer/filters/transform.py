@@ -108,13 +108,18 @@ class TransformFilter:
     on the way out.
     """
 
-    def __init__(self, name, settings):
+    def __init__(self, name, settings, merge_slashes=True, escaped_slashes="keep"):
         """
         @param name: the filter's section name.
         @param settings: its L{gatelayer.config.filter_transform.TransformSettings}.
         """
         self.name = name
         self.settings = settings
+        # A rewritten path is normalized as the gateway normalizes a
+        # client's (its [gateway] settings); escapes the operator wrote are
+        # kept unless the gateway decodes them.
+        self._merge_slashes = merge_slashes
+        self._escaped_slashes = "decode" if escaped_slashes == "decode" else "keep"
         self._response_edits = (
             tuple((name, None) for name in settings.response_remove)
             + tuple(settings.response_rename)
@@ -172,7 +177,7 @@ class TransformFilter:
         try:
             if _PATH_BYTES.match(rewritten) is None or b"?" in rewritten:
                 raise BadRequest(400, "not an absolute path")
-            exchange.path = normalize_path(rewritten, escaped_slashes="keep")
+            exchange.path = normalize_path(rewritten, self._merge_slashes, self._escaped_slashes)
         except BadRequest as e:
             _log.warn("transform {filter} refused a rewritten path ({reason}): {path!r}",
                       filter=self.name, reason=e.message, path=rewritten, route=exchange.route)
@@ -211,6 +216,10 @@ class TransformFilter:
 def build_filter(spec, services):
     """
     Build the transform filter of C{spec} (a
-    L{gatelayer.config.model.FilterSpec}); it needs nothing of C{services}.
+    L{gatelayer.config.model.FilterSpec}); a rewritten path is normalized
+    with the gateway's C{merge_slashes} and C{escaped_slashes = decode}.
     """
-    return TransformFilter(spec.name, spec.settings)
+    gateway = services.config.gateway if services is not None and services.config is not None else None
+    if gateway is None:
+        return TransformFilter(spec.name, spec.settings)
+    return TransformFilter(spec.name, spec.settings, gateway.merge_slashes, gateway.escaped_slashes)

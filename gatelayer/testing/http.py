@@ -159,3 +159,68 @@ def slow_read_peak_rss(reactor, address, request, pid, chunk, pause=0.05):
         yield task.deferLater(reactor, 0.05, lambda: None)
     yield reader.done
     returnValue((reader, before, peak))
+
+
+class RawClient(Protocol):
+    """
+    Sends fixed bytes (whole, or one byte per reactor turn) and collects
+    everything until the server closes: for requests no HTTP client
+    library would send.
+
+    @ivar done: fires with the bytes received once the connection closed.
+    @ivar connected_at: the reactor time the connection was made.
+    @ivar closed_at: the reactor time it closed.
+    """
+
+    def __init__(self, reactor, data, byte_by_byte=False):
+        self.reactor = reactor
+        self.data = data
+        self.byte_by_byte = byte_by_byte
+        self.received = []
+        self.done = Deferred()
+        self.connected_at = self.closed_at = None
+
+    def connectionMade(self):
+        self.connected_at = self.reactor.seconds()
+        if not self.byte_by_byte:
+            self.transport.write(self.data)
+            return
+        self.transport.setTcpNoDelay(True)
+        self._next(0)
+
+    def _next(self, index):
+        if index < len(self.data) and self.transport.connected:
+            self.transport.write(self.data[index:index + 1])
+            self.reactor.callLater(0, self._next, index + 1)
+
+    def dataReceived(self, data):
+        self.received.append(data)
+
+    def connectionLost(self, reason):
+        self.closed_at = self.reactor.seconds()
+        self.done.callback(b"".join(self.received))
+
+
+class RawClientFactory(ClientFactory):
+    """
+    Builds one L{RawClient}; a failed connection fails its C{done}.
+    """
+
+    def __init__(self, client):
+        self.client = client
+
+    def buildProtocol(self, addr):
+        return self.client
+
+    def clientConnectionFailed(self, connector, reason):
+        self.client.done.errback(reason)
+
+
+def send_raw(reactor, address, data, byte_by_byte=False):
+    """
+    Send C{data} on a new connection to C{address} (host, port); fires with
+    all that came back once the server closed.
+    """
+    client = RawClient(reactor, data, byte_by_byte)
+    reactor.connectTCP(address[0], address[1], RawClientFactory(client))
+    return client.done

@@ -97,6 +97,18 @@ class _BigBody:
         self.paused = True
 
 
+def serve_quietly(reactor, resource_, port=0):
+    """
+    Serve the twisted.web C{resource_} on 127.0.0.1 (port 0: any free one)
+    with no access log; returns the listening port (stop it with
+    C{stopListening}).
+    """
+    site = server.Site(resource_)
+    site.log = lambda request: None
+    site.noisy = False
+    return reactor.listenTCP(port, site, interface="127.0.0.1")
+
+
 class UpstreamServer:
     """
     An HTTP/1.1 keep-alive server answering every path with a JSON echo of

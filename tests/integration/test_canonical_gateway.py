@@ -12,14 +12,15 @@ import posixpath
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet import reactor, task
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from twisted.web import resource, server
+from twisted.web import resource
 
 from gatelayer.auth.apikeys import hash_key
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.server import parse_response
+from gatelayer.testing.http import send_raw
+from gatelayer.testing.upstreams import serve_quietly
 from tests.test_http_canonical import ATTACKS, GATE, KEY
 
 
@@ -57,48 +58,6 @@ class NormalizingApp(resource.Resource):
                            "secret": secret}).encode("utf-8")
 
 
-class _Client(Protocol):
-    """
-    Sends bytes (whole, or one byte per reactor turn) and collects the
-    answer until the gateway closes.
-    """
-
-    def __init__(self, data, byte_by_byte):
-        self.data = data
-        self.byte_by_byte = byte_by_byte
-        self.received = []
-        self.done = Deferred()
-
-    def connectionMade(self):
-        self.transport.setTcpNoDelay(True)
-        if not self.byte_by_byte:
-            self.transport.write(self.data)
-            return
-        self._next(0)
-
-    def _next(self, index):
-        if index < len(self.data) and self.transport.connected:
-            self.transport.write(self.data[index:index + 1])
-            reactor.callLater(0, self._next, index + 1)
-
-    def dataReceived(self, data):
-        self.received.append(data)
-
-    def connectionLost(self, reason):
-        self.done.callback(b"".join(self.received))
-
-
-class _Factory(ClientFactory):
-    def __init__(self, client):
-        self.client = client
-
-    def buildProtocol(self, addr):
-        return self.client
-
-    def clientConnectionFailed(self, connector, reason):
-        self.client.done.errback(reason)
-
-
 def closing(request):
     """
     C{request} asking the gateway to close after answering.
@@ -118,9 +77,7 @@ class CanonicalGatewayIntegrationTests(TestCase):
     @inlineCallbacks
     def setUp(self):
         self.app = NormalizingApp()
-        site = server.Site(self.app)
-        site.log = lambda request: None
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        port = serve_quietly(reactor, self.app)
         self.addCleanup(port.stopListening)
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)
@@ -139,9 +96,7 @@ class CanonicalGatewayIntegrationTests(TestCase):
 
     def send(self, data, byte_by_byte=False):
         host, port = self.gate.address("web")
-        client = _Client(data, byte_by_byte)
-        reactor.connectTCP(host, port, _Factory(client))
-        return client.done
+        return send_raw(reactor, (host, port), data, byte_by_byte)
 
     @inlineCallbacks
     def test_no_way_around(self):

@@ -13,8 +13,7 @@ import json
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.defer import inlineCallbacks
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
 
@@ -23,6 +22,7 @@ from gatelayer.testing.certs import CertificateAuthority, tls_client_creator
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.server import parse_response, split_responses, with_server
 from gatelayer.testing.upstreams import UpstreamServer
+from gatelayer.testing.http import RawClient, RawClientFactory, send_raw
 from tests.integration import test_gateway
 
 
@@ -38,40 +38,6 @@ class TwistedChannelIntegrationTests(test_gateway.GatewayIntegrationTests):
         Start the gateway with C{http_server = twisted}.
         """
         return super().start(with_server(config_text, "twisted"))
-
-
-class _RawClient(Protocol):
-    """
-    Sends fixed bytes and collects everything until the server closes.
-    """
-
-    def __init__(self, data):
-        self.data = data
-        self.received = []
-        self.done = Deferred()
-        self.connected_at = self.closed_at = None
-
-    def connectionMade(self):
-        self.connected_at = reactor.seconds()
-        self.transport.write(self.data)
-
-    def dataReceived(self, data):
-        self.received.append(data)
-
-    def connectionLost(self, reason):
-        self.closed_at = reactor.seconds()
-        self.done.callback(b"".join(self.received))
-
-
-class _RawClientFactory(ClientFactory):
-    def __init__(self, protocol):
-        self.protocol_instance = protocol
-
-    def buildProtocol(self, addr):
-        return self.protocol_instance
-
-    def clientConnectionFailed(self, connector, reason):
-        self.protocol_instance.done.errback(reason)
 
 
 class LeanRawSocketTests(TestCase):
@@ -99,9 +65,7 @@ class LeanRawSocketTests(TestCase):
         Send raw bytes on a new connection; fires with all that came back.
         """
         host, port = self.gate.address("web")
-        client = _RawClient(data)
-        reactor.connectTCP(host, port, _RawClientFactory(client))
-        return client.done
+        return send_raw(reactor, (host, port), data)
 
     @inlineCallbacks
     def test_pipelined_and_chunked_upload(self):
@@ -196,8 +160,8 @@ class ChannelHardeningTests(TestCase):
         the client protocol once the gateway has closed the connection.
         """
         host, port = self.gate.address(listener)
-        client = _RawClient(data)
-        factory = _RawClientFactory(client)
+        client = RawClient(reactor, data)
+        factory = RawClientFactory(client)
         if listener == "secure":
             factory = TLSMemoryBIOFactory(tls_client_creator("www.example.com"), True, factory, clock=reactor)
         reactor.connectTCP(host, port, factory, timeout=10)

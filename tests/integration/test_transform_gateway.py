@@ -11,11 +11,12 @@ import os
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from twisted.web import resource, server
+from twisted.web import resource
 
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.server import parse_response
-from tests.integration.test_canonical_gateway import _Client, _Factory
+from gatelayer.testing.http import send_raw
+from gatelayer.testing.upstreams import serve_quietly
 
 GATE = """
 [gateway]
@@ -86,9 +87,7 @@ class TransformGatewayIntegrationTests(TestCase):
     @inlineCallbacks
     def setUp(self):
         self.app = EchoApp()
-        site = server.Site(self.app)
-        site.log = lambda request: None
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        port = serve_quietly(reactor, self.app)
         self.addCleanup(port.stopListening)
         directory = os.path.abspath(self.mktemp())
         config = GATE.format(http_server=self.http_server, port=port.getHost().port)
@@ -105,9 +104,7 @@ class TransformGatewayIntegrationTests(TestCase):
         lines = [b"GET %s HTTP/1.1" % (path,), b"Host: api.example.test", b"Connection: close"]
         lines += [name + b": " + value for name, value in headers]
         host, port = self.gate.address("web")
-        client = _Client(b"\r\n".join(lines) + b"\r\n\r\n", False)
-        reactor.connectTCP(host, port, _Factory(client))
-        data = yield client.done
+        data = yield send_raw(reactor, (host, port), b"\r\n".join(lines) + b"\r\n\r\n")
         return parse_response(data)
 
     @inlineCallbacks

@@ -12,10 +12,11 @@ import os
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
-from twisted.web import resource, server
+from twisted.web import resource
 
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.http import fetch
+from gatelayer.testing.upstreams import serve_quietly
 
 SCHEMA = {
     "type": "object",
@@ -84,9 +85,7 @@ class ValidateGatewayTests(TestCase):
     @inlineCallbacks
     def setUp(self):
         self.app = CountingApp()
-        site = server.Site(self.app)
-        site.log = lambda request: None
-        port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        port = serve_quietly(reactor, self.app)
         self.addCleanup(port.stopListening)
         directory = os.path.abspath(self.mktemp())
         os.makedirs(directory)

@@ -17,10 +17,10 @@ from gatelayer.chain import Exchange, IFilter, Reply
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.filter_apikey import parse_filter
 from gatelayer.config.model import FilterSpec
-from gatelayer.config.reader import SectionReader
 from gatelayer.filters import FilterServices, build_filter, validate_filters
 from gatelayer.filters.apikey import ApiKeyFilter
 from gatelayer.filters.keys import key_material
+from gatelayer.testing.config import parse_section
 
 ALICE = b"glk_alice-key"
 BOB = b"glk_bob-key"
@@ -48,11 +48,7 @@ class ApiKeyTestsMixin:
             f.write(text)
 
     def parse(self, **items):
-        problems = []
-        reader = SectionReader("gate.ini", "filter:keys", items, problems, self.directory)
-        settings = parse_filter(reader)
-        reader.finish()
-        return settings, problems
+        return parse_section(parse_filter, "filter:keys", items, self.directory)
 
     def load(self, **items):
         """

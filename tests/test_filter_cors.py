@@ -14,10 +14,10 @@ from gatelayer.chain import Exchange, IFilter, Reply
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.filter_cors import DEFAULT_MAX_AGE, canonical_origin, parse_filter
 from gatelayer.config.model import FilterSpec
-from gatelayer.config.reader import SectionReader
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.cors import CorsFilter
 from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
+from gatelayer.testing.config import parse_section
 
 ORIGINS = "https://app.example.com, https://*.example.org, regex:^https://(a|b)\\.example\\.net$, http://localhost:3000"
 
@@ -74,11 +74,7 @@ def _exchange(method=b"GET", headers=()):
 
 
 def _parse(**items):
-    problems = []
-    reader = SectionReader("gate.ini", "filter:cors", items, problems)
-    settings = parse_filter(reader)
-    reader.finish()
-    return settings, problems
+    return parse_section(parse_filter, "filter:cors", items)
 
 
 def _filter(**items):

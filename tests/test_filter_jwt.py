@@ -22,11 +22,11 @@ from gatelayer.chain import Exchange, IFilter, Reply
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.filter_jwt import KeyFile, parse_filter
 from gatelayer.config.model import FilterSpec
-from gatelayer.config.reader import SectionReader
 from gatelayer.filters import FilterServices, validate_filters
 from gatelayer.filters import build_filter as build_any_filter
 from gatelayer.filters.jwt import JwtFilter, build_filter, claim_header_value
 from gatelayer.filters.keys import key_material
+from gatelayer.testing.config import parse_section
 
 NOW = 2_000_000.0
 CLAIMS = {"sub": "alice", "exp": NOW + 300, "iss": "https://idp.example.com", "aud": "api",
@@ -75,11 +75,7 @@ class KeyFiles:
         return path
 
     def parse(self, **items):
-        problems = []
-        reader = SectionReader("gate.ini", "filter:jwt", items, problems, self.directory)
-        settings = parse_filter(reader)
-        reader.finish()
-        return settings, problems
+        return parse_section(parse_filter, "filter:jwt", items, self.directory)
 
     def load(self, **items):
         """

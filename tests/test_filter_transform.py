@@ -14,10 +14,10 @@ from gatelayer.chain import Exchange, IFilter, Reply
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.filter_transform import Variable, parse_filter, parse_template
 from gatelayer.config.model import FilterSpec
-from gatelayer.config.reader import SectionReader
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.transform import TransformFilter
 from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
+from gatelayer.testing.config import parse_section
 
 
 def _exchange(path=b"/", query=b"", headers=(), context=None):
@@ -29,11 +29,7 @@ def _exchange(path=b"/", query=b"", headers=(), context=None):
 
 
 def _parse(**items):
-    problems = []
-    reader = SectionReader("gate.ini", "filter:tf", items, problems)
-    settings = parse_filter(reader)
-    reader.finish()
-    return settings, problems
+    return parse_section(parse_filter, "filter:tf", items)
 
 
 def _filter(**items):

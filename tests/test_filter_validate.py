@@ -20,9 +20,9 @@ from gatelayer.chain import Exchange, IFilter
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.filter_validate import ValidateSettings, parse_filter
 from gatelayer.config.model import FilterSpec
-from gatelayer.config.reader import SectionReader
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.validate import MAX_DEPTH, ValidateFilter, json_pointer
+from gatelayer.testing.config import parse_section
 
 ORDER = {
     "type": "object",
@@ -97,11 +97,7 @@ class ValidateTestsMixin:
         problems)}.
         """
         items.setdefault("schema", "order.json")
-        problems = []
-        reader = SectionReader("gate.ini", "filter:orders", items, problems, self.directory)
-        settings = parse_filter(reader)
-        reader.finish()
-        return settings, problems
+        return parse_section(parse_filter, "filter:orders", items, self.directory)
 
     def make(self, **items):
         """

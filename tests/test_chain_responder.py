@@ -20,10 +20,8 @@ from zope.interface.verify import verifyObject
 from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal, Reply, RouteChain
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.static import FileStreamer
-from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.server import InMemoryGateway, parse_response, set_filters, with_server
 from gatelayer.testing.transports import FillingTransport
-from gatelayer.testing.server import with_server
-from tests.test_http_server import set_filters
 
 CONFIG = """
 [gateway]

@@ -11,11 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from gatelayer.chain import IFilter, ITerminal, Reply, RouteChain
+from gatelayer.chain import IFilter, ITerminal, Reply
 from gatelayer.http.contract import IGatewayRequest, RequestRouting
 from gatelayer.http.lean_request import LeanRequest
 from gatelayer.http.request import GatewayRequest
-from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
+from gatelayer.testing.server import InMemoryGateway, parse_response, set_filters, with_server
 
 
 
@@ -287,16 +287,6 @@ class ServerRoutingTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.gate.gateway.requests, 2)
         self.assertEqual(self.gate.gateway.active, 0)
-
-
-def set_filters(gateway, route, filters):
-    """
-    Give the built route C{route} of C{gateway} the filters C{filters}
-    (the request phase and the exchange's responder both see them).
-    """
-    filters = tuple(filters)
-    object.__setattr__(route, "filters", filters)
-    object.__setattr__(route, "chain", RouteChain.build(filters, gateway._server_header))
 
 
 @implementer(IFilter)

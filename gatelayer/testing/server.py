@@ -54,6 +54,18 @@ class InMemoryGateway:
         return transport.value()
 
 
+def set_filters(gateway, route, filters):
+    """
+    Give the built route C{route} of C{gateway} (a
+    L{gatelayer.http.gateway.RouteRuntime}) the filters C{filters}: the
+    request phase and the exchange's responder both see them.
+    """
+    from gatelayer.chain import RouteChain
+    filters = tuple(filters)
+    object.__setattr__(route, "filters", filters)
+    object.__setattr__(route, "chain", RouteChain.build(filters, gateway._server_header))
+
+
 def with_server(config_text, http_server):
     """
     C{config_text} with C{[gateway] http_server} set (C{"gatelayer"} or

@@ -14,6 +14,9 @@ from gatelayer.config.model import (
     ServerSpec, TlsSpec, UpstreamSpec,
 )
 from gatelayer.config.reader import SectionReader
+from gatelayer.config.route_upstreams import (
+    parse_mirror, parse_split_key, parse_upstream, route_upstream_problems,
+)
 
 BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
 RETRY_ON = ("connect_error", "timeout", "502", "503", "504")
@@ -88,8 +91,7 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     if not routes:
         problems.append(f"{path}: no [route:NAME] section: every request would get 404")
     for route in routes:
-        if route.upstream is not None and route.upstream not in upstreams:
-            problems.append(f"{path} [route:{route.name}] upstream: no section [upstream:{route.upstream}]")
+        problems.extend(route_upstream_problems(path, route, upstreams, filters))
         for name in route.filters:
             if name not in filters:
                 problems.append(f"{path} [route:{route.name}] filters: no section [filter:{name}]")
@@ -302,7 +304,13 @@ def _route(r):
     host = r.get("host", _host_pattern, None)
     responded = r.get("respond", respond, None)
     static = r.path("static", None)
-    upstream = r.get("upstream", None, None)
+    upstream, split = r.get("upstream", parse_upstream, None) or (None, ())
+    split_key = r.get("split_key", parse_split_key, None)
+    mirror = r.get("mirror", parse_mirror, None)
+    if split_key is not None and not split:
+        r.error("split_key", "only applies with weighted versions (upstream = v1:90, v2:10)")
+    if mirror is not None and not r.has("upstream"):
+        r.error("mirror", "only applies to a route with upstream")
     terminals = [k for k in ("respond", "static", "upstream") if r.has(k)]
     if not terminals:
         r.error(None, "needs one of respond, static or upstream")
@@ -328,6 +336,10 @@ def _route(r):
         filters=r.get("filters", v.parse_list, ()) or (),
         retry_non_idempotent=r.get("retry_non_idempotent", v.parse_bool, False),
         dotfiles=r.choice("dotfiles", ("allow", "deny"), "deny") == "allow",
+        split=split,
+        split_key=split_key or ("ip", None),
+        mirror=mirror[0] if mirror else None,
+        mirror_percent=mirror[1] if mirror else 100.0,
     )
 
 

@@ -145,13 +145,19 @@ class RouteSpec:
     filters: tuple = ()
     retry_non_idempotent: bool = False
     dotfiles: bool = False
+    split: tuple = ()
+    split_key: tuple = ("ip", None)
+    mirror: str = None
+    mirror_percent: float = 100.0
 
     @property
     def terminal(self):
         """
-        C{"respond"}, C{"static"} or C{"upstream"}.
+        C{"respond"}, C{"static"} or C{"upstream"} (one upstream in
+        C{upstream}, or the versions of a weighted split in C{split}:
+        C{(name, weight)} pairs, with C{upstream} L{None}).
         """
-        if self.upstream is not None:
+        if self.upstream is not None or self.split:
             return "upstream"
         if self.static is not None:
             return "static"

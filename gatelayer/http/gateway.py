@@ -15,6 +15,7 @@ from gatelayer.filters import FilterServices, build_filter
 from gatelayer.http.contract import RequestRouting
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.errors import reason_phrase
+from gatelayer.http.split import route_terminal
 from gatelayer.http.static import StaticTerminal
 from gatelayer.net.forwarded import resolve_client_ip
 from gatelayer.routing import RouteMatch, RouteTable
@@ -107,7 +108,8 @@ class Gateway:
         @param upstreams: a mapping of upstream name to an object whose
             C{for_route(route_spec)} is the route's terminal (an
             L{gatelayer.chain.ITerminal}), built by the caller (see
-            L{gatelayer.http.proxy.UpstreamTerminal}).
+            L{gatelayer.http.proxy.UpstreamTerminal}); a split or mirrored
+            route combines several (L{gatelayer.http.split.route_terminal}).
         @param stores: the worker's rate-limit store registry, handed to the
             filters (see L{gatelayer.filters.FilterServices}).
         """
@@ -140,7 +142,7 @@ class Gateway:
         default_limit = config.gateway.max_body_size
         for spec in config.routes:
             if spec.terminal == "upstream":
-                terminal = self.upstreams[spec.upstream].for_route(spec)
+                terminal = route_terminal(spec, self.upstreams, reactor)
             elif spec.terminal == "static":
                 terminal = StaticTerminal(spec, reactor)
             else:

@@ -22,6 +22,39 @@ _FAILURE_TEXT = {
 }
 
 
+def upstream_target(route_spec, exchange):
+    """
+    The request target (bytes) sent upstream for C{exchange} on the route
+    C{route_spec}: the canonical path, less the route's C{strip_prefix},
+    and the query.
+    """
+    path = exchange.path
+    if route_spec.strip_prefix:
+        # The path is normalized already: a prefix stripped from it can
+        # never leave a dot segment behind.
+        prefix = route_spec.strip_prefix.encode("utf-8")
+        if path.startswith(prefix):
+            path = path[len(prefix):]
+            if not path.startswith(b"/"):
+                path = b"/" + path
+    query = exchange.query
+    return path + b"?" + query if query else path
+
+
+def upstream_body(exchange):
+    """
+    The request body sent upstream for C{exchange}: L{None} (no body, and
+    a method that has none), bytes, or the received body file at its start.
+    """
+    if exchange.body_length() == 0:
+        return None if exchange.method in _NO_BODY_METHODS else b""
+    content = exchange.body
+    if hasattr(content, "getvalue"):
+        return content.getvalue()
+    content.seek(0)
+    return content
+
+
 class UpstreamTerminal:
     """
     What every route proxying to one upstream shares, in one worker: its
@@ -125,27 +158,8 @@ class ProxiedRequest:
         self.host_header = host[0] if host else None
         self.headers = upstream_headers(
             headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
-        path = exchange.path
-        if spec.strip_prefix:
-            # The path is normalized already: a prefix stripped from it can
-            # never leave a dot segment behind.
-            prefix = spec.strip_prefix.encode("utf-8")
-            if path.startswith(prefix):
-                path = path[len(prefix):]
-                if not path.startswith(b"/"):
-                    path = b"/" + path
-        query = exchange.query
-        self.target = path + b"?" + query if query else path
-        length = exchange.body_length()
-        if length == 0:
-            self.body = None if method in _NO_BODY_METHODS else b""
-        else:
-            content = exchange.body
-            if hasattr(content, "getvalue"):
-                self.body = content.getvalue()
-            else:
-                content.seek(0)
-                self.body = content
+        self.target = upstream_target(spec, exchange)
+        self.body = upstream_body(exchange)
         self.retryable = may_retry_method(method, spec)
         exchange.on_client_lost(self.client_lost)
         self.attempt()

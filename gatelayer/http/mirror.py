@@ -195,9 +195,13 @@ class MirrorTerminal:
         copy = ShadowCopy(self, server, body)
         state.request_started(server)
         self.sent += 1
-        copy.handle = self.shadow.pool.request(
-            server, method, upstream_target(self.spec, exchange), out, body, copy,
-            method in IDEMPOTENT_METHODS)
+        try:
+            copy.handle = self.shadow.pool.request(
+                server, method, upstream_target(self.spec, exchange), out, body, copy,
+                method in IDEMPOTENT_METHODS)
+        except Exception:
+            copy.abandon()
+            raise
 
     def lost(self, what, detail):
         """
@@ -253,11 +257,17 @@ class ShadowCopy:
         self.handle = None
         self.status = None
 
-    def _end(self):
+    def abandon(self):
+        """
+        Forget the copy without an outcome (it could not be handed to the
+        pool): release its server slot and its body.
+        """
         self.mirror.shadow.state.request_finished(self.server)
         body, self.body = self.body, None
         if isinstance(body, _FileCopy):
             body.close()
+
+    _end = abandon
 
     def connect_failed(self, kind, detail):
         """

@@ -4,6 +4,7 @@ versions, in an in-memory gateway whose upstreams are fake terminals that
 answer with their own name.
 """
 
+import os
 from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +12,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from gatelayer.auth.testing import hmac_token
 from gatelayer.chain import Exchange, ITerminal
 from gatelayer.http.proxy import RouteProxy
 from gatelayer.http.split import SplitTerminal, split_key_reader
@@ -249,3 +251,96 @@ class SplitKeyReaderTests(SynchronousTestCase):
         for key, headers, context, expected in cases:
             with self.subTest(key=key, headers=headers, context=context):
                 self.assertEqual(split_key_reader(key)(exchange_for(headers, context)), expected)
+
+
+JWT_CONFIG = """
+[listener:web]
+bind = 127.0.0.1:8080
+[upstream:v1]
+servers = 10.0.0.1:80
+[upstream:v2]
+servers = 10.0.0.2:80
+[filter:auth]
+type = jwt
+secret_file = {secret}
+[route:by-subject]
+path = /
+filters = auth
+upstream = v1:50, v2:50
+split_key = jwt:sub
+"""
+
+
+class JwtSplitTests(SynchronousTestCase):
+    """
+    C{split_key = jwt:sub}: the subject of the token the route's jwt filter
+    validated picks the version; nothing a client sends besides the token
+    does.
+    """
+
+    def setUp(self):
+        self.secret = b"k" * 32
+        path = os.path.abspath(self.mktemp())
+        with open(path, "wb") as f:
+            f.write(self.secret)
+        self.upstreams = {"v1": NamedUpstream("v1"), "v2": NamedUpstream("v2")}
+        self.gate = InMemoryGateway(JWT_CONFIG.format(secret=path), upstreams=self.upstreams)
+
+    def get(self, subject, extra=b""):
+        """
+        The status and body of a request with a token for C{subject}.
+        """
+        token = hmac_token(self.secret, {"alg": "HS256", "typ": "JWT"},
+                           {"sub": subject, "exp": 4102444800})
+        response = self.gate.exchange(b"GET /x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token
+                                      + b"\r\n" + extra + b"\r\n")
+        status, _, body = parse_response(response)
+        return status, body.decode("ascii", "replace")
+
+    def test_subject_picks_version(self):
+        """
+        Each subject goes to the version its hash names, every time, and
+        a forged header or cookie changes nothing.
+        """
+        split = WeightedRendezvous((("v1", 50), ("v2", 50)))
+        subjects = ["user-%d" % (i,) for i in range(40)]
+        for subject in subjects:
+            expected = split.name_for(subject.encode("utf-8"))
+            self.assertEqual(self.get(subject), (200, expected))
+            self.assertEqual(self.get(subject, b"X-Sub: other\r\nCookie: sub=other\r\n"), (200, expected))
+        self.assertEqual({split.name_for(s.encode("utf-8")) for s in subjects}, {"v1", "v2"})
+
+    def test_refused_token_reaches_no_version(self):
+        """
+        Without a valid token the jwt filter answers 401 and no version is
+        asked.
+        """
+        response = self.gate.exchange(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(parse_response(response)[0], 401)
+        served = [len(t.served) for u in self.upstreams.values() for t in u.terminals.values()]
+        self.assertEqual(served, [0, 0])
+
+
+class WeightChangeTests(SynchronousTestCase):
+    """
+    New weights are a new configuration: the gateway built from it makes
+    new split terminals, and only clients moving to the version that gained
+    weight change version.
+    """
+
+    def test_rebuilt_config_moves_few_clients(self):
+        """
+        From 90/10 to 80/20, about 10% of users move, all of them to v2.
+        """
+        def versions(config):
+            gate = InMemoryGateway(config, upstreams={"v1": NamedUpstream("v1"), "v2": NamedUpstream("v2")})
+            answers = []
+            for i in range(1000):
+                response = gate.exchange(b"GET /user/ HTTP/1.1\r\nHost: x\r\nX-User: u%d\r\n\r\n" % (i,))
+                answers.append(parse_response(response)[2].decode("ascii"))
+            return answers
+        before = versions(CONFIG)
+        after = versions(CONFIG.replace("upstream = v1:90, v2:10", "upstream = v1:80, v2:20"))
+        moves = [(a, b) for a, b in zip(before, after) if a != b]
+        self.assertEqual(set(moves), {("v1", "v2")})
+        self.assertTrue(70 <= len(moves) <= 130, len(moves))

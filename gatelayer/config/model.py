@@ -129,6 +129,13 @@ class RouteSpec:
     """
     A C{[route:NAME]} section: what it matches and its terminal (a direct
     response, static files or an upstream), with its filters.
+
+    @ivar split: the versions of a weighted split, C{((name, weight), ...)}
+        (C{upstream} is then L{None}); empty for one upstream.
+    @ivar split_key: C{(kind, name)}: C{("ip", None)}, C{("header",
+        lower-case name)}, C{("cookie", name)} or C{("jwt", claim)}.
+    @ivar mirror: the shadow upstream's name, or L{None}; C{mirror_percent}
+        is the share of requests copied to it.
     """
 
     name: str

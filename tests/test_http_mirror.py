@@ -294,6 +294,28 @@ class MirrorFaultTests(SynchronousTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
 
 
+    def test_pool_error_releases_copy(self):
+        """
+        A pool refusing the copy with an error: the shadow's server slot is
+        given back, the error logged, and the client served.
+        """
+        gate = InMemoryGateway(CONFIG, with_upstreams=True)
+        shadow = gate.gateway.upstreams["shadow"]
+
+        def refuse(*args):
+            raise RuntimeError("pool closed")
+        shadow.pool.request = refuse
+        channel, client = gate.connect()
+        channel.dataReceived(b"POST /api/a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(shadow.state.snapshot()[0]["active"], 0)
+        _, port, factory, _, _ = gate.reactor.tcpClients[-1]
+        protocol = factory.buildProtocol(IPv4Address("TCP", APP, port))
+        protocol.makeConnection(StringTransport())
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        self.assertEqual(parse_response(client.value())[2], b"ok")
+
+
 class SplitMirrorTests(SynchronousTestCase):
     """
     A split route may mirror too: the copy goes to the shadow, the request

@@ -200,7 +200,7 @@ class MirrorTerminal:
                 server, method, upstream_target(self.spec, exchange), out, body, copy,
                 method in IDEMPOTENT_METHODS)
         except Exception:
-            copy.abandon()
+            copy.release()
             raise
 
     def lost(self, what, detail):
@@ -257,23 +257,21 @@ class ShadowCopy:
         self.handle = None
         self.status = None
 
-    def abandon(self):
+    def release(self):
         """
-        Forget the copy without an outcome (it could not be handed to the
-        pool): release its server slot and its body.
+        Give back the copy's place in the shadow's balancing state and its
+        body file: once it ended, or when the pool could not take it.
         """
         self.mirror.shadow.state.request_finished(self.server)
         body, self.body = self.body, None
         if isinstance(body, _FileCopy):
             body.close()
 
-    _end = abandon
-
     def connect_failed(self, kind, detail):
         """
         Nothing was sent: the shadow was full (dropped) or unreachable.
         """
-        self._end()
+        self.release()
         if kind == "overloaded":
             self.mirror.lost("dropped", detail)
             return
@@ -295,7 +293,7 @@ class ShadowCopy:
         """
         The shadow answered: its server is working.
         """
-        self._end()
+        self.release()
         self.mirror.shadow.state.report_success(self.server)
         self.mirror.answered += 1
 
@@ -303,6 +301,6 @@ class ShadowCopy:
         """
         The shadow broke off or timed out after the copy was sent.
         """
-        self._end()
+        self.release()
         self.mirror.shadow.state.report_failure(self.server, _FAILURE_KIND.get(kind, kind))
         self.mirror.lost("failed", f"{self.server.address}: {detail}")

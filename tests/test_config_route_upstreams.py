@@ -154,9 +154,11 @@ class RouteUpstreamTests(SynchronousTestCase):
             ("upstream = v1\nmirror = shadow 10\n", "has '10', which is not a percentage like 10%"),
             ("upstream = v1\nmirror = shadow 10% x\n", "is not NAME or NAME P%"),
             ("respond = 200\nmirror = shadow\n", "[route:r] mirror: only applies to a route with upstream"),
+            ("respond = 200\nsplit_key = ip\n", "[route:r] split_key: only applies with weighted versions"),
         ]
         for body, expected in cases:
             with self.subTest(body=body):
                 text = self.problems(body)
                 self.assertIn(expected, text)
+                self.assertEqual(len(text.splitlines()), 1, text)
                 self.assertIn("/etc/gate/gate.ini", text)

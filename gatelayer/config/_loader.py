@@ -307,7 +307,7 @@ def _route(r):
     upstream, split = r.get("upstream", parse_upstream, None) or (None, ())
     split_key = r.get("split_key", parse_split_key, None)
     mirror = r.get("mirror", parse_mirror, None)
-    if split_key is not None and not split:
+    if split_key is not None and not split and (upstream is not None or not r.has("upstream")):
         r.error("split_key", "only applies with weighted versions (upstream = v1:90, v2:10)")
     if mirror is not None and not r.has("upstream"):
         r.error("mirror", "only applies to a route with upstream")

@@ -128,7 +128,11 @@ class UpstreamSpec:
 class RouteSpec:
     """
     A C{[route:NAME]} section: what it matches and its terminal (a direct
-    response, static files or an upstream), with its filters.
+    response, static files, an upstream or an aggregate of upstream calls),
+    with its filters.
+
+    @ivar aggregate: the L{gatelayer.config.aggregate.AggregateSpec} of an
+        aggregate route, else L{None}.
     """
 
     name: str
@@ -145,14 +149,17 @@ class RouteSpec:
     filters: tuple = ()
     retry_non_idempotent: bool = False
     dotfiles: bool = False
+    aggregate: object = None
 
     @property
     def terminal(self):
         """
-        C{"respond"}, C{"static"} or C{"upstream"}.
+        C{"respond"}, C{"static"}, C{"upstream"} or C{"aggregate"}.
         """
         if self.upstream is not None:
             return "upstream"
+        if self.aggregate is not None:
+            return "aggregate"
         if self.static is not None:
             return "static"
         return "respond"

@@ -256,6 +256,22 @@ class AggregateTerminalTests(AggregateCase):
         self.assertEqual(sorted(headers[b"allow"][0].split(b", ")), [b"GET", b"HEAD"])
         self.assertEqual(self.reactor.tcpClients, [])
 
+    def test_method_let_through_by_a_filter(self):
+        """
+        A request of another method that reaches the terminal anyway (an
+        OPTIONS without Origin on a route with a cors filter, routed as a
+        preflight) gets 405 problem+json, and no part is sent.
+        """
+        self.gateway(routes="[filter:c]\ntype = cors\norigins = https://app.test\n"
+                     "[route:me]\npath = /me\nfilters = c\naggregate = me: users GET /users/1\n")
+        client, _ = self.send(b"OPTIONS /me HTTP/1.1\r\nHost: x\r\nAccess-Control-Request-Method: GET\r\n\r\n")
+        status, headers, body = self.answer(client)
+        self.assertEqual((status, headers[b"content-type"], headers[b"allow"]),
+                         (405, [b"application/problem+json"], [b"GET, HEAD"]))
+        self.assertEqual(json.loads(body)["status"], 405)
+        self.assertEqual(self.reactor.tcpClients, [])
+        self.assertEqual(self.own_calls(), [])
+
     def test_access_log_records_parts(self):
         """
         The client request's one access log line ends with the parts'

@@ -28,6 +28,7 @@ __all__ = ["AggregateTerminal", "Aggregation", "PROBLEM_JSON"]
 
 PROBLEM_JSON = b"application/problem+json"
 _JSON = b"application/json"
+_ANSWERED = frozenset([b"GET", b"HEAD"])
 
 # Request headers a part is never sent: it has no body, its answer must be
 # plain JSON the gateway can read (not compressed, not a range, not a 304
@@ -121,6 +122,15 @@ class Aggregation:
         need no other part.
         """
         exchange = self.exchange
+        if exchange.method not in _ANSWERED:
+            # Routing sends only GET and HEAD here; a filter letting another
+            # method through (a CORS preflight) still gets no fan-out.
+            self.answered = True
+            body = json.dumps({"type": "about:blank", "title": "Method Not Allowed", "status": 405,
+                               "detail": "an aggregate route answers GET and HEAD"},
+                              separators=(",", ":")).encode("utf-8")
+            exchange.send(405, ((b"content-type", PROBLEM_JSON), (b"allow", b"GET, HEAD")), body)
+            return
         raw = exchange.headers
         host = raw.getRawHeaders(b"host")
         pairs = [(name, values) for name, values in raw.getAllRawHeaders()
@@ -128,7 +138,6 @@ class Aggregation:
         headers = upstream_headers(pairs, exchange.peer_ip, exchange.scheme, host[0] if host else None, b"")
         headers.append((b"Accept", _JSON))
         self.headers = headers
-        self.started = self.clock.seconds()
         self.deadline = self.clock.callLater(self.settings.deadline, self._deadline)
         exchange.on_client_lost(self._client_lost)
         for index in self.settings.roots:

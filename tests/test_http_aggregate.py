@@ -331,6 +331,8 @@ class PartFailureTests(AggregateCase):
              b"14\r\n" + b"[" + b"1," * 9 + b"1" + b"\r\n14\r\n" + b"," + b"1," * 9 + b"1" + b"\r\n", "too large"),
             (b"HTTP/1.1 200 OK\r\nContent-Type: application/problem+json\r\nContent-Length: 8\r\n\r\n{\"a\":1}\n",
              None),
+            (JSON_HEAD % 14 + b'{"a":"\\ud800"}', "surrogate"),
+            (JSON_HEAD % 10 + b'{"a":"\xc3\xa9"}', "utf-8"),
         ]
         for response, reason in cases:
             self.gateway(routes="[route:me]\npath = /me\npart_max_size = 32\n"
@@ -340,7 +342,11 @@ class PartFailureTests(AggregateCase):
             server.dataReceived(response)
             status, document = self.document(client)
             self.assertEqual(status, 200, response)
-            if reason is None:
+            if reason == "surrogate":
+                self.assertEqual(document, {"me": {"a": "\ud800"}}, response)
+            elif reason == "utf-8":
+                self.assertEqual(document, {"me": {"a": "\u00e9"}}, response)
+            elif reason is None:
                 self.assertEqual(document, {"me": {"a": 1}}, response)
             else:
                 self.assertEqual(document, {"me": None, "errors": {"me": reason}}, response)

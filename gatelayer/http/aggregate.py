@@ -321,7 +321,9 @@ class Aggregation:
                 merged[spec.name] = None
         if errors:
             merged["errors"] = errors
-        body = json.dumps(merged, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        # ASCII with escapes: a part's string may hold a lone surrogate
+        # (valid JSON escape, not encodable as UTF-8).
+        body = json.dumps(merged, separators=(",", ":")).encode("ascii")
         exchange = self.exchange
         headers = ((b"content-type", _JSON),)
         if exchange.method == b"HEAD":

@@ -471,6 +471,9 @@ class PartFailureTests(AggregateCase):
         back to zero, and the access log still gets the parts.
         """
         self.gateway()
+        path = os.path.abspath(self.mktemp())
+        log = AccessLog(path, self.reactor)
+        self.gate.gateway.access_log = log
         client, channel = self.send()
         users_transport, _ = accept_upstream(self.reactor, 0)
         recs_transport, _ = accept_upstream(self.reactor, 1)
@@ -483,6 +486,10 @@ class PartFailureTests(AggregateCase):
         self.assertEqual(self.own_calls(), [])
         self.reactor.advance(5)
         self.assertEqual(client.value(), b"")
+        log.close()
+        with open(path, "rb") as f:
+            self.assertTrue(f.read().endswith(b" parts=user:cancelled:100ms,orders:cancelled:0ms,"
+                                              b"recs:cancelled:100ms\n"))
 
     def test_retry_and_passive_health(self):
         """
@@ -554,6 +561,35 @@ class PartTargetTests(AggregateCase):
             self.assertEqual(self.reactor.tcpClients, [], query)
             reason = "missing $query.id" if expected == "missing" else "unsafe path"
             self.assertEqual(self.document(client), (200, {"me": None, "errors": {"me": reason}}), query)
+
+    def test_variables(self):
+        """
+        Each variable of the template language renders its value from the
+        exchange after the filters, encoded; without a value the part is
+        C{"missing $NAME"}.
+        """
+        routes = ("[route:me]\npath = /me\naggregate = me: users GET "
+                  "/v/$header.x-tenant/$consumer/$remote_addr/${host}?rid=$request_id&sub=$jwt.sub&n=$jwt.n\n")
+        self.gateway(routes=routes)
+        self.filter_route(b"/me", IdentityFilter({"sub": "a b", "n": 3}))
+        self.send(b"GET /me HTTP/1.1\r\nHost: App.Test:8080\r\nX-Tenant: t/1\r\nX-Request-Id: r=1\r\n\r\n")
+        sent, _ = accept_upstream(self.reactor, 0)
+        self.assertTrue(sent.value().startswith(
+            b"GET /v/t%2F1/alice/192.0.2.9/app.test?rid=r%3D1&sub=a%20b&n=3 HTTP/1.1\r\n"), sent.value())
+        for request, claims, missing in [
+            (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Request-Id: r\r\n\r\n", {"sub": "s", "n": 1}, "$header.x-tenant"),
+            (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Tenant: t\r\n\r\n", {"sub": "s", "n": 1}, "$request_id"),
+            (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Tenant: t\r\nX-Request-Id: r\r\n\r\n", {"n": 1}, "$jwt.sub"),
+            (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Tenant: t\r\nX-Request-Id: r\r\n\r\n",
+             {"sub": ["a"], "n": 1}, "$jwt.sub"),
+            (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Tenant: t\r\nX-Request-Id: r\r\n\r\n",
+             {"sub": "s", "n": None}, "$jwt.n"),
+        ]:
+            self.gateway(routes=routes)
+            self.filter_route(b"/me", IdentityFilter(claims))
+            client, _ = self.send(request)
+            self.assertEqual(self.reactor.tcpClients, [], missing)
+            self.assertEqual(self.document(client), (200, {"me": None, "errors": {"me": "missing " + missing}}))
 
     def test_hostile_part_values(self):
         """

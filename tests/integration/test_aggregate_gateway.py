@@ -5,10 +5,12 @@ echo of the request it got; C{/slow} answers late, C{/code/NNN} with that
 status): three parts where one is slow answer within the deadline with
 that part null, a dependent part reads an earlier part's document, a
 required part failing under C{fail} is a 502 problem+json naming it, the
-access log has one line with the parts, and C{--check} refuses a cycle.
+route's API key filter runs once and the identity it vouches for reaches
+every part, the access log has one line with the parts, and C{--check}
+refuses a cycle.
 """
 
-import json
+import hashlib
 import os
 import sys
 
@@ -34,10 +36,14 @@ servers = {users}
 servers = {orders}
 [upstream:recs]
 servers = {recs}
+[filter:keys]
+type = api_key
+keys = {keys}
 [route:dashboard]
 path = /dashboard
 methods = GET
-aggregate = user:    users    GET /users/$query.user
+filters = keys
+aggregate = user:    users    GET /users/$consumer/$query.user
             orders:  orders   GET /orders?owner=$part.user.server&user=$query.user&limit=5
             recs:    recs     GET /slow?delay=5   optional
 part_timeout = 800ms
@@ -49,6 +55,8 @@ aggregate = user:    users    GET /code/503
             orders:  orders   GET /orders
 on_part_error = fail
 """
+
+KEY = b"k-3f9a1c0e7b2d4f6a8c1e3b5d7f9a0c2e"
 
 CYCLE = """
 [listener:web]
@@ -79,8 +87,12 @@ class AggregateGatewayTests(TestCase):
             self.upstreams[name] = upstream
         directory = os.path.abspath(self.mktemp())
         self.access_log = os.path.join(directory, "access.log")
+        keys = os.path.join(directory, "keys.ini")
+        os.makedirs(directory)
+        with open(keys, "w") as f:
+            f.write("[consumers]\nalice = %s\n" % (hashlib.sha256(KEY).hexdigest(),))
         self.gate = GatewayProcess(reactor, directory, GATE.format(
-            access_log=self.access_log, **{n: u.address for n, u in self.upstreams.items()}))
+            access_log=self.access_log, keys=keys, **{n: u.address for n, u in self.upstreams.items()}))
         self.addCleanup(self.gate.stop)
         yield self.gate.start()
 
@@ -95,7 +107,8 @@ class AggregateGatewayTests(TestCase):
         """
         started = reactor.seconds()
         response = yield fetch(reactor, self.gate.url("web", "/dashboard?user=a%2F..%2Fb"),
-                               headers={b"X-Request-Id": [b"req-42"]})
+                               headers={b"X-Request-Id": [b"req-42"], b"X-Api-Key": [KEY],
+                                        b"X-Consumer": [b"mallory"]})
         elapsed = reactor.seconds() - started
         self.assertEqual(response.status, 200, response.body)
         self.assertEqual(response.header(b"content-type"), b"application/json")
@@ -105,10 +118,12 @@ class AggregateGatewayTests(TestCase):
         self.assertEqual(list(document), ["user", "orders", "recs", "errors"])
         self.assertEqual((document["recs"], document["errors"]), (None, {"recs": "timeout"}))
         user, orders = document["user"], document["orders"]
-        self.assertEqual((user["server"], user["uri"]), ("users", "/users/a%2F..%2Fb"))
+        self.assertEqual((user["server"], user["uri"]), ("users", "/users/alice/a%2F..%2Fb"))
         self.assertEqual((orders["server"], orders["uri"]), ("orders", "/orders?owner=users&user=a%2F..%2Fb&limit=5"))
         for part in (user, orders):
             self.assertEqual(part["headers"]["x-request-id"], ["req-42"])
+            self.assertEqual(part["headers"]["x-consumer"], ["alice"])
+            self.assertNotIn("x-api-key", part["headers"])
             self.assertEqual(part["headers"]["accept"], ["application/json"])
             self.assertEqual(part["method"], "GET")
 
@@ -137,8 +152,10 @@ class AggregateGatewayTests(TestCase):
         problem = response.json()
         self.assertEqual((problem["status"], problem["part"], problem["reason"]), (502, "user", "status 503"))
         self.assertIn("user", problem["detail"])
-        response = yield fetch(reactor, self.gate.url("web", "/dashboard?user=b"))
+        response = yield fetch(reactor, self.gate.url("web", "/dashboard?user=b"), headers={b"X-Api-Key": [KEY]})
         self.assertEqual(response.status, 200)
+        response = yield fetch(reactor, self.gate.url("web", "/dashboard?user=b"))
+        self.assertEqual(response.status, 401, "the route's filters run before any part")
         self.assertNotIn("Traceback", self.gate.log())
 
     @inlineCallbacks

@@ -14,7 +14,7 @@ errors naming the parts.
 
 import re
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from gatelayer.config import values as v
 from gatelayer.config.filter_transform import parse_variable
@@ -170,7 +170,12 @@ def parse_target(text):
             match = _VARIABLE.match(text, dollar)
             if match is None:
                 raise ValueError("has a lone $ (write $$ for a dollar sign)")
-            variable = parse_variable(match.group(1) if match.group(1) is not None else match.group(2))
+            try:
+                variable = parse_variable(match.group(1) if match.group(1) is not None else match.group(2))
+            except ValueError as e:
+                if "unknown variable" in str(e):
+                    raise ValueError(f"{e}; a part's target also takes $part.NAME.<path>") from None
+                raise
             if variable.kind == "path":
                 raise ValueError("has $path: a part's target names its own path")
         if "".join(literal):
@@ -300,15 +305,10 @@ def parse_parts(text):
     loop = _cycle(needs, [p.name for p in parts])
     if loop is not None:
         raise ValueError("has a dependency cycle between parts: " + " -> ".join(loop))
-    parts = tuple(part.__class__(**{**_fields(part), "needs": needs[i]}) for i, part in enumerate(parts))
+    parts = tuple(evolve(part, needs=needs[i]) for i, part in enumerate(parts))
     roots = tuple(i for i, n in enumerate(needs) if not n)
     dependents = tuple(tuple(j for j, n in enumerate(needs) if i in n) for i in range(len(parts)))
     return parts, roots, dependents
-
-
-def _fields(part):
-    return {name: getattr(part, name) for name in (
-        "name", "upstream", "method", "path", "query", "has_query", "optional")}
 
 
 def parse_aggregate(reader):

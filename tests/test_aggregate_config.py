@@ -136,6 +136,7 @@ class AggregateConfigErrorTests(SynchronousTestCase):
         ("aggregate = a: users GET /%00\n", "percent-escape (%00)"),
         ("aggregate = a: users GET /\u00e9\n", "non-ASCII character or #"),
         ("aggregate = a: users GET /$nope\n", "has the unknown variable $nope"),
+        ("aggregate = a: users GET /${part}\n", "a part's target also takes $part.NAME.<path>"),
         ("aggregate = a: users GET /$path\n", "has $path: a part's target names its own path"),
         ("aggregate = a: users GET /$part.a\n", "has $part.a: name a value inside the part"),
         ("aggregate = a: users GET /${part.1x.y}\n", "'1x' is not a part name"),

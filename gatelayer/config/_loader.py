@@ -7,6 +7,7 @@ import os
 import os.path
 
 from gatelayer.config import values as v
+from gatelayer.config.aggregate import aggregate_problems, parse_aggregate
 from gatelayer.config._errors import ConfigError
 from gatelayer.config.filtertypes import FILTER_TYPES, settings_parser
 from gatelayer.config.model import (
@@ -92,6 +93,8 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
         problems.append(f"{path}: no [route:NAME] section: every request would get 404")
     for route in routes:
         problems.extend(route_upstream_problems(path, route, upstreams, filters))
+        if route.aggregate is not None:
+            problems.extend(aggregate_problems(path, route, upstreams))
         for name in route.filters:
             if name not in filters:
                 problems.append(f"{path} [route:{route.name}] filters: no section [filter:{name}]")
@@ -311,11 +314,24 @@ def _route(r):
         r.error("split_key", "only applies with weighted versions (upstream = v1:90, v2:10)")
     if mirror is not None and not r.has("upstream"):
         r.error("mirror", "only applies to a route with upstream")
-    terminals = [k for k in ("respond", "static", "upstream") if r.has(k)]
+    aggregate = parse_aggregate(r)
+    terminals = [k for k in ("respond", "static", "upstream", "aggregate") if r.has(k)]
     if not terminals:
-        r.error(None, "needs one of respond, static or upstream")
+        r.error(None, "needs one of respond, static, upstream or aggregate")
     elif len(terminals) > 1:
-        r.error(None, "has " + " and ".join(terminals) + ": a route has exactly one of respond, static, upstream")
+        r.error(None, "has " + " and ".join(terminals)
+                + ": a route has exactly one of respond, static, upstream, aggregate")
+    route_methods = r.get("methods", methods, None)
+    if r.has("aggregate"):
+        # Parts are reads: the route answers GET and HEAD, and says 405 to the rest.
+        if route_methods is None:
+            route_methods = frozenset({"GET", "HEAD"})
+        elif route_methods - {"GET", "HEAD"}:
+            r.error("methods", "may only list GET and HEAD on an aggregate route",
+                    ", ".join(sorted(route_methods)))
+        for key in ("strip_prefix", "preserve_host", "retry_non_idempotent"):
+            if r.has(key):
+                r.error(key, "does not apply to an aggregate route (its parts name their own targets)")
     if static is not None and not os.path.isdir(static):
         r.error("static", "is not a directory", static)
     strip = r.get("strip_prefix", None, None)
@@ -325,7 +341,7 @@ def _route(r):
         name=r.name,
         path=path or "/",
         host=host,
-        methods=r.get("methods", methods, None),
+        methods=route_methods,
         respond_status=responded[0] if responded else None,
         respond_body=responded[1] if responded else None,
         static=static,
@@ -340,6 +356,7 @@ def _route(r):
         split_key=split_key or ("ip", None),
         mirror=mirror[0] if mirror else None,
         mirror_percent=mirror[1] if mirror else 100.0,
+        aggregate=aggregate,
     )
 
 

@@ -128,7 +128,8 @@ class UpstreamSpec:
 class RouteSpec:
     """
     A C{[route:NAME]} section: what it matches and its terminal (a direct
-    response, static files or an upstream), with its filters.
+    response, static files, an upstream or an aggregate of upstream calls),
+    with its filters.
 
     @ivar split: the versions of a weighted split, C{((name, weight), ...)}
         (C{upstream} is then L{None}); empty for one upstream.
@@ -136,6 +137,8 @@ class RouteSpec:
         lower-case name)}, C{("cookie", name)} or C{("jwt", claim)}.
     @ivar mirror: the shadow upstream's name, or L{None}; C{mirror_percent}
         is the share of requests copied to it.
+    @ivar aggregate: the L{gatelayer.config.aggregate.AggregateSpec} of an
+        aggregate route, else L{None}.
     """
 
     name: str
@@ -156,16 +159,19 @@ class RouteSpec:
     split_key: tuple = ("ip", None)
     mirror: str = None
     mirror_percent: float = 100.0
+    aggregate: object = None
 
     @property
     def terminal(self):
         """
-        C{"respond"}, C{"static"} or C{"upstream"} (one upstream in
+        C{"respond"}, C{"static"}, C{"upstream"} (one upstream in
         C{upstream}, or the versions of a weighted split in C{split}:
-        C{(name, weight)} pairs, with C{upstream} L{None}).
+        C{(name, weight)} pairs, with C{upstream} L{None}) or C{"aggregate"}.
         """
         if self.upstream is not None or self.split:
             return "upstream"
+        if self.aggregate is not None:
+            return "aggregate"
         if self.static is not None:
             return "static"
         return "respond"

@@ -90,15 +90,18 @@ class RequestRouting:
     @ivar gateway: the gateway that routed the request; it is told when the
         request is over (a reload may have replaced the channel's gateway
         meanwhile).
+    @ivar log_fields: C{(name, text)} pairs a terminal adds to the
+        request's access log line (an aggregate route's C{parts}).
     """
 
-    __slots__ = ("match", "host", "body_limit", "gateway")
+    __slots__ = ("match", "host", "body_limit", "gateway", "log_fields")
 
     def __init__(self, match, host, body_limit, gateway):
         self.match = match
         self.host = host
         self.body_limit = body_limit
         self.gateway = gateway
+        self.log_fields = ()
 
     def __repr__(self):
         return "<RequestRouting host=%r limit=%d %r>" % (self.host, self.body_limit, self.match)

@@ -12,6 +12,7 @@ from gatelayer.http.canonical import (
 )
 from gatelayer.http1 import BadRequest
 from gatelayer.filters import FilterServices, build_filter
+from gatelayer.http.aggregate import AggregateTerminal
 from gatelayer.http.contract import RequestRouting
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.errors import reason_phrase
@@ -145,6 +146,8 @@ class Gateway:
                 terminal = route_terminal(spec, self.upstreams, reactor)
             elif spec.terminal == "static":
                 terminal = StaticTerminal(spec, reactor)
+            elif spec.terminal == "aggregate":
+                terminal = AggregateTerminal(spec, self.upstreams, reactor)
             else:
                 terminal = DirectTerminal(spec)
             limit = spec.max_body_size if spec.max_body_size is not None else default_limit

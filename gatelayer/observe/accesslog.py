@@ -38,6 +38,10 @@ class AccessLog:
             _text((request.requestHeaders.getRawHeaders(b"referer") or [b"-"])[0]),
             _text((request.requestHeaders.getRawHeaders(b"user-agent") or [b"-"])[0]),
         )
+        routing = getattr(request, "routing", None)
+        if routing is not None and routing.log_fields:
+            # After the combined fields, so tools reading those still do.
+            line = line[:-1] + "".join(" %s=%s" % pair for pair in routing.log_fields) + "\n"
         self._lines.append(line.encode("utf-8", "replace"))
         if self._call is None:
             self._call = self._reactor.callLater(self._interval, self.flush)

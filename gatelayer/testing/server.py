@@ -54,6 +54,21 @@ class InMemoryGateway:
         return transport.value()
 
 
+def accept_upstream(reactor, index=-1):
+    """
+    Complete the upstream connection attempt C{index} of C{reactor} (a
+    L{MemoryReactorClock} an upstream pool connects through) with a
+    L{StringTransport}; returns C{(transport, protocol)}: what the gateway
+    sent is C{transport.value()}, the server's answer is fed to
+    C{protocol.dataReceived}.
+    """
+    host, port, factory, _, _ = reactor.tcpClients[index]
+    protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+    protocol.makeConnection(transport)
+    return transport, protocol
+
+
 def set_filters(gateway, route, filters):
     """
     Give the built route C{route} of C{gateway} (a

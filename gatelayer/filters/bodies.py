@@ -207,6 +207,11 @@ def xml_to_json(data, max_depth=MAX_DEPTH):
     except DefusedXmlException:
         raise TransformError("refers to an external resource, which is refused, at "
                              + _position(parser.getLineNumber(), parser.getColumnNumber())) from None
+    except (LookupError, ValueError):
+        # An encoding declaration naming a codec Python lacks, or one expat
+        # cannot use (multi-byte), or whose decoder fails on the bytes.
+        raise TransformError("declares an encoding that cannot be read, at "
+                             + _position(parser.getLineNumber(), parser.getColumnNumber())) from None
     except _Refused as e:
         raise TransformError(f"{e} at {_position(parser.getLineNumber(), parser.getColumnNumber())}") from None
     return builder.result

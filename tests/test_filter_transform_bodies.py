@@ -17,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from gatelayer.chain import IBodyFilter, RouteChain
 from gatelayer.config import parse_config_text
+from gatelayer.config import transform_bodies
 from gatelayer.config.filter_transform import parse_filter
 from gatelayer.config.transform_bodies import DEFAULT_MAX_SIZE, DEFAULT_ROOT, parse_pointer
 from gatelayer.filters import build_filter
@@ -119,6 +120,18 @@ class SettingsTests(SynchronousTestCase):
             self.assertTrue(problems[0].startswith("gate.ini [filter:tf] "), problems)
             self.assertIn(where, problems[0], items)
             self.assertIn(reason, problems[0], items)
+
+    def test_defusedxml_missing(self):
+        """
+        Without the defusedxml package, C{xml_to_json} is a configuration
+        error saying what to install; C{json_to_xml} needs nothing.
+        """
+        self.patch(transform_bodies, "defusedxml_module", lambda: None)
+        _, problems = _parse(request_body="xml_to_json", response_body="xml_to_json")
+        self.assertEqual(problems, [
+            f"gate.ini [filter:tf] {key}: = xml_to_json needs the defusedxml package: "
+            "pip install 'gatelayer[transform]'" for key in ("request_body", "response_body")])
+        self.assertEqual(_parse(request_body="json_to_xml")[1], [])
 
     def test_unrelated_prefix_allowed(self):
         """

@@ -26,6 +26,9 @@ LARGEST_MAX_SIZE = 64 * 1024 * 1024
 DEFAULT_ROOT = "root"
 """C{xml_root} when it is not set."""
 
+INSTALL_HINT = "pip install 'gatelayer[transform]'"
+"""What an operator runs when the C{defusedxml} package is missing."""
+
 _ENTRY_SPLIT = re.compile(r",\s*(?=/)")
 _ARROW = re.compile(r"\s*->\s*")
 _BAD_TILDE = re.compile(r"~(?![01])")
@@ -71,6 +74,18 @@ class BodySettings:
         Whether response bodies are transformed or edited.
         """
         return bool(self.response or self.response_removes or self.response_renames)
+
+
+def defusedxml_module():
+    """
+    The C{defusedxml} package, or L{None} when it is not installed (it is
+    the optional C{transform} extra; only C{xml_to_json} reads XML).
+    """
+    try:
+        import defusedxml
+    except ImportError:
+        return None
+    return defusedxml
 
 
 def parse_pointer(text):
@@ -156,6 +171,9 @@ def parse_body_settings(reader):
             if reader.has(key):
                 reader.error(key, "applies only with request_body, response_body or a *_json_* key")
         return None
+    for key, direction in (("request_body", request), ("response_body", response)):
+        if direction == "xml_to_json" and defusedxml_module() is None:
+            reader.error(key, f"= xml_to_json needs the defusedxml package: {INSTALL_HINT}")
     if reader.has("xml_root") and "json_to_xml" not in (request, response):
         reader.error("xml_root", "applies only with request_body or response_body = json_to_xml")
     return settings

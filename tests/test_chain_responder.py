@@ -20,7 +20,8 @@ from zope.interface.verify import verifyObject
 from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal, Reply, RouteChain
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.static import FileStreamer
-from gatelayer.testing.server import InMemoryGateway, parse_response, set_filters, with_server
+from gatelayer.testing.server import (
+    InMemoryGateway, parse_response, set_filters, split_responses, with_server)
 from gatelayer.testing.transports import FillingTransport
 
 CONFIG = """
@@ -417,6 +418,29 @@ class ResponderTests(SynchronousTestCase):
         self.assertEqual(client.value(), b"", "the head waits for the body")
         protocol.dataReceived(b"0\r\n\r\n")
         self.assertEqual(parse_response(client.value())[::2], (200, b"HELLO"))
+
+    def test_two_holding_filters(self):
+        """
+        Two filters holding the body back: the outer one gets what the
+        inner one releases at the end, and releases it in turn.
+        """
+        outer, inner = HoldingFilter("outer", self.calls), HoldingFilter("inner", self.calls)
+        self.filters(b"/hello", outer, inner)
+        self.assertEqual(parse_response(self.gate.exchange(GET_HELLO))[::2], (200, b"HELLO"))
+        self.assertEqual((inner.held, outer.held), ([b"hello"], [b"HELLO"]))
+
+    def test_answer_instead_at_the_end(self):
+        """
+        An outer filter answering in the terminal's place from its end
+        hook: the answer goes out once, and nothing after it.
+        """
+        outer, inner = HoldingFilter("outer", self.calls, answer_after=1), HoldingFilter("inner", self.calls)
+        self.filters(b"/hello", outer, inner)
+        channel, client = self.gate.connect()
+        channel.dataReceived(GET_HELLO)
+        responses = split_responses(client.value())
+        self.assertEqual([(status, body) for status, _, body in responses], [(507, b"instead")])
+        self.assertEqual(outer.answered, [True])
 
     def test_answer_instead_stops_the_terminal(self):
         """

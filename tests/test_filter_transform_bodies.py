@@ -235,6 +235,14 @@ request_body = xml_to_json
 path = /req/
 upstream = app
 filters = req-only
+[route:edit-then-xml]
+path = /edit-then-xml/
+upstream = app
+filters = xml-in, edit
+[route:xml-then-edit]
+path = /xml-then-edit/
+upstream = app
+filters = edit, xml-in
 [route:xml]
 path = /xml/
 upstream = app
@@ -564,6 +572,46 @@ class ResponseBodyTests(SynchronousTestCase):
         self.assertIn(b"Content-Type: application/xml; charset=utf-8\r\n", head)
         self.assertNotIn(b"Content-Length: 40", head)
         self.assertTrue(head.endswith(b"\r\n\r\n"), head)
+
+    def test_head_edits_only(self):
+        """
+        A HEAD answer on a route that only edits JSON keeps its type and
+        loses its length.
+        """
+        _, client, _, protocol = self.proxied(b"/edit/a", method=b"HEAD")
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n")
+        head = client.value()
+        self.assertIn(b"Content-Type: application/json\r\n", head)
+        self.assertNotIn(b"Content-Length: 40", head)
+
+    def test_gateway_errors_untouched(self):
+        """
+        The gateway's own error (a timed-out upstream) stays JSON on a
+        route whose answers become XML.
+        """
+        channel, client = self.gate.connect()
+        channel.dataReceived(_request(b"GET", b"/xml/a", content_type=None))
+        self.reactor.advance(120)
+        status, headers, body = parse_response(client.value())
+        self.assertEqual(status, 504)
+        self.assertEqual(headers[b"content-type"], [b"application/json"])
+        self.assertEqual(json.loads(body)["status"], 504)
+
+    def test_two_body_transforms(self):
+        """
+        Two transforms with body keys on one route run nearest-the-upstream
+        first: edits before the conversion take effect; after it, the
+        body is no longer JSON and passes the edits untouched (no 502).
+        """
+        answer = b'{"id":"1","token":"t","internal":"i"}'
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (len(answer),)
+        for path, expected in [(b"/edit-then-xml/a", b"<order><id>1</id></order>"),
+                               (b"/xml-then-edit/a", b"<order><id>1</id><token>t</token></order>")]:
+            _, client, _, protocol = self.proxied(path)
+            protocol.dataReceived(head + answer)
+            status, headers, body = parse_response(client.value())
+            self.assertEqual((status, body), (200, XML_DECLARATION + expected), path)
+            self.assertEqual(headers[b"content-length"], [b"%d" % (len(body),)])
 
     def test_too_large(self):
         """

@@ -321,17 +321,20 @@ class Responder:
 
     def _end_body(self):
         data = b""
-        for flt in self.body_filters:
+        filters = self.body_filters
+        for flt in filters:
             try:
                 if data:
-                    data = flt.on_response_body(self, data)
-                    if data is None:
-                        return None
+                    # None: held back; its end hook returns what is left.
+                    data = flt.on_response_body(self, data) or b""
+                if self.body_filters is not filters:
+                    # A hook answered in the terminal's place.
+                    return None
                 tail = flt.on_response_end(self)
             except Exception:
                 self._body_failed(flt)
                 return None
-            if tail is None:
+            if tail is None or self.body_filters is not filters:
                 return None
             data += tail
         return data

@@ -75,10 +75,9 @@ class _Held:
     The response body held back while it is read whole.
     """
 
-    __slots__ = ("source", "chunks", "size")
+    __slots__ = ("chunks", "size")
 
-    def __init__(self, source):
-        self.source = source
+    def __init__(self):
         self.chunks = []
         self.size = 0
 
@@ -218,9 +217,9 @@ class BodyTransform:
         if exchange.method == b"HEAD":
             if source == "xml" or settings.response == "json_to_xml":
                 raw.setRawHeaders(b"content-type", [JSON_TYPE if source == "xml" else XML_TYPE])
-                raw.removeHeader(b"content-length")
+            raw.removeHeader(b"content-length")
             return
-        context[self._key] = _Held(source)
+        context[self._key] = _Held()
 
     def on_response_body(self, exchange, data):
         """
@@ -252,8 +251,14 @@ class BodyTransform:
         if not data:
             return b""
         settings = self.settings
+        raw = exchange.request.responseHeaders
+        # Read again: a body filter nearer the terminal (another transform)
+        # may have changed the type since the head was made.
+        source = _source(_media_type(raw.getRawHeaders(b"content-type")))
+        if not self._wanted(source, settings.response, settings.response_removes or settings.response_renames):
+            return data
         try:
-            body, content_type = self._convert(data, held.source, settings.response, settings.response_removes,
+            body, content_type = self._convert(data, source, settings.response, settings.response_removes,
                                                settings.response_renames, "the upstream's response body")
         except TransformError as e:
             self._fail(exchange, "the upstream's response body " + e.detail)
@@ -261,7 +266,6 @@ class BodyTransform:
         except BodyRefusal as refusal:
             self._fail(exchange, refusal.detail)
             return None
-        raw = exchange.request.responseHeaders
         raw.setRawHeaders(b"content-type", [content_type])
         for name in _STALE_RESPONSE_HEADERS:
             raw.removeHeader(name)

@@ -354,6 +354,11 @@ class RequestBodyTests(SynchronousTestCase):
         head, body = _sent(self.upstream()[0])
         self.assertEqual(json.loads(body), {"user": "a"})
         self.assertIn(b"Content-Type: application/json\r\n", head)
+        # Non-ASCII stays UTF-8; a lone surrogate, which UTF-8 cannot carry, stays escaped.
+        for sent, out in [(b'{"n":"\\u00e9","password":1}', '{"n":"\u00e9"}'.encode("utf-8")),
+                          (b'{"n":"\\ud800","password":1}', b'{"n":"\\ud800"}')]:
+            self.send(_request(b"POST", b"/edit/x", sent, b"application/json"))
+            self.assertEqual(_sent(self.upstream()[0])[1], out)
 
     def test_untouched(self):
         """

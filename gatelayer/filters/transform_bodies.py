@@ -129,7 +129,7 @@ class BodyTransform:
         try:
             body = text.encode("utf-8")
         except UnicodeEncodeError:
-            # A lone surrogate from a \\ud800 escape: kept escaped.
+            # A lone surrogate (from a JSON \u escape) has no UTF-8: kept escaped.
             body = json.dumps(document, separators=(",", ":")).encode("ascii")
         if len(body) > limit:
             raise TransformError(f"would be larger than {limit} bytes as JSON", too_large=True)

@@ -417,6 +417,15 @@ class RequestBodyTests(SynchronousTestCase):
             self.assertEqual(len(self.reactor.tcpClients), clients, "nothing goes upstream")
             self.assertEqual([e["status"] for e in events if "refused a request body" in e["log_format"]], [400])
 
+    def test_several_content_types(self):
+        """
+        A request body with several Content-Type headers is refused (which
+        one the upstream would believe is not known).
+        """
+        data = _request(b"POST", b"/xml/a", b"<a/>", extra=b"Content-Type: text/plain\r\n")
+        status, headers, body = parse_response(self.send(data)[1].value())
+        self.assertIn("several Content-Type headers", _problem(self, status, headers, body, 400))
+
     def test_too_large(self):
         """
         A body over C{max_transform_size} (within the route's body limit)
@@ -550,6 +559,8 @@ class ResponseBodyTests(SynchronousTestCase):
             b"HTTP/1.1 304 Not Modified\r\nContent-Type: application/json\r\nETag: \"v\"\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: 4\r\n\r\n<a/>",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: 2\r\n\r\n{}",
         ]
         for answer in table:
             _, client, _, protocol = self.proxied()

@@ -42,7 +42,8 @@ _log = Logger(namespace="gatelayer.filters.transform")
 
 
 def _media_type(values):
-    if not values:
+    # Several Content-Type headers say nothing for sure: no type.
+    if not values or len(values) > 1:
         return None
     return values[0].partition(b";")[0].strip().lower().decode("latin-1")
 
@@ -156,7 +157,10 @@ class BodyTransform:
         if length == 0:
             return None
         settings = self.settings
-        source = _source(_media_type(headers.getRawHeaders(b"content-type")))
+        types = headers.getRawHeaders(b"content-type")
+        if types is not None and len(types) > 1:
+            return self._refuse(exchange, 400, "the request has several Content-Type headers")
+        source = _source(_media_type(types))
         if not self._wanted(source, settings.request, settings.request_removes or settings.request_renames):
             return None
         if _compressed(headers.getRawHeaders(b"content-encoding")):

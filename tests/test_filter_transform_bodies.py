@@ -403,7 +403,7 @@ class RequestBodyTests(SynchronousTestCase):
                                        b"quotes at line 1, column 9"),
             (b"/json/a", b'{"a": NaN}', b"NaN is not a JSON value"),
             (b"/json/a", b"[1, 2]", b"JSON array at the top"),
-            (b"/json/a", b'{"bad key": 1}', b"'bad key', which is not an XML element name, at /"),
+            (b"/json/a", b'{"bad key": 1}', b"'bad key', which is not an XML element name, at /bad key"),
             (b"/edit/a", b'{"a": ', b"not valid JSON: Expecting value at line 1, column 7"),
         ]
         for path, sent, reason in table:
@@ -662,7 +662,7 @@ class ResponseBodyTests(SynchronousTestCase):
             (b"/xml/a", b"application/json", b'{"a":\n  tru}', "Expecting value at line 2, column 3"),
             (b"/xml/a", b"application/json", b'{"a": Infinity}', "Infinity is not a JSON value"),
             (b"/xml/a", b"application/json", b'[1]', "JSON array at the top"),
-            (b"/xml/a", b"application/json", b'{"a": {"b c": 1}}', "which is not an XML element name, at /a"),
+            (b"/xml/a", b"application/json", b'{"a": {"b c": 1}}', "which is not an XML element name, at /a/b c"),
             (b"/json/a", b"text/xml", b"<a><b></a>", "mismatched tag at line 1, column 9"),
             (b"/json/a", b"text/xml", b'<!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>',
              "document type declaration"),

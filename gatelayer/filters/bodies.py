@@ -30,7 +30,7 @@ from xml.sax import SAXParseException
 from xml.sax.handler import ContentHandler
 
 __all__ = [
-    "MAX_ATTRIBUTES", "MAX_DEPTH", "TransformError", "apply_edits", "is_json_type", "is_xml_type",
+    "MAX_ATTRIBUTES", "MAX_DEPTH", "XML_DECLARATION", "TransformError", "apply_edits", "is_json_type", "is_xml_type",
     "json_to_xml", "xml_to_json",
 ]
 
@@ -95,8 +95,13 @@ def is_xml_type(kind):
         kind.startswith("application/") and kind.endswith("+xml"))
 
 
-def _pointer(path):
-    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path) or "/"
+def _at(path):
+    """
+    Where C{path} (keys and indexes) is, for a message: its JSON pointer.
+    """
+    if not path:
+        return "at the top"
+    return "at " + "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in path)
 
 
 # -- XML to JSON -------------------------------------------------------------
@@ -246,7 +251,7 @@ def _text(value, path):
     if isinstance(value, str):
         bad = _NOT_XML_CHAR.search(value)
         if bad is not None:
-            raise TransformError(f"has a character XML cannot carry (U+{ord(bad.group()):04X}) at {_pointer(path)}")
+            raise TransformError(f"has a character XML cannot carry (U+{ord(bad.group()):04X}) {_at(path)}")
         return value
     if value is True:
         return "true"
@@ -257,7 +262,7 @@ def _text(value, path):
 
 def _check_name(name, path):
     if not _QNAME.match(name) or name == "xmlns" or name.startswith("xmlns:"):
-        raise TransformError(f"has the key {_shown(name)}, which is not an XML element name, at {_pointer(path)}")
+        raise TransformError(f"has the key {_shown(name)}, which is not an XML element name, {_at(path + [name])}")
 
 
 def _shown(name):
@@ -268,8 +273,7 @@ def _element(writer, name, value, path):
     if isinstance(value, list):
         for index, item in enumerate(value):
             if isinstance(item, list):
-                raise TransformError(f"has an array inside an array, which has no XML form, at "
-                                     f"{_pointer(path + [index])}")
+                raise TransformError(f"has an array inside an array, which has no XML form, {_at(path + [index])}")
             _element(writer, name, item, path + [index])
         return
     if value is None:
@@ -284,16 +288,15 @@ def _element(writer, name, value, path):
         if key.startswith("@"):
             attribute = key[1:]
             if not _QNAME.match(attribute):
-                raise TransformError(f"has the key {_shown(key)}, which is not an XML attribute name, at "
-                                     f"{_pointer(path)}")
+                raise TransformError(f"has the key {_shown(key)}, which is not an XML attribute name, "
+                                     f"{_at(path + [key])}")
             if item is None or isinstance(item, (dict, list)):
-                raise TransformError(f"has an attribute that is not a string, number or boolean at "
-                                     f"{_pointer(path + [key])}")
+                raise TransformError(f"has an attribute that is not a string, number or boolean "
+                                     f"{_at(path + [key])}")
             head.append(f'{attribute}="{_text(item, path + [key]).translate(_ATTRIBUTE_ESCAPES)}"')
         elif key == "#text":
             if isinstance(item, (dict, list)):
-                raise TransformError(f"has a #text that is not a string, number or boolean at "
-                                     f"{_pointer(path + [key])}")
+                raise TransformError(f"has a #text that is not a string, number or boolean {_at(path + [key])}")
             if item is not None:
                 content.append((None, item))
         else:

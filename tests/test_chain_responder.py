@@ -506,7 +506,7 @@ class ResponderTests(SynchronousTestCase):
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
         protocol.connectionLost(Failure(ConnectionRefusedError()))
         status, _, body = parse_response(client.value())
-        self.assertEqual((status, json.loads(body)), (502, {"error": "upstream response broken off", "status": 502}))
+        self.assertEqual((status, json.loads(body)), (502, {"error": "response broken off before it was sent", "status": 502}))
         self.assertFalse(client.disconnecting)
 
     def test_sink_is_the_exchange(self):

@@ -690,7 +690,7 @@ class ResponseBodyTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionLost()))
         status, headers, body = parse_response(client.value())
         self.assertEqual(status, 502)
-        self.assertEqual(json.loads(body), {"error": "upstream response broken off", "status": 502})
+        self.assertEqual(json.loads(body), {"error": "response broken off before it was sent", "status": 502})
         self.assertFalse(client.disconnecting)
 
     def test_client_gone_while_held(self):

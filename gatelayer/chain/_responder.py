@@ -296,7 +296,7 @@ class Responder:
         if self.body_filters and not request.startedWriting and not request.finished \
                 and not request.disconnected and self.body_filters[0] is not _DROP:
             self.answer_instead(502, ((b"content-type", _JSON[0]),),
-                                error_body(502, "upstream response broken off"))
+                                error_body(502, "response broken off before it was sent"))
             return
         if request.producer is not None:
             request.unregisterProducer()

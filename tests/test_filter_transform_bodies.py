@@ -6,6 +6,7 @@ and response bodies through a whole in-memory gateway
 """
 
 import json
+import os
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
@@ -463,6 +464,52 @@ class RequestBodyTests(SynchronousTestCase):
             self.assertNotIn(b"\r\n" + name + b":", head)
         self.send(_request(b"GET", b"/req/a", content_type=None, extra=b"Accept-Encoding: gzip\r\n"))
         self.assertIn(b"\r\naccept-encoding: gzip", _sent(self.upstream()[0])[0].lower())
+
+
+class ValidateAfterTransformTests(SynchronousTestCase):
+    """
+    A validate filter listed after the transform checks the JSON the
+    transform made of an XML body.
+    """
+
+    def test_validated(self):
+        """
+        The converted body is validated: a matching one goes upstream, a
+        failing one gets the validate filter's 400 naming the pointer.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        schema = os.path.join(directory, "order.json")
+        with open(schema, "w") as f:
+            json.dump({"type": "object", "required": ["qty"],
+                       "properties": {"qty": {"type": "string", "pattern": "^[0-9]+$"}}}, f)
+        gate = InMemoryGateway(VALIDATED.format(schema=schema), with_upstreams=True)
+        channel, client = gate.connect()
+        channel.dataReceived(_request(b"POST", b"/v/a", b"<order><qty>two</qty></order>"))
+        status, _, body = parse_response(client.value())
+        self.assertEqual(status, 400)
+        self.assertEqual([e["pointer"] for e in json.loads(body)["errors"]], ["/qty"])
+        self.assertEqual(gate.reactor.tcpClients, [])
+        channel.dataReceived(_request(b"POST", b"/v/a", b"<order><qty>2</qty></order>"))
+        self.assertEqual(len(gate.reactor.tcpClients), 1)
+
+
+VALIDATED = """
+[listener:web]
+bind = 127.0.0.1:8080
+[upstream:app]
+servers = 10.0.0.1:80
+[filter:xml]
+type = transform
+request_body = xml_to_json
+[filter:check]
+type = validate
+schema = {schema}
+[route:v]
+path = /v/
+upstream = app
+filters = xml, check
+"""
 
 
 class TwistedChannelRequestBodyTests(RequestBodyTests):

@@ -337,6 +337,19 @@ class RequestBodyTests(SynchronousTestCase):
             self.assertIn(b"Content-Type: application/json\r\n", head)
             self.assertIn(b"\r\nContent-Length: %d\r\n" % (len(body),), head + b"\r\n")
 
+    def test_chunked_request(self):
+        """
+        A chunked XML body goes upstream as JSON framed by its length.
+        """
+        pieces = [b"<order>", b"<item>a</item>", b"</order>"]
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        self.send(b"POST /xml/a HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n" + chunked, byte_by_byte=True)
+        head, body = _sent(self.upstream()[0])
+        self.assertEqual(body, b'{"item":"a"}')
+        self.assertIn(b"\r\nContent-Length: 12", head)
+        self.assertNotIn(b"chunked", head.lower())
+
     def test_json_to_xml(self):
         """
         A JSON body goes upstream as XML under C{xml_root}.

@@ -20,7 +20,8 @@ from zope.interface.verify import verifyObject
 from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal, Reply, RouteChain
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.static import FileStreamer
-from gatelayer.testing.server import InMemoryGateway, parse_response, set_filters, with_server
+from gatelayer.testing.server import (
+    InMemoryGateway, parse_response, set_filters, split_responses, with_server)
 from gatelayer.testing.transports import FillingTransport
 
 CONFIG = """
@@ -153,6 +154,41 @@ class BrokenBodyFilter(HeaderFilter):
         Never reached.
         """
         return b""
+
+
+@implementer(IBodyFilter)
+class HoldingFilter(HeaderFilter):
+    """
+    A body filter that holds the whole body back: at the end it returns it
+    upper-cased, or, once C{answer_after} bytes are held, answers in the
+    terminal's place.
+
+    @ivar answered: what each C{answer_instead} call returned.
+    """
+
+    preserves_length = True
+
+    def __init__(self, name, calls, answer_after=None):
+        super().__init__(name, calls)
+        self.answer_after = answer_after
+        self.held = []
+        self.answered = []
+
+    def on_response_body(self, exchange, data):
+        """
+        Hold C{data}; answer instead once enough is held.
+        """
+        self.held.append(data)
+        if self.answer_after is not None and len(b"".join(self.held)) >= self.answer_after:
+            self.answered.append(exchange.answer_instead(
+                507, ((b"content-type", b"text/plain"),), b"instead"))
+        return None
+
+    def on_response_end(self, exchange):
+        """
+        The held body, upper-cased.
+        """
+        return b"".join(self.held).upper()
 
 
 class RouteChainTests(SynchronousTestCase):
@@ -370,6 +406,110 @@ class ResponderTests(SynchronousTestCase):
         self.assertIn(b"Content-Length: 7\r\n", head)
         self.assertTrue(head.endswith(b"\r\n\r\n"), head)
 
+    def test_held_body_released_at_end(self):
+        """
+        A body held back whole goes out at the end, the head with it.
+        """
+        self.filters(b"/api/x", HoldingFilter("hold", self.calls))
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream, protocol = self.upstream()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        self.assertEqual(client.value(), b"", "the head waits for the body")
+        protocol.dataReceived(b"0\r\n\r\n")
+        self.assertEqual(parse_response(client.value())[::2], (200, b"HELLO"))
+
+    def test_two_holding_filters(self):
+        """
+        Two filters holding the body back: the outer one gets what the
+        inner one releases at the end, and releases it in turn.
+        """
+        outer, inner = HoldingFilter("outer", self.calls), HoldingFilter("inner", self.calls)
+        self.filters(b"/hello", outer, inner)
+        self.assertEqual(parse_response(self.gate.exchange(GET_HELLO))[::2], (200, b"HELLO"))
+        self.assertEqual((inner.held, outer.held), ([b"hello"], [b"HELLO"]))
+
+    def test_answer_instead_at_the_end(self):
+        """
+        An outer filter answering in the terminal's place from its end
+        hook: the answer goes out once, and nothing after it.
+        """
+        outer, inner = HoldingFilter("outer", self.calls, answer_after=1), HoldingFilter("inner", self.calls)
+        self.filters(b"/hello", outer, inner)
+        channel, client = self.gate.connect()
+        channel.dataReceived(GET_HELLO)
+        responses = split_responses(client.value())
+        self.assertEqual([(status, body) for status, _, body in responses], [(507, b"instead")])
+        self.assertEqual(outer.answered, [True])
+
+    def test_answer_instead_stops_the_terminal(self):
+        """
+        A body filter that held every byte answers in the terminal's place:
+        the upstream's head is replaced (what filters added stays), the
+        upstream exchange is abandoned, and what it still sends is dropped;
+        once answered, a second answer is refused.
+        """
+        holding = HoldingFilter("hold", self.calls, answer_after=3)
+        self.filters(b"/api/x", holding)
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream, protocol = self.upstream()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-App: yes\r\n\r\nab")
+        self.assertEqual(client.value(), b"")
+        protocol.dataReceived(b"cd")
+        status, headers, body = parse_response(client.value())
+        self.assertEqual((status, body, headers[b"content-length"]), (507, b"instead", [b"7"]))
+        self.assertEqual(headers[b"x-seen"], [b"hold"])
+        self.assertNotIn(b"x-app", headers)
+        self.assertEqual(holding.answered, [True])
+        self.assertTrue(upstream.disconnecting or upstream.disconnected, "the upstream exchange is abandoned")
+        state = self.gate.gateway.upstreams["app"].state
+        self.assertEqual(state.active(state.pick("192.0.2.1", [])), 0, "the attempt is over")
+        self.assertFalse(client.disconnecting)
+        protocol.dataReceived(b"efghij")
+        self.assertEqual(parse_response(client.value())[2], b"instead")
+        # The same connection serves the next request.
+        channel.dataReceived(GET_HELLO)
+        self.assertEqual(parse_response(client.value().split(b"instead", 1)[1])[::2], (200, b"hello"))
+
+    def test_answer_instead_refused_once_out(self):
+        """
+        Once bytes went out, answering instead is refused (returns False).
+        """
+        answers = []
+
+        @implementer(IBodyFilter)
+        class Late(UpperFilter):
+            """
+            Passes the body, then tries to answer instead at the end.
+            """
+
+            def on_response_end(self, exchange):
+                """
+                Try to answer instead.
+                """
+                answers.append(exchange.answer_instead(500, (), b"late"))
+                return b""
+        self.filters(b"/hello", Late("late", self.calls))
+        status, _, body = parse_response(self.gate.exchange(GET_HELLO))
+        self.assertEqual((status, body, answers), (200, b"HELLO", [False]))
+
+    def test_abort_while_held(self):
+        """
+        An upstream breaking off while a body filter holds the body: the
+        client gets the gateway's 502, not a cut connection.
+        """
+        self.filters(b"/api/x", HoldingFilter("hold", self.calls))
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream, protocol = self.upstream()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
+        protocol.connectionLost(Failure(ConnectionRefusedError()))
+        status, _, body = parse_response(client.value())
+        self.assertEqual(status, 502)
+        self.assertEqual(json.loads(body), {"error": "response broken off before it was sent", "status": 502})
+        self.assertFalse(client.disconnecting)
+
     def test_sink_is_the_exchange(self):
         """
         C{respond} returns the exchange itself as the body sink (no
@@ -495,3 +635,12 @@ class UnansweredExchangeTests(SynchronousTestCase):
         exchange = Exchange(method=b"GET", path=b"/", query=b"", headers=Headers(), client_ip="192.0.2.1")
         self.assertEqual((exchange.request, exchange.ran, exchange.body_filters), (None, 0, ()))
         self.assertEqual(exchange.chain.filters, ())
+        self.assertEqual((exchange.lost_callback, exchange.new_body), (None, None))
+
+    def test_replace_body(self):
+        """
+        A replaced request body is what the terminal reads, with its length.
+        """
+        exchange = Exchange(method=b"POST", path=b"/", query=b"", headers=Headers(), client_ip="192.0.2.1")
+        exchange.replace_body(b'{"a":1}')
+        self.assertEqual((exchange.body_length(), exchange.body.read()), (7, b'{"a":1}'))

@@ -125,7 +125,7 @@ RUNNING_SYSTEM = ("twisted.internet", "twisted.web", "twisted.application")
 """Twisted's reactor, web and service layers: what a running gateway is."""
 
 PURE = ("gatelayer.routing", "gatelayer.net", "gatelayer.upstream.balancers",
-        "gatelayer.ratelimit.algorithms", "gatelayer.auth.names")
+        "gatelayer.ratelimit.algorithms", "gatelayer.auth.names", "gatelayer.filters.bodies")
 """
 Modules that stay pure (no sockets, no reactor, no request objects). They
 may import each other and plain libraries (the standard library's pure parts,
@@ -175,8 +175,8 @@ def config_rule(imports):
 
 def pure_rule(imports):
     """
-    Routing, the balancers, the rate-limit algorithms, C{gatelayer.net} and
-    the shared names stay pure.
+    Routing, the balancers, the rate-limit algorithms, C{gatelayer.net},
+    the shared names and the transform filter's body mapping stay pure.
     """
     return violations(
         imports, lambda m: within(m, *PURE),

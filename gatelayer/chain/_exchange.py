@@ -4,6 +4,7 @@ can answer with.
 """
 
 import json
+from io import BytesIO
 
 from attrs import define, field, frozen
 
@@ -77,6 +78,11 @@ class Exchange(Responder):
         response phases run, in reverse order).
     @ivar body_filters: the filters whose response-body hooks the body
         goes through, set when the head is made.
+    @ivar lost_callback: what the terminal asked to be called when the
+        client goes away (L{on_client_lost}); the responder calls it too
+        when a body filter answers instead of the terminal.
+    @ivar new_body: the request body a filter put in place of the client's
+        (L{replace_body}), or L{None}.
     """
 
     method: bytes
@@ -96,6 +102,8 @@ class Exchange(Responder):
     chain: object = NO_FILTERS
     ran: int = 0
     body_filters: tuple = ()
+    lost_callback: object = None
+    new_body: object = None
 
     # -- what a terminal needs of the request ------------------------------
 
@@ -111,18 +119,32 @@ class Exchange(Responder):
         Call C{callback()} if the client goes away before the response is
         finished (one callback per request; cheaper than a Deferred).
         """
+        self.lost_callback = callback
         self.request.on_lost(callback)
 
     def body_length(self):
         """
-        How many request body bytes were received.
+        How many request body bytes were received (or are in the body a
+        filter put in their place).
         """
+        if self.new_body is not None:
+            return len(self.new_body)
         return self.request.body_length()
 
     @property
     def body(self):
         """
-        The received request body: a file object positioned at its start
-        (a L{io.BytesIO} or, for large bodies, a temporary file).
+        The request body: a file object positioned at its start (a
+        L{io.BytesIO} or, for large bodies, a temporary file).
         """
+        if self.new_body is not None:
+            return BytesIO(self.new_body)
         return self.request.content
+
+    def replace_body(self, data):
+        """
+        Send C{data} (bytes) upstream instead of the client's request body
+        (a transformation's result); the terminal frames it with its own
+        length.
+        """
+        self.new_body = data

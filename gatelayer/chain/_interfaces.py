@@ -59,12 +59,17 @@ class IBodyFilter(IFilter):
 
         @param data: the chunk (bytes) as produced by the terminal and the
             filters nearer to it.
-        @return: the bytes to pass on (may be empty, to hold data back).
+        @return: the bytes to pass on (may be empty, to hold data back);
+            L{None} holds it back without sending the response head, so a
+            filter holding the whole body may still change the head at the
+            end, or answer in the terminal's place
+            (L{gatelayer.chain.Exchange.answer_instead}).
         """
 
     def on_response_end(exchange):
         """
-        The body is complete: return any bytes still held back (or C{b""}).
+        The body is complete: return any bytes still held back (or C{b""});
+        L{None} once the filter answered in the terminal's place.
         """
 
 

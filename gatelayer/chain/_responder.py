@@ -82,8 +82,8 @@ class Responder:
     """
     The responding half of L{gatelayer.chain.Exchange} (a mixin: the
     exchange holds C{request}, C{chain}, C{ran}, C{status},
-    C{response_headers}, C{response_header_edits} and
-    C{body_filters}).
+    C{response_headers}, C{response_header_edits}, C{body_filters} and
+    C{lost_callback}).
 
     C{request} provides the gateway's request contract
     (L{gatelayer.http.contract.IGatewayRequest}): C{setResponseCode},
@@ -162,6 +162,44 @@ class Responder:
             raw.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
         self.write(body)
         self.finish()
+
+    def answer_instead(self, status, headers, body):
+        """
+        Answer with a complete response in place of the terminal's, from a
+        response-body hook that has held back every byte so far (so the
+        head is not out): a body transformation that finds the body too
+        large or unusable answers with its own error. The head is replaced
+        (C{headers}, then what filters added to C{response_headers}, and
+        the body's length); the body-phase hooks are not run on it. The
+        terminal is stopped as if the client had gone away (its
+        C{on_client_lost} callback runs), and what it still writes is
+        dropped.
+
+        @return: whether it answered (not once the head is out, the
+            response finished or the client gone).
+        """
+        request = self.request
+        if request.startedWriting or request.finished or request.disconnected:
+            return False
+        stop, self.lost_callback = self.lost_callback, None
+        self.body_filters = (_DROP,)
+        if request.producer is not None:
+            request.unregisterProducer()
+        self.status = status
+        request.setResponseCode(status)
+        raw = request.responseHeaders
+        for name, _ in list(raw.getAllRawHeaders()):
+            raw.removeHeader(name)
+        for name, value in headers:
+            raw.addRawHeader(name, value)
+        for name, value in self.response_headers:
+            raw.addRawHeader(name, value)
+        raw.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
+        request.write(body)
+        request.finish()
+        if stop is not None:
+            stop()
+        return True
 
     def _head(self, status, headers):
         self.status = status
@@ -250,8 +288,16 @@ class Responder:
     def abort(self, flush=False):
         """
         Cut the client connection: the client sees a truncated response.
+        While a body filter holds back the whole response (nothing of it
+        went out), the client gets the gateway's 502 instead: the
+        connection stays in step.
         """
         request = self.request
+        if self.body_filters and not request.startedWriting and not request.finished \
+                and not request.disconnected and self.body_filters[0] is not _DROP:
+            self.answer_instead(502, ((b"content-type", _JSON[0]),),
+                                error_body(502, "response broken off before it was sent"))
+            return
         if request.producer is not None:
             request.unregisterProducer()
         transport = request.channel.transport
@@ -275,17 +321,20 @@ class Responder:
 
     def _end_body(self):
         data = b""
-        for flt in self.body_filters:
+        filters = self.body_filters
+        for flt in filters:
             try:
                 if data:
-                    data = flt.on_response_body(self, data)
-                    if data is None:
-                        return None
+                    # None: held back; its end hook returns what is left.
+                    data = flt.on_response_body(self, data) or b""
+                if self.body_filters is not filters:
+                    # A hook answered in the terminal's place.
+                    return None
                 tail = flt.on_response_end(self)
             except Exception:
                 self._body_failed(flt)
                 return None
-            if tail is None:
+            if tail is None or self.body_filters is not filters:
                 return None
             data += tail
         return data

@@ -1,6 +1,7 @@
 """
 Settings of a C{[filter:NAME] type = transform} section: header, path and
-query rewriting, and the template syntax their values use.
+query rewriting, and the template syntax their values use (the body keys
+are read by L{gatelayer.config.transform_bodies}).
 
 A template is parsed once, here, into a tuple of parts: a part is either
 literal bytes or a L{Variable}. C{$name} or C{${name}} is a variable, C{$$}
@@ -14,6 +15,7 @@ import re
 from attrs import frozen
 
 from gatelayer.config import values as v
+from gatelayer.config.transform_bodies import parse_body_settings
 
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+\Z")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9._~-]+\Z")
@@ -85,6 +87,8 @@ class TransformSettings:
     @ivar query_remove: parameter names (bytes) removed from the query.
     @ivar query_add: C{(name bytes, parts)} pairs; a parameter of that name
         the client sent is removed first.
+    @ivar body: the L{gatelayer.config.transform_bodies.BodySettings}, or
+        L{None} when bodies pass untouched.
     """
 
     request_remove: tuple = ()
@@ -98,6 +102,7 @@ class TransformSettings:
     rewrite: object = None
     query_remove: tuple = ()
     query_add: tuple = ()
+    body: object = None
 
 
 def parse_template(text):
@@ -251,7 +256,9 @@ def parse_filter(reader):
     rewrite = reader.get("rewrite", _rewrite, None)
     query_remove = reader.get("query_remove", _query_names, ()) or ()
     query_add = reader.get("query_add", _query_templates, ()) or ()
-    return TransformSettings(rewrite=rewrite, query_remove=query_remove, query_add=query_add, **values)
+    body = parse_body_settings(reader)
+    return TransformSettings(rewrite=rewrite, query_remove=query_remove, query_add=query_add, body=body,
+                             **values)
 
 
 def _touched(entries):

@@ -1,6 +1,7 @@
 """
 The C{transform} filter: request and response headers, the path and the
-query rewritten at the gateway (bodies are not transformed).
+query rewritten at the gateway, and bodies converted between JSON and XML
+and edited by JSON pointer (L{gatelayer.filters.transform_bodies}).
 
 Templates were parsed when the configuration loaded; a request only looks
 up variables and joins bytes. Variables see the request as it reached this
@@ -9,8 +10,10 @@ or header) is empty. A rendered header value containing CR, LF or NUL is
 never sent: it is dropped with a log line. Request headers change in the
 order remove, rename, set, add; then the path is rewritten (the result is
 normalized again, and one that does not start with C{/} or climbs above
-it is refused with 400); then the query changes. Response headers change
-in the same order through the exchange.
+it is refused with 400); then the query changes; then the body. Response
+headers change in the same order through the exchange. Only a transform
+with response body keys has a response-body hook: the others cost the body
+path nothing.
 """
 
 import json
@@ -20,8 +23,9 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gatelayer.chain import IFilter, json_reply
+from gatelayer.chain import IBodyFilter, IFilter, json_reply
 from gatelayer.config.filter_transform import Variable
+from gatelayer.filters.transform_bodies import BodyTransform
 from gatelayer.http.canonical import normalize_path
 from gatelayer.http1 import BadRequest
 
@@ -126,6 +130,8 @@ class TransformFilter:
             + tuple((t.name, None) for t in settings.response_set))
         self._query_names = frozenset(settings.query_remove) | frozenset(
             name for name, _ in settings.query_add)
+        body = settings.body
+        self._body = BodyTransform(name, body) if body is not None else None
 
     def _header_value(self, template, exchange, side):
         value = render(template.parts, exchange)
@@ -167,6 +173,8 @@ class TransformFilter:
                 return refusal
         if self._query_names:
             exchange.query = self._query(exchange.query, query_values)
+        if self._body is not None:
+            return self._body.on_request(exchange)
         return None
 
     def _rewrite(self, exchange):
@@ -213,13 +221,51 @@ class TransformFilter:
                 out.append((template.name, value))
 
 
+@implementer(IBodyFilter)
+class BodyTransformFilter(TransformFilter):
+    """
+    A transform filter that also transforms response bodies: it holds a
+    body it transforms back, whole, and sets the head's Content-Type and
+    Content-Length before the head goes out.
+
+    Its bytes out differ in number from the bytes in, but it sets the
+    right Content-Length itself (unless a later body filter changes the
+    length too), so it does not ask the responder to drop it: a response
+    it passes untouched keeps the upstream's framing.
+    """
+
+    preserves_length = True
+
+    def on_response(self, exchange):
+        """
+        The header edits, then decide whether the body is transformed.
+        """
+        TransformFilter.on_response(self, exchange)
+        self._body.on_response_head(exchange)
+
+    def on_response_body(self, exchange, data):
+        """
+        Hold back a body being transformed; pass any other.
+        """
+        return self._body.on_response_body(exchange, data)
+
+    def on_response_end(self, exchange):
+        """
+        The transformed body, or L{None} after a 502 answered instead.
+        """
+        return self._body.on_response_end(exchange)
+
+
 def build_filter(spec, services):
     """
     Build the transform filter of C{spec} (a
     L{gatelayer.config.model.FilterSpec}); a rewritten path is normalized
-    with the gateway's C{merge_slashes} and C{escaped_slashes = decode}.
+    with the gateway's C{merge_slashes} and C{escaped_slashes = decode}. A
+    filter with response body keys is a L{BodyTransformFilter}.
     """
+    body = spec.settings.body
+    kind = BodyTransformFilter if body is not None and body.on_responses else TransformFilter
     gateway = services.config.gateway if services is not None and services.config is not None else None
     if gateway is None:
-        return TransformFilter(spec.name, spec.settings)
-    return TransformFilter(spec.name, spec.settings, gateway.merge_slashes, gateway.escaped_slashes)
+        return kind(spec.name, spec.settings)
+    return kind(spec.name, spec.settings, gateway.merge_slashes, gateway.escaped_slashes)

@@ -78,15 +78,25 @@ class BodyRefusal(Exception):
         return problem
 
 
-def _refuse_constant(name):
-    raise BodyRefusal(400, f"the request body is not valid JSON: {name} is not a JSON value")
+class _Strict:
+    """
+    The hooks of C{json.loads} refusing what RFC 8259 does not allow, with
+    messages naming the body (C{what}).
+    """
 
+    __slots__ = ("what",)
 
-def _finite_float(text):
-    value = float(text)
-    if math.isinf(value):
-        raise BodyRefusal(400, "the request body is not valid JSON: a number is out of range")
-    return value
+    def __init__(self, what):
+        self.what = what
+
+    def constant(self, name):
+        raise BodyRefusal(400, f"{self.what} is not valid JSON: {name} is not a JSON value")
+
+    def finite_float(self, text):
+        value = float(text)
+        if math.isinf(value):
+            raise BodyRefusal(400, f"{self.what} is not valid JSON: a number is out of range")
+        return value
 
 
 def _too_deep(text):
@@ -107,7 +117,7 @@ def _too_deep(text):
     return False
 
 
-def parse_json_body(data):
+def parse_json_body(data, what="the request body"):
     """
     Parse a request body as strict JSON (RFC 8259): UTF-8 without a byte
     order mark, no C{NaN} or C{Infinity}, no number beyond a float's range
@@ -115,29 +125,32 @@ def parse_json_body(data):
     nothing after the value. Duplicate object keys are allowed and the last
     one wins, as in Python.
 
+    @param what: how messages name the body (the transform filter names
+        an upstream's response body).
     @raise BodyRefusal: 400, naming what is wrong and, for a syntax error,
         its line and column.
     """
     if not data:
-        raise BodyRefusal(400, "the request body is empty, which is not JSON")
+        raise BodyRefusal(400, f"{what} is empty, which is not JSON")
     if data.startswith(_BOM):
-        raise BodyRefusal(400, "the request body starts with a byte order mark, which JSON does not allow")
+        raise BodyRefusal(400, f"{what} starts with a byte order mark, which JSON does not allow")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BodyRefusal(400, f"the request body is not valid UTF-8 (byte {e.start})") from None
+        raise BodyRefusal(400, f"{what} is not valid UTF-8 (byte {e.start})") from None
     if data.count(b"[") + data.count(b"{") > MAX_DEPTH and _too_deep(text):
-        raise BodyRefusal(400, f"the request body nests arrays and objects deeper than {MAX_DEPTH} levels")
+        raise BodyRefusal(400, f"{what} nests arrays and objects deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        strict = _Strict(what)
+        return json.loads(text, parse_constant=strict.constant, parse_float=strict.finite_float)
     except json.JSONDecodeError as e:
         raise BodyRefusal(
-            400, f"the request body is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+            400, f"{what} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
     except RecursionError:
-        raise BodyRefusal(400, f"the request body nests arrays and objects deeper than {MAX_DEPTH} levels") from None
+        raise BodyRefusal(400, f"{what} nests arrays and objects deeper than {MAX_DEPTH} levels") from None
     except ValueError:
         # int() refusing more digits than sys.get_int_max_str_digits().
-        raise BodyRefusal(400, "the request body is not valid JSON: a number has too many digits") from None
+        raise BodyRefusal(400, f"{what} is not valid JSON: a number has too many digits") from None
 
 
 def json_pointer(path):

@@ -18,9 +18,15 @@ gateway does with an upstream's answers:
     and the usual JSON echo body;
   - C{/raw/NAME}: the bytes of L{RAW_RESPONSES}C{[NAME]} written to the
     socket as they are (no HTTP library would send them), then the
-    connection is closed, as their framing cannot be trusted.
+    connection is closed, as their framing cannot be trusted;
+  - C{/json/echo}: a JSON API answering with the JSON value of the request
+    body, re-indented (so equal in meaning, not in bytes), and the
+    request's Content-Type in C{X-Received-Type}; a body that is not JSON
+    gets 415 or 400;
+  - C{/json/pad?bytes=N}: C{{"pad": "xxx..."}} of N characters.
 """
 
+import json
 import sys
 
 from twisted.internet import stdio
@@ -71,10 +77,30 @@ class _Answers(resource.Resource):
                 request.channel.transport.write(raw)
                 request.channel.transport.loseConnection()
                 return server.NOT_DONE_YET
+        elif path == b"/json/echo":
+            return _json_echo(request)
+        elif path == b"/json/pad":
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"pad": "x" * int(request.args.get(b"bytes", [b"0"])[0])}).encode("ascii")
         elif path == b"/unavailable":
             request.setResponseCode(503)
             request.setHeader(b"retry-after", request.args.get(b"retry_after", [b"7"])[0])
         return self._inner.render(request)
+
+
+def _json_echo(request):
+    kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip()
+    request.setHeader(b"x-received-type", kind or b"(none)")
+    if kind != b"application/json":
+        request.setResponseCode(415)
+        return b"not JSON\n"
+    try:
+        value = json.loads(request.content.read())
+    except ValueError as e:
+        request.setResponseCode(400)
+        return f"not JSON: {e}\n".encode("utf-8")
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    return json.dumps(value, indent=2, ensure_ascii=False).encode("utf-8")
 
 
 class _Commands(LineReceiver):

@@ -47,6 +47,8 @@ def scenarios():
                  ("gatelayer-2w", "gatelayer-2w+jwt", "gatelayer-2w+ratelimit",
                   "gatelayer-2w+ratelimit-redis", "gatelayer-2w+jwt+ratelimit"),
                  needs_auth=True),
+        Scenario("api", "small JSON response: proxied, transformed, aggregated from 3 parts", "/json/item",
+                 ("direct", "nginx", "gatelayer-2w", "gatelayer-2w+transform", "gatelayer-2w+bff")),
     ]
 
 
@@ -347,7 +349,7 @@ class Bench:
     def _finish(self, ctx, started_at):
         add_ratios(self.rows, BASELINES)
         self.say("\n" + format_table(self.rows))
-        costs = filter_costs(self.rows)
+        costs = filter_costs(self.rows) + filter_costs(self.rows, scenario="api")
         if costs:
             self.say("\nfilter cost (req/s lost against gatelayer-2w with no filter): " +
                      ", ".join(f"{t} @{c}: {cost:.0%}" + ("" if clean else " (with errors)")

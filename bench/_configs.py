@@ -8,6 +8,9 @@ import datetime
 import os
 
 SMALL_BODY = "hello from the upstream\n"
+JSON_BODY = '{"id":7,"name":"widget","price":12.5,"tags":["a","b"],"internal":{"cost":3}}'
+"""What the upstream answers on every path under C{/json/}: a small JSON
+document for the API scenario (transformed, or one part of an aggregate)."""
 BIG_NAME = "1mb"
 BIG_SIZE = 1024 * 1024
 
@@ -128,6 +131,10 @@ http {{
             default_type text/plain;
             return 200 "{body}";
         }}
+        location ^~ /json/ {{
+            default_type application/json;
+            return 200 '{JSON_BODY}';
+        }}
         location = /{BIG_NAME} {{
             root {root};
             default_type application/octet-stream;
@@ -209,8 +216,14 @@ FILTER_SETS = {
     "ratelimit": ("limit",),
     "ratelimit-redis": ("limit_redis",),
     "jwt+ratelimit": ("jwt", "limit"),
+    "transform": ("transform",),
+    "bff": ("bff",),
 }
-"""The filter combinations the filter scenario measures, by label."""
+"""The filter combinations the filter and API scenarios measure, by label.
+C{bff} is not a filter: it makes the route an aggregate of three parts."""
+
+AGGREGATE_PARTS = ("item", "stock", "price")
+"""The parts of the C{bff} route, each a C{GET /json/NAME} on the upstream."""
 
 
 def gatelayer_ini(workers, port, upstream_port, admin_port, tls=None, filters=(),
@@ -256,11 +269,26 @@ def gatelayer_ini(workers, port, upstream_port, admin_port, tls=None, filters=()
         "",
         "[route:app]",
         "path = /",
-        "upstream = app",
     ]
-    if filters:
-        lines.append("filters = " + ", ".join(filters))
+    if "bff" in filters:
+        parts = [f"{name}: app GET /json/{name}" for name in AGGREGATE_PARTS]
+        lines.append("aggregate = " + "\n    ".join(parts))
+    else:
+        lines.append("upstream = app")
+    route_filters = [name for name in filters if name != "bff"]
+    if route_filters:
+        lines.append("filters = " + ", ".join(route_filters))
     lines.append("")
+    if "transform" in filters:
+        lines += [
+            "[filter:transform]",
+            "type = transform",
+            "request_headers_set = X-Client: $remote_addr",
+            "response_headers_remove = X-Powered-By",
+            "response_json_remove = /internal",
+            "response_body = json_to_xml",
+            "",
+        ]
     if "jwt" in filters:
         lines += [
             "[filter:jwt]",

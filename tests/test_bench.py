@@ -110,7 +110,8 @@ class GeneratedConfigTests(SynchronousTestCase):
         jwt_key, token = _configs.write_jwt_material(directory)
         self.assertEqual(token.count("."), 2)
         for workers, tls, filters in [(1, None, ()), (2, (8443, pem), ()),
-                                      (2, None, ("jwt", "limit")), (2, None, ("limit_redis",))]:
+                                      (2, None, ("jwt", "limit")), (2, None, ("limit_redis",)),
+                                      (2, None, ("transform",))]:
             text = _configs.gatelayer_ini(workers, 8080, 9000, 9901, tls=tls, filters=filters,
                                           jwt_key=jwt_key, redis_port=6390)
             config = parse_config_text(text, os.path.join(directory, "gate.ini"))
@@ -121,6 +122,31 @@ class GeneratedConfigTests(SynchronousTestCase):
             binds = [b for listener in config.listeners for b in listener.binds]
             self.assertTrue(all(host == "127.0.0.1" for host, _ in binds), binds)
             self.assertEqual(len(binds), 2 if tls else 1)
+
+    def test_gatelayer_ini_aggregate(self):
+        """
+        The C{bff} row's gate.ini makes the route an aggregate of three parts
+        on the upstream's JSON paths, with no filter.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        text = _configs.gatelayer_ini(2, 8080, 9000, 9901, filters=("bff",))
+        route = parse_config_text(text, os.path.join(directory, "gate.ini")).routes[0]
+        self.assertEqual(route.terminal, "aggregate")
+        self.assertEqual(route.filters, ())
+        self.assertIn("GET /json/stock", text)
+        self.assertEqual(len(_configs.AGGREGATE_PARTS), 3)
+
+    def test_upstream_serves_json(self):
+        """
+        The upstream answers the API scenario's paths with the JSON document,
+        typed as JSON (the transform and aggregate rows need that).
+        """
+        conf = _configs.nginx_upstream_conf("/p", 9000, 9443, "/c.pem", "/k.pem", "/r")
+        self.assertIn("location ^~ /json/", conf)
+        self.assertIn("default_type application/json;", conf)
+        self.assertIn(_configs.JSON_BODY, conf)
+        json.loads(_configs.JSON_BODY)
 
     def test_loopback_only(self):
         """
@@ -470,7 +496,7 @@ class CommandLineTests(SynchronousTestCase):
         By default every scenario runs at 32 and 128 connections.
         """
         options = _cli.parse_args([])
-        self.assertEqual([s.name for s in options.scenarios], ["small", "1mb", "tls", "tls-close", "filters"])
+        self.assertEqual([s.name for s in options.scenarios], ["small", "1mb", "tls", "tls-close", "filters", "api"])
         self.assertEqual(options.connection_counts, [32, 128])
 
     def test_quick(self):
@@ -493,7 +519,7 @@ class CommandLineTests(SynchronousTestCase):
         filter scenario run alone brings its own nginx and direct rows.
         """
         options = _cli.parse_args(["--targets", "nginx,gatelayer-2w", "--no-pypy"])
-        small, filters = options.scenarios[0], options.scenarios[-1]
+        small, filters = options.scenarios[0], options.scenarios[4]
         self.assertEqual(_cli.selected_targets(small, options), ["nginx", "gatelayer-2w"])
         self.assertEqual(_cli.selected_targets(filters, options)[0], "gatelayer-2w")
         alone = _cli.parse_args(["--scenario", "filters", "--targets", "gatelayer-2w+jwt"])

@@ -129,6 +129,10 @@ class RouteSpec:
     """
     A C{[route:NAME]} section: what it matches and its terminal (a direct
     response, static files or an upstream), with its filters.
+
+    @ivar conditions: the route's header, query and cookie conditions
+        (L{gatelayer.config.route_match.MatchCondition}s), all of which must
+        hold; empty for none.
     """
 
     name: str
@@ -145,6 +149,7 @@ class RouteSpec:
     filters: tuple = ()
     retry_non_idempotent: bool = False
     dotfiles: bool = False
+    conditions: tuple = ()
 
     @property
     def terminal(self):

@@ -121,10 +121,10 @@ def _parse_line(source, line):
         raise ValueError(f"has no {noun} name")
     if source == "query":
         if _QUERY_NAME.match(name) is None:
-            raise ValueError(f"{name!r} is not a query parameter name (write it decoded, without "
-                             "spaces, &, =, #, % or +)")
+            raise ValueError(f"has {name!r}, which is not a query parameter name (write it decoded, "
+                             "without spaces, &, =, #, % or +)")
     elif _TOKEN.match(name) is None:
-        raise ValueError(f"{name!r} is not a {noun} name (letters, digits and !#$%&'*+.^_`|~-)")
+        raise ValueError(f"has {name!r}, which is not a {noun} name (letters, digits and !#$%&'*+.^_`|~-)")
     if source == "header":
         name = name.lower()
         if name.encode("ascii") in _RESERVED_HEADERS:

@@ -72,8 +72,9 @@ def parse_cookies(values):
 
 class RequestView:
     """
-    What conditions read of one request: its raw headers, its query, and
-    (parsed on first use, then kept) its query parameters and cookies.
+    What conditions read of one request: its raw headers (read directly by
+    L{CompiledConditions.hold}), its query, and (parsed on first use, then
+    kept) its query parameters and cookies.
     """
 
     __slots__ = ("headers", "query", "_cookie_key", "_params", "_cookies")
@@ -90,17 +91,6 @@ class RequestView:
         self._cookie_key = cookie_key
         self._params = None
         self._cookies = None
-
-    def header(self, key):
-        """
-        The value of header C{key}, several lines combined, or L{None}.
-        """
-        values = self.headers.get(key)
-        if not values:
-            return None
-        if len(values) == 1:
-            return values[0]
-        return b", ".join(values)
 
     def param(self, name):
         """
@@ -155,10 +145,22 @@ class CompiledConditions:
         """
         Whether every condition holds for C{view} (a L{RequestView}).
         Headers are tested first, then the query, then cookies, so a
-        request failing a header condition parses neither.
+        request failing a header condition parses neither. A header sent
+        on several lines is compared as its lines joined with C{", "}.
         """
+        headers = view.headers
         for key, test, value in self.headers:
-            if not _passes(test, value, view.header(key)):
+            values = headers.get(key)
+            if not values:
+                actual = None
+            elif len(values) == 1:
+                actual = values[0]
+            else:
+                actual = b", ".join(values)
+            if test == _EQUALS:
+                if actual != value:
+                    return False
+            elif not _passes(test, value, actual):
                 return False
         for name, test, value in self.params:
             if not _passes(test, value, view.param(name)):

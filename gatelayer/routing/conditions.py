@@ -118,7 +118,7 @@ class CompiledConditions:
     mapping once, here.
     """
 
-    __slots__ = ("headers", "params", "cookies", "count")
+    __slots__ = ("headers", "params", "cookies")
 
     def __init__(self, conditions, header_key):
         """
@@ -139,7 +139,6 @@ class CompiledConditions:
         self.headers = tuple(headers)
         self.params = tuple(params)
         self.cookies = tuple(cookies)
-        self.count = len(headers) + len(params) + len(cookies)
 
     def hold(self, view):
         """

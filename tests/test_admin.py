@@ -1,6 +1,7 @@
 """
 Tests for the admin endpoint (gatelayer.process.admin): the Host check
-against DNS rebinding, the bearer token, /healthz while slots are empty.
+against DNS rebinding, the bearer token, /healthz while slots are empty, the
+route table in /status.
 In memory: a real master with a fake spawner, the admin site fed through
 StringTransports.
 """
@@ -68,10 +69,13 @@ class AdminHarness:
     A master (fake spawner, fake sockets) and its admin site in memory.
     """
 
-    def __init__(self, admin="127.0.0.1:9901", token=None):
+    def __init__(self, admin="127.0.0.1:9901", token=None, sections=""):
+        """
+        @param sections: more of gate.ini, after the shared CONFIG.
+        """
         self.reactor = MemoryReactorClock()
         self.spawner = FakeSpawner()
-        text = CONFIG.format(admin=admin)
+        text = CONFIG.format(admin=admin) + sections
         self.master = MasterService(parse_config_text(text, "/etc/gate.ini"), text, self.reactor,
                                     self.spawner, bind=_bind)
         self.site = admin_site(self.master, token=token)
@@ -406,3 +410,88 @@ class HealthTests(SynchronousTestCase):
         gate.master.stopService()
         status, _, body = gate.get()
         self.assertEqual((status, json.loads(body)["status"]), (503, "stopping"))
+
+
+ROUTES = """
+[upstream:v1]
+servers = 127.0.0.1:9001
+[upstream:v2]
+servers = 127.0.0.1:9002
+[route:api-v1]
+path = /api
+upstream = v1
+[route:api-v2]
+path = /api
+methods = GET, POST
+match_header = X-Api-Version: 2
+match_query = !legacy
+upstream = v2
+[route:api-beta]
+path = /api
+match_cookie = beta=~1|yes
+upstream = v2
+[route:admin-api]
+host = admin.example.com
+path = /api/
+upstream = v1
+[route:tenants]
+host = *.example.com
+path = /
+respond = 204
+"""
+
+
+class RouteStatusTests(SynchronousTestCase):
+    """
+    /status shows the compiled route table: host groups in precedence
+    order, each group's routes in the order they are tried.
+    """
+
+    def test_routes(self):
+        """
+        The exact host, the wildcard, then the catch-all; within a group
+        the longest prefix, then more conditions, then file order; each
+        route with its host, path, methods, conditions, terminal and
+        filters.
+        """
+        gate = AdminHarness(sections=ROUTES)
+        gate.start()
+        status, _, body = gate.get(path=b"/status")
+        self.assertEqual(status, 200)
+        routes = json.loads(body)["routes"]
+        self.assertEqual([(g["kind"], g["host"], [r["name"] for r in g["routes"]]) for g in routes], [
+            ("exact", "admin.example.com", ["admin-api"]),
+            ("wildcard", "*.example.com", ["tenants"]),
+            ("any", None, ["api-v2", "api-beta", "api-v1", "hello"]),
+        ])
+        self.assertEqual(routes[2]["routes"][0], {
+            "name": "api-v2", "host": None, "path": "/api", "methods": ["GET", "POST"],
+            "conditions": {"header": ["x-api-version: 2"], "query": ["!legacy"], "cookie": []},
+            "terminal": {"type": "upstream", "upstreams": ["v2"]}, "filters": [],
+        })
+        self.assertEqual(routes[2]["routes"][1]["conditions"]["cookie"], ["beta=~1|yes"])
+        self.assertEqual(routes[1]["routes"][0]["terminal"], {"type": "respond", "status": 204})
+
+    def test_same_as_the_worker_table(self):
+        """
+        The master's view and a worker's route table (built from the same
+        configuration) list the same routes in the same order.
+        """
+        from gatelayer.http.gateway import Gateway
+        gate = AdminHarness(sections=ROUTES)
+        gate.start()
+        _, _, body = gate.get(path=b"/status")
+        shown = [[r["name"] for r in group["routes"]] for group in json.loads(body)["routes"]]
+        table = Gateway(gate.master.config, gate.reactor, upstreams={
+            "v1": _Terminals(), "v2": _Terminals()}).table
+        tried = [[item[2].spec.name for item in group] for group in (
+            table._exact["admin.example.com"], table._wildcard[".example.com"], table._any)]
+        self.assertEqual(shown, tried)
+
+
+class _Terminals:
+    def for_route(self, spec):
+        """
+        No terminal: the table is only looked at.
+        """
+        return None

@@ -18,6 +18,7 @@ from gatelayer.config.reader import SectionReader
 from gatelayer.config.route_upstreams import (
     parse_mirror, parse_split_key, parse_upstream, route_upstream_problems,
 )
+from gatelayer.config.route_match import hidden_header_problems, route_conditions
 
 BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
 RETRY_ON = ("connect_error", "timeout", "502", "503", "504")
@@ -101,13 +102,14 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     if any(spec.type == "transform" for spec in filters.values()):
         from gatelayer.config.filter_transform import identity_problems
         problems.extend(identity_problems(path, filters))
+    problems.extend(hidden_header_problems(path, routes, gateway, filters))
     seen = {}
     for route in routes:
-        key = (route.host, route.path, route.methods)
+        key = (route.host, route.path, route.methods, frozenset(route.conditions))
         if key in seen:
             problems.append(
                 f"{path} [route:{route.name}]: matches exactly what [route:{seen[key]}] matches "
-                "(same host, path and methods)")
+                "(same host, path, methods and conditions)")
         seen[key] = route.name
     if problems:
         raise ConfigError(problems)
@@ -357,6 +359,7 @@ def _route(r):
         mirror=mirror[0] if mirror else None,
         mirror_percent=mirror[1] if mirror else 100.0,
         aggregate=aggregate,
+        conditions=route_conditions(r),
     )
 
 

@@ -139,6 +139,9 @@ class RouteSpec:
         is the share of requests copied to it.
     @ivar aggregate: the L{gatelayer.config.aggregate.AggregateSpec} of an
         aggregate route, else L{None}.
+    @ivar conditions: the route's header, query and cookie conditions
+        (L{gatelayer.config.route_match.MatchCondition}s), all of which must
+        hold; empty for none.
     """
 
     name: str
@@ -160,6 +163,7 @@ class RouteSpec:
     mirror: str = None
     mirror_percent: float = 100.0
     aggregate: object = None
+    conditions: tuple = ()
 
     @property
     def terminal(self):

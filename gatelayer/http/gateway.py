@@ -5,6 +5,7 @@ config, and the per-request path through them.
 
 from attrs import evolve, frozen
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 
 from gatelayer.chain import Exchange, RouteChain, error_body, run_request_phase
 from gatelayer.http.canonical import (
@@ -62,6 +63,17 @@ def credential_query_names(config):
                 name = source[1]
                 names.add(name.encode("ascii") if isinstance(name, str) else name)
     return frozenset(names)
+
+
+def _raw_header_name(name):
+    """
+    The key header C{name} (lower-case bytes) has in a request's raw header
+    mapping: twisted's canonical spelling (C{b"X-Api-Version"}), which is
+    what the route table's header conditions look up.
+    """
+    headers = Headers()
+    headers.setRawHeaders(name, [b""])
+    return next(iter(headers._rawHeaders))
 
 
 def _with_preflight(spec, config):
@@ -156,12 +168,12 @@ class Gateway:
                                    RouteChain.build(filters, self._server_header))
             entries.append((spec, runtime))
             preflight_entries.append((_with_preflight(spec, config), runtime))
-        self.table = RouteTable(entries)
+        self.table = RouteTable(entries, header_key=_raw_header_name)
         # CORS preflights (OPTIONS with Access-Control-Request-Method) also
         # match the routes whose cors filter answers them, whatever their
         # methods; every other request is routed by the table above.
         if preflight_entries != entries:
-            self._preflight_table = RouteTable(preflight_entries)
+            self._preflight_table = RouteTable(preflight_entries, header_key=_raw_header_name)
         else:
             self._preflight_table = self.table
         self._default_limit = default_limit
@@ -224,7 +236,7 @@ class Gateway:
             table = self.table
             if method == b"OPTIONS" and b"Access-Control-Request-Method" in raw:
                 table = self._preflight_table
-            match = table.match(host, path, method.decode("ascii"))
+            match = table.match(host, path, method.decode("ascii"), raw, query)
             limit = self._default_limit if match.route is None else match.route.body_limit
         routing = request.routing = RequestRouting(match, host, limit, self)
         self.requests += 1

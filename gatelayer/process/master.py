@@ -29,6 +29,7 @@ from gatelayer.process.endpoints import AdminService, ListenersService
 from gatelayer.process.pipes import PipeTransport
 from gatelayer.service import OrderedMultiService
 from gatelayer.process.sockets import bind_admin, bind_listeners
+from gatelayer.routing import route_table_view
 # The supervision settings and WorkerRecord were defined here before
 # supervision.py existed; they stay importable from this module.
 from gatelayer.process.supervision import (
@@ -294,6 +295,7 @@ class MasterService(OrderedMultiService):
                 "max_connections_per_ip": gateway.max_connections_per_ip,
                 "heartbeat_timeout": gateway.heartbeat_timeout,
             },
+            "routes": route_table_view(self.config.routes),
         }
         pending = []
         for part in self.parts():

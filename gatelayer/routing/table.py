@@ -1,9 +1,14 @@
 """
-The route table: which route answers a request, decided by host, path prefix
-and method. Built once from the config; matching does no parsing.
+The route table: which route answers a request, decided by host, path
+prefix, the route's conditions (headers, query, cookies) and method. Built
+once from the config; matching parses nothing but, when a route tests them,
+the query and the cookies, once per request.
 """
 
 from attrs import frozen
+
+from gatelayer.routing.conditions import CompiledConditions, RequestView
+from gatelayer.routing.precedence import route_groups
 
 # Methods a route serves only when its C{methods} lists them: TRACE echoes
 # the request (credentials included) back, CONNECT asks for a tunnel.
@@ -29,45 +34,73 @@ class RouteMatch:
     allowed: tuple = ()
 
 
+class _ConditionedGroup(list):
+    """
+    A host group holding at least one route with conditions: its items are
+    C{(prefix, methods, payload, conditions)}, C{conditions} being L{None}
+    for a route without. Other groups hold C{(prefix, methods, payload)}
+    and are matched exactly as before conditions existed.
+    """
+
+
 class RouteTable:
     """
-    Routes keyed by host pattern, each host's routes ordered longest path
-    prefix first.
+    Routes keyed by host pattern, each host's routes in the order of
+    L{gatelayer.routing.precedence.route_groups}: longest path prefix
+    first, then more conditions first, then file order.
 
     Host precedence follows nginx's server_name: an exact host beats a
     C{*.domain} wildcard, which beats routes with no host. Within one host
-    group the longest matching path prefix wins. A route whose C{methods}
-    does not allow the request's method is skipped (as in Kong), so the next
-    best route may answer; when routes matched only by host and path and
-    none allows the method, the answer is 405 with C{Allow}. TRACE and
-    CONNECT match only routes that list them in C{methods}.
+    group the longest matching path prefix wins. A route whose conditions
+    (headers, query, cookies) do not all hold is skipped entirely: it does
+    not answer and does not count towards 405's C{Allow}. A route whose
+    C{methods} does not allow the request's method is skipped (as in
+    Kong), so the next best route may answer; when routes matched by host,
+    path and conditions but none allows the method, the answer is 405 with
+    C{Allow}. TRACE and CONNECT match only routes that list them in
+    C{methods}.
     """
 
-    def __init__(self, entries):
+    def __init__(self, entries, header_key=None):
         """
         @param entries: an iterable of C{(spec, payload)} where C{spec} has
-            C{host}, C{path} and C{methods} (a L{RouteSpec}) and C{payload}
-            is what a match returns.
+            C{host}, C{path}, C{methods} and C{conditions} (a L{RouteSpec})
+            and C{payload} is what a match returns.
+        @param header_key: maps a lower-case header name (bytes) to its key
+            in the header mappings given to L{match} (default: the name
+            itself).
         """
+        header_key = header_key or _same
+        self._cookie_key = header_key(b"cookie")
         self._exact = {}
         self._wildcard = {}
         self._any = []
-        for spec, payload in entries:
-            item = (spec.path.encode("utf-8"), spec.methods, payload)
-            if spec.host is None:
-                self._any.append(item)
-            elif spec.host.startswith("*."):
-                self._wildcard.setdefault(spec.host[1:], []).append(item)
+        for group in route_groups(entries, spec_of=lambda entry: entry[0]):
+            if any(spec.conditions for spec, _ in group.routes):
+                items = _ConditionedGroup(
+                    (spec.path.encode("utf-8"), spec.methods, payload,
+                     CompiledConditions(spec.conditions, header_key) if spec.conditions else None)
+                    for spec, payload in group.routes)
             else:
-                self._exact.setdefault(spec.host, []).append(item)
-        for group in [self._any, *self._exact.values(), *self._wildcard.values()]:
-            group.sort(key=lambda item: -len(item[0]))
+                items = [(spec.path.encode("utf-8"), spec.methods, payload) for spec, payload in group.routes]
+            if group.kind == "any":
+                self._any = items
+            elif group.kind == "wildcard":
+                self._wildcard[group.host[1:]] = items
+            else:
+                self._exact[group.host] = items
         self._no_match = RouteMatch(None, 404)
 
-    def match(self, host, path, method):
+    def match(self, host, path, method, headers=None, query=b""):
         """
         Find the route for C{host} (lower-case str, no port), C{path} (bytes)
         and C{method} (str, upper case).
+
+        @param headers: the request's headers, a mapping of name (spelled as
+            C{header_key} spells it) to the list of values; read only when a
+            route with conditions is reached.
+        @param query: the request's query (bytes, without C{?}); parsed
+            only when a route with query conditions is reached.
         """
         groups = []
         exact = self._exact.get(host)
@@ -82,7 +115,26 @@ class RouteTable:
         groups.append(self._any)
         allowed = set()
         explicit = method in EXPLICIT_METHODS
+        view = None
         for group in groups:
+            if group.__class__ is _ConditionedGroup:
+                for prefix, methods, payload, conditions in group:
+                    if not _prefix_matches(path, prefix):
+                        continue
+                    if conditions is not None:
+                        if view is None:
+                            view = RequestView(headers, query, self._cookie_key)
+                        if not conditions.hold(view):
+                            continue
+                    if methods is None:
+                        if not explicit:
+                            return RouteMatch(payload, 200)
+                        allowed.update(ANY_METHODS)
+                        continue
+                    if method in methods:
+                        return RouteMatch(payload, 200)
+                    allowed.update(methods)
+                continue
             for prefix, methods, payload in group:
                 if not _prefix_matches(path, prefix):
                     continue
@@ -97,6 +149,10 @@ class RouteTable:
         if allowed:
             return RouteMatch(None, 405, tuple(sorted(allowed)))
         return self._no_match
+
+
+def _same(name):
+    return name
 
 
 def _prefix_matches(path, prefix):

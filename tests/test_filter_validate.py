@@ -185,7 +185,9 @@ class SettingsTests(ValidateTestsMixin, SynchronousTestCase):
             ({"max_body": "0"}, "[filter:orders] max_body: ", "must be at least 1 byte"),
             ({"max_errors": "0"}, "[filter:orders] max_errors: ", "must be at least 1"),
             ({"max_errors": "5000"}, "[filter:orders] max_errors: ", "must be at most 1000"),
-            ({"openapi": "api.yaml"}, "[filter:orders] openapi: ", "is not a known key"),
+            ({"openapi": "order.json"}, "[filter:orders] openapi: ", "cannot be used together with schema"),
+            ({"responses": "report"}, "[filter:orders] responses: ", "applies to an openapi document only"),
+            ({"openapi_prefix": "/api"}, "[filter:orders] openapi_prefix: ", "applies to an openapi document"),
         ]
         for items, where, message in table:
             _, problems = self.parse(**items)

@@ -207,7 +207,7 @@ def parse_filter(reader):
         reader.error("schema", "is required (or openapi)")
     if path is not None and openapi_path is not None:
         reader.error("openapi", "cannot be used together with schema: choose one")
-        openapi_path = None
+        path = openapi_path = None
     if openapi_path is None:
         for key in ("openapi_prefix", "responses"):
             if reader.has(key) and reader.raw(key).strip():

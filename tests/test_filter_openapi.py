@@ -418,7 +418,7 @@ class ResponseReportTests(OpenAPITestsMixin, SynchronousTestCase):
         self.assertEqual(before, [])
         self.assertEqual(len(after), 1, after)
         self.assertIn("route api: GET /api/orders (GET /orders): response 200: the response body does not match "
-                      "the API description ['/orders']", after[0])
+                      "the API description: \"/orders\": 'no' is not of type 'array'", after[0])
 
     def test_other_problems_logged(self):
         """

@@ -7,6 +7,7 @@ are logged, at most once per L{REPORT_INTERVAL} per operation and status,
 with the route, the status and the JSON pointers.
 """
 
+import json
 from itertools import islice
 
 from twisted.logger import Logger
@@ -145,21 +146,21 @@ class OpenAPIResponseFilter(OpenAPIFilter):
             try:
                 instance = parse_json_body(data)
             except BodyRefusal as refusal:
-                self._log(copy.operation, copy.status, fields, refusal.detail.replace("the request body", "the response body"), [])
+                detail = refusal.detail.replace("the request body", "the response body")
+                self._log(copy.operation, copy.status, fields, detail, [])
                 return
-            pointers = [error["pointer"] for error in islice(
-                schema_failures(copy.validator, instance, ""), self.settings.max_errors)]
-            if pointers:
+            errors = list(islice(schema_failures(copy.validator, instance, ""), self.settings.max_errors))
+            if errors:
                 self._log(copy.operation, copy.status, fields,
-                          "the response body does not match the API description", pointers)
+                          "the response body does not match the API description", errors)
         except Exception:
             self.log.failure("validate [{filter}]: response check failed", filter=self.name)
 
-    def _report(self, exchange, operation, status, detail, pointers):
+    def _report(self, exchange, operation, status, detail, errors):
         self._log(operation, status, {"route": exchange.route, "method": exchange.method.decode("latin-1"),
-                                      "path": exchange.path.decode("latin-1")}, detail, pointers)
+                                      "path": exchange.path.decode("latin-1")}, detail, errors)
 
-    def _log(self, operation, status, fields, detail, pointers):
+    def _log(self, operation, status, fields, detail, errors):
         key = (operation.label, status, detail)
         now = self.clock.seconds()
         if now < self._quiet_until.get(key, 0):
@@ -167,7 +168,9 @@ class OpenAPIResponseFilter(OpenAPIFilter):
             return
         self._quiet_until[key] = now + self.interval
         suppressed = self._suppressed.pop(key, 0)
+        listed = "; ".join(f"{json.dumps(e['pointer'])}: {e['message']}" for e in errors)
         self.log.warn(
-            "validate [{filter}]: route {route}: {method} {path} ({operation}): response {status}: {detail} "
-            "{pointers} ({suppressed} similar not logged since)", filter=self.name, operation=operation.label,
-            status=status, detail=detail, pointers=pointers, suppressed=suppressed, **fields)
+            "validate [{filter}]: route {route}: {method} {path} ({operation}): response {status}: {detail}"
+            + (": {errors}" if errors else "") + (" ({suppressed} similar not logged since)" if suppressed else ""),
+            filter=self.name, operation=operation.label, status=status, detail=detail, errors=listed,
+            pointers=[e["pointer"] for e in errors], suppressed=suppressed, **fields)

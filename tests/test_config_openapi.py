@@ -174,6 +174,9 @@ class LoadTests(SynchronousTestCase):
             ("object.json", api_31(**{"/a": {"get": {"parameters": [
                 {"name": "n", "in": "query", "schema": {"type": "object"}}], **get}}}),
              "the parameter 'n' is an object", ""),
+            ("header.json", api_31(**{"/a": {"get": {"parameters": [
+                {"name": "X Trace", "in": "header", "schema": {}}], **get}}}),
+             "at #/paths/~1a/get/parameters/0: 'X Trace' is not a header name", ""),
             ("location.json", api_31(**{"/a": {"get": {"parameters": [
                 {"name": "n", "in": "body", "schema": {}}], **get}}}),
              "in: 'body' is not one of path, query, header, cookie", ""),

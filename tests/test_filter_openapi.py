@@ -221,6 +221,7 @@ class RequestTests(OpenAPITestsMixin, SynchronousTestCase):
             (b"GET", b"/customers", b"", [], b"", (404, [])),
             (b"GET", b"/orders/", b"", [], b"", (404, [])),
             (b"GET", b"/orders/1/lines", b"", [], b"", (404, [])),
+            (b"OPTIONS", b"*", b"", [], b"", (404, [])),
         ]
         flt = self.make()
         for method, path, query, headers, body, expected in table:
@@ -470,6 +471,24 @@ class ResponseReportTests(OpenAPITestsMixin, SynchronousTestCase):
             b"POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d"
             b"\r\n\r\n%s" % (len(good), good), b"HTTP/1.1 409 Conflict\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual((response[0], logged), (409, []))
+
+    def test_report_mode_checks_responses(self):
+        """
+        With C{mode = report} a request failing its parameters still goes
+        on to its operation, and its response is checked.
+        """
+        text = CONFIG.replace("responses = report\n", "responses = report\nmode = report\n")
+        with open(os.path.join(self.directory, "gate.ini"), "w") as f:
+            f.write(text)
+        self.gate = InMemoryGateway(text, path=os.path.join(self.directory, "gate.ini"), with_upstreams=True)
+        self.reactor = self.gate.reactor
+        response, _, logged = self.answer(
+            b"GET /api/orders?limit=0 HTTP/1.1\r\nHost: x\r\nX-Trace: abcd\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+        self.assertEqual((response[0], response[2]), (200, b"{}"))
+        self.assertEqual(len(logged), 2, logged)
+        self.assertIn("would refuse with 400", logged[0])
+        self.assertIn("response 200: the response body does not match", logged[1])
 
     def test_logging_throttled(self):
         """

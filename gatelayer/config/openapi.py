@@ -44,6 +44,7 @@ _DIALECTS = ("https://spec.openapis.org/oas/3.1/dialect/base", "https://json-sch
 _STATUS = re.compile(r"^(?:[1-5][0-9][0-9]|[1-5]XX|default)$")
 _VARIABLE = re.compile(r"\{([^{}/]+)\}")
 _STYLES = {"path": ("simple",), "header": ("simple",), "query": ("form",), "cookie": ("form",)}
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _IGNORED_HEADERS = frozenset(("accept", "content-type", "authorization"))
 _MESSAGE_LIMIT = 200
 
@@ -442,6 +443,8 @@ def _parameter(reader, node, pointer):
         reader.fail(pointer, "a parameter needs a name")
     if location not in _STYLES:
         reader.fail(pointer, f"in: {_bounded(repr(location))} is not one of path, query, header, cookie")
+    if location == "header" and _TOKEN.match(name) is None:
+        reader.fail(pointer, f"{_bounded(repr(name))} is not a header name")
     if location == "header" and name.lower() in _IGNORED_HEADERS:
         return None
     if "content" in node:

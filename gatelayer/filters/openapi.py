@@ -23,7 +23,7 @@ from gatelayer.filters.validate import (
 )
 
 __all__ = [
-    "DOCUMENT_URI", "CompiledAPI", "Operation", "OpenAPIFilter",
+    "DOCUMENT_URI", "CompiledAPI", "Operation", "OpenAPIFilter", "OperationRefusal",
     "build_openapi_filter", "compile_api", "schema_failures", "select_media",
 ]
 
@@ -83,6 +83,17 @@ class Operation:
         return None
 
 
+class OperationRefusal(BodyRefusal):
+    """
+    A 400: the request matched C{operation} but its parameters or body do
+    not (in report mode it goes on to that operation).
+    """
+
+    def __init__(self, operation, detail, errors):
+        super().__init__(400, detail, errors)
+        self.operation = operation
+
+
 class CompiledAPI:
     """
     An OpenAPI document compiled for requests: the path matcher (template
@@ -101,6 +112,8 @@ class CompiledAPI:
         @raise BodyRefusal: 404 for a path no template matches, 405 (with
             C{Allow}) for a method the path does not have.
         """
+        if not path.startswith("/"):
+            raise BodyRefusal(404, "the path is not in the API description")
         if self.prefix:
             if path != self.prefix and not path.startswith(self.prefix + "/"):
                 raise BodyRefusal(404, "the path is not in the API description")
@@ -178,8 +191,8 @@ class OpenAPIFilter(ValidateFilter):
         listed = list(islice(errors, limit + 1))
         if listed:
             more = f" (only the first {limit} are listed)" if len(listed) > limit else ""
-            raise BodyRefusal(400, f"the request does not match the API description ({operation.label}){more}",
-                              listed[:limit])
+            raise OperationRefusal(operation, f"the request does not match the API description "
+                                              f"({operation.label}){more}", listed[:limit])
         return operation
 
     def _body(self, exchange, operation):
@@ -276,14 +289,18 @@ class OpenAPIFilter(ValidateFilter):
         try:
             operation = self.check(exchange)
         except BodyRefusal as refusal:
-            return self._refused(exchange, refusal)
+            reply = self._refused(exchange, refusal)
+            if reply is None and isinstance(refusal, OperationRefusal):
+                self.passed(exchange, refusal.operation)
+            return reply
         self.passed(exchange, operation)
         return None
 
     def passed(self, exchange, operation):
         """
-        The request of C{exchange} matched C{operation}: nothing more to
-        do unless responses are checked too.
+        The request of C{exchange} goes on to C{operation} (it matched, or
+        report mode let a mismatch through): nothing more to do unless
+        responses are checked too.
         """
 
 

@@ -24,6 +24,7 @@ REPORT_INTERVAL = 10.0
 per this many seconds; those in between are counted in the next line."""
 
 _SKIPPED_STATUSES = frozenset((204, 304))
+_MAX_KEYS = 1000
 
 
 class ResponseCopy:
@@ -166,6 +167,12 @@ class OpenAPIResponseFilter(OpenAPIFilter):
         if now < self._quiet_until.get(key, 0):
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return
+        if len(self._quiet_until) >= _MAX_KEYS:
+            # Upstream-chosen details (media types) must not grow this
+            # without bound: forget the keys whose quiet time is over.
+            for old in [k for k, until in self._quiet_until.items() if until <= now]:
+                del self._quiet_until[old]
+                self._suppressed.pop(old, None)
         self._quiet_until[key] = now + self.interval
         suppressed = self._suppressed.pop(key, 0)
         listed = "; ".join(f"{json.dumps(e['pointer'])}: {e['message']}" for e in errors)

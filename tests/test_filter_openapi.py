@@ -301,6 +301,28 @@ class RequestTests(OpenAPITestsMixin, SynchronousTestCase):
             reply = flt.on_request(request_exchange(b"PUT", path, headers=[JSON], body=body))
             self.assertEqual(reply and self.refusal(reply), expected, (path, body))
 
+    def test_recursive_references(self):
+        """
+        A recursive schema reached through references (body, then
+        component, then itself) validates at every depth, naming the
+        pointer deep inside the body.
+        """
+        node = {"type": "object", "properties": {
+            "name": {"type": "string"},
+            "children": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}}}}
+        tree = {"openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+                "paths": {"/trees": {"post": {"requestBody": {"content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Tree"}}}}, "responses": {}}}},
+                "components": {"schemas": {"Tree": {"$ref": "#/components/schemas/Node"}, "Node": node}}}
+        with open(os.path.join(self.directory, "tree.json"), "w") as f:
+            json.dump(tree, f)
+        flt = self.make(openapi="tree.json")
+        good = b'{"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]}'
+        bad = b'{"name": "a", "children": [{"name": "b", "children": [{"name": 3}]}]}'
+        self.assertIsNone(flt.on_request(request_exchange(b"POST", b"/trees", headers=[JSON], body=good)))
+        reply = flt.on_request(request_exchange(b"POST", b"/trees", headers=[JSON], body=bad))
+        self.assertEqual(self.refusal(reply), (400, ["/body/children/0/children/0/name"]))
+
     def test_report_mode(self):
         """
         In report mode nothing is refused: each failure is a warning naming

@@ -25,7 +25,7 @@ from gatelayer.config.openapi_schema import check_schema, from_openapi_30, point
 
 __all__ = [
     "BodySpec", "MAX_DOCUMENT", "METHODS", "OpenAPIDocument", "OperationSpec", "ParameterSpec",
-    "load_openapi", "parse_document", "split_template",
+    "load_openapi", "parse_document", "resolve_pointer", "split_template",
 ]
 
 MAX_DOCUMENT = 8 * 1024 * 1024

@@ -12,11 +12,12 @@ operation declares, and the validations.
 """
 
 from itertools import islice
-from urllib.parse import quote
+from urllib.parse import unquote
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from gatelayer.config.openapi import resolve_pointer
 from gatelayer.filters.openapi_match import PathMatcher, coerce, decode, parse_cookies, parse_query
 from gatelayer.filters.validate import (
     BodyRefusal, ValidateFilter, is_json, json_pointer, media_type, parse_json_body,
@@ -132,23 +133,49 @@ class CompiledAPI:
         return operation, values
 
 
+def _absolute(node):
+    """
+    A copy of C{node} whose local C{$ref}s (C{#/components/...}) name the
+    document by L{DOCUMENT_URI}: a schema compiled on its own, out of the
+    document, still resolves them against the document's root.
+    """
+    if isinstance(node, dict):
+        copy = {key: _absolute(value) for key, value in node.items()}
+        ref = copy.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            copy["$ref"] = DOCUMENT_URI + ref
+        return copy
+    if isinstance(node, list):
+        return [_absolute(value) for value in node]
+    return node
+
+
 def compile_api(document, prefix=""):
     """
     Compile C{document} (a L{gatelayer.config.openapi.OpenAPIDocument}):
     one validator per schema pointer, one L{Operation} per operation.
+
+    Each validator is compiled on its schema itself (a schema that is
+    only a C{$ref} is replaced by its target), so a request pays for a
+    reference only where a schema uses one inside.
     """
     from jsonschema import Draft202012Validator
     from referencing import Registry
     from referencing.jsonschema import DRAFT202012
 
-    registry = Registry().with_resource(DOCUMENT_URI, DRAFT202012.create_resource(document.document))
+    absolute = _absolute(document.document)
+    registry = Registry().with_resource(DOCUMENT_URI, DRAFT202012.create_resource(absolute))
     validators = {}
 
     def validator(pointer):
         compiled = validators.get(pointer)
         if compiled is None:
-            ref = DOCUMENT_URI + "#" + quote(pointer, safe="/~!$&'()*+,;=:@")
-            compiled = validators[pointer] = Draft202012Validator({"$ref": ref}, registry=registry)
+            schema = resolve_pointer(absolute, pointer)
+            for _ in range(32):
+                if not (isinstance(schema, dict) and list(schema) == ["$ref"]):
+                    break
+                schema = resolve_pointer(absolute, unquote(schema["$ref"][len(DOCUMENT_URI) + 1:]))
+            compiled = validators[pointer] = Draft202012Validator(schema, registry=registry)
         return compiled
 
     templates = {}

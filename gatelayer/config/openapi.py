@@ -388,8 +388,10 @@ def parse_document(document, path="the OpenAPI document"):
                          "are validated as JSON Schema draft 2020-12")
     _check_refs(document, "", document, path)
     reader = _Reader(document, path, version)
-    schemas = document.get("components", {}).get("schemas", {}) if isinstance(
-        document.get("components"), dict) else {}
+    components = document.get("components", {})
+    if not isinstance(components, dict):
+        reader.fail("/components", "must be an object")
+    schemas = components.get("schemas", {})
     if not isinstance(schemas, dict):
         reader.fail("/components/schemas", "must be an object")
     for name, schema in schemas.items():

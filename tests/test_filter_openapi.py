@@ -19,6 +19,7 @@ from gatelayer.chain import IBodyFilter, IFilter
 from gatelayer.config.filter_validate import parse_filter
 from gatelayer.config.model import FilterSpec
 from gatelayer.filters import FilterServices, build_filter
+from gatelayer.filters import openapi_responses
 from gatelayer.filters.openapi import OpenAPIFilter
 from gatelayer.filters.openapi_responses import OpenAPIResponseFilter
 from gatelayer.filters.validate import MAX_DEPTH
@@ -511,6 +512,25 @@ class ResponseReportTests(OpenAPITestsMixin, SynchronousTestCase):
         self.assertEqual(len(logged), 2, logged)
         self.assertIn("would refuse with 400", logged[0])
         self.assertIn("response 200: the response body does not match", logged[1])
+
+    def test_throttle_memory_bounded(self):
+        """
+        What the throttle remembers is bounded: past the limit, the
+        problems whose quiet time is over are forgotten (a media type an
+        upstream makes up per response cannot grow it without end).
+        """
+        self.patch(openapi_responses, "_MAX_KEYS", 3)
+        request = b"POST /api/orders HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: " \
+                  b"15\r\n\r\n{\"quantity\": 1}"
+        flt = self.gate.gateway.filters["shop"]
+        for kind in (b"a", b"b", b"c"):
+            self.answer(request, b"HTTP/1.1 201 Created\r\nContent-Type: text/%s\r\nContent-Length: 0\r\n\r\n" % kind)
+        self.assertEqual(len(flt._quiet_until), 3)
+        self.reactor.advance(11)
+        _, _, logged = self.answer(request, b"HTTP/1.1 201 Created\r\nContent-Type: text/d\r\nContent-Length: 0"
+                                            b"\r\n\r\n")
+        self.assertIn("the media type text/d is not declared", logged[0])
+        self.assertEqual(len(flt._quiet_until), 1)
 
     def test_logging_throttled(self):
         """

@@ -159,6 +159,7 @@ class RequestTests(OpenAPITestsMixin, SynchronousTestCase):
         self.assertTrue(verifyObject(IFilter, plain))
         self.assertFalse(IBodyFilter.providedBy(plain))
         reporting = self.make(responses="report")
+        self.assertIsInstance(reporting, OpenAPIResponseFilter)
         self.assertTrue(verifyObject(IBodyFilter, reporting))
         self.assertTrue(reporting.preserves_length)
 

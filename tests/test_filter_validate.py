@@ -7,7 +7,6 @@ Tests for the validate filter: its settings and schema loading
 import json
 import os
 import sys
-from io import BytesIO
 from tempfile import TemporaryFile
 
 from twisted.internet.testing import MemoryReactorClock

@@ -15,7 +15,6 @@ from itertools import islice
 from urllib.parse import unquote
 
 from twisted.logger import Logger
-from zope.interface import implementer
 
 from gatelayer.config.openapi import resolve_pointer
 from gatelayer.filters.openapi_match import PathMatcher, coerce, decode, parse_cookies, parse_query

@@ -7,22 +7,21 @@ Tests for the validate filter: its settings and schema loading
 import json
 import os
 import sys
-from io import BytesIO
 from tempfile import TemporaryFile
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
-from gatelayer.chain import Exchange, IFilter
+from gatelayer.chain import IFilter
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.filter_validate import ValidateSettings, parse_filter
 from gatelayer.config.model import FilterSpec
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.validate import MAX_DEPTH, ValidateFilter, json_pointer
 from gatelayer.testing.config import parse_section
+from gatelayer.testing.exchange import request_exchange
 
 ORDER = {
     "type": "object",
@@ -46,31 +45,10 @@ ORDER = {
 GOOD = b'{"customer": "alice", "items": [{"name": "pen", "qty": 2}]}'
 
 
-class _Request:
-    """
-    The part of a request the filter reads: the buffered body and its
-    length.
-    """
-
-    def __init__(self, body, content=None):
-        self.content = content if content is not None else BytesIO(body)
-        self._length = len(body)
-
-    def body_length(self):
-        """
-        How many body bytes were received.
-        """
-        return self._length
-
-
 def _exchange(body=b"", content_type=b"application/json", method=b"POST", content=None, extra=()):
-    headers = Headers()
-    if content_type is not None:
-        headers.addRawHeader(b"content-type", content_type)
-    for name, value in extra:
-        headers.addRawHeader(name, value)
-    return Exchange(method=method, path=b"/orders", query=b"", headers=headers, client_ip="192.0.2.7",
-                    route="orders", request=_Request(body, content))
+    headers = [(b"content-type", content_type)] if content_type is not None else []
+    return request_exchange(method, b"/orders", headers=[*headers, *extra], body=body, route="orders",
+                            content=content)
 
 
 class ValidateTestsMixin:
@@ -185,7 +163,9 @@ class SettingsTests(ValidateTestsMixin, SynchronousTestCase):
             ({"max_body": "0"}, "[filter:orders] max_body: ", "must be at least 1 byte"),
             ({"max_errors": "0"}, "[filter:orders] max_errors: ", "must be at least 1"),
             ({"max_errors": "5000"}, "[filter:orders] max_errors: ", "must be at most 1000"),
-            ({"openapi": "api.yaml"}, "[filter:orders] openapi: ", "is not a known key"),
+            ({"openapi": "order.json"}, "[filter:orders] openapi: ", "cannot be used together with schema"),
+            ({"responses": "report"}, "[filter:orders] responses: ", "applies to an openapi document only"),
+            ({"openapi_prefix": "/api"}, "[filter:orders] openapi_prefix: ", "applies to an openapi document"),
         ]
         for items, where, message in table:
             _, problems = self.parse(**items)

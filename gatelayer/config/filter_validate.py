@@ -1,6 +1,9 @@
 """
 Settings of a C{[filter:NAME] type = validate} section.
 
+The filter validates with either a JSON Schema (C{schema}, here) or an
+OpenAPI document (C{openapi}, loaded by L{gatelayer.config.openapi}).
+
 A JSON Schema is configuration, not key material: it is read, parsed and
 checked against the draft 2020-12 meta-schema here, once per config load, so
 a missing file, a file that is not JSON (with its line and column) or a
@@ -35,10 +38,19 @@ class ValidateSettings:
     """
     A JSON Schema validation filter's settings.
 
-    @ivar schema_file: the absolute path of the schema file (C{schema}).
+    @ivar schema_file: the absolute path of the schema file (C{schema}),
+        or L{None} when the filter validates with an OpenAPI document.
     @ivar schema: the parsed schema (a dict or a bool), already checked
         against the draft 2020-12 meta-schema; L{None} when it could not be
         read (the config then has errors). Compared, never hashed.
+    @ivar openapi_file: the absolute path of the OpenAPI document
+        (C{openapi}), or L{None}.
+    @ivar openapi: the loaded L{gatelayer.config.openapi.OpenAPIDocument},
+        or L{None}.
+    @ivar openapi_prefix: the path prefix in front of the document's paths
+        (C{""}: none).
+    @ivar responses: C{"off"}, or C{"report"}: JSON responses are checked
+        against the document and failures logged (OpenAPI only).
     @ivar mode: C{"enforce"} (refuse what fails) or C{"report"} (log it and
         let the request pass).
     @ivar require_json: whether a body of another content type is refused
@@ -48,12 +60,16 @@ class ValidateSettings:
     @ivar max_errors: how many schema failures a 400 lists at most.
     """
 
-    schema_file: str
+    schema_file: str = None
     schema: object = field(default=None, hash=False)
     mode: str = "enforce"
     require_json: bool = True
     max_body: int = 1024 * 1024
     max_errors: int = 20
+    openapi_file: str = None
+    openapi: object = field(default=None, hash=False)
+    openapi_prefix: str = ""
+    responses: str = "off"
 
 
 def jsonschema_module():
@@ -164,13 +180,22 @@ def _positive(maximum):
     return lambda text: v.parse_int(text, 1, maximum)
 
 
+def _prefix(text):
+    if not text.startswith("/") or "?" in text or "#" in text:
+        raise ValueError("is not a path prefix (it must start with /)")
+    return text.rstrip("/")
+
+
 def parse_filter(reader):
     """
     Read a C{type = validate} section from C{reader} into
-    L{ValidateSettings}, loading and checking its schema file, and recording
-    every problem on the reader.
+    L{ValidateSettings}, loading and checking its schema file or OpenAPI
+    document, and recording every problem on the reader.
     """
-    path = reader.path("schema")
+    path = reader.path("schema", None)
+    openapi_path = reader.path("openapi", None)
+    prefix = reader.get("openapi_prefix", _prefix, "")
+    responses = reader.choice("responses", ("off", "report"), "off")
     mode = reader.choice("mode", ("enforce", "report"), "enforce")
     require_json = reader.get("require_json", v.parse_bool, True)
     max_body = reader.get("max_body", v.parse_size, 1024 * 1024)
@@ -178,7 +203,18 @@ def parse_filter(reader):
         reader.error("max_body", "must be at least 1 byte", reader.raw("max_body").strip())
         max_body = None
     max_errors = reader.get("max_errors", _positive(1000), 20)
-    schema = None
+    if path is None and openapi_path is None:
+        reader.error("schema", "is required (or openapi)")
+    if path is not None and openapi_path is not None:
+        reader.error("openapi", "cannot be used together with schema: choose one")
+        path = openapi_path = None
+    if openapi_path is None:
+        for key in ("openapi_prefix", "responses"):
+            if reader.has(key) and reader.raw(key).strip():
+                reader.error(key, "applies to an openapi document only")
+    elif reader.has("require_json"):
+        reader.error("require_json", "applies to schema only (an OpenAPI document declares its media types)")
+    schema = document = None
     jsonschema = jsonschema_module()
     if jsonschema is None:
         reader.error(None, f"type = validate needs the jsonschema package: {INSTALL_HINT}")
@@ -191,6 +227,8 @@ def parse_filter(reader):
                 schema = load_schema(path, jsonschema)
             except ValueError as e:
                 reader.error("schema", str(e))
+    elif openapi_path is not None:
+        document = _load_openapi(reader, openapi_path)
     return ValidateSettings(
         schema_file=path,
         schema=schema,
@@ -198,4 +236,23 @@ def parse_filter(reader):
         require_json=True if require_json is None else require_json,
         max_body=max_body or 1024 * 1024,
         max_errors=max_errors or 20,
+        openapi_file=openapi_path,
+        openapi=document,
+        openapi_prefix=prefix or "",
+        responses=responses or "off",
     )
+
+
+def _load_openapi(reader, path):
+    from gatelayer.config.openapi import load_openapi
+    unreadable = v.file_unreadable(path)
+    if unreadable is not None:
+        reader.error("openapi", unreadable)
+        return None
+    try:
+        return load_openapi(path)
+    except RecursionError:
+        reader.error("openapi", f"{path} is nested too deeply")
+    except ValueError as e:
+        reader.error("openapi", str(e))
+    return None

@@ -48,7 +48,8 @@ BODY_METHODS = frozenset((b"POST", b"PUT", b"PATCH"))
 """The methods whose empty body, sent as JSON, is refused as not JSON; an
 empty request of another method (a C{GET} whose client always sends
 C{Content-Type: application/json}) passes."""
-_TITLES = {400: "Bad Request", 413: "Content Too Large", 415: "Unsupported Media Type"}
+_TITLES = {400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
+           415: "Unsupported Media Type"}
 
 
 class BodyRefusal(Exception):
@@ -59,13 +60,16 @@ class BodyRefusal(Exception):
     @ivar detail: a sentence for the problem's C{detail}.
     @ivar errors: the schema failures, C{{"pointer", "message"}} dicts, or
         L{None} when the body was not validated.
+    @ivar headers: C{(name, value)} byte pairs the refusal carries (the
+        C{Allow} of a 405).
     """
 
-    def __init__(self, status, detail, errors=None):
+    def __init__(self, status, detail, errors=None, headers=()):
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors
+        self.headers = headers
 
     def problem(self):
         """
@@ -287,15 +291,19 @@ class ValidateFilter:
             return None
         self.log.debug("validate [{filter}]: refused with {status}: {detail} {pointers}",
                        filter=self.name, status=refusal.status, detail=refusal.detail, pointers=pointers)
-        return json_reply(refusal.status, refusal.problem(), content_type=PROBLEM_JSON)
+        return json_reply(refusal.status, refusal.problem(), refusal.headers, content_type=PROBLEM_JSON)
 
 
 def build_filter(spec, services):
     """
     Build the validate filter of C{spec} (a
-    L{gatelayer.config.model.FilterSpec}), compiling its schema once; it
-    needs nothing of C{services}.
+    L{gatelayer.config.model.FilterSpec}), compiling its schema (or its
+    OpenAPI document's schemas, L{gatelayer.filters.openapi}) once; only
+    response validation needs C{services} (its reactor).
     """
+    if spec.settings.openapi is not None:
+        from gatelayer.filters.openapi import build_openapi_filter
+        return build_openapi_filter(spec, services)
     from jsonschema import Draft202012Validator
     from referencing import Registry
 

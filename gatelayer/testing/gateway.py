@@ -9,6 +9,7 @@ import sys
 from twisted.internet import task
 from twisted.internet.defer import Deferred, inlineCallbacks, returnValue
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.utils import getProcessOutputAndValue
 
 import gatelayer
 
@@ -25,6 +26,19 @@ class _MasterProtocol(ProcessProtocol):
     def processEnded(self, reason):
         self.exit_code = getattr(reason.value, "exitCode", None)
         self.ended.callback(self.exit_code)
+
+
+def _twistd(*args):
+    """
+    The environment and command line running twistd with C{args} on this
+    interpreter, this gatelayer first on the path.
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(gatelayer.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env, [sys.executable, "-c",
+                 "import sys; from twisted.scripts.twistd import run; sys.argv=['twistd']+sys.argv[1:]; run()",
+                 *args]
 
 
 class GatewayProcess:
@@ -55,13 +69,8 @@ class GatewayProcess:
         """
         if os.path.exists(self.ready_path):
             os.remove(self.ready_path)
-        root = os.path.dirname(os.path.dirname(os.path.abspath(gatelayer.__file__)))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        argv = [sys.executable, "-c",
-                "import sys; from twisted.scripts.twistd import run; sys.argv=['twistd']+sys.argv[1:]; run()",
-                "-n", "--pidfile=", "--logfile", self.log_path, "gatelayer",
-                "-c", self.config_path, "--ready-file", self.ready_path]
+        env, argv = _twistd("-n", "--pidfile=", "--logfile", self.log_path, "gatelayer",
+                            "-c", self.config_path, "--ready-file", self.ready_path)
         self.protocol = _MasterProtocol()
         self.transport = self.reactor.spawnProcess(
             self.protocol, sys.executable, argv, env=env, path=self.directory)
@@ -75,6 +84,17 @@ class GatewayProcess:
         with open(self.ready_path) as f:
             self.info = json.load(f)
         returnValue(self.info)
+
+    def check(self):
+        """
+        Run C{twistd gatelayer -c CONFIG --check} on this gateway's config,
+        as an operator would; fires with C{(exit code, output)}, stdout and
+        stderr together.
+        """
+        env, argv = _twistd("gatelayer", "-c", self.config_path, "--check")
+        d = getProcessOutputAndValue(sys.executable, argv[1:], env=env, path=self.directory,
+                                     reactor=self.reactor)
+        return d.addCallback(lambda result: (result[2], (result[0] + result[1]).decode("utf-8", "replace")))
 
     @property
     def pid(self):

@@ -315,6 +315,14 @@ class UpstreamProcess:
         self.transport.write(command + b"\n")
         return acknowledged
 
+    def requests(self):
+        """
+        A Deferred firing with how many requests the process has answered.
+        """
+        answer = self.protocol.wait_line("ok requests ")
+        self.transport.write(b"requests\n")
+        return answer.addCallback(lambda line: int(line.split()[2]))
+
     @inlineCallbacks
     def stop(self, timeout=10.0):
         """

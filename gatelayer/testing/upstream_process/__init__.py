@@ -7,7 +7,8 @@ an L{gatelayer.testing.upstreams.UpstreamServer} named NAME on 127.0.0.1:PORT
 (0 or omitted: any free port), writes C{listening PORT} on stdout once it
 accepts connections, and then reads commands, one a line, on stdin:
 C{healthy} and C{unhealthy} switch what its C{/healthz} answers (each is
-acknowledged with C{ok COMMAND}). It exits when stdin closes, so it never
+acknowledged with C{ok COMMAND}); C{requests} is answered with
+C{ok requests N}, how many requests it has answered. It exits when stdin closes, so it never
 outlives the test that started it. L{gatelayer.testing.upstreams.UpstreamProcess}
 is the test-side handle.
 
@@ -125,6 +126,9 @@ class _Commands(LineReceiver):
             self._upstream.healthy = True
         elif command == b"unhealthy":
             self._upstream.healthy = False
+        elif command == b"requests":
+            self.sendLine(b"ok requests %d" % (self._upstream.requests,))
+            return
         else:
             self.sendLine(b"error unknown command " + command)
             return

@@ -82,7 +82,7 @@ def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
     return out
 
 
-def downstream_headers(headers):
+def downstream_headers(headers, origin=None, scheme=b"http", authority=None):
     """
     Filter an upstream response's C{(name, value)} pairs for the client:
     hop-by-hop headers and those named in Connection are removed; framing is
@@ -91,18 +91,30 @@ def downstream_headers(headers):
     upstream repeated it or sent a list (C{2, 2}): the upstream client
     accepts those only when every length is the same, and a client behind
     the gateway must not have to decide which one counts.
+
+    With an L{gatelayer.http.origin.OriginPolicy} C{origin}, the route's
+    hidden headers are removed too and the URLs of Location,
+    Content-Location and Refresh naming an upstream server are rewritten
+    for a client that used C{scheme} and sent the Host C{authority}; the
+    policy's one set of names keeps headers that need none of this at one
+    lookup each.
     """
     drop = None
     length = False
     out = []
+    special = HOP_BY_HOP if origin is None else origin.special
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP:
-            if lower == b"connection":
-                tokens = connection_tokens([value])
-                drop = tokens if drop is None else drop | tokens
-            continue
-        if lower == b"content-length":
+        if lower in special:
+            if lower in HOP_BY_HOP:
+                if lower == b"connection":
+                    tokens = connection_tokens([value])
+                    drop = tokens if drop is None else drop | tokens
+                continue
+            if lower in origin.hide:
+                continue
+            value = origin.rewrite(lower, value, scheme, authority)
+        elif lower == b"content-length":
             if length:
                 continue
             length = True

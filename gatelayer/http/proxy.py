@@ -8,6 +8,7 @@ from zope.interface import implementer
 
 from gatelayer.chain import ITerminal
 from gatelayer.http.headers import downstream_headers, upstream_headers
+from gatelayer.http.origin import origin_policy
 from gatelayer.upstream.state import may_retry_method
 
 _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"])
@@ -84,19 +85,22 @@ class RouteProxy:
 
     @ivar upstream: the L{UpstreamTerminal}.
     @ivar spec: the route's L{gatelayer.config.model.RouteSpec}.
+    @ivar origin: the route's L{gatelayer.http.origin.OriginPolicy} on
+        this upstream (built once, here), or L{None}.
     """
 
-    __slots__ = ("upstream", "spec")
+    __slots__ = ("upstream", "spec", "origin")
 
     def __init__(self, upstream, spec):
         self.upstream = upstream
         self.spec = spec
+        self.origin = origin_policy(upstream.spec, spec)
 
     def serve(self, exchange):
         """
         Proxy the request C{exchange} describes.
         """
-        ProxiedRequest(self.upstream, self.spec, exchange).start()
+        ProxiedRequest(self.upstream, self.spec, exchange, self.origin).start()
 
 
 class ProxiedRequest:
@@ -117,15 +121,18 @@ class ProxiedRequest:
     __slots__ = (
         "terminal", "spec", "exchange", "server", "tried", "handle",
         "headers", "target", "body", "retryable", "head_sent", "in_flight", "discarding",
-        "host_header", "next_server", "relayed_failure",
+        "host_header", "next_server", "relayed_failure", "origin",
     )
 
-    def __init__(self, terminal, route_spec, exchange):
+    def __init__(self, terminal, route_spec, exchange, origin=None):
         """
         @param terminal: the upstream's L{UpstreamTerminal}.
         @param route_spec: the route's spec.
         @param exchange: the L{gatelayer.chain.Exchange} to answer.
+        @param origin: the route's L{gatelayer.http.origin.OriginPolicy}
+            on this upstream, or L{None}.
         """
+        self.origin = origin
         self.terminal = terminal
         self.spec = route_spec
         self.exchange = exchange
@@ -257,7 +264,13 @@ class ProxiedRequest:
                 return
             self.relayed_failure = status_text
         self.head_sent = True
-        sink = exchange.respond(status, downstream_headers(headers))
+        origin = self.origin
+        if origin is None:
+            relayed = downstream_headers(headers)
+        else:
+            relayed = downstream_headers(
+                headers, origin, exchange.scheme.encode("ascii"), self.host_header)
+        sink = exchange.respond(status, relayed)
         if exchange.method != b"HEAD":
             sink.register_producer(self.handle)
 

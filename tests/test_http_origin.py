@@ -179,7 +179,7 @@ class DownstreamOriginTests(SynchronousTestCase):
             (b"Refresh", b"1; url=http://10.0.0.1:8080/c"), (b"Connection", b"x-hop"),
             (b"X-Hop", b"1"), (b"Content-Length", b"0"), (b"X-Other", b"http://10.0.0.1:8080/"),
             (b"Location", b"http://[0::1]/v6")],
-            policy, b"http", b"gw.example:8080")
+            policy, "http", b"gw.example:8080")
         self.assertEqual(out, [
             (b"Location", b"http://gw.example:8080/a"),
             (b"Content-Location", b"http://gw.example:8080/b"),
@@ -193,7 +193,7 @@ class DownstreamOriginTests(SynchronousTestCase):
         """
         policy = self._policy(rewrite_location=False, hide_headers=frozenset([b"x-powered-by"]))
         out = downstream_headers([(b"Location", b"http://10.0.0.1:8080/a"), (b"X-Powered-By", b"x")],
-                                 policy, b"http", b"gw.example")
+                                 policy, "http", b"gw.example")
         self.assertEqual(out, [(b"Location", b"http://10.0.0.1:8080/a")])
 
     def test_no_client_host(self):
@@ -201,7 +201,7 @@ class DownstreamOriginTests(SynchronousTestCase):
         A client that sent no Host (HTTP/1.0) has no authority to put in:
         the Location is relayed as sent.
         """
-        out = downstream_headers([(b"Location", b"http://10.0.0.1:8080/a")], self._policy(), b"http", None)
+        out = downstream_headers([(b"Location", b"http://10.0.0.1:8080/a")], self._policy(), "http", None)
         self.assertEqual(out, [(b"Location", b"http://10.0.0.1:8080/a")])
 
     def test_prefix_from_route(self):
@@ -211,7 +211,7 @@ class DownstreamOriginTests(SynchronousTestCase):
         """
         for prefix in ("/api", "/api/"):
             policy = self._policy(strip_prefix=prefix)
-            out = downstream_headers([(b"Location", b"http://10.0.0.1:8080/a")], policy, b"http", b"gw")
+            out = downstream_headers([(b"Location", b"http://10.0.0.1:8080/a")], policy, "http", b"gw")
             self.assertEqual(out, [(b"Location", b"http://gw/api/a")], prefix)
 
 

@@ -16,9 +16,12 @@ from gatelayer.http1 import (
     FORBIDDEN_TRAILERS, REQUEST, RESPONSE, BadRequest, BadResponse, ChunkedDecoder,
     allowed_trailers, build_request_head, last_chunk, wants_trailers,
 )
-from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response, with_server
+from gatelayer.testing.server import (
+    InMemoryGateway, accept_upstream, parse_response, set_filters, with_server,
+)
 from gatelayer.upstream.client import HTTP11UpstreamConnection
 from gatelayer.upstream.request import UpstreamRequest
+from tests.test_chain_responder import UpperFilter
 from tests.test_upstream_client import SERVER, RecordingOwner, RecordingSink
 
 BODY = b"5\r\nhello\r\n0\r\n"
@@ -290,6 +293,22 @@ class GatewayTrailerTests(SynchronousTestCase):
         _, data = self.proxied(b"GET /t HTTP/1.0\r\nHost: gw\r\nTE: trailers\r\n\r\n", UPSTREAM_TRAILERS)
         self.assertTrue(data.endswith(b"\r\n\r\nhello"), data)
         self.assertNotIn(b"X-Checksum", data)
+
+    def test_body_filter_drops_trailers(self):
+        """
+        While a response-body hook works on the body, the trailers (which
+        describe the upstream's body) are dropped; the body is filtered.
+        """
+        self.setUp()
+        route = self.gate.gateway.table.match("", b"/t", "GET").route
+        set_filters(self.gate.gateway, route, [UpperFilter("upper", [])])
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /t HTTP/1.1\r\nHost: gw\r\nTE: trailers\r\n\r\n")
+        _, protocol = accept_upstream(self.gate.reactor)
+        protocol.dataReceived(UPSTREAM_TRAILERS)
+        data = client.value()
+        self.assertEqual(parse_response(data)[2], b"HELLO")
+        self.assertTrue(data.endswith(b"\r\n0\r\n\r\n"), data)
 
     def test_empty_body_with_trailers(self):
         """

@@ -92,7 +92,7 @@ def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
     return out
 
 
-def downstream_headers(headers, origin=None, scheme=b"http", authority=None):
+def downstream_headers(headers, origin=None, scheme="http", authority=None):
     """
     Filter an upstream response's C{(name, value)} pairs for the client:
     hop-by-hop headers and those named in Connection are removed; framing is

@@ -181,11 +181,12 @@ class OriginPolicy:
     def rewrite(self, lower, value, scheme, authority):
         """
         The value of the rewritten header C{lower} for a client that used
-        C{scheme} (bytes) and sent the Host C{authority} (bytes, or L{None}
-        when it sent none: nothing is rewritten then).
+        C{scheme} (C{"http"} or C{"https"}) and sent the Host C{authority}
+        (bytes, or L{None} when it sent none: nothing is rewritten then).
         """
         if authority is None or self.servers is None:
             return value
+        scheme = scheme.encode("ascii")
         if lower == b"refresh":
             return rewrite_refresh(value, self.servers, scheme, authority, self.prefix)
         return rewrite_url(value, self.servers, scheme, authority, self.prefix)

@@ -288,8 +288,7 @@ class ProxiedRequest:
         if origin is None:
             relayed = downstream_headers(headers)
         else:
-            relayed = downstream_headers(
-                headers, origin, exchange.scheme.encode("ascii"), self.host_header)
+            relayed = downstream_headers(headers, origin, exchange.scheme, self.host_header)
         if self.trailers_wanted:
             self._announce_trailers(headers, relayed)
         sink = exchange.respond(status, relayed)

@@ -10,6 +10,7 @@ from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.model import RouteSpec, ServerSpec, UpstreamSpec
 from gatelayer.http.headers import downstream_headers
 from gatelayer.http.origin import origin_policy, rewrite_refresh, rewrite_url
+from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response, with_server
 
 SERVERS = frozenset([(b"10.0.0.1", 8080), (b"app.internal", 80), (b"::1", 9000)])
 CLIENT = b"api.example.com"
@@ -261,3 +262,62 @@ class OriginConfigTests(SynchronousTestCase):
         for key in ("rewrite_location", "hide_headers"):
             self.assertIn(f"[route:hello] {key}: only applies to a route with upstream",
                           str(caught.exception))
+
+
+PROXY_CONFIG = """
+[gateway]
+[listener:web]
+bind = 127.0.0.1:8080
+[upstream:app]
+servers = 10.0.0.1:8080, [fd00::1]:80
+[route:app]
+path = /app/
+upstream = app
+strip_prefix = /app
+preserve_host = no
+hide_headers = X-Powered-By, Server
+"""
+
+#: Location values an upstream sends, and what the client of
+#: C{Host: gw.example:8443} behind the C{/app} prefix gets.
+PROXIED_LOCATIONS = [
+    (b"http://10.0.0.1:8080/login?x=1", b"http://gw.example:8443/app/login?x=1"),
+    (b"http://[FD00:0::1]/v6", b"http://gw.example:8443/app/v6"),
+    (b"http://10.0.0.1:8080@evil.example/", b"http://10.0.0.1:8080@evil.example/"),
+    (b"http://10.0.0.1:9090/x", b"http://10.0.0.1:9090/x"),
+    (b"//evil.example/x", b"//evil.example/x"),
+    (b"/relative", b"/relative"),
+]
+
+
+class ProxyOriginTests(SynchronousTestCase):
+    """
+    Origin hiding through a whole gateway in memory, on both channels,
+    the upstream's response fed whole and byte by byte.
+    """
+
+    def test_locations_and_hidden(self):
+        """
+        Each Location of the table reaches the client as the table says;
+        X-Powered-By and Server never do; the upstream got the server's
+        address as Host (preserve_host = no).
+        """
+        for http_server in ("gatelayer", "twisted"):
+            for location, expected in PROXIED_LOCATIONS:
+                for byte_by_byte in (False, True):
+                    gate = InMemoryGateway(with_server(PROXY_CONFIG, http_server), with_upstreams=True)
+                    channel, client = gate.connect()
+                    channel.dataReceived(b"GET /app/a HTTP/1.1\r\nHost: GW.example:8443\r\n\r\n")
+                    upstream, protocol = accept_upstream(gate.reactor)
+                    self.assertIn(b"\r\nHost: 10.0.0.1:8080\r\n", upstream.value())
+                    response = (b"HTTP/1.1 302 Found\r\nLocation: " + location
+                                + b"\r\nX-Powered-By: php\r\nServer: app\r\nContent-Length: 0\r\n\r\n")
+                    for piece in ([response[i:i + 1] for i in range(len(response))]
+                                  if byte_by_byte else [response]):
+                        protocol.dataReceived(piece)
+                    status, headers, _ = parse_response(client.value())
+                    case = (http_server, location, byte_by_byte)
+                    self.assertEqual(status, 302, case)
+                    self.assertEqual(headers[b"location"], [expected], case)
+                    self.assertNotIn(b"x-powered-by", headers, case)
+                    self.assertNotIn(b"server", headers, case)

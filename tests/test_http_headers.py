@@ -23,7 +23,7 @@ class UpstreamHeadersTests(SynchronousTestCase):
         raw = [
             (b"Connection", [b"keep-alive, X-Secret"]), (b"X-Secret", [b"1"]),
             (b"Keep-Alive", [b"timeout=5"]), (b"Proxy-Authorization", [b"x"]),
-            (b"Proxy-Connection", [b"keep-alive"]), (b"TE", [b"trailers"]), (b"Trailer", [b"x"]),
+            (b"Proxy-Connection", [b"keep-alive"]), (b"TE", [b"gzip"]), (b"Trailer", [b"x"]),
             (b"Upgrade", [b"websocket"]), (b"Transfer-Encoding", [b"chunked"]),
             (b"Accept", [b"*/*"]), (b"Host", [b"client.example"]),
         ]
@@ -34,6 +34,20 @@ class UpstreamHeadersTests(SynchronousTestCase):
             self.assertNotIn(gone, names)
         self.assertIn((b"Accept", b"*/*"), out)
         self.assertEqual(names.count(b"host"), 1)
+
+    def test_te_trailers_kept(self):
+        """
+        Of the client's TE only the trailers token goes on, as TE: trailers,
+        in any case and among other codings, even when Connection names TE
+        (as it must); without that token TE is dropped.
+        """
+        for values, expected in [
+                ([b"trailers"], [b"trailers"]), ([b"gzip;q=0.5, TRAILERS"], [b"trailers"]),
+                ([b"gzip", b"trailers"], [b"trailers"]), ([b"gzip"], []), ([b"trailersx"], []),
+                ([b""], [])]:
+            raw = [(b"Connection", [b"TE"]), (b"TE", values)]
+            out = upstream_headers(raw, "10.1.2.3", "http", b"h", b"h")
+            self.assertEqual([v for n, v in out if n.lower() == b"te"], expected, values)
 
     def test_forwarding_headers(self):
         """

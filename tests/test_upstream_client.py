@@ -48,6 +48,7 @@ class RecordingSink:
         self.calls = 0
         self.on_head = None
         self.on_body = None
+        self.trailers = None
 
     def connect_failed(self, kind, detail):
         self.calls += 1
@@ -66,6 +67,9 @@ class RecordingSink:
         self.pieces += 1
         if self.on_body is not None:
             self.on_body(data)
+
+    def response_trailers(self, fields):
+        self.trailers = fields
 
     def response_end(self):
         self.calls += 1

@@ -141,6 +141,17 @@ class Exchange(Responder):
             return BytesIO(self.new_body)
         return self.request.content
 
+    @property
+    def trailers(self):
+        """
+        The trailer fields of the client's chunked request body,
+        C{(name, value)} byte pairs as received; empty for none (and once a
+        filter replaced the body: they described the client's).
+        """
+        if self.new_body is not None:
+            return ()
+        return self.request.trailers
+
     def replace_body(self, data):
         """
         Send C{data} (bytes) upstream instead of the client's request body

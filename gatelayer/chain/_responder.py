@@ -254,6 +254,18 @@ class Responder:
                 return
         self.request.write(data)
 
+    def write_trailers(self, fields):
+        """
+        Send the trailer fields C{fields} (C{(name, value)} byte pairs the
+        terminal already checked) after the body, before C{finish}. Not
+        when a response-body hook is active: trailers describe the body as
+        the terminal sent it (a checksum, a count), which a hook that
+        compresses or rewrites it makes wrong, so they are dropped then.
+        The channel sends them only on a chunked response.
+        """
+        if not self.body_filters:
+            self.request.set_trailers(fields)
+
     def finish(self):
         """
         Flush what body filters hold back and end the response.

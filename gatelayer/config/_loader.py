@@ -19,6 +19,7 @@ from gatelayer.config.route_upstreams import (
     parse_mirror, parse_split_key, parse_upstream, route_upstream_problems,
 )
 from gatelayer.config.route_match import hidden_header_problems, route_conditions
+from gatelayer.config.route_origin import origin_keys
 
 BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
 RETRY_ON = ("connect_error", "timeout", "502", "503", "504")
@@ -336,6 +337,7 @@ def _route(r):
                 r.error(key, "does not apply to an aggregate route (its parts name their own targets)")
     if static is not None and not os.path.isdir(static):
         r.error("static", "is not a directory", static)
+    rewrite_location, hide_headers = origin_keys(r)
     strip = r.get("strip_prefix", None, None)
     if strip is not None and (not strip.startswith("/") or (path and not path.startswith(strip))):
         r.error("strip_prefix", "must be a prefix of path", strip)
@@ -360,6 +362,8 @@ def _route(r):
         mirror_percent=mirror[1] if mirror else 100.0,
         aggregate=aggregate,
         conditions=route_conditions(r),
+        rewrite_location=rewrite_location,
+        hide_headers=hide_headers,
     )
 
 

@@ -142,6 +142,11 @@ class RouteSpec:
     @ivar conditions: the route's header, query and cookie conditions
         (L{gatelayer.config.route_match.MatchCondition}s), all of which must
         hold; empty for none.
+    @ivar rewrite_location: whether Location, Content-Location and Refresh
+        URLs naming an upstream server are rewritten to the client's
+        scheme and Host.
+    @ivar hide_headers: lower-case response header names (bytes) removed
+        from the upstream's responses.
     """
 
     name: str
@@ -164,6 +169,8 @@ class RouteSpec:
     mirror_percent: float = 100.0
     aggregate: object = None
     conditions: tuple = ()
+    rewrite_location: bool = True
+    hide_headers: frozenset = frozenset()
 
     @property
     def terminal(self):

@@ -34,12 +34,15 @@ class StrictChunkedDecoder:
     @ivar channel: the L{GatewayChannel} (refusals go to its C{_reject}).
     """
 
-    def __init__(self, channel, deliver, finish):
+    def __init__(self, channel, deliver, finish, request=None):
         """
         @param deliver: called with each piece of body.
         @param finish: called with the bytes after the body once it ended.
+        @param request: the request whose C{trailers} get the body's
+            trailer fields, if any.
         """
         self.channel = channel
+        self.request = request
         self._deliver = deliver
         self._finish = finish
         self._decoder = ChunkedDecoder()
@@ -59,6 +62,8 @@ class StrictChunkedDecoder:
             if channel._rejected:
                 return
         if rest is not None:
+            if self._decoder.trailers and self.request is not None:
+                self.request.trailers = self._decoder.trailers
             self._finish(rest)
 
     def noMoreData(self):
@@ -202,8 +207,9 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
         self._phase = BODY
         self._arm(self.body_timeout)
         if isinstance(self._transferDecoder, http._ChunkedTransferDecoder):
+            request = self.requests[-1]
             self._transferDecoder = StrictChunkedDecoder(
-                self, self.requests[-1].handleContentChunk, self._finishRequestBody)
+                self, request.handleContentChunk, self._finishRequestBody, request)
         super().allHeadersReceived()
 
     def _send100Continue(self):

@@ -39,6 +39,9 @@ class IGatewayRequest(Interface):
         "The L{RequestRouting} the gateway made when the head arrived, or L{None} (not routed: "
         "refused before routing).")
     disconnected = Attribute("Whether the client went away before the response finished.")
+    trailers = Attribute(
+        "The trailer fields of a chunked request body, C{(name, value)} byte pairs as received "
+        "(well-formed, within the request limits); empty for none.")
 
     def body_length():
         """
@@ -65,6 +68,14 @@ class IGatewayRequest(Interface):
     def finish():
         """
         End the response.
+        """
+
+    def set_trailers(fields):
+        """
+        Send the trailer fields C{fields} (C{(name, value)} byte pairs,
+        already checked) after the body, if the response turns out chunked
+        (an HTTP/1.1 response without Content-Length); else they are
+        dropped. Called before C{finish}.
         """
 
     def registerProducer(producer, streaming):

@@ -3,7 +3,7 @@ Header rewriting for the proxy: hop-by-hop removal and the X-Forwarded-* /
 Forwarded headers. Pure functions over lists of byte pairs.
 """
 
-from gatelayer.http1 import token_set
+from gatelayer.http1 import token_set, wants_trailers
 
 HOP_BY_HOP = frozenset([
     b"connection", b"keep-alive", b"proxy-connection", b"proxy-authenticate",
@@ -41,18 +41,24 @@ def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
     @param host_header: the client's Host header value (bytes) or L{None}.
     @param upstream_host: the Host header to send (the client's one when
         preserving the host, else the server's address), bytes.
+
+    Of the client's C{TE}, only the C{trailers} token goes on (as
+    C{TE: trailers}): other transfer codings are the connection's.
     @return: a list of C{(name, value)} byte pairs.
     """
     out = [(b"Host", upstream_host)]
     drop = None
     xff = None
     forwarded = None
+    te = False
     for name, values in raw_headers:
         lower = name.lower()
         if lower == b"connection":
             drop = connection_tokens(values)
             continue
         if lower in HOP_BY_HOP or lower in _REPLACED_UPSTREAM:
+            if lower == b"te":
+                te = wants_trailers(values)
             continue
         if lower == b"x-forwarded-for":
             xff = values
@@ -64,6 +70,10 @@ def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
             out.append((name, value))
     if drop:
         out = [pair for pair in out if pair[0].lower() not in drop or pair[0] == b"Host"]
+    if te:
+        # TE is hop-by-hop, but the client's acceptance of trailers is what
+        # lets the upstream send them, and the gateway relays them.
+        out.append((b"TE", b"trailers"))
     peer = peer_ip.encode("ascii")
     if xff:
         out.append((b"X-Forwarded-For", b", ".join(xff) + b", " + peer))
@@ -82,7 +92,7 @@ def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
     return out
 
 
-def downstream_headers(headers):
+def downstream_headers(headers, origin=None, scheme="http", authority=None):
     """
     Filter an upstream response's C{(name, value)} pairs for the client:
     hop-by-hop headers and those named in Connection are removed; framing is
@@ -91,18 +101,30 @@ def downstream_headers(headers):
     upstream repeated it or sent a list (C{2, 2}): the upstream client
     accepts those only when every length is the same, and a client behind
     the gateway must not have to decide which one counts.
+
+    With an L{gatelayer.http.origin.OriginPolicy} C{origin}, the route's
+    hidden headers are removed too and the URLs of Location,
+    Content-Location and Refresh naming an upstream server are rewritten
+    for a client that used C{scheme} and sent the Host C{authority}; the
+    policy's one set of names keeps headers that need none of this at one
+    lookup each.
     """
     drop = None
     length = False
     out = []
+    special = HOP_BY_HOP if origin is None else origin.special
     for name, value in headers:
         lower = name.lower()
-        if lower in HOP_BY_HOP:
-            if lower == b"connection":
-                tokens = connection_tokens([value])
-                drop = tokens if drop is None else drop | tokens
-            continue
-        if lower == b"content-length":
+        if lower in special:
+            if lower in HOP_BY_HOP:
+                if lower == b"connection":
+                    tokens = connection_tokens([value])
+                    drop = tokens if drop is None else drop | tokens
+                continue
+            if lower in origin.hide:
+                continue
+            value = origin.rewrite(lower, value, scheme, authority)
+        elif lower == b"content-length":
             if length:
                 continue
             length = True

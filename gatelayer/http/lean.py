@@ -266,6 +266,8 @@ class LeanChannel(ConnectionTimer, Protocol):
         if not done:
             self._arm(self.body_timeout)
             return False
+        if decoder is not None and decoder.trailers:
+            request.trailers = decoder.trailers
         self._decoder = None
         self._dispatch(request)
         return True

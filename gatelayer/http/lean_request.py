@@ -14,7 +14,7 @@ from zope.interface import implementer
 from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
-from gatelayer.http1 import connection_flags, status_line
+from gatelayer.http1 import connection_flags, last_chunk, status_line
 
 __all__ = ["LeanRequest"]
 
@@ -80,6 +80,8 @@ class LeanRequest:
     @ivar producer: the registered push producer, or L{None}.
     @ivar routing: the L{gatelayer.http.contract.RequestRouting} the
         gateway made when the head arrived (L{None} until then).
+    @ivar trailers: the trailer fields of a chunked request body (set by
+        the channel), C{(name, value)} pairs; empty for none.
     """
 
     code = 200
@@ -97,6 +99,8 @@ class LeanRequest:
     _chunked = False
     _no_body = False
     _notify = None
+    trailers = ()
+    _send_trailers = ()
 
     def __init__(self, channel, head):
         self.channel = channel
@@ -230,9 +234,10 @@ class LeanRequest:
             self.finished = True
             return
         if not self.startedWriting:
-            self._write_head(b"", True)
-        elif self._chunked:
-            self.transport.write(b"0\r\n\r\n")
+            # An empty body with trailers is still chunked, to carry them.
+            self._write_head(b"", not self._send_trailers)
+        if self._chunked:
+            self.transport.write(last_chunk(self._send_trailers))
         self.finished = True
         self._on_lost = None
         self._done()
@@ -241,6 +246,13 @@ class LeanRequest:
             for d in notify:
                 d.callback(None)
         self.channel.request_done(self)
+
+    def set_trailers(self, fields):
+        """
+        Send the trailer fields C{fields} after the last chunk: only a
+        chunked response (HTTP/1.1, no Content-Length) can carry them.
+        """
+        self._send_trailers = fields
 
     def registerProducer(self, producer, streaming):
         """

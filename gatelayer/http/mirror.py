@@ -289,6 +289,11 @@ class ShadowCopy:
         Discard body bytes.
         """
 
+    def response_trailers(self, fields):
+        """
+        Discard trailer fields.
+        """
+
     def response_end(self):
         """
         The shadow answered: its server is working.

@@ -8,6 +8,8 @@ from zope.interface import implementer
 
 from gatelayer.chain import ITerminal
 from gatelayer.http.headers import downstream_headers, upstream_headers
+from gatelayer.http.origin import origin_policy
+from gatelayer.http1 import allowed_trailers, token_set, wants_trailers
 from gatelayer.upstream.state import may_retry_method
 
 _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"])
@@ -84,19 +86,22 @@ class RouteProxy:
 
     @ivar upstream: the L{UpstreamTerminal}.
     @ivar spec: the route's L{gatelayer.config.model.RouteSpec}.
+    @ivar origin: the route's L{gatelayer.http.origin.OriginPolicy} on
+        this upstream (built once, here), or L{None}.
     """
 
-    __slots__ = ("upstream", "spec")
+    __slots__ = ("upstream", "spec", "origin")
 
     def __init__(self, upstream, spec):
         self.upstream = upstream
         self.spec = spec
+        self.origin = origin_policy(upstream.spec, spec)
 
     def serve(self, exchange):
         """
         Proxy the request C{exchange} describes.
         """
-        ProxiedRequest(self.upstream, self.spec, exchange).start()
+        ProxiedRequest(self.upstream, self.spec, exchange, self.origin).start()
 
 
 class ProxiedRequest:
@@ -117,15 +122,19 @@ class ProxiedRequest:
     __slots__ = (
         "terminal", "spec", "exchange", "server", "tried", "handle",
         "headers", "target", "body", "retryable", "head_sent", "in_flight", "discarding",
-        "host_header", "next_server", "relayed_failure",
+        "host_header", "next_server", "relayed_failure", "origin", "trailers_wanted",
+        "request_trailers",
     )
 
-    def __init__(self, terminal, route_spec, exchange):
+    def __init__(self, terminal, route_spec, exchange, origin=None):
         """
         @param terminal: the upstream's L{UpstreamTerminal}.
         @param route_spec: the route's spec.
         @param exchange: the L{gatelayer.chain.Exchange} to answer.
+        @param origin: the route's L{gatelayer.http.origin.OriginPolicy}
+            on this upstream, or L{None}.
         """
+        self.origin = origin
         self.terminal = terminal
         self.spec = route_spec
         self.exchange = exchange
@@ -158,11 +167,29 @@ class ProxiedRequest:
         self.host_header = host[0] if host else None
         self.headers = upstream_headers(
             headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
+        self.trailers_wanted = wants_trailers(headers.getRawHeaders(b"te"))
+        self.request_trailers = ()
+        if exchange.trailers:
+            self._forward_trailers(headers.getRawHeaders(b"trailer"))
         self.target = upstream_target(spec, exchange)
         self.body = upstream_body(exchange)
         self.retryable = may_retry_method(method, spec)
         exchange.on_client_lost(self.client_lost)
         self.attempt()
+
+    def _forward_trailers(self, declared):
+        """
+        Send the request body's trailer fields on with it: those the client
+        declared in its C{Trailer} header (undeclared ones, and every one
+        without the header, are dropped), less the forbidden ones; the
+        upstream gets a C{Trailer} header naming them.
+        """
+        if not declared:
+            return
+        fields = allowed_trailers(self.exchange.trailers, token_set(declared))
+        if fields:
+            self.request_trailers = fields
+            self.headers.append((b"Trailer", b", ".join(sorted({n.lower() for n, _ in fields}))))
 
     def attempt(self, server=None):
         """
@@ -189,7 +216,7 @@ class ProxiedRequest:
         self.in_flight = True
         self.handle = self.terminal.pool.request(
             server, self.exchange.method, self.target, self.headers, self.body, self,
-            self.retryable)
+            self.retryable, self.request_trailers)
 
     def _end_attempt(self):
         if self.in_flight:
@@ -257,7 +284,14 @@ class ProxiedRequest:
                 return
             self.relayed_failure = status_text
         self.head_sent = True
-        sink = exchange.respond(status, downstream_headers(headers))
+        origin = self.origin
+        if origin is None:
+            relayed = downstream_headers(headers)
+        else:
+            relayed = downstream_headers(headers, origin, exchange.scheme, self.host_header)
+        if self.trailers_wanted:
+            self._announce_trailers(headers, relayed)
+        sink = exchange.respond(status, relayed)
         if exchange.method != b"HEAD":
             sink.register_producer(self.handle)
 
@@ -267,6 +301,26 @@ class ProxiedRequest:
         """
         if not self.discarding:
             self.exchange.write(data)
+
+    def _announce_trailers(self, headers, relayed):
+        # The upstream's Trailer header (hop-by-hop to downstream_headers)
+        # goes on, less the names that will not.
+        names = [n for n in token_set(v for k, v in headers if k.lower() == b"trailer")
+                 if allowed_trailers(((n, b""),), None, self.origin.hide if self.origin else ())]
+        if names:
+            relayed.append((b"Trailer", b", ".join(sorted(names))))
+
+    def response_trailers(self, fields):
+        """
+        Relay the response's trailer fields after its body when the client
+        said C{TE: trailers}, less the forbidden and hidden ones.
+        """
+        if self.discarding or not self.trailers_wanted:
+            return
+        origin = self.origin
+        fields = allowed_trailers(fields, None, origin.hide if origin is not None else frozenset())
+        if fields:
+            self.exchange.write_trailers(fields)
 
     def response_end(self):
         """

@@ -10,7 +10,7 @@ from zope.interface import implementer
 from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
-from gatelayer.http1 import BadRequest
+from gatelayer.http1 import BadRequest, last_chunk
 
 
 @implementer(IGatewayRequest)
@@ -26,6 +26,8 @@ class GatewayRequest(http.Request):
     @ivar routing: the L{gatelayer.http.contract.RequestRouting} made when
         the headers arrived (L{None} until then, or if they were refused).
     @ivar query: the query string without C{?}.
+    @ivar trailers: the trailer fields of a chunked request body (set by
+        the channel's decoder), C{(name, value)} pairs; empty for none.
     """
 
     routing = None
@@ -34,6 +36,8 @@ class GatewayRequest(http.Request):
     _on_lost = None
     _received = 0
     _completed = False
+    trailers = ()
+    _send_trailers = ()
 
     @property
     def disconnected(self):
@@ -148,10 +152,25 @@ class GatewayRequest(http.Request):
         """
         self._on_lost = callback
 
+    def set_trailers(self, fields):
+        """
+        Send the trailer fields C{fields} after the last chunk, if the
+        response is chunked.
+        """
+        self._send_trailers = fields
+
     def finish(self):
         """
-        Finish the response and tell the gateway the request is done.
+        Finish the response and tell the gateway the request is done. With
+        trailer fields to send on a chunked response, the last chunk is
+        written here with them, and twisted.web's own (empty) one skipped.
         """
+        if self._send_trailers and not self.finished and not self._disconnected:
+            if not self.startedWriting:
+                self.write(b"")
+            if self.chunked:
+                self.chunked = False
+                self.channel.write(last_chunk(self._send_trailers))
         super().finish()
         self._on_lost = None
         self._done()

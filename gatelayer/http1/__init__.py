@@ -21,10 +21,13 @@ from gatelayer.http1.serialize import (
     BODY_METHODS, body_length, build_request_head, build_response_head, status_line,
 )
 from gatelayer.http1.tokens import connection_flags, token_set
+from gatelayer.http1.trailers import FORBIDDEN_TRAILERS, allowed_trailers, last_chunk, wants_trailers
 
 __all__ = [
-    "BODY_METHODS", "CHUNK_SIZE", "MAX_CONTENT_LENGTH_DIGITS", "REQUEST", "RESPONSE",
-    "STRICTNESS", "BadRequest", "BadResponse", "ChunkedDecoder", "FramingError", "HeadScanner",
-    "Limits", "RequestHead", "body_length", "build_request_head", "build_response_head", "connection_flags",
-    "parse_request_head", "parse_response_head", "parse_status_line", "status_line", "token_set", "valid_field",
+    "BODY_METHODS", "CHUNK_SIZE", "FORBIDDEN_TRAILERS", "MAX_CONTENT_LENGTH_DIGITS", "REQUEST",
+    "RESPONSE", "STRICTNESS", "BadRequest", "BadResponse", "ChunkedDecoder", "FramingError",
+    "HeadScanner", "Limits", "RequestHead", "allowed_trailers", "body_length", "build_request_head",
+    "build_response_head", "connection_flags", "last_chunk", "parse_request_head",
+    "parse_response_head", "parse_status_line", "status_line", "token_set", "valid_field",
+    "wants_trailers",
 ]

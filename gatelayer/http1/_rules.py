@@ -42,7 +42,7 @@ MAX_CONTENT_LENGTH_DIGITS = 18
 def valid_field(line):
     """
     Whether C{line} (bytes, without its CRLF) is a well-formed C{name:
-    value} field line: used for trailers, which are checked and dropped.
+    value} field line.
     """
     return FIELD_LINE.fullmatch(line) is not None
 
@@ -163,6 +163,8 @@ STRICTNESS = (
      "the same tokens; close or an HTTP/1.0 response without keep-alive ends reuse"),
     ("chunk size", "1-16 hex digits, well-formed extensions, 4 KB line", "the same (one decoder)"),
     ("chunk data", "followed by exactly CRLF", "the same"),
-    ("trailers", "field grammar; 8 KB per line, 100 lines, 32 KB in all (431); dropped",
-     "field grammar; 64 KB in all; dropped"),
+    ("trailers", "field grammar; 8 KB per line, 100 lines, 32 KB in all (431); kept, forwarded when "
+     "declared in Trailer, never a forbidden field",
+     "field grammar; 64 KB in all; kept, relayed to a client that sent TE: trailers, never a "
+     "forbidden field"),
 )

@@ -38,24 +38,27 @@ class ChunkedDecoder:
     Decodes a chunked body incrementally, strictly: chunk sizes are 1 to 16
     hex digits (optionally with well-formed extensions, which are ignored),
     chunk data is followed by exactly CRLF, and trailer fields obey the
-    field grammar and the direction's limits (they are read and dropped, as
-    twisted.web does).
+    field grammar and the direction's limits. The trailer fields are kept
+    in C{trailers} for whoever passes them on
+    (L{gatelayer.http1.trailers} says which may be).
 
     Feed it bytes with L{feed}; it returns the body pieces found and, once
     the body has ended, the bytes after it (the next pipelined message).
 
     @ivar limits: the direction's L{gatelayer.http1._rules.Limits}
         (L{REQUEST} by default); its C{fault} makes the exceptions.
+    @ivar trailers: the trailer fields read, C{(name, value)} byte pairs
+        in order (the value without surrounding whitespace); empty for none.
     """
 
-    __slots__ = ("limits", "_state", "_remaining", "_pending", "_trailers", "_trailer_size")
+    __slots__ = ("limits", "trailers", "_state", "_remaining", "_pending", "_trailer_size")
 
     def __init__(self, limits=REQUEST):
         self.limits = limits
         self._state = _SIZE
         self._remaining = 0
         self._pending = b""
-        self._trailers = 0
+        self.trailers = ()
         self._trailer_size = 0
 
     @property
@@ -155,13 +158,16 @@ class ChunkedDecoder:
                 if end == pos:
                     self._state = _DONE
                     return data[end + 2:]
-                self._trailers += 1
-                if limits.max_trailers is not None and self._trailers > limits.max_trailers:
+                if not self.trailers:
+                    self.trailers = []
+                if limits.max_trailers is not None and len(self.trailers) >= limits.max_trailers:
                     raise limits.fault(431, "too many %s trailers" % (limits.side,))
                 self._trailer_size += end + 2 - pos
                 self._trailer_check(0)
                 if FIELD_LINE.fullmatch(data, pos, end) is None:
                     raise limits.fault(400, "malformed %s trailer" % (limits.side,))
+                colon = data.find(b":", pos, end)
+                self.trailers.append((data[pos:colon], data[colon + 1:end].strip(b" \t")))
                 pos = end + 2
             else:
                 return data[pos:]

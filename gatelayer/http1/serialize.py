@@ -35,7 +35,7 @@ def body_length(body):
 
 
 def build_request_head(method, target, headers, content_length=None, host=None,
-                       close=False, body=b""):
+                       close=False, body=b"", chunked=False):
     """
     The bytes of a request head (and C{body} appended, to go out in the same
     write).
@@ -43,25 +43,35 @@ def build_request_head(method, target, headers, content_length=None, host=None,
     C{headers} are sent in order, except Content-Length,
     Transfer-Encoding, Connection and Expect, which the client decides:
     C{Content-Length: content_length} when it is not L{None}, and
-    C{Connection: close} when C{close}. C{host} (bytes) is added as Host
-    only when C{headers} has none.
+    C{Connection: close} when C{close}, C{Transfer-Encoding: chunked} when
+    C{chunked} (the caller then writes the chunks). A C{TE} header in
+    C{headers} is named in Connection too, as RFC 9110 7.6.1 asks of a
+    sender of TE. C{host} (bytes) is added as Host only when C{headers}
+    has none.
     """
     parts = [method, b" ", target, b" HTTP/1.1\r\n"]
     add = parts.extend
     own = _OWN_LENGTHS
     has_host = False
+    te = False
     for name, value in headers:
         size = len(name)
         if size in own and name.lower() in _OWN_HEADERS:
             continue
         if size == 4 and not has_host and name.lower() == b"host":
             has_host = True
+        elif size == 2 and name.lower() == b"te":
+            te = True
         add((name, b": ", value, b"\r\n"))
     if not has_host and host is not None:
         add((b"Host: ", host, b"\r\n"))
-    if content_length is not None:
+    if chunked:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif content_length is not None:
         parts.append(b"Content-Length: %d\r\n" % (content_length,))
-    if close:
+    if te:
+        parts.append(b"Connection: close, TE\r\n" if close else b"Connection: TE\r\n")
+    elif close:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")
     if body:

@@ -1,7 +1,8 @@
 """
 Upstream servers for tests: twisted.web sites with echo, slow, big and
-status-code resources, on loopback port 0 or in memory, and the same server
-in a process of its own (L{UpstreamProcess}) for tests that crash or hang it.
+status-code resources, on loopback port 0 or in memory, the same server
+in a process of its own (L{UpstreamProcess}) for tests that crash or hang it,
+and a raw server recording the exact bytes of requests (L{RecordingUpstream}).
 """
 
 import json
@@ -11,13 +12,14 @@ import sys
 import weakref
 
 from twisted.internet import interfaces
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.web import resource, server
 from zope.interface import implementer
 
 import gatelayer
+from gatelayer.http1 import ChunkedDecoder, parse_request_head
 
 
 class _Echo(resource.Resource):
@@ -340,3 +342,79 @@ class UpstreamProcess:
         finally:
             if timer.active():
                 timer.cancel()
+
+
+class _RecordingProtocol(Protocol):
+    """
+    Reads requests as raw bytes (framed by L{gatelayer.http1}: a head,
+    then a Content-Length or chunked body) and answers each with the
+    server's canned response.
+    """
+
+    def __init__(self, server):
+        self.server = server
+        self.buffer = b""
+
+    def dataReceived(self, data):
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = parse_request_head(self.buffer, end)
+            rest = self.buffer[end + 4:]
+            if head.chunked:
+                _, after = ChunkedDecoder().feed(rest)
+                if after is None:
+                    return
+                size = len(rest) - len(after)
+            else:
+                size = head.length or 0
+                if len(rest) < size:
+                    return
+            whole = end + 4 + size
+            self.server.requests.append(self.buffer[:whole])
+            self.buffer = self.buffer[whole:]
+            self.transport.write(self.server.response)
+
+
+class RecordingUpstream:
+    """
+    An HTTP/1.1 server on 127.0.0.1 that keeps the exact bytes of every
+    request it receives (chunked bodies with their trailers included,
+    which a twisted.web server reads and drops) and answers each with the
+    fixed bytes C{response}.
+
+    @ivar requests: the raw requests, in order.
+    """
+
+    def __init__(self, reactor, response=b"HTTP/1.1 204 No Content\r\n\r\n"):
+        self.reactor = reactor
+        self.response = response
+        self.requests = []
+        self.port = None
+
+    def start(self):
+        """
+        Listen on a free port; returns the port number.
+        """
+        factory = Factory.forProtocol(lambda: _RecordingProtocol(self))
+        factory.noisy = False
+        self.port = self.reactor.listenTCP(0, factory, interface="127.0.0.1")
+        return self.port.getHost().port
+
+    @property
+    def address(self):
+        """
+        C{127.0.0.1:PORT}.
+        """
+        return f"127.0.0.1:{self.port.getHost().port}"
+
+    def stop(self):
+        """
+        Stop listening (safe to call again); returns a Deferred.
+        """
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        return port.stopListening()

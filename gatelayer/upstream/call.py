@@ -253,6 +253,11 @@ class BufferedCall:
             return
         self.chunks.append(data)
 
+    def response_trailers(self, fields):
+        """
+        Trailer fields are not part of what a call collects: dropped.
+        """
+
     def response_end(self):
         """
         The response is complete: report the server's health, then retry

@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
-from gatelayer.http1 import BODY_METHODS, body_length, build_request_head
+from gatelayer.http1 import BODY_METHODS, body_length, build_request_head, last_chunk
 from gatelayer.upstream.interfaces import IConnectionOwner, IResponseSink
 from gatelayer.upstream.request import _PIECE, UpstreamRequest, _FileBody
 from gatelayer.upstream.response import (
@@ -209,7 +209,9 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         method = request.method
         self._no_body = method == b"HEAD"
         body = request.body
-        if body is None:
+        if request.trailers:
+            self._send_chunked(request, body)
+        elif body is None:
             head = build_request_head(
                 method, request.target, request.headers,
                 0 if method in BODY_METHODS else None, self._host, not self._keepalive)
@@ -237,6 +239,30 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         if request.paused:
             self.pause()
         self._arm(self._read_timeout)
+
+    def _send_chunked(self, request, body):
+        """
+        Send C{request}'s body chunked, its trailer fields after the last
+        chunk (a file body streams as chunks with back-pressure).
+        """
+        tail = last_chunk(request.trailers)
+        head = build_request_head(request.method, request.target, request.headers, None,
+                                  self._host, not self._keepalive, chunked=True)
+        if body is None or isinstance(body, bytes):
+            parts = [head]
+            if body:
+                parts += (b"%x\r\n" % (len(body),), body, b"\r\n")
+            parts.append(tail)
+            self.transport.writeSequence(parts)
+            return
+        length = body_length(body)
+        self.transport.write(head)
+        if not length:
+            self.transport.write(tail)
+            return
+        self._producer = _FileBody(self, body, length, self._clock, tail)
+        self.transport.registerProducer(self._producer, True)
+        self._producer.resumeProducing()
 
     def body_progress(self):
         """

@@ -40,6 +40,14 @@ class IResponseSink(Interface):
         Some response body bytes (de-chunked), passed on as they arrive.
         """
 
+    def response_trailers(fields):
+        """
+        The trailer fields of a chunked response, C{(name, value)} byte
+        pairs as received (well-formed, within the response limits, none
+        filtered out), once, just before C{response_end}; not called for a
+        response without trailers.
+        """
+
     def response_end():
         """
         The response body is complete.

@@ -263,7 +263,7 @@ class UpstreamPool:
             slot = self._slots[key] = _ServerSlot(self, server)
         return slot
 
-    def request(self, server, method, target, headers, body, sink, idempotent):
+    def request(self, server, method, target, headers, body, sink, idempotent, trailers=()):
         """
         Send a request to C{server} and report its response to C{sink} (an
         L{IResponseSink}), never from within this call.
@@ -280,12 +280,15 @@ class UpstreamPool:
             whole body (streamed with back-pressure).
         @param idempotent: whether the request may be re-sent once when a
             reused connection turns out dead before any response byte.
+        @param trailers: trailer fields (C{(name, value)} pairs, already
+            checked) to send after the body: the body then goes chunked.
         @return: the L{UpstreamRequest} handle (C{cancel()}, and the
             response body's push producer).
         """
         slot = self._slot(server)
         slot.active += 1
-        request = UpstreamRequest(slot, server, method, target, headers, body, sink, idempotent)
+        request = UpstreamRequest(slot, server, method, target, headers, body, sink, idempotent,
+                                  trailers)
         slot.dispatch(request)
         return request
 

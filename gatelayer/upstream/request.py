@@ -38,6 +38,8 @@ class UpstreamRequest:
     @ivar body: L{None}, bytes, or a seekable file object.
     @ivar sink: the L{IResponseSink}.
     @ivar idempotent: whether a dead pooled connection may be retried.
+    @ivar trailers: trailer fields sent after the body, which then goes
+        chunked; empty for none (the body goes with its Content-Length).
     @ivar connection: the L{HTTP11UpstreamConnection} carrying it, if any.
     @ivar paused: whether the response producer is paused.
     @ivar retried: whether it was already re-sent once.
@@ -47,9 +49,10 @@ class UpstreamRequest:
     """
 
     __slots__ = ("server", "method", "target", "headers", "body", "sink", "idempotent",
-                 "connection", "paused", "retried", "waiter", "done", "_owner")
+                 "connection", "paused", "retried", "waiter", "done", "_owner", "trailers")
 
-    def __init__(self, owner, server, method, target, headers, body, sink, idempotent):
+    def __init__(self, owner, server, method, target, headers, body, sink, idempotent,
+                 trailers=()):
         self._owner = owner
         self.server = server
         self.method = method
@@ -58,6 +61,7 @@ class UpstreamRequest:
         self.body = body
         self.sink = sink
         self.idempotent = idempotent
+        self.trailers = trailers
         self.connection = None
         self.paused = False
         self.retried = False
@@ -148,9 +152,15 @@ class _FileBody:
     back-pressure: it writes until the transport pauses it.
     """
 
-    __slots__ = ("_connection", "_file", "_remaining", "_paused", "_call", "_clock")
+    __slots__ = ("_connection", "_file", "_remaining", "_paused", "_call", "_clock", "_tail")
 
-    def __init__(self, connection, body, length, clock):
+    def __init__(self, connection, body, length, clock, tail=None):
+        """
+        @param tail: L{None} to write the file as it is (framed by its
+            Content-Length); else each piece goes as a chunk, and C{tail}
+            (the last chunk and trailer fields) after the last.
+        """
+        self._tail = tail
         self._connection = connection
         self._file = body
         self._remaining = length
@@ -200,8 +210,13 @@ class _FileBody:
                 return
             self._remaining -= len(data)
             written += 1
-            connection.transport.write(data)
+            if self._tail is None:
+                connection.transport.write(data)
+            else:
+                connection.transport.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
             connection.body_progress()
         if not self._remaining and self._connection is not None:
             connection, self._connection = self._connection, None
+            if self._tail is not None:
+                connection.transport.write(self._tail)
             connection.body_sent()

@@ -1,8 +1,8 @@
 """
 How L{gatelayer.upstream.client.HTTP11UpstreamConnection} reads a response:
 the head parsed once, the body handed to the request's sink as it arrives,
-by Content-Length, by chunks (trailers checked and dropped) or until the
-connection closes.
+by Content-Length, by chunks (trailer fields checked and handed to the sink
+before the end) or until the connection closes.
 
 Framing is strict, because a proxy that guesses where a response ends can be
 made to mix two clients' responses: both Content-Length and
@@ -212,5 +212,10 @@ class ResponseReader:
             if self._request is not request:
                 return
         if rest is not None:
+            trailers = self._decoder.trailers
             self._decoder = None
+            if trailers:
+                sink.response_trailers(trailers)
+                if self._request is not request:
+                    return
             self._finish(rest)

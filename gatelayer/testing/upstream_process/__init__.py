@@ -24,7 +24,10 @@ gateway does with an upstream's answers:
     body, re-indented (so equal in meaning, not in bytes), and the
     request's Content-Type in C{X-Received-Type}; a body that is not JSON
     gets 415 or 400;
-  - C{/json/pad?bytes=N}: C{{"pad": "xxx..."}} of N characters.
+  - C{/json/pad?bytes=N}: C{{"pad": "xxx..."}} of N characters;
+  - C{/redirect}: a 302 to the server's own C{http://127.0.0.1:PORT}, as an
+    application behind a proxy answers, in C{Location},
+    C{Content-Location} and C{Refresh}, with an C{X-Powered-By} header.
 """
 
 import json
@@ -83,10 +86,22 @@ class _Answers(resource.Resource):
         elif path == b"/json/pad":
             request.setHeader(b"content-type", b"application/json")
             return json.dumps({"pad": "x" * int(request.args.get(b"bytes", [b"0"])[0])}).encode("ascii")
+        elif path == b"/redirect":
+            return _redirect(request)
         elif path == b"/unavailable":
             request.setResponseCode(503)
             request.setHeader(b"retry-after", request.args.get(b"retry_after", [b"7"])[0])
         return self._inner.render(request)
+
+
+def _redirect(request):
+    own = b"http://127.0.0.1:%d" % (request.getHost().port,)
+    request.setResponseCode(302)
+    request.setHeader(b"location", own + b"/landing?from=redirect#top")
+    request.setHeader(b"content-location", own + b"/redirect")
+    request.setHeader(b"refresh", b"0; url=" + own + b"/landing")
+    request.setHeader(b"x-powered-by", b"upstream-test/1.0")
+    return b""
 
 
 def _json_echo(request):

@@ -85,7 +85,7 @@ class Entry:
     def staleness(self, now):
         """
         How many seconds past its freshness lifetime it is at C{now}
-        (zero or less: fresh). An entry to revalidate before every use is
+        (less than zero: fresh). An entry to revalidate before every use is
         always stale.
         """
         if self.no_cache:

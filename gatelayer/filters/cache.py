@@ -154,6 +154,14 @@ class CacheFilter:
         self._ttl = settings.default_ttl
         self._lock_timeout = settings.lock_timeout
 
+    @property
+    def fetching(self):
+        """
+        How many keys are being fetched with other requests waiting for
+        them (or free to).
+        """
+        return len(self._locks)
+
     # -- keys ---------------------------------------------------------------
 
     def url_key(self, exchange):
@@ -206,7 +214,7 @@ class CacheFilter:
             entry = store.get(lock_key)
         if entry is not None:
             staleness = entry.staleness(now)
-            if staleness <= 0:
+            if staleness < 0:
                 return self._hit(exchange, entry, now, HIT)
             if lock_key in self._locks and not entry.must_revalidate \
                     and staleness <= entry.stale_while_revalidate:
@@ -422,6 +430,9 @@ class CacheFilter:
         return b""
 
     def _put(self, exchange, state, entry):
+        if entry.lifetime <= entry.initial_age and not entry.validators and not entry.stale_if_error:
+            # Stale already and nothing could make it useful.
+            return
         key = state.primary + VARIANT_SEPARATOR + variant_of(entry.vary, exchange.headers)
         try:
             self.store.put(key, entry)

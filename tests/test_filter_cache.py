@@ -584,7 +584,7 @@ class CacheFilterTests(SynchronousTestCase):
         self.assertEqual((status, sent), (403, 0))
         self.assertEqual(len(self.cache.store), 2)
         (status, _, body), sent = self.fetch(method=b"PURGE")
-        self.assertEqual((status, sent, json.loads(body)), (200, 0, {"purged": 2}))
+        self.assertEqual((status, sent, json.loads(body)), (200, 0, {"purged": 2, "workers": 1}))
         (_, out, _), sent = self.fetch(upstream=response(headers=vary), headers=[(b"Accept", b"a")])
         self.assertEqual((sent, out[b"x-cache"]), (1, [b"MISS"]))
 

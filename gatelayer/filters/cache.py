@@ -134,10 +134,13 @@ class CacheFilter:
 
     preserves_length = True
 
-    def __init__(self, name, settings, clock, store=None):
+    def __init__(self, name, settings, clock, store=None, master=None):
         """
         @param settings: the L{gatelayer.config.filter_cache.CacheSettings}.
         @param clock: an L{twisted.internet.interfaces.IReactorTime}.
+        @param master: the worker's control connection to the master,
+            through which an accepted C{PURGE} reaches every worker
+            (L{None}: this worker's store only).
         @param store: where entries live (default: a L{MemoryStore} of
             C{settings.size}).
         """
@@ -146,6 +149,7 @@ class CacheFilter:
         self.clock = clock
         self.store = store if store is not None else MemoryStore(settings.size, clock)
         self.counts = dict.fromkeys(OUTCOMES, 0)
+        self.master = master
         self._locks = {}
         self._purge_from = settings.purge_from
         self._extra = settings.key_extra
@@ -269,10 +273,22 @@ class CacheFilter:
         if address is None or not any(address in network for network in self._purge_from):
             return json_reply(403, {"error": "PURGE is not allowed from this address", "status": 403})
         primary = self.url_key(exchange)
-        removed = self.purge(primary)
-        _log.info("cache {filter} purged {key!r} ({count} entries) for {client}",
-                  filter=self.name, key=primary, count=removed, client=exchange.client_ip)
-        return json_reply(200, {"purged": removed})
+        _log.info("cache {filter}: PURGE of {key!r} from {client}",
+                  filter=self.name, key=primary, client=exchange.client_ip)
+        if self.master is None:
+            return json_reply(200, {"purged": self.purge(primary), "workers": 1})
+        from gatelayer.cache.control import PurgeEverywhere
+
+        def answered(result):
+            return json_reply(200, {"purged": result["purged"], "workers": result["workers"]})
+
+        def failed(failure):
+            # The master is away (restarting?): this worker's store at
+            # least is purged, and the answer says how far it reached.
+            _log.warn("cache {filter}: the master did not relay a purge ({error}); purged here only",
+                      filter=self.name, error=failure.getErrorMessage())
+            return json_reply(200, {"purged": self.purge(primary), "workers": 1})
+        return self.master.callRemote(PurgeEverywhere, key=primary).addCallbacks(answered, failed)
 
     def purge(self, key=None, prefix=None):
         """
@@ -444,4 +460,4 @@ def build_filter(spec, services):
     """
     Build the cache filter of C{spec} on the worker's reactor.
     """
-    return CacheFilter(spec.name, spec.settings, services.reactor)
+    return CacheFilter(spec.name, spec.settings, services.reactor, master=services.master)

@@ -6,6 +6,7 @@ a 304, and 100 concurrent misses making one upstream request.
 """
 
 import os
+from urllib.parse import quote
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
@@ -16,6 +17,7 @@ from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.http import fetch, send_raw
 from gatelayer.testing.server import parse_response
 from gatelayer.testing.upstreams import serve_quietly
+from gatelayer.testing.waiting import wait_until
 
 GATE = """
 [gateway]
@@ -36,6 +38,13 @@ path = /
 upstream = origin
 filters = cache
 """
+
+
+def _quoted(url):
+    """
+    C{url} (bytes) percent-encoded as a query value.
+    """
+    return quote(url, safe="").encode("ascii")
 
 
 class CacheGatewayIntegrationTests(TestCase):
@@ -155,7 +164,7 @@ class CacheGatewayIntegrationTests(TestCase):
         target = origin_path("/purged", cc="max-age=300")
         yield self.get(target)
         purged = yield self.get(target, method=b"PURGE")
-        self.assertEqual((purged.status, purged.json()), (200, {"purged": 1}))
+        self.assertEqual((purged.status, purged.json()), (200, {"purged": 1, "workers": 1}))
         again = yield self.get(target)
         self.assertEqual((again.header(b"x-cache"), self.origin.requests[b"/purged"]), (b"MISS", 2))
 
@@ -188,3 +197,111 @@ class TwistedChannelCacheGatewayIntegrationTests(CacheGatewayIntegrationTests):
     """
 
     http_server = "twisted"
+
+
+TWO_WORKERS = """
+[gateway]
+workers = 2
+admin = 127.0.0.1:0
+[listener:web]
+bind = 127.0.0.1:0
+[upstream:origin]
+servers = 127.0.0.1:{port}
+[filter:cache]
+type = cache
+purge_from = 127.0.0.1
+[route:cached]
+path = /
+upstream = origin
+filters = cache
+"""
+
+
+class CachePurgeEverywhereIntegrationTests(TestCase):
+    """
+    Two real workers, each with its own memory store: a purge through the
+    admin endpoint or a PURGE request reaches both, and /status adds up
+    their counters.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self):
+        self.origin = CacheableOrigin(reactor)
+        port = serve_quietly(reactor, self.origin)
+        self.addCleanup(port.stopListening)
+        directory = os.path.abspath(self.mktemp())
+        self.gate = GatewayProcess(reactor, directory, TWO_WORKERS.format(port=port.getHost().port))
+        self.addCleanup(self.gate.stop)
+        yield self.gate.start()
+
+    @inlineCallbacks
+    def cache_status(self):
+        """
+        The C{cache} filter's row of the admin /status.
+        """
+        response = yield fetch(reactor, self.gate.admin_url("/status"))
+        return response.json()["cache"]["cache"]
+
+    @inlineCallbacks
+    def stored_by_both(self, target):
+        """
+        Send requests for C{target} (new connections, spread over the
+        workers by the kernel) until both workers have stored it.
+        """
+        url = self.gate.url("web", target.decode("ascii"))
+
+        @inlineCallbacks
+        def both():
+            yield gatherResults([fetch(reactor, url) for _ in range(8)])
+            status = yield self.cache_status()
+            return status["entries"] == 2
+        yield wait_until(reactor, both, timeout=30, what="both workers storing " + target.decode())
+
+    @inlineCallbacks
+    def test_admin_purge(self):
+        """
+        POST /cache/purge?key= removes the entry from both workers; the
+        counters show every outcome.
+        """
+        target = origin_path("/both", cc="max-age=300")
+        yield self.stored_by_both(target)
+        status = yield self.cache_status()
+        self.assertEqual(status["MISS"], 2)
+        self.assertGreater(status["HIT"], 0)
+        key = self.gate.url("web", target.decode("ascii"))
+        purged = yield fetch(reactor, self.gate.admin_url("/cache/purge?key=") + _quoted(key), method=b"POST")
+        self.assertEqual((purged.status, purged.json()), (200, {"purged": 2, "workers": 2}))
+        status = yield self.cache_status()
+        self.assertEqual(status["entries"], 0)
+
+    @inlineCallbacks
+    def test_admin_purge_prefix_and_errors(self):
+        """
+        A prefix purge removes every URL under it; a request naming
+        neither key nor prefix, or both, is refused with 400.
+        """
+        yield self.stored_by_both(origin_path("/tree/a", cc="max-age=300"))
+        prefix = self.gate.url("web", "/tree/")
+        purged = yield fetch(reactor, self.gate.admin_url("/cache/purge?prefix=") + _quoted(prefix),
+                             method=b"POST")
+        self.assertEqual(purged.json(), {"purged": 2, "workers": 2})
+        for query in (b"", b"?key=a&prefix=b", b"?key=", b"?other=1"):
+            refused = yield fetch(reactor, self.gate.admin_url("/cache/purge") + query, method=b"POST")
+            self.assertEqual(refused.status, 400, query)
+        wrong = yield fetch(reactor, self.gate.admin_url("/cache/purge?key=x"))
+        self.assertEqual(wrong.status, 405)
+
+    @inlineCallbacks
+    def test_purge_request_reaches_both(self):
+        """
+        A PURGE request received by one worker goes through the master to
+        both.
+        """
+        target = origin_path("/purge-both", cc="max-age=300")
+        yield self.stored_by_both(target)
+        purged = yield fetch(reactor, self.gate.url("web", target.decode("ascii")), method=b"PURGE")
+        self.assertEqual((purged.status, purged.json()), (200, {"purged": 2, "workers": 2}))
+        status = yield self.cache_status()
+        self.assertEqual(status["entries"], 0)

@@ -5,6 +5,11 @@ server channels, an upstream fed by hand, and a memory clock.
 """
 
 import json
+import os
+import re
+
+from twisted.internet.error import ConnectionRefusedError
+from twisted.python.failure import Failure
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
@@ -151,6 +156,16 @@ class CacheSettingsTests(SynchronousTestCase):
             with self.subTest(items=items):
                 error = self.assertRaises(ConfigError, parse_config_text, text, "gate.ini")
                 self.assertIn(where, str(error))
+
+    def test_documented_example(self):
+        """
+        The worked example of docs/cache.md is a valid configuration.
+        """
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "cache.md")
+        with open(path, encoding="utf-8") as f:
+            example = re.search(r"```ini\n(.*?)```", f.read(), re.S).group(1)
+        config = parse_config_text(example, "cache.md", cpu_count=1)
+        self.assertEqual(config.filters["pages"].settings.key_query, "sorted")
 
     def test_build(self):
         """
@@ -544,6 +559,25 @@ class CacheFilterTests(SynchronousTestCase):
         self.reactor.advance(50)
         (got, out, body), _ = self.fetch(upstream=response(503, body=b"err", reason=b"E"))
         self.assertEqual((got, body), (503, b"err"))
+
+    def test_stale_if_error_unreachable(self):
+        """
+        Within stale-if-error, an upstream that cannot be reached (the
+        gateway's own 502) is answered with the stale entry.
+        """
+        headers = ((b"Cache-Control", b"max-age=10, stale-if-error=60"),)
+        self.fetch(upstream=response(headers=headers, body=b"old"))
+        self.upstream_requests()
+        self.connections[-1][0].loseConnection()
+        self.connections[-1][1].connectionLost(Failure(ConnectionRefusedError()))
+        self.reactor.advance(30)
+        client = self.request()
+        attempts = len(self.reactor.tcpClients)
+        _, _, factory, _, _ = self.reactor.tcpClients[-1]
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual(len(self.reactor.tcpClients), attempts)
+        status, out, body = parse_response(client.value())
+        self.assertEqual((status, body, out[b"x-cache"]), (200, b"old", [b"STALE"]))
 
     def test_must_revalidate_never_stale(self):
         """

@@ -4,11 +4,13 @@ filter is L{gatelayer.filters.cache}, the rules and stores
 L{gatelayer.cache}).
 """
 
+import os.path
 import re
 
 from attrs import frozen
 
 from gatelayer.config import values as v
+from gatelayer.net.redisurl import RedisAddress, parse_store_url
 
 __all__ = ["CacheSettings", "KEY_QUERY", "parse_filter"]
 
@@ -40,6 +42,10 @@ class CacheSettings:
         are part of every key.
     @ivar purge_from: the networks (L{ipaddress} networks) whose C{PURGE}
         requests remove entries; empty: C{PURGE} is not the cache's.
+    @ivar store: a L{RedisAddress} of a shared store behind each worker's
+        memory store, or L{None}.
+    @ivar store_timeout: seconds a shared-store lookup may take before it
+        counts as a miss.
     """
 
     size: int = _SIZE
@@ -49,6 +55,13 @@ class CacheSettings:
     key_query: str = "as_is"
     key_extra: tuple = ()
     purge_from: tuple = ()
+    store: RedisAddress = None
+    store_timeout: float = 0.1
+
+
+def _hidden(text):
+    # The password of a store URL never goes into an error message.
+    return re.sub(r"//([^@/]*)@", "//***@", text)
 
 
 def _key_extra(text):
@@ -85,6 +98,20 @@ def parse_filter(reader):
     key_query = reader.get("key_query", _choice(KEY_QUERY), "as_is")
     key_extra = reader.get("key_extra", _key_extra, ())
     purge_from = reader.get("purge_from", _networks, ())
+    store = None
+    store_text = reader.raw("store")
+    if store_text is not None and store_text.strip():
+        try:
+            store = parse_store_url(store_text, reader.base_dir)
+        except ValueError as e:
+            reader.error("store", str(e), _hidden(store_text.strip()))
+        if store is not None and store.ca is not None and not os.path.isfile(store.ca):
+            reader.error("store", f"has ca={store.ca}, which is not a file", _hidden(store_text.strip()))
+            store = None
+    store_timeout = reader.get("store_timeout", v.parse_duration, 0.1)
+    if store_timeout is not None and not 0.001 <= store_timeout <= 60:
+        reader.error("store_timeout", "must be from 1ms to 60s", reader.raw("store_timeout").strip())
+        store_timeout = None
     if size is not None and not 1024 <= size <= _MAX_SIZE:
         reader.error("size", "must be between 1KB and 64GB", reader.raw("size"))
         size = None
@@ -106,4 +133,6 @@ def parse_filter(reader):
         key_query=key_query or "as_is",
         key_extra=key_extra or (),
         purge_from=purge_from or (),
+        store=store,
+        store_timeout=store_timeout or 0.1,
     )

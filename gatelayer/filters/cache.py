@@ -134,13 +134,16 @@ class CacheFilter:
 
     preserves_length = True
 
-    def __init__(self, name, settings, clock, store=None, master=None):
+    def __init__(self, name, settings, clock, store=None, master=None, shared=None):
         """
         @param settings: the L{gatelayer.config.filter_cache.CacheSettings}.
         @param clock: an L{twisted.internet.interfaces.IReactorTime}.
         @param master: the worker's control connection to the master,
             through which an accepted C{PURGE} reaches every worker
             (L{None}: this worker's store only).
+        @param shared: a store shared with the other workers and hosts
+            (L{gatelayer.cache.redis_store.RedisCacheStore}) asked when
+            the memory store misses, or L{None}.
         @param store: where entries live (default: a L{MemoryStore} of
             C{settings.size}).
         """
@@ -150,6 +153,7 @@ class CacheFilter:
         self.store = store if store is not None else MemoryStore(settings.size, clock)
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.master = master
+        self.shared = shared
         self._locks = {}
         self._purge_from = settings.purge_from
         self._extra = settings.key_extra
@@ -207,7 +211,15 @@ class CacheFilter:
             return None
         return self._lookup(exchange, self.url_key(exchange), False)
 
-    def _lookup(self, exchange, primary, waited):
+    def stop(self):
+        """
+        Close the shared store's connections, if there is one.
+        """
+        if self.shared is not None:
+            return self.shared.close()
+        return None
+
+    def _lookup(self, exchange, primary, waited, shared_done=False):
         now = self.clock.seconds()
         store = self.store
         names = store.vary(primary)
@@ -231,6 +243,10 @@ class CacheFilter:
                 lock.waiters.append(waiting)
                 waiting.addCallback(lambda _: self._lookup(exchange, primary, True))
                 return waiting
+        if entry is None and self.shared is not None and not shared_done:
+            asking = self.shared.fetch(primary, exchange.headers)
+            asking.addCallback(self._from_shared, exchange, primary, waited)
+            return asking
         state = _Pass(MISS if entry is None else EXPIRED, primary)
         state.request_time = now
         exchange.context[_STATE] = state
@@ -253,6 +269,12 @@ class CacheFilter:
             if entry.last_modified is not None:
                 headers.setRawHeaders(b"if-modified-since", [entry.last_modified])
         return None
+
+    def _from_shared(self, found, exchange, primary, waited):
+        if found is not None:
+            variant, entry = found
+            self.store.put(primary + VARIANT_SEPARATOR + variant, entry)
+        return self._lookup(exchange, primary, waited, True)
 
     def _hit(self, exchange, entry, now, outcome):
         exchange.context[_STATE] = _Pass(outcome)
@@ -296,7 +318,11 @@ class CacheFilter:
         starting with C{prefix} (bytes); returns how many entries went.
         """
         if prefix is not None:
+            if self.shared is not None:
+                self.shared.remove_prefix(prefix)
             return self.store.remove_prefix(prefix)
+        if self.shared is not None:
+            self.shared.remove(key)
         return self.store.remove(key)
 
     # -- locks --------------------------------------------------------------
@@ -449,15 +475,26 @@ class CacheFilter:
         if entry.lifetime <= entry.initial_age and not entry.validators and not entry.stale_if_error:
             # Stale already and nothing could make it useful.
             return
-        key = state.primary + VARIANT_SEPARATOR + variant_of(entry.vary, exchange.headers)
+        variant = variant_of(entry.vary, exchange.headers)
+        key = state.primary + VARIANT_SEPARATOR + variant
         try:
             self.store.put(key, entry)
+            if self.shared is not None:
+                self.shared.put(state.primary, variant, entry)
         except Exception:
             _log.failure("cache {filter} could not store {key!r}", filter=self.name, key=key)
 
 
 def build_filter(spec, services):
     """
-    Build the cache filter of C{spec} on the worker's reactor.
+    Build the cache filter of C{spec} on the worker's reactor, with its
+    Redis store when C{store} is set.
     """
-    return CacheFilter(spec.name, spec.settings, services.reactor, master=services.master)
+    settings = spec.settings
+    shared = None
+    if settings.store is not None:
+        from gatelayer.cache.redis_store import RedisCacheStore
+        shared = RedisCacheStore.from_url(
+            services.reactor, settings.store, b"gatelayer:cache:%s:" % (spec.name.encode("utf-8"),),
+            settings.store_timeout)
+    return CacheFilter(spec.name, settings, services.reactor, master=services.master, shared=shared)

@@ -14,7 +14,7 @@ from twisted.web.http_headers import Headers
 
 from gatelayer.cache import make_entry
 from gatelayer.cache.redis_store import (
-    COMPLAINT_INTERVAL, VARY_FIELD, RedisCacheStore, decode_entry, encode_entry)
+    COMPLAINT_INTERVAL, VARY_FIELD, WRITE_TIMEOUT, RedisCacheStore, decode_entry, encode_entry)
 from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response
 
 # Bytes that are not an encoded entry.
@@ -189,6 +189,21 @@ class RedisCacheStoreTests(SynchronousTestCase):
         self.successResultOf(self.store.remove(b"k"))
         self.successResultOf(self.store.remove_prefix(b"k"))
         self.assertEqual(self.store.counters["write_errors"], 3)
+
+    def test_write_hangs(self):
+        """
+        A write Redis does not take in time is dropped after
+        WRITE_TIMEOUT, its command cancelled so none pile up.
+        """
+        cancelled = []
+        self.redis.eval = lambda script, keys, args: Deferred(cancelled.append)
+        writing = self.store.put(b"k", b"", _entry())
+        self.clock.advance(WRITE_TIMEOUT - 0.01)
+        self.assertNoResult(writing)
+        self.clock.advance(0.01)
+        self.assertIsNone(self.successResultOf(writing))
+        self.assertEqual((len(cancelled), self.store.counters["write_errors"]), (1, 1))
+        self.assertFalse(self.clock.getDelayedCalls())
 
     def test_remove_prefix(self):
         """

@@ -121,8 +121,11 @@ class CacheSettingsTests(SynchronousTestCase):
         settings, problems = parse_section(parse_filter, "filter:c", {
             "size": "8MB", "max_entry_size": "64KB", "default_ttl": "1m", "lock_timeout": "500ms",
             "key_query": "sorted", "key_extra": "header:X-Tenant, header:Accept-Language",
-            "purge_from": "10.0.0.0/8, ::1"})
+            "purge_from": "10.0.0.0/8, ::1", "store": "redis://:secret@127.0.0.1:6380/2",
+            "store_timeout": "250ms"})
         self.assertEqual(problems, [])
+        self.assertEqual((settings.store.host, settings.store.port, settings.store.db), ("127.0.0.1", 6380, 2))
+        self.assertEqual(settings.store_timeout, 0.25)
         self.assertEqual(settings.size, 8 * 1024 * 1024)
         self.assertEqual(settings.max_entry_size, 64 * 1024)
         self.assertEqual(settings.default_ttl, 60.0)
@@ -150,12 +153,18 @@ class CacheSettingsTests(SynchronousTestCase):
             ({"purge_from": "10.0.0.0/33"}, "[filter:c] purge_from"),
             ({"purge_from": "everyone"}, "[filter:c] purge_from"),
             ({"ttl": "1m"}, "[filter:c] ttl"),
+            ({"store": "http://:secret@127.0.0.1/"}, "[filter:c] store"),
+            ({"store": "redis://:secret@127.0.0.1:6379/0?ca=x.pem"}, "[filter:c] store"),
+            ({"store": "rediss://:secret@127.0.0.1:6379/0?ca=/no/such/ca.pem"}, "[filter:c] store"),
+            ({"store_timeout": "0s"}, "[filter:c] store_timeout"),
+            ({"store_timeout": "2m"}, "[filter:c] store_timeout"),
         ]
         for items, where in table:
             text = "[filter:c]\ntype = cache\n" + "".join(f"{k} = {v}\n" for k, v in items.items())
             with self.subTest(items=items):
                 error = self.assertRaises(ConfigError, parse_config_text, text, "gate.ini")
                 self.assertIn(where, str(error))
+                self.assertNotIn("secret", str(error))
 
     def test_documented_example(self):
         """

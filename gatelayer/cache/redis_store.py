@@ -24,10 +24,18 @@ from gatelayer.cache.entry import Entry
 from gatelayer.cache.policy import variant_of
 from gatelayer.net.redisurl import RedisAddress, parse_store_url
 
-__all__ = ["COMPLAINT_INTERVAL", "RedisCacheStore", "decode_entry", "encode_entry"]
+__all__ = [
+    "COMPLAINT_INTERVAL", "PURGE_TIMEOUT", "RedisCacheStore", "WRITE_TIMEOUT", "decode_entry",
+    "encode_entry"]
 
 COMPLAINT_INTERVAL = 10.0
 """The least time (seconds) between two log lines about a failing store."""
+
+WRITE_TIMEOUT = 1.0
+"""The least time (seconds) a write may take before it is dropped."""
+
+PURGE_TIMEOUT = 30.0
+"""The least time (seconds) a purge may take (a prefix purge scans)."""
 
 VARY_FIELD = b"\x00vary"
 # No variant is this: a variant's parts are header values (never holding
@@ -157,19 +165,25 @@ class RedisCacheStore:
         self._last_complaint = now
         self._unreported = 0
 
-    def _bounded(self, command, what):
+    def _bounded(self, command, what, counter="errors", timeout=None):
         """
         Fire with C{command}'s result, or with L{None} on error or after
-        the timeout (never fails).
+        the timeout (never fails); a command still waiting for a
+        connection when its time is up is cancelled, so nothing piles up
+        while Redis is away.
         """
         result = Deferred()
+        sent = []
+        timeout = self.timeout if timeout is None else timeout
 
         def timed_out():
             if not result.called:
-                self.counters["timeouts"] += 1
-                self._complain(what, "no answer in %gs" % (self.timeout,))
+                self.counters["timeouts" if counter == "errors" else counter] += 1
+                self._complain(what, "no answer in %gs" % (timeout,))
                 result.callback(None)
-        timer = self.clock.callLater(self.timeout, timed_out)
+                for d in sent:
+                    d.cancel()
+        timer = self.clock.callLater(timeout, timed_out)
 
         def answered(value):
             if timer.active():
@@ -181,7 +195,7 @@ class RedisCacheStore:
             if timer.active():
                 timer.cancel()
             if not result.called:
-                self.counters["errors"] += 1
+                self.counters[counter] += 1
                 self._complain(what, failure.getErrorMessage())
                 result.callback(None)
         try:
@@ -189,6 +203,7 @@ class RedisCacheStore:
         except Exception as e:
             d = Deferred()
             d.errback(e)
+        sent.append(d)
         d.addCallbacks(answered, failed)
         return result
 
@@ -235,17 +250,8 @@ class RedisCacheStore:
         self.counters["writes"] += 1
         ttl = max(1, int(entry.keep_for() * 1000))
         args = [VARY_FIELD, b"\n".join(entry.vary), variant, encode_entry(entry), str(ttl)]
-
-        def failed(failure):
-            self.counters["write_errors"] += 1
-            self._complain("write", failure.getErrorMessage())
-        try:
-            d = self.redis.eval(_PUT_SCRIPT, [self.namespace + primary], args)
-        except Exception as e:
-            d = Deferred()
-            d.errback(e)
-        d.addErrback(failed)
-        return d
+        return self._bounded(lambda: self.redis.eval(_PUT_SCRIPT, [self.namespace + primary], args),
+                             "write", "write_errors", max(self.timeout, WRITE_TIMEOUT))
 
     def remove(self, primary):
         """
@@ -275,15 +281,7 @@ class RedisCacheStore:
         return self._background(lambda: step(0), "purge")
 
     def _background(self, command, what):
-        def failed(failure):
-            self.counters["write_errors"] += 1
-            self._complain(what, failure.getErrorMessage())
-        try:
-            d = command()
-        except Exception as e:
-            d = Deferred()
-            d.errback(e)
-        return d.addErrback(failed)
+        return self._bounded(command, what, "write_errors", max(self.timeout, PURGE_TIMEOUT))
 
     def close(self):
         """

@@ -514,6 +514,25 @@ class CacheFilterTests(SynchronousTestCase):
         self.assertEqual(len(self.upstream_requests()), 2)
         self.assertEqual(waiting.value(), b"")
 
+    def test_expired_lock_not_released_by_late_response(self):
+        """
+        A fetch whose lock expired does not release the lock a later
+        fetch of the key took: that one's waiters keep waiting for it.
+        """
+        self.request()
+        self.assertEqual(len(self.upstream_requests()), 1)
+        self.reactor.advance(5.1)
+        self.request()
+        waiting = self.request()
+        self.assertEqual(len(self.upstream_requests()), 2)
+        self.assertEqual(self.cache.fetching, 1)
+        transport, protocol = self.connections[0]
+        protocol.dataReceived(response(headers=((b"Cache-Control", b"no-store"),)))
+        self.reactor.advance(0)
+        self.assertEqual(self.cache.fetching, 1)
+        self.assertEqual(len(self.upstream_requests()), 2)
+        self.assertEqual(waiting.value(), b"")
+
     def test_cut_off_not_stored(self):
         """
         A response broken off mid-body is not stored; a later request
@@ -654,6 +673,22 @@ class CacheFilterTests(SynchronousTestCase):
         (_, out, _), sent = self.fetch(b"/page?b=2&a=1", response(headers=FRESH))
         (_, out, _), sent = self.fetch(b"/page?a=1&b=2", response(headers=FRESH))
         self.assertEqual(sent, 1)
+
+    def test_key_separators_refused(self):
+        """
+        Header values carrying the bytes cache keys are built with (NUL,
+        SOH, LF) or other controls never reach the cache: the request is
+        refused (400), whole or byte by byte, so no value can forge
+        another key.
+        """
+        self.fetch(b"/sorted/p", response(body=b"t0"), headers=[(b"X-Tenant", b"t0")])
+        for value in (b"t0\x01", b"t0\x00", b"t\n0", b"t0\x7f", b"\x01t0"):
+            for byte_by_byte in (False, True):
+                with self.subTest(value=value, byte_by_byte=byte_by_byte):
+                    (status, _, _), sent = self.fetch(
+                        b"/sorted/p", headers=[(b"X-Tenant", value)], byte_by_byte=byte_by_byte)
+                    self.assertEqual((status, sent), (400, 0))
+        self.assertEqual(self.gate.gateway.filters["sorted"].counts["HIT"], 0)
 
     def test_hostile_upstream_headers(self):
         """

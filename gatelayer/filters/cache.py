@@ -63,13 +63,14 @@ class _Pass:
     """
 
     __slots__ = (
-        "outcome", "primary", "lock_key", "store", "storing", "entry", "answer", "chunks", "size",
+        "outcome", "primary", "lock_key", "lock", "store", "storing", "entry", "answer", "chunks", "size",
         "headers", "request_time", "response_time", "conditionals", "authorization", "invalidate")
 
     def __init__(self, outcome, primary=None):
         self.outcome = outcome
         self.primary = primary
         self.lock_key = None
+        self.lock = None
         self.store = False
         self.storing = False
         self.entry = None
@@ -260,6 +261,7 @@ class CacheFilter:
             lock = self._locks[lock_key] = _Lock()
             lock.timer = self.clock.callLater(self._lock_timeout, self._lock_expired, lock_key, lock)
             state.lock_key = lock_key
+            state.lock = lock
         if entry is not None and entry.validators:
             state.conditionals = _client_conditionals(headers)
             headers.removeHeader(b"if-none-match")
@@ -329,11 +331,12 @@ class CacheFilter:
 
     def _release(self, state):
         key, state.lock_key = state.lock_key, None
-        if key is None:
+        lock, state.lock = state.lock, None
+        if key is None or self._locks.get(key) is not lock:
+            # Expired already (its waiters went on); a newer fetch of the
+            # key may hold it now.
             return
-        lock = self._locks.pop(key, None)
-        if lock is None:
-            return
+        del self._locks[key]
         if lock.timer is not None and lock.timer.active():
             lock.timer.cancel()
         self._wake(lock)
@@ -397,13 +400,7 @@ class CacheFilter:
                 state.store = False
                 self._release(state)
                 return
-        response_cc = None
-        for name, value in headers:
-            if name == b"cache-control":
-                response_cc = parse_cache_control(raw.getRawHeaders(b"cache-control"))
-                break
-        if response_cc is None:
-            response_cc = parse_cache_control(None)
+        response_cc = parse_cache_control(raw.getRawHeaders(b"cache-control"))
         has_cookie = raw.hasHeader(b"set-cookie")
         explicit = ("s-maxage" in response_cc or "max-age" in response_cc or "no-cache" in response_cc
                     or raw.hasHeader(b"expires"))

@@ -37,6 +37,8 @@ class CacheableOrigin(resource.Resource):
 
     @ivar requests: a L{Counter} of requests received per path (bytes).
     @ivar not_modified: a L{Counter} of 304s sent per path.
+    @ivar failing: while true, every request is answered 503 (an origin
+        in trouble).
     """
 
     isLeaf = True
@@ -46,10 +48,14 @@ class CacheableOrigin(resource.Resource):
         self.reactor = reactor
         self.requests = Counter()
         self.not_modified = Counter()
+        self.failing = False
 
     def render(self, request):
         path = request.path
         self.requests[path] += 1
+        if self.failing:
+            request.setResponseCode(503)
+            return b"origin failing\n"
         asked = {k.decode("ascii", "replace"): v[0] for k, v in request.args.items()}
         delay = float(asked.pop("delay", b"0") or 0)
         if delay > 0:

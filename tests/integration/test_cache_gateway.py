@@ -123,6 +123,26 @@ class CacheGatewayIntegrationTests(TestCase):
         self.assertEqual((mine.status, mine.body), (304, b""))
 
     @inlineCallbacks
+    def test_stale_if_error(self):
+        """
+        An entry already past its freshness (the origin's Age is larger
+        than its max-age) but within stale-if-error answers for an origin
+        that fails (STALE); one without the window lets the failure
+        through.
+        """
+        target = origin_path("/sie", cc="max-age=10, stale-if-error=600", age="100")
+        plain = origin_path("/plain", cc="max-age=10", age="100", etag='"p"')
+        first = yield self.get(target)
+        yield self.get(plain)
+        self.origin.failing = True
+        stale = yield self.get(target)
+        self.assertEqual((stale.status, stale.header(b"x-cache"), stale.body),
+                         (200, b"STALE", first.body))
+        self.assertGreaterEqual(int(stale.header(b"age")), 100)
+        failed = yield self.get(plain)
+        self.assertEqual((failed.status, failed.header(b"x-cache")), (503, b"EXPIRED"))
+
+    @inlineCallbacks
     def test_concurrent_misses(self):
         """
         100 concurrent requests for one uncached URL make one request to

@@ -22,6 +22,7 @@ import json
 
 from twisted.web import resource, server
 
+from gatelayer.cache.control import PurgeResource
 from gatelayer.http.errors import reason_phrase
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
@@ -250,6 +251,7 @@ class AdminSite(server.Site):
         root = resource.Resource()
         root.putChild(b"status", _Status(master))
         root.putChild(b"healthz", _Health(master))
+        root.putChild(b"cache", PurgeResource(master))
         super().__init__(root, reactor=reactor)
         self.guard = guard
 

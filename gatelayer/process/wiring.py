@@ -43,6 +43,10 @@ def register_worker(config, control, worker):
     Make a worker's control channel answer the master's pushes.
     """
     register_worker_responders(control, worker.upstream_states)
+    if any(spec.type == "cache" for spec in config.filters.values()):
+        from gatelayer.cache.control import register_worker_responders as cache_responders
+        from gatelayer.cache.control import worker_cache_filters
+        cache_responders(control, lambda: worker_cache_filters(worker.gateway))
 
 
 class HealthPart(MasterPart):
@@ -155,6 +159,9 @@ def master_parts(config, reactor, controls):
     if any(spec.type == "rate_limit" for spec in config.filters.values()):
         from gatelayer.ratelimit.control import EmbeddedStorePart
         parts.append(EmbeddedStorePart(reactor))
+    if any(spec.type == "cache" for spec in config.filters.values()):
+        from gatelayer.cache.control import CachePart
+        parts.append(CachePart(controls))
     return parts
 
 

@@ -15,6 +15,8 @@ FILTER_TYPES = {
     "cors": "gatelayer.config.filter_cors",
     "validate": "gatelayer.config.filter_validate",
     "transform": "gatelayer.config.filter_transform",
+    "ip_filter": "gatelayer.config.filter_ipfilter",
+    "waf": "gatelayer.config.filter_waf",
 }
 
 

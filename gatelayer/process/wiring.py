@@ -43,6 +43,9 @@ def register_worker(config, control, worker):
     Make a worker's control channel answer the master's pushes.
     """
     register_worker_responders(control, worker.upstream_states)
+    if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
+        from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
+        take_ip_lists(control, lambda: worker.gateway.filters)
 
 
 class HealthPart(MasterPart):
@@ -155,6 +158,9 @@ def master_parts(config, reactor, controls):
     if any(spec.type == "rate_limit" for spec in config.filters.values()):
         from gatelayer.ratelimit.control import EmbeddedStorePart
         parts.append(EmbeddedStorePart(reactor))
+    if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
+        from gatelayer.filters.iplists import IpListsPart
+        parts.append(IpListsPart(config, controls))
     return parts
 
 

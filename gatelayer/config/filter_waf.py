@@ -34,6 +34,11 @@ CRS_RULES = "/usr/share/modsecurity-crs/rules"
 CRS_FILES = (CRS_SETUP, CRS_RULES + "/REQUEST-949-BLOCKING-EVALUATION.conf")
 """Files of the Core Rule Set whose absence means it is not installed."""
 
+DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""The methods the Core Rule Set lets through by default here (its own
+default, for web sites, lacks PUT, PATCH and DELETE)."""
+
+_METHOD = re.compile(r"[A-Z][A-Z-]{0,31}\Z")
 _RULE_RANGE = re.compile(r"(\d{1,9})(?:-(\d{1,9}))?\Z")
 
 
@@ -51,6 +56,8 @@ class WafSettings:
         C{"942100-942199"}) removed from the rule set.
     @ivar max_body: the most request body bytes inspected; a larger body is
         refused with 413 in block mode, passed uninspected in detect mode.
+    @ivar allowed_methods: the methods the Core Rule Set's method rule
+        (911100) allows; another scores as an attack.
     @ivar rules_file: the absolute path of an own rules file (ModSecurity
         syntax), loaded after the Core Rule Set, or L{None}.
     """
@@ -60,6 +67,7 @@ class WafSettings:
     anomaly_threshold: int = 5
     exclude_rules: tuple = ()
     max_body: int = 128 * 1024
+    allowed_methods: tuple = DEFAULT_METHODS
     rules_file: str = None
 
 
@@ -85,6 +93,16 @@ def _rule_ids(text):
     return tuple(ids)
 
 
+def _methods(text):
+    methods = tuple(dict.fromkeys(item.upper() for item in v.parse_list(text)))
+    for method in methods:
+        if not _METHOD.match(method):
+            raise ValueError(f"has {method!r}, which is not a method name")
+    if not methods:
+        raise ValueError("lists no method")
+    return methods
+
+
 def parse_filter(reader):
     """
     Read a C{type = waf} section from C{reader} into L{WafSettings},
@@ -98,6 +116,7 @@ def parse_filter(reader):
     if max_body is not None and not 1 <= max_body <= 64 * 1024 * 1024:
         reader.error("max_body", "must be between 1 byte and 64MB", reader.raw("max_body").strip())
         max_body = None
+    methods = reader.get("allowed_methods", _methods, DEFAULT_METHODS)
     rules_file = reader.path("rules", None)
     if rules_file is not None:
         if any(c.isspace() or c in "\"'*?[" for c in rules_file):
@@ -118,5 +137,6 @@ def parse_filter(reader):
         anomaly_threshold=threshold or 5,
         exclude_rules=exclude or (),
         max_body=max_body or 128 * 1024,
+        allowed_methods=methods or DEFAULT_METHODS,
         rules_file=rules_file,
     )

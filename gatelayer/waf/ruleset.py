@@ -52,6 +52,8 @@ def rules_text(settings, crs_setup=CRS_SETUP, crs_rules=CRS_RULES):
     lines.append('SecAction "id:900110,phase:1,nolog,pass,t:none,'
                  f'setvar:tx.inbound_anomaly_score_threshold={settings.anomaly_threshold},'
                  'setvar:tx.outbound_anomaly_score_threshold=4"')
+    lines.append('SecAction "id:900200,phase:1,nolog,pass,t:none,'
+                 f"setvar:'tx.allowed_methods={' '.join(settings.allowed_methods)}'\"")
     lines.append(f"Include {crs_rules}/REQUEST-*.conf")
     if settings.exclude_rules:
         lines.append("SecRuleRemoveById " + " ".join(settings.exclude_rules))

@@ -20,7 +20,7 @@ from gatelayer.chain import IFilter, json_reply
 from gatelayer.filters.validate import PROBLEM_JSON
 from gatelayer.waf import WafEngine, WafRulesError, WafUnavailable, rules_text
 
-__all__ = ["WafFilter", "build_filter", "list_problems"]
+__all__ = ["REFUSAL", "WafFilter", "build_engine", "build_filter", "list_problems", "request_id"]
 
 REFUSAL = json_reply(403, {
     "type": "about:blank", "title": "Forbidden", "status": 403,
@@ -29,6 +29,7 @@ REFUSAL = json_reply(403, {
 """The answer to every refused request: the same whatever rule refused it."""
 
 REQUEST_ID_CONTEXT = "request_id"
+"""Where a filter that assigns request ids leaves one in C{exchange.context}."""
 
 
 def _too_large(limit):

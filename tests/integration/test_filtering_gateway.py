@@ -158,3 +158,18 @@ class FilteringGatewayTests(TestCase):
         response = yield self.get("/items?id=42&sort=name", "192.0.2.77")
         self.assertEqual(response.status, 200)
         self.assertEqual(self.upstream.requests, 1)
+
+    @inlineCallbacks
+    def test_waf_inspects_form_bodies(self):
+        """
+        The same injection in a form body is refused; a normal form passes.
+        """
+        headers = {b"host": [b"example.com"], b"user-agent": [b"Mozilla/5.0 (X11; Linux x86_64)"],
+                   b"content-type": [b"application/x-www-form-urlencoded"]}
+        url = self.gate.url("web", "/login")
+        response = yield fetch(reactor, url, method=b"POST", headers=headers, body=b"user=admin' OR '1'='1&pw=x")
+        self.assertEqual(response.status, 403)
+        self.assertEqual(self.upstream.requests, 0)
+        response = yield fetch(reactor, url, method=b"POST", headers=headers, body=b"user=alice&pw=J%C3%BCrgen")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.upstream.requests, 1)

@@ -16,6 +16,8 @@ FILTER_TYPES = {
     "validate": "gatelayer.config.filter_validate",
     "transform": "gatelayer.config.filter_transform",
     "cache": "gatelayer.config.filter_cache",
+    "ip_filter": "gatelayer.config.filter_ipfilter",
+    "waf": "gatelayer.config.filter_waf",
 }
 
 

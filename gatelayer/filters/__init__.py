@@ -26,7 +26,16 @@ FILTER_MODULES = {
     "validate": "gatelayer.filters.validate",
     "transform": "gatelayer.filters.transform",
     "cache": "gatelayer.filters.cache",
+    "ip_filter": "gatelayer.filters.ipfilter",
+    "waf": "gatelayer.filters.waf",
 }
+
+FILE_CHECKS = {
+    "ip_filter": "gatelayer.filters.iplists",
+    "waf": "gatelayer.filters.waf",
+}
+"""The module whose C{list_problems(config)} checks what the filters of a
+type load from files beyond key material (IP list files, WAF rules)."""
 
 
 @frozen
@@ -60,9 +69,10 @@ def build_filter(spec, services):
 
 def validate_filters(config):
     """
-    Load the key material of every filter of C{config} (a
-    L{gatelayer.config.model.GateConfig}) once, as the master must before
-    it starts workers: the config package only checks that key files exist.
+    Load the key material, IP list files and WAF rules of every filter of
+    C{config} (a L{gatelayer.config.model.GateConfig}) once, as the master
+    must before it starts workers: the config package only checks that key
+    files exist.
 
     @raise gatelayer.config.ConfigError: listing every problem, each naming
         file, section and key.
@@ -70,5 +80,7 @@ def validate_filters(config):
     from gatelayer.config import ConfigError
     from gatelayer.filters.keys import key_material_problems
     problems = key_material_problems(config)
+    for filter_type in sorted({spec.type for spec in config.filters.values()} & set(FILE_CHECKS)):
+        problems.extend(importlib.import_module(FILE_CHECKS[filter_type]).list_problems(config))
     if problems:
         raise ConfigError(problems)

@@ -47,6 +47,9 @@ def register_worker(config, control, worker):
         from gatelayer.cache.control import register_worker_responders as cache_responders
         from gatelayer.cache.control import worker_cache_filters
         cache_responders(control, lambda: worker_cache_filters(worker.gateway))
+    if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
+        from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
+        take_ip_lists(control, lambda: worker.gateway.filters)
 
 
 class HealthPart(MasterPart):
@@ -162,6 +165,9 @@ def master_parts(config, reactor, controls):
     if any(spec.type == "cache" for spec in config.filters.values()):
         from gatelayer.cache.control import CachePart
         parts.append(CachePart(controls))
+    if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
+        from gatelayer.filters.iplists import IpListsPart
+        parts.append(IpListsPart(config, controls))
     return parts
 
 

@@ -11,7 +11,7 @@ import sys
 import weakref
 
 from twisted.internet import interfaces
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.web import resource, server
@@ -340,3 +340,18 @@ class UpstreamProcess:
         finally:
             if timer.active():
                 timer.cancel()
+
+
+@inlineCallbacks
+def start_upstreams(test, reactor, *names):
+    """
+    Start one L{UpstreamProcess} per name, in parallel, each stopped at
+    C{test}'s cleanup.
+
+    @return: a Deferred firing with the processes, in the order of C{names}.
+    """
+    processes = [UpstreamProcess(reactor, name) for name in names]
+    for process in processes:
+        test.addCleanup(process.stop)
+    yield gatherResults([process.start() for process in processes])
+    return processes

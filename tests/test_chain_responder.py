@@ -8,9 +8,7 @@ proxied routes.
 import json
 import os
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionRefusedError
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
@@ -21,7 +19,7 @@ from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.static import FileStreamer
 from gatelayer.testing.server import (
-    InMemoryGateway, parse_response, set_filters, split_responses, with_server)
+    InMemoryGateway, accept_upstream, parse_response, set_filters, split_responses, with_server)
 from gatelayer.testing.transports import FillingTransport
 
 CONFIG = """
@@ -248,17 +246,6 @@ class ResponderTests(SynchronousTestCase):
         route = self.gate.gateway.table.match("", path, "GET").route
         set_filters(self.gate.gateway, route, filters)
 
-    def upstream(self):
-        """
-        Complete the pool's latest connection attempt; returns the
-        upstream-side transport and protocol.
-        """
-        host, port, factory, _, _ = self.reactor.tcpClients[-1]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
-        protocol.makeConnection(transport)
-        return transport, protocol
-
     def test_head_phase_once_reversed(self):
         """
         A direct answer runs every filter's response phase once, in reverse
@@ -364,7 +351,7 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/api/x", upper)
         channel, client = self.gate.connect()
         channel.dataReceived(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        upstream, protocol = self.upstream()
+        upstream, protocol = accept_upstream(self.reactor)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         self.assertIn(b"HELLO", client.value())
         self.assertEqual(upper.chunks, [b"hello"])
@@ -385,7 +372,7 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/api/x", UpperFilter("upper", self.calls))
         channel, client = self.gate.connect()
         channel.dataReceived(b"GET /api/big HTTP/1.1\r\nHost: x\r\n\r\n")
-        upstream, protocol = self.upstream()
+        upstream, protocol = accept_upstream(self.reactor)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
         protocol.connectionLost(Failure(ConnectionRefusedError()))
         self.assertIn(b"PART", client.value())
@@ -399,7 +386,7 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/api/x", UpperFilter("upper", self.calls))
         channel, client = self.gate.connect()
         channel.dataReceived(b"HEAD /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
-        upstream, protocol = self.upstream()
+        upstream, protocol = accept_upstream(self.reactor)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n")
         head = client.value()
         self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
@@ -413,7 +400,7 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/api/x", HoldingFilter("hold", self.calls))
         channel, client = self.gate.connect()
         channel.dataReceived(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
-        upstream, protocol = self.upstream()
+        upstream, protocol = accept_upstream(self.reactor)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         self.assertEqual(client.value(), b"", "the head waits for the body")
         protocol.dataReceived(b"0\r\n\r\n")
@@ -453,7 +440,7 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/api/x", holding)
         channel, client = self.gate.connect()
         channel.dataReceived(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
-        upstream, protocol = self.upstream()
+        upstream, protocol = accept_upstream(self.reactor)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-App: yes\r\n\r\nab")
         self.assertEqual(client.value(), b"")
         protocol.dataReceived(b"cd")
@@ -502,7 +489,7 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/api/x", HoldingFilter("hold", self.calls))
         channel, client = self.gate.connect()
         channel.dataReceived(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\n")
-        upstream, protocol = self.upstream()
+        upstream, protocol = accept_upstream(self.reactor)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npart")
         protocol.connectionLost(Failure(ConnectionRefusedError()))
         status, _, body = parse_response(client.value())

@@ -10,6 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.route_match import MatchCondition
+from gatelayer.testing.config import config_problems
 
 BASE = """
 [listener:web]
@@ -138,8 +139,7 @@ class ConditionErrorTests(SynchronousTestCase):
         """
         for keys, expected in self.cases:
             with self.subTest(keys=keys):
-                error = self.assertRaises(ConfigError, parse, BASE + route_section(**keys))
-                text = "\n".join(error.problems)
+                text = config_problems(self, BASE + route_section(**keys), "/etc/gate/gate.ini")
                 self.assertIn("/etc/gate/gate.ini [route:v2] ", text)
                 self.assertIn(expected, text)
 
@@ -167,9 +167,8 @@ type = jwt
 secret_file = /etc/hostname
 forward_claims = sub:X-User
 """
-        error = self.assertRaises(ConfigError, parse, text)
         self.assertIn("/etc/gate/gate.ini [route:v2] match_header: 'x-user' is an identity header",
-                      "\n".join(error.problems))
+                      config_problems(self, text, "/etc/gate/gate.ini"))
 
     def test_underscores_allowed(self):
         """

@@ -8,7 +8,8 @@ import os
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from gatelayer.config import ConfigError, parse_config_text
+from gatelayer.config import parse_config_text
+from gatelayer.testing.config import config_problems
 
 BASE = """
 [listener:web]
@@ -51,10 +52,7 @@ class RouteUpstreamTests(SynchronousTestCase):
         """
         The problems (one string) of C{[route:r]} with C{body}.
         """
-        error = self.assertRaises(
-            ConfigError, parse_config_text, self.base + "[route:r]\npath = /\n" + body,
-            "/etc/gate/gate.ini")
-        return "\n".join(error.problems)
+        return config_problems(self, self.base + "[route:r]\npath = /\n" + body, "/etc/gate/gate.ini")
 
     def test_single_upstream_unchanged(self):
         """

@@ -9,8 +9,7 @@ reported, never blocked.
 import json
 import os
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -25,7 +24,7 @@ from gatelayer.filters.openapi_responses import OpenAPIResponseFilter
 from gatelayer.filters.validate import MAX_DEPTH
 from gatelayer.testing.config import parse_section
 from gatelayer.testing.exchange import request_exchange
-from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response
 
 ORDER = {
     "type": "object",
@@ -388,17 +387,6 @@ class ResponseReportTests(OpenAPITestsMixin, SynchronousTestCase):
         self.gate = InMemoryGateway(CONFIG, path=os.path.join(self.directory, "gate.ini"), with_upstreams=True)
         self.reactor = self.gate.reactor
 
-    def upstream(self):
-        """
-        Complete the pool's latest connection attempt; returns the
-        upstream-side transport and protocol.
-        """
-        host, port, factory, _, _ = self.reactor.tcpClients[-1]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
-        protocol.makeConnection(transport)
-        return transport, protocol
-
     def answer(self, request, *pieces):
         """
         Send C{request}, answer it from the upstream with the response
@@ -408,7 +396,7 @@ class ResponseReportTests(OpenAPITestsMixin, SynchronousTestCase):
         channel, client = self.gate.connect()
         with capturedLogs() as events:
             channel.dataReceived(request)
-            _, protocol = self.upstream()
+            _, protocol = accept_upstream(self.reactor)
             for piece in pieces:
                 protocol.dataReceived(piece)
             before = _warnings(events)

@@ -8,9 +8,7 @@ and response bodies through a whole in-memory gateway
 import json
 import os
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionLost
-from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -25,7 +23,7 @@ from gatelayer.filters import build_filter
 from gatelayer.filters.bodies import XML_DECLARATION
 from gatelayer.filters.transform import BodyTransformFilter, TransformFilter
 from gatelayer.testing.config import parse_section
-from gatelayer.testing.server import InMemoryGateway, parse_response, split_responses, with_server
+from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response, split_responses, with_server
 
 
 def _parse(**items):
@@ -301,17 +299,6 @@ class RequestBodyTests(SynchronousTestCase):
         self.gate = InMemoryGateway(with_server(CONFIG, self.http_server), with_upstreams=True)
         self.reactor = self.gate.reactor
 
-    def upstream(self):
-        """
-        Complete the pool's latest connection attempt; returns the
-        upstream-side transport and protocol.
-        """
-        host, port, factory, _, _ = self.reactor.tcpClients[-1]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
-        protocol.makeConnection(transport)
-        return transport, protocol
-
     def send(self, data, byte_by_byte=False):
         """
         Send C{data} on a new connection; returns C{(channel, client)}.
@@ -332,7 +319,7 @@ class RequestBodyTests(SynchronousTestCase):
         xml = b'<order id="7"><item>a</item><item>b</item><secret>s</secret></order>'
         for byte_by_byte in (False, True):
             self.send(_request(b"POST", b"/xml/orders", xml), byte_by_byte)
-            head, body = _sent(self.upstream()[0])
+            head, body = _sent(accept_upstream(self.reactor)[0])
             self.assertEqual(json.loads(body), {"item": ["a", "b"], "id": "7"})
             self.assertIn(b"Content-Type: application/json\r\n", head)
             self.assertIn(b"\r\nContent-Length: %d\r\n" % (len(body),), head + b"\r\n")
@@ -345,7 +332,7 @@ class RequestBodyTests(SynchronousTestCase):
         chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
         self.send(b"POST /xml/a HTTP/1.1\r\nHost: x\r\nContent-Type: application/xml\r\n"
                   b"Transfer-Encoding: chunked\r\n\r\n" + chunked, byte_by_byte=True)
-        head, body = _sent(self.upstream()[0])
+        head, body = _sent(accept_upstream(self.reactor)[0])
         self.assertEqual(body, b'{"item":"a"}')
         self.assertIn(b"\r\nContent-Length: 12", head)
         self.assertNotIn(b"chunked", head.lower())
@@ -355,7 +342,7 @@ class RequestBodyTests(SynchronousTestCase):
         A JSON body goes upstream as XML under C{xml_root}.
         """
         self.send(_request(b"PUT", b"/json/x", b'{"user": "ann", "n": 2}', b"application/json; charset=utf-8"))
-        head, body = _sent(self.upstream()[0])
+        head, body = _sent(accept_upstream(self.reactor)[0])
         self.assertEqual(body, XML_DECLARATION + b"<req><n>2</n><login>ann</login></req>")
         self.assertIn(b"Content-Type: application/xml; charset=utf-8\r\n", head)
 
@@ -365,14 +352,14 @@ class RequestBodyTests(SynchronousTestCase):
         leaves their format.
         """
         self.send(_request(b"POST", b"/edit/x", b'{"user":"a","password":"p"}', b"application/vnd.x+json"))
-        head, body = _sent(self.upstream()[0])
+        head, body = _sent(accept_upstream(self.reactor)[0])
         self.assertEqual(json.loads(body), {"user": "a"})
         self.assertIn(b"Content-Type: application/json\r\n", head)
         # Non-ASCII stays UTF-8; a lone surrogate, which UTF-8 cannot carry, stays escaped.
         for sent, out in [(b'{"n":"\\u00e9","password":1}', '{"n":"\u00e9"}'.encode("utf-8")),
                           (b'{"n":"\\ud800","password":1}', b'{"n":"\\ud800"}')]:
             self.send(_request(b"POST", b"/edit/x", sent, b"application/json"))
-            self.assertEqual(_sent(self.upstream()[0])[1], out)
+            self.assertEqual(_sent(accept_upstream(self.reactor)[0])[1], out)
 
     def test_untouched(self):
         """
@@ -390,14 +377,14 @@ class RequestBodyTests(SynchronousTestCase):
         ]
         for path, sent, kind in table:
             self.send(_request(b"POST", path, sent, kind))
-            head, body = _sent(self.upstream()[0])
+            head, body = _sent(accept_upstream(self.reactor)[0])
             self.assertEqual(body, sent, (path, kind))
             if kind is not None:
                 self.assertIn(b"Content-Type: " + kind + b"\r\n", head)
         with capturedLogs() as events:
             self.send(_request(b"POST", b"/xml/a", b"\x1f\x8bnot really", b"application/xml",
                                b"Content-Encoding: gzip\r\n"))
-        self.assertEqual(_sent(self.upstream()[0])[1], b"\x1f\x8bnot really")
+        self.assertEqual(_sent(accept_upstream(self.reactor)[0])[1], b"\x1f\x8bnot really")
         self.assertTrue(any("compressed request body" in e["log_format"] for e in events))
 
     def test_invalid_refused(self):
@@ -472,11 +459,11 @@ class RequestBodyTests(SynchronousTestCase):
         """
         self.send(_request(b"GET", b"/xml/a", content_type=None,
                            extra=b"Accept-Encoding: gzip, br\r\nRange: bytes=0-9\r\nIf-Range: \"x\"\r\n"))
-        head = _sent(self.upstream()[0])[0].lower()
+        head = _sent(accept_upstream(self.reactor)[0])[0].lower()
         for name in (b"accept-encoding", b"range", b"if-range"):
             self.assertNotIn(b"\r\n" + name + b":", head)
         self.send(_request(b"GET", b"/req/a", content_type=None, extra=b"Accept-Encoding: gzip\r\n"))
-        self.assertIn(b"\r\naccept-encoding: gzip", _sent(self.upstream()[0])[0].lower())
+        self.assertIn(b"\r\naccept-encoding: gzip", _sent(accept_upstream(self.reactor)[0])[0].lower())
 
 
 class ValidateAfterTransformTests(SynchronousTestCase):
@@ -546,7 +533,6 @@ class ResponseBodyTests(SynchronousTestCase):
     http_server = "gatelayer"
 
     setUp = RequestBodyTests.setUp
-    upstream = RequestBodyTests.upstream
 
     def proxied(self, path=b"/xml/a", method=b"GET"):
         """
@@ -555,7 +541,7 @@ class ResponseBodyTests(SynchronousTestCase):
         """
         channel, client = self.gate.connect()
         channel.dataReceived(_request(method, path, content_type=None))
-        transport, protocol = self.upstream()
+        transport, protocol = accept_upstream(self.reactor)
         return channel, client, transport, protocol
 
     def test_json_to_xml(self):
@@ -707,7 +693,7 @@ class ResponseBodyTests(SynchronousTestCase):
         protocol.dataReceived(b"1," * 1000)
         self.assertEqual(len(split_responses(client.value())), 1, "nothing more after the 502")
         channel.dataReceived(_request(b"GET", b"/xml/b", content_type=None))
-        _, protocol = self.upstream()
+        _, protocol = accept_upstream(self.reactor)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         responses = split_responses(client.value())
         self.assertEqual([r[0] for r in responses], [502, 200])

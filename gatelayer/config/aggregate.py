@@ -17,7 +17,7 @@ import re
 from attrs import evolve, frozen
 
 from gatelayer.config import values as v
-from gatelayer.config.filter_transform import parse_variable
+from gatelayer.config.filter_transform import read_variable, scan_template
 
 __all__ = [
     "AGGREGATE_KEYS", "AggregateSpec", "PART_METHODS", "PartSpec", "PartValue", "ON_PART_ERROR",
@@ -41,7 +41,6 @@ RESERVED_NAMES = ("errors",)
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PART_VARIABLE = re.compile(r"\$(?:\{part((?:\.[^.}\s]+)+)\}|part((?:\.[A-Za-z0-9_-]+)+))")
-_VARIABLE = re.compile(r"\$(?:\{([^}\s]*)\}|([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)?))")
 # What a literal of a request target may hold: visible ASCII but the
 # fragment mark (a space, a control byte or non-ASCII would break the
 # request line).
@@ -137,6 +136,21 @@ def _part_value(spelled):
     return PartValue(names[0], path)
 
 
+def _target_variable(text, dollar):
+    match = _PART_VARIABLE.match(text, dollar)
+    if match is not None:
+        return _part_value(match.group(1) or match.group(2)), match.end()
+    try:
+        variable, end = read_variable(text, dollar)
+    except ValueError as e:
+        if "unknown variable" in str(e):
+            raise ValueError(f"{e}; a part's target also takes $part.NAME.<path>") from None
+        raise
+    if variable.kind == "path":
+        raise ValueError("has $path: a part's target names its own path")
+    return variable, end
+
+
 def parse_target(text):
     """
     Parse a part's request target template into C{(path parts, query
@@ -150,41 +164,7 @@ def parse_target(text):
     """
     if not text.startswith("/"):
         raise ValueError("is not a target starting with /")
-    parts = []
-    index = 0
-    literal = []
-    while index < len(text):
-        dollar = text.find("$", index)
-        if dollar < 0:
-            literal.append(text[index:])
-            break
-        literal.append(text[index:dollar])
-        if text.startswith("$$", dollar):
-            literal.append("$")
-            index = dollar + 2
-            continue
-        match = _PART_VARIABLE.match(text, dollar)
-        if match is not None:
-            variable = _part_value(match.group(1) or match.group(2))
-        else:
-            match = _VARIABLE.match(text, dollar)
-            if match is None:
-                raise ValueError("has a lone $ (write $$ for a dollar sign)")
-            try:
-                variable = parse_variable(match.group(1) if match.group(1) is not None else match.group(2))
-            except ValueError as e:
-                if "unknown variable" in str(e):
-                    raise ValueError(f"{e}; a part's target also takes $part.NAME.<path>") from None
-                raise
-            if variable.kind == "path":
-                raise ValueError("has $path: a part's target names its own path")
-        if "".join(literal):
-            parts.append("".join(literal))
-        literal = []
-        parts.append(variable)
-        index = match.end()
-    if "".join(literal):
-        parts.append("".join(literal))
+    parts = scan_template(text, _target_variable)
     for part in parts:
         if isinstance(part, str) and not _TARGET_LITERAL.match(part):
             raise ValueError("has a space, control character, non-ASCII character or # in its literal text")

@@ -115,6 +115,20 @@ def parse_template(text):
     """
     if _UNSAFE.search(text):
         raise ValueError("has a control character (CR, LF, NUL, ...)")
+    return tuple(p.encode("utf-8") if isinstance(p, str) else p for p in scan_template(text, read_variable))
+
+
+def scan_template(text, read_variable):
+    """
+    Split a template into literal text (C{str}, never empty) and the
+    variables between it, in order. C{$$} is a dollar sign; any other C{$}
+    is handed, with its index, to C{read_variable}, which returns the
+    variable and the index just after it. Shared by the transform filter's
+    templates and an aggregate part's target, which add their own
+    variables and checks.
+
+    @raise ValueError: whatever C{read_variable} raises.
+    """
     parts = []
     literal = []
     index = 0
@@ -128,18 +142,27 @@ def parse_template(text):
             literal.append("$")
             index = dollar + 2
             continue
-        match = _VARIABLE.match(text, dollar)
-        if match is None:
-            raise ValueError("has a lone $ (write $$ for a dollar sign)")
-        variable = parse_variable(match.group(1) if match.group(1) is not None else match.group(2))
-        if literal and "".join(literal):
-            parts.append("".join(literal).encode("utf-8"))
+        variable, index = read_variable(text, dollar)
+        if "".join(literal):
+            parts.append("".join(literal))
         literal = []
         parts.append(variable)
-        index = match.end()
     if "".join(literal):
-        parts.append("".join(literal).encode("utf-8"))
-    return tuple(parts)
+        parts.append("".join(literal))
+    return parts
+
+
+def read_variable(text, dollar):
+    """
+    The L{Variable} spelled at C{text[dollar]} (C{$name} or C{${name}}) and
+    the index just after it.
+
+    @raise ValueError: a lone C{$}, or an unknown variable.
+    """
+    match = _VARIABLE.match(text, dollar)
+    if match is None:
+        raise ValueError("has a lone $ (write $$ for a dollar sign)")
+    return parse_variable(match.group(1) if match.group(1) is not None else match.group(2)), match.end()
 
 
 def parse_variable(name):

@@ -14,12 +14,12 @@ config package. The validator itself is compiled where the filter is built,
 L{gatelayer.filters.validate}.
 """
 
-import json
 from urllib.parse import urljoin
 
 from attrs import field, frozen
 
 from gatelayer.config import values as v
+from gatelayer.config.json_file import bounded, parse_json, read_text
 
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 """The C{$schema} URI of the only draft the filter validates with."""
@@ -29,8 +29,6 @@ INSTALL_HINT = "pip install 'gatelayer[validate]'"
 
 MAX_SCHEMA_FILE = 4 * 1024 * 1024
 """A schema file larger than this is refused (a schema, not a data set)."""
-
-_MESSAGE_LIMIT = 200
 
 
 @frozen
@@ -84,14 +82,6 @@ def jsonschema_module():
     return jsonschema
 
 
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not JSON")
-
-
-def _bounded(text):
-    return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
-
-
 def load_schema(path, jsonschema):
     """
     Read the schema file at C{path} and check it with C{jsonschema}'s draft
@@ -101,34 +91,18 @@ def load_schema(path, jsonschema):
     @raise ValueError: with a message naming the file and, for JSON that
         does not parse, the line and column.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_SCHEMA_FILE + 1)
-    except OSError as e:
-        raise ValueError(f"{path} cannot be read: {e.strerror or e}") from None
-    if len(data) > MAX_SCHEMA_FILE:
-        raise ValueError(f"{path} is larger than {MAX_SCHEMA_FILE} bytes")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 (byte {e.start})") from None
-    try:
-        schema = json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"{path} is not valid JSON: {_bounded(str(e) or 'nested too deeply')}") from None
+    schema = parse_json(read_text(path, MAX_SCHEMA_FILE), path)
     if not isinstance(schema, (dict, bool)):
         raise ValueError(f"{path} is not a JSON Schema: it must be an object or a boolean")
     if isinstance(schema, dict) and schema.get("$schema", DRAFT_2020_12) != DRAFT_2020_12:
-        raise ValueError(f"{path} declares $schema {_bounded(repr(schema['$schema']))}: "
+        raise ValueError(f"{path} declares $schema {bounded(repr(schema['$schema']))}: "
                          f"only draft 2020-12 ({DRAFT_2020_12}) is supported")
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:
         where = e.json_path if hasattr(e, "json_path") else "$"
         raise ValueError(f"{path} is not a valid JSON Schema (draft 2020-12): at {where}: "
-                         f"{_bounded(e.message)}") from None
+                         f"{bounded(e.message)}") from None
     except RecursionError:
         raise ValueError(f"{path} is not a valid JSON Schema: nested too deeply") from None
     try:
@@ -136,7 +110,7 @@ def load_schema(path, jsonschema):
     except RecursionError:
         raise ValueError(f"{path} is not a valid JSON Schema: nested too deeply") from None
     if unresolved:
-        raise ValueError(f"{path}: $ref {_bounded(unresolved[0])} does not resolve within the schema "
+        raise ValueError(f"{path}: $ref {bounded(unresolved[0])} does not resolve within the schema "
                          "(nothing is fetched over the network)")
     return schema
 

@@ -15,12 +15,12 @@ naming the file and the JSON pointer. The validators themselves are
 compiled where the filter is built (L{gatelayer.filters.openapi}).
 """
 
-import json
 import re
 from urllib.parse import unquote
 
 from attrs import field, frozen
 
+from gatelayer.config.json_file import bounded, parse_json, read_text
 from gatelayer.config.openapi_schema import check_schema, from_openapi_30, pointer_join, schema_types
 
 __all__ = [
@@ -46,7 +46,6 @@ _VARIABLE = re.compile(r"\{([^{}/]+)\}")
 _STYLES = {"path": ("simple",), "header": ("simple",), "query": ("form",), "cookie": ("form",)}
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _IGNORED_HEADERS = frozenset(("accept", "content-type", "authorization"))
-_MESSAGE_LIMIT = 200
 
 
 @frozen
@@ -131,10 +130,6 @@ class _NotAllowed(Exception):
     pass
 
 
-def _bounded(text):
-    return text if len(text) <= _MESSAGE_LIMIT else text[:_MESSAGE_LIMIT] + "..."
-
-
 def _where(pointer):
     return "#" + pointer
 
@@ -167,13 +162,9 @@ def _parse_yaml(text, path):
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"{path} is not valid YAML: {_bounded(str(e.problem or e.context))}{at}") from None
+        raise ValueError(f"{path} is not valid YAML: {bounded(str(e.problem or e.context))}{at}") from None
     except (yaml.YAMLError, RecursionError) as e:
-        raise ValueError(f"{path} is not valid YAML: {_bounded(str(e) or 'nested too deeply')}") from None
-
-
-def _refuse_constant(name):
-    raise ValueError(f"{name} is not JSON")
+        raise ValueError(f"{path} is not valid YAML: {bounded(str(e) or 'nested too deeply')}") from None
 
 
 def _plain(node, pointer, depth, path):
@@ -187,7 +178,7 @@ def _plain(node, pointer, depth, path):
         plain = {}
         for key, value in node.items():
             if isinstance(key, bool) or not isinstance(key, (str, int)):
-                raise ValueError(f"{path}: at {_where(pointer)}: the key {_bounded(repr(key))} is not a string")
+                raise ValueError(f"{path}: at {_where(pointer)}: the key {bounded(repr(key))} is not a string")
             key = str(key)
             plain[key] = _plain(value, pointer_join(pointer, key), depth + 1, path)
         return plain
@@ -213,24 +204,9 @@ def load_openapi(path):
     @raise ValueError: naming the file and, inside it, the line and column
         or the JSON pointer of the problem.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_DOCUMENT + 1)
-    except OSError as e:
-        raise ValueError(f"{path} cannot be read: {e.strerror or e}") from None
-    if len(data) > MAX_DOCUMENT:
-        raise ValueError(f"{path} is larger than {MAX_DOCUMENT} bytes")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 (byte {e.start})") from None
+    text = read_text(path, MAX_DOCUMENT)
     if path.lower().endswith(".json"):
-        try:
-            loaded = json.loads(text, parse_constant=_refuse_constant)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
-        except (ValueError, RecursionError) as e:
-            raise ValueError(f"{path} is not valid JSON: {_bounded(str(e) or 'nested too deeply')}") from None
+        loaded = parse_json(text, path)
     else:
         loaded = _parse_yaml(text, path)
     return parse_document(_plain(loaded, "", 0, path), path)
@@ -266,12 +242,12 @@ def _check_refs(node, pointer, document, path):
         ref = node.get("$ref")
         if "$ref" in node and isinstance(ref, str):
             if not ref.startswith("#"):
-                raise ValueError(f"{path}: at {_where(pointer)}: $ref {_bounded(repr(ref))} is not local: only "
+                raise ValueError(f"{path}: at {_where(pointer)}: $ref {bounded(repr(ref))} is not local: only "
                                  "references inside the document (#/...) are supported, nothing is fetched")
             try:
                 resolve_pointer(document, _ref_pointer(ref))
             except LookupError:
-                raise ValueError(f"{path}: at {_where(pointer)}: $ref {_bounded(repr(ref))} does not resolve "
+                raise ValueError(f"{path}: at {_where(pointer)}: $ref {bounded(repr(ref))} does not resolve "
                                  "within the document") from None
         for key, value in node.items():
             _check_refs(value, pointer_join(pointer, key), document, path)
@@ -324,7 +300,7 @@ class _Reader:
         problem = check_schema(node)
         if problem is not None:
             where, message = problem
-            self.fail(pointer + where, f"not a valid schema: {_bounded(message)}")
+            self.fail(pointer + where, f"not a valid schema: {bounded(message)}")
         return pointer
 
     def types(self, schema, pointer):
@@ -359,7 +335,7 @@ def split_template(template):
     names = []
     for segment in segments:
         if _VARIABLE.sub("", segment).count("{") or _VARIABLE.sub("", segment).count("}"):
-            raise ValueError(f"the segment {_bounded(repr(segment))} has an unbalanced brace")
+            raise ValueError(f"the segment {bounded(repr(segment))} has an unbalanced brace")
         names.extend(_VARIABLE.findall(segment))
     if len(set(names)) != len(names):
         raise ValueError("a path variable is named twice")
@@ -376,15 +352,15 @@ def parse_document(document, path="the OpenAPI document"):
     if not isinstance(document, dict):
         raise ValueError(f"{path} is not an OpenAPI document: it must be an object")
     if "swagger" in document and "openapi" not in document:
-        raise ValueError(f"{path} is a Swagger {_bounded(str(document['swagger']))} document: only OpenAPI "
+        raise ValueError(f"{path} is a Swagger {bounded(str(document['swagger']))} document: only OpenAPI "
                          "3.0.x and 3.1.x are supported (convert it first)")
     version = document.get("openapi")
     if not isinstance(version, str) or _VERSION.match(version) is None:
-        raise ValueError(f"{path}: at #/openapi: {_bounded(repr(version))} is not a supported version: only "
+        raise ValueError(f"{path}: at #/openapi: {bounded(repr(version))} is not a supported version: only "
                          "OpenAPI 3.0.x and 3.1.x are")
     dialect = document.get("jsonSchemaDialect")
     if version.startswith("3.1") and dialect is not None and dialect not in _DIALECTS:
-        raise ValueError(f"{path}: at #/jsonSchemaDialect: {_bounded(repr(dialect))} is not supported: schemas "
+        raise ValueError(f"{path}: at #/jsonSchemaDialect: {bounded(repr(dialect))} is not supported: schemas "
                          "are validated as JSON Schema draft 2020-12")
     _check_refs(document, "", document, path)
     reader = _Reader(document, path, version)
@@ -411,7 +387,7 @@ def parse_document(document, path="the OpenAPI document"):
             reader.fail(item_pointer, str(e))
         shape = "/".join(_VARIABLE.sub("{}", s) for s in segments)
         if shape in shapes:
-            reader.fail(item_pointer, f"matches the same paths as {_bounded(shapes[shape])}")
+            reader.fail(item_pointer, f"matches the same paths as {bounded(shapes[shape])}")
         shapes[shape] = template
         item, item_target = reader.follow(item, item_pointer, "path item")
         shared = _parameters(reader, item.get("parameters", []), pointer_join(item_target, "parameters"))
@@ -444,9 +420,9 @@ def _parameter(reader, node, pointer):
     if not isinstance(name, str) or not name:
         reader.fail(pointer, "a parameter needs a name")
     if location not in _STYLES:
-        reader.fail(pointer, f"in: {_bounded(repr(location))} is not one of path, query, header, cookie")
+        reader.fail(pointer, f"in: {bounded(repr(location))} is not one of path, query, header, cookie")
     if location == "header" and _TOKEN.match(name) is None:
-        reader.fail(pointer, f"{_bounded(repr(name))} is not a header name")
+        reader.fail(pointer, f"{bounded(repr(name))} is not a header name")
     if location == "header" and name.lower() in _IGNORED_HEADERS:
         return None
     if "content" in node:
@@ -455,7 +431,7 @@ def _parameter(reader, node, pointer):
         reader.fail(pointer, f"the parameter {name!r} has no schema")
     style = node.get("style", _STYLES[location][0])
     if style not in _STYLES[location]:
-        reader.fail(pointer, f"style {_bounded(repr(style))} is not supported for {location} parameters (only "
+        reader.fail(pointer, f"style {bounded(repr(style))} is not supported for {location} parameters (only "
                              f"{_STYLES[location][0]})")
     explode = node.get("explode", style == "form")
     required = node.get("required", False)
@@ -509,7 +485,7 @@ def _operation(reader, template, names, method, node, pointer, shared):
         if status.startswith("x-"):
             continue
         if _STATUS.match(status.upper() if status != "default" else status) is None:
-            reader.fail(status_pointer, f"{_bounded(repr(status))} is not a status code, a range like 2XX, "
+            reader.fail(status_pointer, f"{bounded(repr(status))} is not a status code, a range like 2XX, "
                                         "or default")
         response, response_pointer = reader.follow(response, status_pointer, "response")
         content = response.get("content")

@@ -53,15 +53,26 @@ def _decode(text):
     return unquote_to_bytes(text.replace(b"+", b" "))
 
 
-def _claim_bytes(value):
-    if value is None:
-        return b""
+def scalar_bytes(value):
+    """
+    The bytes of a JSON scalar (string, number, boolean), or L{None} for
+    anything else (null, an object, a list).
+    """
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, bool):
         return b"true" if value else b"false"
     if isinstance(value, (int, float)):
         return str(value).encode("ascii")
+    return None
+
+
+def _claim_bytes(value):
+    if value is None:
+        return b""
+    scalar = scalar_bytes(value)
+    if scalar is not None:
+        return scalar
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

@@ -15,7 +15,7 @@ as is a variable without a value.
 from urllib.parse import quote_from_bytes
 
 from gatelayer.config.aggregate import PartValue
-from gatelayer.filters.transform import REQUEST_ID_CONTEXT, query_value
+from gatelayer.filters.transform import scalar_bytes, variable_value
 from gatelayer.http.canonical import normalize_path
 from gatelayer.http1 import BadRequest
 
@@ -33,21 +33,6 @@ class PartError(Exception):
     def __init__(self, reason):
         super().__init__(reason)
         self.reason = reason
-
-
-def scalar_bytes(value):
-    """
-    The bytes of a JSON scalar (string, number, boolean), or L{None} for
-    anything else (null, an object, a list): only scalars are put into a
-    target.
-    """
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, bool):
-        return b"true" if value else b"false"
-    if isinstance(value, (int, float)):
-        return str(value).encode("ascii")
-    return None
 
 
 def _spelling(variable):
@@ -72,31 +57,16 @@ def _part_value(variable, documents):
 
 def _value(variable, exchange, documents):
     """
-    The raw value (bytes) of C{variable}, or L{None} when it has none.
+    The raw value (bytes) of C{variable}; empty or L{None} when it has
+    none. Only a scalar claim is put into a target, where the transform
+    filter would write an object or list claim as JSON.
     """
     if isinstance(variable, PartValue):
         return _part_value(variable, documents)
-    kind = variable.kind
-    if kind == "jwt":
+    if variable.kind == "jwt":
         claims = exchange.context.get("jwt.claims") or {}
         return scalar_bytes(claims.get(variable.qualifier))
-    if kind == "query":
-        return query_value(exchange.query, variable.qualifier.encode("utf-8"))
-    if kind == "header":
-        values = exchange.headers.getRawHeaders(variable.qualifier.encode("ascii"))
-        return b", ".join(values) if values else None
-    if kind == "consumer":
-        consumer = exchange.context.get("consumer")
-        return consumer.encode("utf-8") if consumer else None
-    if kind == "request_id":
-        known = exchange.context.get(REQUEST_ID_CONTEXT)
-        if known:
-            return known.encode("utf-8") if isinstance(known, str) else known
-        values = exchange.headers.getRawHeaders(b"x-request-id")
-        return values[0] if values else None
-    if kind == "remote_addr":
-        return exchange.client_ip.encode("ascii", "replace")
-    return exchange.host.encode("utf-8")
+    return variable_value(variable, exchange)
 
 
 def _render(parts, exchange, documents):

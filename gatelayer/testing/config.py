@@ -1,11 +1,12 @@
 """
 Parsing one configuration section the way the loader does, for tests of a
-filter type's settings.
+filter type's settings, and the problems of a whole configuration.
 """
 
+from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.reader import SectionReader
 
-__all__ = ["parse_section"]
+__all__ = ["config_problems", "parse_section"]
 
 
 def parse_section(parse, section, items, base_dir="."):
@@ -19,3 +20,13 @@ def parse_section(parse, section, items, base_dir="."):
     settings = parse(reader)
     reader.finish()
     return settings, problems
+
+
+def config_problems(test, text, path="gate.ini"):
+    """
+    Assert that C{text} (a whole gate.ini, read as if from C{path}, for one
+    CPU) is refused, and return its problems as one string, one per line,
+    for C{assertIn}.
+    """
+    error = test.assertRaises(ConfigError, parse_config_text, text, path, cpu_count=1)
+    return "\n".join(error.problems)

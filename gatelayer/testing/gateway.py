@@ -168,3 +168,20 @@ class GatewayProcess:
                 raise RuntimeError("gatelayer did not exit in time:\n" + self.log())
             yield task.deferLater(self.reactor, 0.05, lambda: None)
         returnValue(self.protocol.exit_code)
+
+
+@inlineCallbacks
+def start_gateway(test, reactor, config_text, directory=None):
+    """
+    Start a L{GatewayProcess} with C{config_text} in C{directory} (by
+    default a fresh temporary directory of C{test}) and stop it at C{test}'s
+    cleanup, before whatever the test started earlier (its upstreams).
+
+    @return: a Deferred firing with the running L{GatewayProcess}.
+    """
+    if directory is None:
+        directory = os.path.abspath(test.mktemp())
+    gate = GatewayProcess(reactor, directory, config_text)
+    test.addCleanup(gate.stop)
+    yield gate.start()
+    return gate

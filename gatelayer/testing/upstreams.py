@@ -12,7 +12,7 @@ import sys
 import weakref
 
 from twisted.internet import interfaces
-from twisted.internet.defer import CancelledError, Deferred, inlineCallbacks, succeed
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.web import resource, server
@@ -418,3 +418,18 @@ class RecordingUpstream:
         if port is None:
             return succeed(None)
         return port.stopListening()
+
+
+@inlineCallbacks
+def start_upstreams(test, reactor, *names):
+    """
+    Start one L{UpstreamProcess} per name, in parallel, each stopped at
+    C{test}'s cleanup.
+
+    @return: a Deferred firing with the processes, in the order of C{names}.
+    """
+    processes = [UpstreamProcess(reactor, name) for name in names]
+    for process in processes:
+        test.addCleanup(process.stop)
+    yield gatherResults([process.start() for process in processes])
+    return processes

@@ -19,9 +19,9 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
-from gatelayer.testing.upstreams import UpstreamProcess
+from gatelayer.testing.upstreams import start_upstreams
 from gatelayer.testing.waiting import wait_until
 
 GATE = """
@@ -79,22 +79,16 @@ class AggregateGatewayTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.upstreams = {}
-        for name in ("users", "orders", "recs"):
-            upstream = UpstreamProcess(reactor, name)
-            self.addCleanup(upstream.stop)
-            yield upstream.start()
-            self.upstreams[name] = upstream
+        names = ("users", "orders", "recs")
+        self.upstreams = dict(zip(names, (yield start_upstreams(self, reactor, *names))))
         directory = os.path.abspath(self.mktemp())
         self.access_log = os.path.join(directory, "access.log")
         keys = os.path.join(directory, "keys.ini")
         os.makedirs(directory)
         with open(keys, "w") as f:
             f.write("[consumers]\nalice = %s\n" % (hashlib.sha256(KEY).hexdigest(),))
-        self.gate = GatewayProcess(reactor, directory, GATE.format(
-            access_log=self.access_log, keys=keys, **{n: u.address for n, u in self.upstreams.items()}))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, GATE.format(
+            access_log=self.access_log, keys=keys, **{n: u.address for n, u in self.upstreams.items()}), directory)
 
     @inlineCallbacks
     def test_slow_part_null_within_deadline(self):

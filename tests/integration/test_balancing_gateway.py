@@ -6,16 +6,15 @@ run as processes of their own, so they can be crashed (SIGKILL), hung
 """
 
 import json
-import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from gatelayer.config.model import ServerSpec
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
-from gatelayer.testing.upstreams import UpstreamProcess
+from gatelayer.testing.upstreams import start_upstreams
 from gatelayer.testing.waiting import free_port, sleep, wait_until
 from gatelayer.upstream.balancers import ConsistentHashBalancer
 
@@ -162,25 +161,18 @@ class BalancingGatewayTests(TestCase):
 
     timeout = 60
 
-    @inlineCallbacks
     def upstreams(self, *names):
         """
         Start one upstream process per name, in parallel.
         """
-        servers = [UpstreamProcess(reactor, name) for name in names]
-        for server in servers:
-            self.addCleanup(server.stop)
-        yield gatherResults([server.start() for server in servers])
-        return servers
+        return start_upstreams(self, reactor, *names)
 
     @inlineCallbacks
     def start_gateway(self, config_text):
         """
         Start the gateway (stopped again at cleanup, before the upstreams).
         """
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()), config_text)
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, config_text)
 
     def url(self, path):
         """

@@ -5,8 +5,6 @@ processes that say who they are (the C{X-Upstream} header), and shadow
 upstreams that record, refuse or hang.
 """
 
-import os
-
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
@@ -14,9 +12,9 @@ from twisted.web import resource
 from twisted.web.client import HTTPConnectionPool
 
 from gatelayer.routing.split import WeightedRendezvous
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
-from gatelayer.testing.upstreams import UpstreamProcess, serve_quietly
+from gatelayer.testing.upstreams import serve_quietly, start_upstreams
 from gatelayer.testing.waiting import free_port, wait_until
 
 
@@ -51,10 +49,7 @@ class CanaryGatewayTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.v1, self.v2, self.hung = (UpstreamProcess(reactor, name) for name in ("v1", "v2", "hung"))
-        for server in (self.v1, self.v2, self.hung):
-            self.addCleanup(server.stop)
-        yield gatherResults([self.v1.start(), self.v2.start(), self.hung.start()])
+        self.v1, self.v2, self.hung = yield start_upstreams(self, reactor, "v1", "v2", "hung")
         # Frozen (SIGSTOP): the kernel accepts connections, nothing answers.
         self.hung.pause()
         self.recorder = Recorder()
@@ -112,9 +107,7 @@ path = /down/
 upstream = v1
 mirror = down
 """
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()), config)
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, config)
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         self.pool.maxPersistentPerHost = 16
         self.addCleanup(self.pool.closeCachedConnections)

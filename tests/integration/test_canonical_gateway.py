@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web import resource
 
 from gatelayer.auth.apikeys import hash_key
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.server import parse_response
 from gatelayer.testing.http import send_raw
 from gatelayer.testing.upstreams import serve_quietly
@@ -90,9 +90,7 @@ class CanonicalGatewayIntegrationTests(TestCase):
             f"[gateway]\nworkers = 1\nhttp_server = {self.http_server}\naccess_log = {self.log_path}\n"), 1)
         config = config.replace("servers = 10.0.0.1:80", f"servers = 127.0.0.1:{port.getHost().port}")
         config = config.replace("bind = 127.0.0.1:8080", "bind = 127.0.0.1:0")
-        self.gate = GatewayProcess(reactor, directory, config)
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, config, directory)
 
     def send(self, data, byte_by_byte=False):
         host, port = self.gate.address("web")

@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from twisted.internet.defer import inlineCallbacks
 from twisted.web import resource
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.server import parse_response
 from gatelayer.testing.http import send_raw
 from gatelayer.testing.upstreams import serve_quietly
@@ -81,9 +81,7 @@ class CorsGatewayIntegrationTests(TestCase):
         self.addCleanup(port.stopListening)
         directory = os.path.abspath(self.mktemp())
         config = GATE.format(http_server=self.http_server, port=port.getHost().port)
-        self.gate = GatewayProcess(reactor, directory, config)
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, config, directory)
 
     @inlineCallbacks
     def request(self, method, path, headers=()):

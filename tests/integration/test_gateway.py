@@ -10,7 +10,7 @@ from twisted.internet import reactor, task
 from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch, slow_read_peak_rss
 from gatelayer.testing.upstreams import UpstreamServer
 
@@ -47,9 +47,7 @@ class GatewayIntegrationTests(TestCase):
 
     @inlineCallbacks
     def start(self, config_text):
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()), config_text)
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, config_text)
 
     def upstream(self, name):
         server = UpstreamServer(reactor, name)

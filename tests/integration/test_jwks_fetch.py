@@ -186,7 +186,7 @@ class GatewayAuthTests(TestCase):
         the forwarded claim) upstream; bad ones get 401 with a challenge.
         """
         from gatelayer.auth.apikeys import hash_key
-        from gatelayer.testing.gateway import GatewayProcess
+        from gatelayer.testing.gateway import start_gateway
         from gatelayer.testing.http import fetch
         from gatelayer.testing.upstreams import UpstreamServer
 
@@ -199,7 +199,7 @@ class GatewayAuthTests(TestCase):
         upstream = UpstreamServer(reactor, "app")
         upstream.start()
         self.addCleanup(upstream.stop)
-        gate = GatewayProcess(reactor, directory, f"""
+        gate = yield start_gateway(self, reactor, f"""
 [gateway]
 workers = 1
 admin = 127.0.0.1:0
@@ -223,9 +223,7 @@ forward_claims = tenant:X-Tenant
 [filter:keys]
 type = api_key
 keys = apikeys.ini
-""")
-        self.addCleanup(gate.stop)
-        yield gate.start()
+""", directory)
 
         token = t.token({"sub": "alice", "aud": "api", "tenant": "acme", "exp": time.time() + 300}, kid="k1")
         response = yield fetch(reactor, gate.url("web", "/orders/1"), headers={

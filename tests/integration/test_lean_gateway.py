@@ -19,7 +19,7 @@ from twisted.trial.unittest import TestCase
 
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.testing.certs import CertificateAuthority, tls_client_creator
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.server import parse_response, split_responses, with_server
 from gatelayer.testing.upstreams import UpstreamServer
 from gatelayer.testing.http import RawClient, RawClientFactory, send_raw
@@ -55,10 +55,8 @@ class LeanRawSocketTests(TestCase):
         upstream = UpstreamServer(reactor, "a")
         upstream.start()
         self.addCleanup(upstream.stop)
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()),
-                                   with_server(test_gateway.gate_config([upstream], workers=1), "gatelayer"))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(
+            self, reactor, with_server(test_gateway.gate_config([upstream], workers=1), "gatelayer"))
 
     def send(self, data):
         """
@@ -150,9 +148,7 @@ class ChannelHardeningTests(TestCase):
         directory = os.path.abspath(self.mktemp())
         os.makedirs(os.path.join(directory, "certs"))
         CertificateAuthority().issue(["www.example.com"]).write(os.path.join(directory, "certs", "www.pem"))
-        self.gate = GatewayProcess(reactor, directory, hardening_config(self.http_server))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, hardening_config(self.http_server), directory)
 
     def send(self, data, listener="web"):
         """

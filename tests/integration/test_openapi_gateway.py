@@ -15,10 +15,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch, send_raw
 from gatelayer.testing.server import parse_response
-from gatelayer.testing.upstreams import UpstreamProcess
+from gatelayer.testing.upstreams import start_upstreams
 from gatelayer.testing.waiting import wait_until
 
 API = """\
@@ -91,16 +91,12 @@ class OpenAPIGatewayTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.upstream = UpstreamProcess(reactor, "shop")
-        self.addCleanup(self.upstream.stop)
-        yield self.upstream.start()
+        (self.upstream,) = yield start_upstreams(self, reactor, "shop")
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
         with open(os.path.join(self.directory, "api.yaml"), "w") as f:
             f.write(API)
-        self.gate = GatewayProcess(reactor, self.directory, GATE.format(upstream=self.upstream.address))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, GATE.format(upstream=self.upstream.address), self.directory)
 
     def post(self, body):
         """

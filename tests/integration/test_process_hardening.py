@@ -19,7 +19,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 import gatelayer
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gatelayer.__file__)))
@@ -198,9 +198,7 @@ class GatewayTestCase(TestCase):
         """
         Start a gateway on C{config_text}, stopped at cleanup.
         """
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()), config_text)
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, config_text)
 
     @inlineCallbacks
     def status(self, headers=None):

@@ -6,16 +6,14 @@ header sent one byte at a time still matches; the admin C{/status} shows
 the compiled route table in precedence order.
 """
 
-import os
-
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch, send_raw
 from gatelayer.testing.server import parse_response
-from gatelayer.testing.upstreams import UpstreamProcess
+from gatelayer.testing.upstreams import start_upstreams
 
 ROUTES = """
 [route:api]
@@ -53,10 +51,7 @@ class RouteMatchGatewayTests(TestCase):
         """
         Start the v1 and v2 upstreams, then a gateway routing between them.
         """
-        self.v1, self.v2 = servers = [UpstreamProcess(reactor, name) for name in ("v1", "v2")]
-        for server in servers:
-            self.addCleanup(server.stop)
-        yield gatherResults([server.start() for server in servers])
+        self.v1, self.v2 = yield start_upstreams(self, reactor, "v1", "v2")
         config = f"""
 [gateway]
 workers = 2
@@ -69,9 +64,7 @@ servers = {self.v1.address}
 [upstream:v2]
 servers = {self.v2.address}
 {ROUTES}"""
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()), config)
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, config)
 
     @inlineCallbacks
     def served_by(self, path="/api", headers=None):

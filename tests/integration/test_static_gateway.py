@@ -10,7 +10,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch, slow_read_peak_rss
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
@@ -62,10 +62,8 @@ class StaticGatewayTests(TestCase):
             f.truncate(BIG)
         os.symlink(outside, os.path.join(self.root, "out"))
         os.symlink(os.path.join(outside, "secret.txt"), os.path.join(self.root, "leak.txt"))
-        self.gate = GatewayProcess(reactor, os.path.join(base, "gate"),
-                                   static_config(self.root, self.http_server))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(
+            self, reactor, static_config(self.root, self.http_server), os.path.join(base, "gate"))
 
     def get(self, path, headers=None):
         """

@@ -8,7 +8,6 @@ gets 400 naming its line and column; entity attacks are refused; and the
 worker keeps serving throughout.
 """
 
-import os
 from xml.etree.ElementTree import canonicalize
 
 from twisted.internet import reactor
@@ -16,7 +15,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from gatelayer.filters.bodies import xml_to_json
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch, send_raw
 from gatelayer.testing.server import parse_response
 from gatelayer.testing.upstreams import UpstreamProcess
@@ -93,11 +92,7 @@ class TransformBodiesGatewayTests(TestCase):
         self.upstream = UpstreamProcess(reactor, "json-api")
         self.addCleanup(self.upstream.stop)
         port = yield self.upstream.start()
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()),
-                                   GATE.format(port=port, http_server=self.http_server))
-        # Stopped before the upstream (cleanups run last added first).
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, GATE.format(port=port, http_server=self.http_server))
 
     def post(self, path, body, headers=XML):
         """

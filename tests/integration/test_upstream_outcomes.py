@@ -8,14 +8,13 @@ left to retry on, and a response head with bytes no client should see is a
 """
 
 import json
-import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
 from gatelayer.testing.upstream_process import RAW_RESPONSES
 from tests.integration import test_balancing_gateway as balancing
@@ -45,10 +44,7 @@ class UpstreamOutcomeTests(TestCase):
         Start a one-worker gateway (stopped again at cleanup, before the
         upstreams).
         """
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()),
-                                   config_text.replace(*ONE_WORKER))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, config_text.replace(*ONE_WORKER))
 
     @inlineCallbacks
     def wait_log(self, text, timeout=10.0):

@@ -14,7 +14,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web import resource
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
 from gatelayer.testing.upstreams import serve_quietly
 
@@ -91,9 +91,7 @@ class ValidateGatewayTests(TestCase):
         os.makedirs(directory)
         with open(os.path.join(directory, "order.json"), "w") as f:
             json.dump(SCHEMA, f)
-        self.gate = GatewayProcess(reactor, directory, GATE.format(port=port.getHost().port))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, GATE.format(port=port.getHost().port), directory)
 
     def post(self, path, body, headers=JSON):
         """

@@ -11,7 +11,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
 from gatelayer.testing.waiting import wait_until
 
@@ -54,9 +54,7 @@ class BadKeyOnRespawnTests(TestCase):
         secret = os.path.join(directory, "secret.key")
         with open(secret, "w") as f:
             f.write("a-secret-of-at-least-thirty-two-bytes!!")
-        gate = GatewayProcess(reactor, directory, CONFIG)
-        self.addCleanup(gate.stop)
-        yield gate.start()
+        gate = yield start_gateway(self, reactor, CONFIG, directory)
         status = (yield fetch(reactor, gate.admin_url("/status"))).json()
         victim = status["workers"][0]["pid"]
         with open(secret, "w") as f:

@@ -142,6 +142,10 @@ class RouteSpec:
     @ivar conditions: the route's header, query and cookie conditions
         (L{gatelayer.config.route_match.MatchCondition}s), all of which must
         hold; empty for none.
+    @ivar upgrades: the protocols (lower-case tokens) a request may switch
+        to through the proxy (C{Upgrade}); empty for none.
+    @ivar upgrade_timeout: seconds an upgraded connection may go without a
+        byte either way.
     """
 
     name: str
@@ -164,6 +168,8 @@ class RouteSpec:
     mirror_percent: float = 100.0
     aggregate: object = None
     conditions: tuple = ()
+    upgrades: frozenset = frozenset({"websocket"})
+    upgrade_timeout: float = 3600.0
 
     @property
     def terminal(self):

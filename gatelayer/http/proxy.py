@@ -94,8 +94,13 @@ class RouteProxy:
 
     def serve(self, exchange):
         """
-        Proxy the request C{exchange} describes.
+        Proxy the request C{exchange} describes (one with an C{Upgrade}
+        header goes through L{gatelayer.http.upgrade}).
         """
+        if exchange.headers.hasHeader(b"upgrade"):
+            from gatelayer.http.upgrade import serve_upgrade
+            serve_upgrade(self.upstream, self.spec, exchange)
+            return
         ProxiedRequest(self.upstream, self.spec, exchange).start()
 
 
@@ -187,7 +192,13 @@ class ProxiedRequest:
             self.body.seek(0)
         state.request_started(server)
         self.in_flight = True
-        self.handle = self.terminal.pool.request(
+        self.handle = self.send(server)
+
+    def send(self, server):
+        """
+        Hand the request to the pool for C{server}; returns the handle.
+        """
+        return self.terminal.pool.request(
             server, self.exchange.method, self.target, self.headers, self.body, self,
             self.retryable)
 

@@ -31,6 +31,9 @@ class GatewayRequest(http.Request):
     routing = None
     query = b""
     content = None
+    # twisted.web's channel cannot hand its connection over: upgrades are
+    # refused with 501 on it.
+    can_switch_protocols = False
     _on_lost = None
     _received = 0
     _completed = False
@@ -140,6 +143,12 @@ class GatewayRequest(http.Request):
                 # RFC 9110 8.6: never a Content-Length on 1xx and 204.
                 headers.removeHeader(b"content-length")
         super().write(data)
+
+    def switch_protocols(self, relay):
+        """
+        Not supported on this channel (C{can_switch_protocols} is false).
+        """
+        raise NotImplementedError("upgrades need http_server = gatelayer")
 
     def on_lost(self, callback):
         """

@@ -10,7 +10,7 @@ from zope.interface import implementer
 from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
-from gatelayer.http1 import BadRequest
+from gatelayer.http1 import BadRequest, connection_flags
 
 
 @implementer(IGatewayRequest)
@@ -142,6 +142,12 @@ class GatewayRequest(http.Request):
             if code < 200 or code == 204:
                 # RFC 9110 8.6: never a Content-Length on 1xx and 204.
                 headers.removeHeader(b"content-length")
+            connection = headers.getRawHeaders(b"connection")
+            if connection is not None and connection_flags(connection)[0]:
+                # A response saying Connection: close ends the connection,
+                # as on the lean channel (twisted.web reads only the
+                # request's).
+                self.channel.persistent = False
         super().write(data)
 
     def switch_protocols(self, relay):

@@ -145,7 +145,8 @@ class UpgradeProxy(ProxiedRequest):
         close the client connection after it (bytes the client may have
         sent after its handshake are not HTTP).
         """
-        super().response_head(status, reason, list(headers) + [(b"Connection", b"close")])
+        self.exchange.response_headers.append(_CLOSE[0])
+        super().response_head(status, reason, headers)
 
     def switched(self, headers, connection, data):
         """

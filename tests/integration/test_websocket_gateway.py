@@ -38,6 +38,10 @@ read_timeout = 5s
 [route:ws]
 path = /
 upstream = ws
+[route:closed]
+path = /closed/
+upstream = ws
+upgrades = none
 [route:secure]
 path = /secure/
 upstream = ws
@@ -186,6 +190,24 @@ class WebSocketGatewayTests(TestCase):
         answer = yield in_thread(reactor, allowed)
         self.assertEqual(answer, "with a key")
         self.assertEqual(self.server.handshakes, ["/secure/chat"])
+
+    @inlineCallbacks
+    def test_route_without_upgrades(self):
+        """
+        On a route with upgrades = none the handshake reaches the server as
+        a plain request without Upgrade: the server refuses it itself and
+        no WebSocket connection is made.
+        """
+        def refused():
+            try:
+                with _client(self.url("/closed/chat")):
+                    return None
+            except InvalidStatus as e:
+                return e.response.status_code
+
+        status = yield in_thread(reactor, refused)
+        self.assertIn(status, (400, 426))
+        self.assertEqual(self.server.handshakes, [])
 
     @inlineCallbacks
     def test_server_closes(self):

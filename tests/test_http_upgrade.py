@@ -418,6 +418,36 @@ class HandshakeTests(SynchronousTestCase):
         factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
         self.assertEqual(parse_response(client.value())[0], 502)
 
+    def test_handshake_timeout(self):
+        """
+        No answer to the handshake within the upstream's read_timeout (5 s):
+        504, and the upstream connection is cut.
+        """
+        gw = self.gateway()
+        channel, client = gw.connect()
+        channel.dataReceived(HANDSHAKE)
+        upstream, server = self.connect_upstream()
+        gw.reactor.advance(4.9)
+        self.assertEqual(client.value(), b"")
+        gw.reactor.advance(0.2)
+        self.assertEqual(parse_response(client.value())[0], 504)
+        self.assertTrue(upstream.disconnecting)
+
+    def test_client_gone_before_the_switch(self):
+        """
+        The client going away while the handshake waits for its answer cuts
+        the upstream connection; a 101 arriving later goes nowhere.
+        """
+        gw = self.gateway()
+        channel, client = gw.connect()
+        channel.dataReceived(HANDSHAKE)
+        upstream, server = self.connect_upstream()
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.assertTrue(upstream.disconnecting)
+        server.dataReceived(SWITCHED + b"late")
+        self.assertEqual(client.value(), b"")
+        self.assertEqual((gw.gateway.active, gw.gateway.connections), (0, 0))
+
     def test_filter_refuses_the_handshake(self):
         """
         A filter answering (an auth filter's 401) refuses the upgrade:

@@ -84,6 +84,18 @@ def head_lines(data):
     return {line.partition(b":")[0].lower(): line.partition(b":")[2].strip() for line in head}
 
 
+class RecordingLog:
+    """
+    An access log keeping the requests it is given.
+    """
+
+    def __init__(self, logged):
+        self.logged = logged
+
+    def record(self, request):
+        self.logged.append(request)
+
+
 class UpgradePlanTests(SynchronousTestCase):
     """
     L{upgrade_plan}: plain request, refusal or upgrade.
@@ -472,25 +484,6 @@ class HandshakeTests(SynchronousTestCase):
         self.assertEqual((status, body), (401, b"no"))
         self.assertEqual(gw.reactor.tcpClients, [])
 
-    def test_twisted_channel_refuses(self):
-        """
-        With http_server = twisted an upgrade is answered 501 and the
-        connection closed; a plain request with Upgrade is still proxied.
-        """
-        self.config = with_server(CONFIG.replace("[gateway]\nworkers = 1\n", "[gateway]\n"), "twisted")
-        gw = self.gateway()
-        channel, client = gw.connect()
-        channel.dataReceived(HANDSHAKE)
-        status, headers, body = parse_response(client.value())
-        self.assertEqual(status, 501)
-        self.assertIn(b"http_server = gatelayer", body)
-        self.assertTrue(client.disconnecting)
-        self.assertEqual(gw.reactor.tcpClients, [])
-        channel, client = gw.connect()
-        channel.dataReceived(handshake(connection=None))
-        upstream, server = self.connect_upstream()
-        self.assertNotIn(b"upgrade", head_lines(upstream.value()))
-
 
 class RelayTests(SynchronousTestCase):
     """
@@ -498,8 +491,12 @@ class RelayTests(SynchronousTestCase):
     the gateway's bookkeeping.
     """
 
+    config = CONFIG
+
     def setUp(self):
-        self.gw = InMemoryGateway(CONFIG, with_upstreams=True)
+        self.gw = InMemoryGateway(self.config, with_upstreams=True)
+        self.logged = []
+        self.gw.gateway.access_log = RecordingLog(self.logged)
         self.channel, self.client = self.gw.connect()
         self.channel.dataReceived(HANDSHAKE)
         self.upstream, self.server = accept_upstream(self.gw.reactor)
@@ -539,19 +536,20 @@ class RelayTests(SynchronousTestCase):
         self.assertTrue(self.client.value().endswith(b"\x88\x02\x03\xe8"))
         self.channel.connectionLost(Failure(ConnectionDone()))
         self.assertEqual((self.gw.gateway.active, self.gw.gateway.connections), (0, 0))
-        self.assertEqual(self.channel._request, None)
+        self.assertEqual([request.code for request in self.logged], [101])
 
     def test_client_close_closes_the_upstream(self):
         """
         The client going away closes the upstream connection; the access
         log's request records 101, the bytes relayed down, and those up.
         """
-        request = self.channel._request
         self.server.dataReceived(b"\x81\x02ok")
         self.channel.dataReceived(b"\x81\x03abc")
+        self.assertEqual(self.logged, [])
         self.channel.connectionLost(Failure(ConnectionDone()))
         self.assertTrue(self.upstream.disconnecting)
         self.assertEqual(self.gw.gateway.active, 0)
+        [request] = self.logged
         self.assertEqual((request.code, request.sentLength), (101, 4))
         self.assertIn(("upgraded_up", "5"), request.routing.log_fields)
         self.server.connectionLost(Failure(ConnectionDone()))
@@ -597,3 +595,19 @@ class RelayTests(SynchronousTestCase):
         self.channel.connectionLost(Failure(ConnectionDone()))
         self.server.connectionLost(Failure(ConnectionDone()))
         self.assertEqual([c for c in self.gw.reactor.getDelayedCalls() if c.active()], [])
+
+
+class TwistedChannelHandshakeTests(HandshakeTests):
+    """
+    The handshakes on twisted.web's server channel (C{http_server = twisted}).
+    """
+
+    config = with_server(CONFIG, "twisted")
+
+
+class TwistedChannelRelayTests(RelayTests):
+    """
+    The relay on twisted.web's server channel (C{http_server = twisted}).
+    """
+
+    config = with_server(CONFIG, "twisted")

@@ -168,8 +168,7 @@ class Responder:
         Answer C{101 Switching Protocols} with C{headers} (after the
         filters' response-head phase, as for any answer) and hand the
         client connection to C{relay} (a L{gatelayer.http.upgrade.Relay}):
-        from now on its bytes are the new protocol's, not HTTP. Only when
-        the request C{can_switch_protocols}.
+        from now on its bytes are the new protocol's, not HTTP.
         """
         self._head(101, headers)
         server = self.chain.server_header

@@ -39,8 +39,6 @@ class IGatewayRequest(Interface):
         "The L{RequestRouting} the gateway made when the head arrived, or L{None} (not routed: "
         "refused before routing).")
     disconnected = Attribute("Whether the client went away before the response finished.")
-    can_switch_protocols = Attribute(
-        "Whether the channel can hand its connection over after a 101 (L{switch_protocols}).")
 
     def body_length():
         """
@@ -84,7 +82,7 @@ class IGatewayRequest(Interface):
         Send the response head (a 101) and hand the connection to C{relay}
         (a L{gatelayer.http.upgrade.Relay}): its bytes both ways are the
         relay's from now on, and the request ends when the connection
-        closes. Only when C{can_switch_protocols}.
+        closes.
         """
 
 

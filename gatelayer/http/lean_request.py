@@ -98,7 +98,6 @@ class LeanRequest:
     _no_body = False
     _notify = None
     relay = None
-    can_switch_protocols = True
 
     def __init__(self, channel, head):
         self.channel = channel

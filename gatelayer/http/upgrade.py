@@ -88,9 +88,6 @@ def serve_upgrade(terminal, route_spec, exchange):
         ProxiedRequest(terminal, route_spec, exchange).start()
     elif isinstance(plan, str):
         exchange.reply_error(400, plan, _CLOSE)
-    elif not request.can_switch_protocols:
-        exchange.reply_error(
-            501, "upgrades need the gatelayer server channel (http_server = gatelayer)", _CLOSE)
     else:
         UpgradeProxy(terminal, route_spec, exchange, plan).start()
 

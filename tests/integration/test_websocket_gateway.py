@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 from gatelayer.auth.apikeys import hash_key
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.http import fetch, slow_read_peak_rss
+from gatelayer.testing.server import with_server
 from gatelayer.testing.waiting import wait_until
 from gatelayer.testing.websocket import WebSocketServerProcess, in_thread, ws_url
 
@@ -64,6 +65,7 @@ class WebSocketGatewayTests(TestCase):
     """
 
     timeout = 120
+    http_server = "gatelayer"
 
     @inlineCallbacks
     def setUp(self):
@@ -75,7 +77,7 @@ class WebSocketGatewayTests(TestCase):
         keys = os.path.join(directory, "keys.ini")
         with open(keys, "w") as f:
             f.write(f"[consumers]\nalice = {hash_key(KEY)}\n")
-        self.gate = GatewayProcess(reactor, directory, gate_config(port, keys))
+        self.gate = GatewayProcess(reactor, directory, with_server(gate_config(port, keys), self.http_server))
         self.addCleanup(self.gate.stop)
         yield self.gate.start()
 
@@ -279,3 +281,11 @@ class WebSocketGatewayTests(TestCase):
         self.assertLess(elapsed, 10)
         code = yield self.gate.wait_exit(15)
         self.assertEqual(code, 0)
+
+
+class TwistedChannelWebSocketGatewayTests(WebSocketGatewayTests):
+    """
+    The same through twisted.web's server channel (C{http_server = twisted}).
+    """
+
+    http_server = "twisted"

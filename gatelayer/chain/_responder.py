@@ -163,6 +163,19 @@ class Responder:
         self.write(body)
         self.finish()
 
+    def switch(self, headers, relay):
+        """
+        Answer C{101 Switching Protocols} with C{headers} (after the
+        filters' response-head phase, as for any answer) and hand the
+        client connection to C{relay} (a L{gatelayer.http.upgrade.Relay}):
+        from now on its bytes are the new protocol's, not HTTP.
+        """
+        self._head(101, headers)
+        server = self.chain.server_header
+        if server is not None:
+            self.request.responseHeaders.setRawHeaders(b"server", [server])
+        self.request.switch_protocols(relay)
+
     def answer_instead(self, status, headers, body):
         """
         Answer with a complete response in place of the terminal's, from a

@@ -5,6 +5,7 @@ Turn C{gate.ini} text into a validated L{GateConfig}, reporting every problem.
 import configparser
 import os
 import os.path
+import re
 
 from gatelayer.config import values as v
 from gatelayer.config.aggregate import aggregate_problems, parse_aggregate
@@ -25,6 +26,7 @@ BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
 RETRY_ON = ("connect_error", "timeout", "502", "503", "504")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+(?:/[!#$%&'*+\-.^_`|~0-9a-z]+)?")
 KINDS = ("gateway", "listener", "tls", "upstream", "route", "filter")
 
 
@@ -338,6 +340,11 @@ def _route(r):
     if static is not None and not os.path.isdir(static):
         r.error("static", "is not a directory", static)
     rewrite_location, hide_headers = origin_keys(r)
+    upgrades = r.get("upgrades", _upgrades, None)
+    upgrade_timeout = r.get("upgrade_timeout", v.parse_duration, None)
+    for key in ("upgrades", "upgrade_timeout"):
+        if r.has(key) and not r.has("upstream"):
+            r.error(key, "only applies to a route with upstream")
     strip = r.get("strip_prefix", None, None)
     if strip is not None and (not strip.startswith("/") or (path and not path.startswith(strip))):
         r.error("strip_prefix", "must be a prefix of path", strip)
@@ -364,7 +371,31 @@ def _route(r):
         conditions=route_conditions(r),
         rewrite_location=rewrite_location,
         hide_headers=hide_headers,
+        upgrades=frozenset({"websocket"}) if upgrades is None else upgrades,
+        upgrade_timeout=upgrade_timeout or 3600.0,
     )
+
+
+def _upgrades(text):
+    """
+    A route's C{upgrades}: protocol tokens, or C{none}. C{h2c} is never
+    allowed: tunnelled through a gateway it lets a client speak HTTP/2 to
+    the server past the routes and filters.
+    """
+    items = [item.lower() for item in v.parse_list(text)]
+    if items == ["none"]:
+        return frozenset()
+    for item in items:
+        if item == "none":
+            raise ValueError("lists none with protocols (none alone refuses every upgrade)")
+        if item.split("/")[0] == "h2c":
+            raise ValueError("has 'h2c', which is never proxied (an h2c upgrade through a gateway "
+                             "reaches the server past its routes and filters)")
+        if not _TOKEN.fullmatch(item):
+            raise ValueError(f"has {item!r}, which is not a protocol name")
+    if not items:
+        raise ValueError("lists no protocol (use none to refuse every upgrade)")
+    return frozenset(items)
 
 
 def _host_pattern(text):

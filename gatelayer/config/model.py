@@ -147,6 +147,10 @@ class RouteSpec:
         scheme and Host.
     @ivar hide_headers: lower-case response header names (bytes) removed
         from the upstream's responses.
+    @ivar upgrades: the protocols (lower-case tokens) a request may switch
+        to through the proxy (C{Upgrade}); empty for none.
+    @ivar upgrade_timeout: seconds an upgraded connection may go without a
+        byte either way.
     """
 
     name: str
@@ -171,6 +175,8 @@ class RouteSpec:
     conditions: tuple = ()
     rewrite_location: bool = True
     hide_headers: frozenset = frozenset()
+    upgrades: frozenset = frozenset({"websocket"})
+    upgrade_timeout: float = 3600.0
 
     @property
     def terminal(self):

@@ -276,6 +276,26 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
         """
         self._reject(status, message)
 
+    def switch_protocols(self, relay):
+        """
+        The request in progress switched protocols (its 101 is written):
+        the connection's bytes go to C{relay} from now on, those twisted.web
+        buffered after the request first; the relay's idle timer replaces
+        this one. twisted.web keeps treating the request as in progress, so
+        a full write buffer pauses only the response producer (the
+        upstream's reading), never this connection's own reading.
+        """
+        self._cancel_timer()
+        leftover = b"".join(self._dataBuffer)
+        self._dataBuffer = []
+        # twisted.web stops reading past a few bytes buffered while a
+        # request is handled: the relay reads from now on.
+        self._networkProducer.resumeProducing()
+        self.dataReceived = relay.from_client
+        relay.attach_client(self.transport, self.loseConnection, self.callLater)
+        if leftover:
+            relay.from_client(leftover)
+
     @property
     def busy(self):
         """

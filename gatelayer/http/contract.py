@@ -88,6 +88,14 @@ class IGatewayRequest(Interface):
         Forget the registered producer.
         """
 
+    def switch_protocols(relay):
+        """
+        Send the response head (a 101) and hand the connection to C{relay}
+        (a L{gatelayer.http.upgrade.Relay}): its bytes both ways are the
+        relay's from now on, and the request ends when the connection
+        closes.
+        """
+
 
 class RequestRouting:
     """

@@ -312,6 +312,23 @@ class LeanChannel(ConnectionTimer, Protocol):
             elif self._read_paused:
                 self._update_reading()
 
+    def switch_protocols(self, relay):
+        """
+        The request in progress switched protocols (its 101 is written):
+        the connection's bytes go to C{relay} from now on, those already
+        buffered after the request first; the relay's idle timer replaces
+        this one. The request ends when the connection closes.
+        """
+        self._cancel_timer()
+        leftover, self._buf = self._buf, b""
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resumeProducing()
+        self.dataReceived = relay.from_client
+        relay.attach_client(self.transport, self.loseConnection, self.callLater)
+        if leftover:
+            relay.from_client(leftover)
+
     def pauseProducing(self):
         """
         The client reads slowly: pause the response's producer and take no

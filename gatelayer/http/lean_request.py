@@ -101,6 +101,7 @@ class LeanRequest:
     _notify = None
     trailers = ()
     _send_trailers = ()
+    relay = None
 
     def __init__(self, channel, head):
         self.channel = channel
@@ -274,6 +275,18 @@ class LeanRequest:
         """
         self.producer = None
 
+    def switch_protocols(self, relay):
+        """
+        Send the 101 head and hand the connection to C{relay}: the response
+        producer becomes the upstream's reading (a slow client pauses it),
+        and the request ends when the connection closes (the access log
+        then records the bytes relayed to the client).
+        """
+        self._write_head(b"", False)
+        self.relay = relay
+        self.registerProducer(relay.upstream_reading, True)
+        self.channel.switch_protocols(relay)
+
     def _write_head(self, data, finishing):
         code = self.code
         line = _STATUS_LINES.get(code)
@@ -348,6 +361,10 @@ class LeanRequest:
         if self.finished or self._disconnected:
             return
         self._disconnected = True
+        relay = self.relay
+        if relay is not None:
+            self.sentLength = relay.sent_down
+            self.routing.log_fields += (("upgraded_up", "%d" % (relay.sent_up,)),)
         callback, self._on_lost = self._on_lost, None
         if callback is not None:
             callback()

@@ -10,7 +10,7 @@ from zope.interface import implementer
 from gatelayer.http.contract import IGatewayRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
-from gatelayer.http1 import BadRequest, last_chunk
+from gatelayer.http1 import BadRequest, build_response_head, connection_flags, last_chunk, status_line
 
 
 @implementer(IGatewayRequest)
@@ -33,6 +33,7 @@ class GatewayRequest(http.Request):
     routing = None
     query = b""
     content = None
+    relay = None
     _on_lost = None
     _received = 0
     _completed = False
@@ -143,7 +144,37 @@ class GatewayRequest(http.Request):
             if code < 200 or code == 204:
                 # RFC 9110 8.6: never a Content-Length on 1xx and 204.
                 headers.removeHeader(b"content-length")
+            connection = headers.getRawHeaders(b"connection")
+            if connection is not None and connection_flags(connection)[0]:
+                # A response saying Connection: close ends the connection,
+                # as on the lean channel (twisted.web reads only the
+                # request's).
+                self.channel.persistent = False
         super().write(data)
+
+    def switch_protocols(self, relay):
+        """
+        Send the 101 head and hand the connection to C{relay}: the head is
+        written here, not by twisted.web (which would frame a 101 as a
+        chunked body); the response producer becomes the upstream's
+        reading; the request ends when the connection closes.
+        """
+        channel = self.channel
+        factory = channel.factory
+        headers = self.responseHeaders
+        dates = headers.getRawHeaders(b"date")
+        if dates is None or len(dates) != 1 or not is_imf_fixdate(dates[0]):
+            headers.setRawHeaders(b"date", [factory.date()])
+        for name, value in factory.extra_headers:
+            headers.setRawHeaders(name, [value])
+        headers.removeHeader(b"content-length")
+        pairs = [(name, value) for name, values in headers.getAllRawHeaders() for value in values]
+        channel.transport.write(build_response_head(status_line(101, reason_phrase(101)), pairs))
+        self.code = 101
+        self.startedWriting = 1
+        self.relay = relay
+        self.registerProducer(relay.upstream_reading, True)
+        channel.switch_protocols(relay)
 
     def on_lost(self, callback):
         """
@@ -180,6 +211,10 @@ class GatewayRequest(http.Request):
         The client went away: stop whatever is producing the response.
         """
         super().connectionLost(reason)
+        relay = self.relay
+        if relay is not None:
+            self.sentLength = relay.sent_down
+            self.routing.log_fields += (("upgraded_up", "%d" % (relay.sent_up,)),)
         callback, self._on_lost = self._on_lost, None
         if callback is not None:
             callback()

@@ -220,7 +220,11 @@ class UpstreamProcess:
     away (its stdin closes).
 
     @ivar port: the port it listens (or last listened) on, once started.
+    @cvar program: the module run as C{python -m PROGRAM NAME PORT}; it
+        writes C{listening PORT} on stdout and exits when stdin closes.
     """
+
+    program = "gatelayer.testing.upstream_process"
 
     def __init__(self, reactor, name):
         self.reactor = reactor
@@ -247,7 +251,7 @@ class UpstreamProcess:
         banner = protocol.wait_line("listening ")
         self.transport = self.reactor.spawnProcess(
             protocol, sys.executable,
-            [sys.executable, "-m", "gatelayer.testing.upstream_process", self.name, str(port)],
+            [sys.executable, "-m", self.program, self.name, str(port)],
             env=env)
         timer = self.reactor.callLater(timeout, banner.cancel)
         try:

@@ -354,6 +354,14 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         else:
             self.transport.loseConnection()
 
+    def _switching(self, request, headers, data):
+        """
+        A C{101 Switching Protocols} came: no request of the pool asked to
+        upgrade, so it is a broken response (an upgrade uses a connection
+        of its own, L{gatelayer.upstream.upgrade.UpgradeConnection}).
+        """
+        self._fail("bad_response", "unexpected 101 Switching Protocols")
+
     def _fail(self, kind, detail):
         request, self._request = self._request, None
         self._shutdown(True)

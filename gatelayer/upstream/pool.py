@@ -292,6 +292,34 @@ class UpstreamPool:
         slot.dispatch(request)
         return request
 
+    def open_dedicated(self, server, connection_class, request, **arguments):
+        """
+        Open a connection to C{server} for C{request} alone, outside the
+        pool: never reused, never given a queued request, not counted in
+        C{max_connections}. For a request that takes its connection over
+        (an upgrade, see L{gatelayer.upstream.upgrade}). The pool's connect
+        and read timeouts and TLS apply.
+
+        @param connection_class: called with C{(clock, read_timeout,
+            host_header, tls, **arguments)}; returns the connection
+            protocol (an L{HTTP11UpstreamConnection}).
+        @return: the connection.
+        """
+        creator = self._tls_creator(server) if self._tls_creator is not None else None
+        connection = connection_class(
+            self._reactor, self._read_timeout, self._slot(server).host_header,
+            creator is not None, **arguments)
+        factory = _ConnectionFactory(connection)
+        if creator is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            factory = TLSMemoryBIOFactory(creator, True, factory, clock=self._reactor)
+            factory.noisy = False
+        connection.begin(request, self._connect_timeout)
+        connection.connector = self._reactor.connectTCP(
+            server.host, server.port, factory, timeout=self._connect_timeout)
+        return connection
+
     def active(self, server):
         """
         Requests in flight to C{server} from this pool: queued, connecting

@@ -49,7 +49,7 @@ class ResponseReader:
     connection's C{_request}, C{_state}, C{_buffer}, C{_scanned},
     C{_remaining}, C{_decoder}, C{_got_bytes}, C{_reusable}, C{_no_body}, C{_producer},
     C{_timer} and C{_read_timeout}, and its C{_shutdown}, C{_fail},
-    C{_finish} and C{_stop_body}.
+    C{_finish}, C{_stop_body} and C{_switching} (what a 101 does).
     """
 
     # The chunked body's decoder while one is read.
@@ -129,7 +129,7 @@ class ResponseReader:
                     return
                 if status < 200:
                     if status == 101:
-                        self._fail("bad_response", "unexpected 101 Switching Protocols")
+                        self._switching(request, headers, data)
                         return
                     # 100 Continue, 103 Early Hints...: interim, the final
                     # response follows.

@@ -15,6 +15,7 @@ FILTER_TYPES = {
     "cors": "gatelayer.config.filter_cors",
     "validate": "gatelayer.config.filter_validate",
     "transform": "gatelayer.config.filter_transform",
+    "compress": "gatelayer.config.filter_compress",
 }
 
 

@@ -25,6 +25,7 @@ FILTER_MODULES = {
     "cors": "gatelayer.filters.cors",
     "validate": "gatelayer.filters.validate",
     "transform": "gatelayer.filters.transform",
+    "compress": "gatelayer.filters.compress",
 }
 
 

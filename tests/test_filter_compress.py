@@ -258,6 +258,16 @@ class NegotiationTests(SynchronousTestCase):
         self.assertEqual(negotiation.choose([b"gzip"]), "gzip")
         self.assertEqual(negotiation.choose([b"gzip"]), "gzip")
 
+    def test_long_values_not_cached(self):
+        """
+        A value longer than any browser's is answered but not kept.
+        """
+        negotiation = AcceptEncoding(("gzip",))
+        value = b"x, " * 1000 + b"gzip"
+        self.assertEqual(negotiation.choose([value]), "gzip")
+        self.assertNotIn(value, negotiation._cache)
+        self.assertEqual(negotiation.choose([b"x, " * 1000]), None)
+
 
 class EncoderTests(SynchronousTestCase):
     """
@@ -296,6 +306,16 @@ class EncoderTests(SynchronousTestCase):
             decode = make()
             for event in events:
                 self.assertEqual(decode(encoder.compress(event, True)), event, coding)
+
+    def test_window_bounded(self):
+        """
+        zstd's top level writes frames with a window of at most 1 MB (so a
+        response's encoder, and the client's decoder, stay small).
+        """
+        encoder = new_encoder("zstd", 19)
+        out = encoder.compress(TEXT, False) + encoder.finish()
+        self.assertLessEqual(zstandard.get_frame_parameters(out).window_size, 1024 * 1024)
+        self.assertEqual(decompress("zstd", out), TEXT)
 
     def test_empty(self):
         """

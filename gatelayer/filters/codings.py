@@ -11,6 +11,7 @@ used, and the configuration refuses those codings when the package is
 missing.
 """
 
+import functools
 import zlib
 
 __all__ = [
@@ -21,7 +22,13 @@ __all__ = [
 DECODABLE = ("gzip", "br", "zstd", "deflate")
 """The request codings decoded when C{decompress_requests} is on (C{x-gzip} is C{gzip})."""
 
+WINDOW_LOG = 20
+"""The largest brotli and zstd window (2**20 bytes: 1 MB) an encoder uses,
+so a response costs the worker a bounded amount of memory whatever the
+level (zstd's top levels would take 8 MB each)."""
+
 _ALIASES = {"x-gzip": "gzip"}
+_CACHED_VALUE = 256
 _TCHAR = frozenset("abcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+-.^_`|~")
 _SLICE = 64 * 1024
 
@@ -114,9 +121,11 @@ class AcceptEncoding:
         except KeyError:
             pass
         chosen = self._choose(parse_accept_encoding(key.decode("latin-1")))
-        if len(cache) >= self.CACHE_SIZE:
-            cache.clear()
-        cache[key] = chosen
+        if len(key) <= _CACHED_VALUE:
+            # A long value is no browser's: parsed, not kept.
+            if len(cache) >= self.CACHE_SIZE:
+                cache.clear()
+            cache[key] = chosen
         return chosen
 
     def _choose(self, codings):
@@ -148,12 +157,18 @@ class _GzipEncoder:
         self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)
 
     def compress(self, data, flush):
+        """
+        The output ready for C{data}; with C{flush}, all of it (a sync flush).
+        """
         out = self._zlib.compress(data)
         if flush:
             out += self._zlib.flush(zlib.Z_SYNC_FLUSH)
         return out
 
     def finish(self):
+        """
+        The rest and the gzip trailer.
+        """
         return self._zlib.flush(zlib.Z_FINISH)
 
 
@@ -166,15 +181,21 @@ class _BrotliEncoder:
 
     def __init__(self, level):
         import brotli
-        self._brotli = brotli.Compressor(quality=level)
+        self._brotli = brotli.Compressor(quality=level, lgwin=WINDOW_LOG)
 
     def compress(self, data, flush):
+        """
+        The output ready for C{data}; with C{flush}, all of it.
+        """
         out = self._brotli.process(data)
         if flush:
             out += self._brotli.flush()
         return out
 
     def finish(self):
+        """
+        The rest and the end of the stream.
+        """
         return self._brotli.finish()
 
 
@@ -187,17 +208,32 @@ class _ZstdEncoder:
 
     def __init__(self, level):
         import zstandard
-        self._zstd = zstandard.ZstdCompressor(level=level).compressobj()
+        self._zstd = zstandard.ZstdCompressor(compression_params=_zstd_parameters(level)).compressobj()
         self._block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
 
     def compress(self, data, flush):
+        """
+        The output ready for C{data}; with C{flush}, all of it (a block end).
+        """
         out = self._zstd.compress(data)
         if flush:
             out += self._zstd.flush(self._block)
         return out
 
     def finish(self):
+        """
+        The rest and the end of the frame.
+        """
         return self._zstd.flush()
+
+
+@functools.lru_cache(maxsize=32)
+def _zstd_parameters(level):
+    import zstandard
+    params = zstandard.ZstdCompressionParameters.from_level(level)
+    if params.window_log > WINDOW_LOG:
+        params = zstandard.ZstdCompressionParameters.from_level(level, window_log=WINDOW_LOG)
+    return params
 
 
 _ENCODERS = {"gzip": _GzipEncoder, "br": _BrotliEncoder, "zstd": _ZstdEncoder}

@@ -607,6 +607,20 @@ class ResponseTests(SynchronousTestCase):
         self.assertEqual(headers[b"content-length"], [b"%d" % (len(body),)])
         self.assertEqual(headers[b"vary"], [b"Accept-Encoding"])
 
+    def test_http_10(self):
+        """
+        An HTTP/1.0 client gets the compressed body delimited by the close
+        of the connection (no chunks, no Content-Length).
+        """
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /direct/ HTTP/1.0\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+        head, _, body = client.value().partition(b"\r\n\r\n")
+        self.assertIn(b"\r\nContent-Encoding: gzip", head)
+        self.assertNotIn(b"content-length", head.lower())
+        self.assertNotIn(b"transfer-encoding", head.lower())
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(gzip.decompress(body), DIRECT.encode("ascii"))
+
     def test_stream_flushed(self):
         """
         An event stream is flushed chunk by chunk: after each event the

@@ -134,6 +134,25 @@ class FramingFilter(HeaderFilter):
 
 
 @implementer(IBodyFilter)
+class DecliningFramingFilter(FramingFilter):
+    """
+    A L{FramingFilter} that declines the body of every response its
+    C{on_response} sees, noting the Content-Length it saw there.
+    """
+
+    def __init__(self, name, calls):
+        super().__init__(name, calls)
+        self.lengths = []
+
+    def on_response(self, exchange):
+        """
+        Note the announced length; decline this response's body.
+        """
+        self.lengths.append(exchange.request.responseHeaders.getRawHeaders(b"content-length"))
+        exchange.body_declined += (self,)
+
+
+@implementer(IBodyFilter)
 class BrokenBodyFilter(HeaderFilter):
     """
     A body filter whose body hook raises.
@@ -282,6 +301,42 @@ class ResponderTests(SynchronousTestCase):
         self.assertEqual((status, body), (200, b"[hello]<end>"))
         self.assertNotIn(b"content-length", headers)
         self.assertEqual(headers[b"transfer-encoding"], [b"chunked"])
+
+    def test_body_declined(self):
+        """
+        A body filter that declines a response's body in its response
+        phase is left out of the body phase: the body and its
+        Content-Length stay as the terminal made them, and the other body
+        filters still run.
+        """
+        declining = DecliningFramingFilter("declining", self.calls)
+        upper = UpperFilter("upper", self.calls)
+        self.filters(b"/hello", declining, upper)
+        status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
+        self.assertEqual((status, body, headers[b"content-length"]), (200, b"HELLO", [b"5"]))
+        self.assertEqual(upper.chunks, [b"hello"])
+
+    def test_head_phase_sees_length(self):
+        """
+        The response-head phase sees the Content-Length a terminal
+        announces: a direct answer's, the gateway's own error's, and a
+        proxied response's.
+        """
+        declining = DecliningFramingFilter("declining", self.calls)
+        self.filters(b"/hello", declining)
+        self.gate.exchange(GET_HELLO)
+        self.filters(b"/api/", declining)
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        _, protocol = self.upstream()
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+        channel.dataReceived(b"GET /api/b HTTP/1.1\r\nHost: x\r\n\r\n")
+        protocol.dataReceived(b"HTTP/1.1 999 Nine\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(declining.lengths[:2], [[b"5"], [b"3"]])
+        self.assertEqual(len(declining.lengths), 3)
+        error = json.dumps({"error": "upstream server sent an invalid response", "status": 502},
+                           separators=(",", ":"))
+        self.assertEqual(declining.lengths[2], [b"%d" % (len(error),)])
 
     def test_body_filters_reversed(self):
         """

@@ -78,6 +78,10 @@ class Exchange(Responder):
         response phases run, in reverse order).
     @ivar body_filters: the filters whose response-body hooks the body
         goes through, set when the head is made.
+    @ivar body_declined: the body filters whose C{on_response} declined
+        this response's body (compression deciding not to compress): they
+        are left out of C{body_filters}, so their hooks cost the body
+        nothing and their C{preserves_length} does not count.
     @ivar lost_callback: what the terminal asked to be called when the
         client goes away (L{on_client_lost}); the responder calls it too
         when a body filter answers instead of the terminal.
@@ -102,6 +106,7 @@ class Exchange(Responder):
     chain: object = NO_FILTERS
     ran: int = 0
     body_filters: tuple = ()
+    body_declined: tuple = ()
     lost_callback: object = None
     new_body: object = None
 

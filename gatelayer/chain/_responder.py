@@ -82,8 +82,8 @@ class Responder:
     """
     The responding half of L{gatelayer.chain.Exchange} (a mixin: the
     exchange holds C{request}, C{chain}, C{ran}, C{status},
-    C{response_headers}, C{response_header_edits}, C{body_filters} and
-    C{lost_callback}).
+    C{response_headers}, C{response_header_edits}, C{body_filters},
+    C{body_declined} and C{lost_callback}).
 
     C{request} provides the gateway's request contract
     (L{gatelayer.http.contract.IGatewayRequest}): C{setResponseCode},
@@ -100,13 +100,14 @@ class Responder:
         Set the response head: C{status}, C{headers} (C{(name, value)} byte
         pairs), then what the filters that ran add (their C{on_response},
         reverse order, once), the C{Server} header, and a Content-Length of
-        C{length} when given (set last: no filter changes it, unless a
-        body filter changes the body's length, which drops it).
+        C{length} when given (the response-head phase sees it; set again
+        last: no filter changes it, unless a body filter changes the
+        body's length, which drops it).
 
         @return: the L{IBodySink} to write the body to (the exchange itself:
             no allocation per response).
         """
-        self._head(status, headers)
+        self._head(status, headers, length)
         raw = self.request.responseHeaders
         server = self.chain.server_header
         if server is not None:
@@ -121,7 +122,7 @@ class Responder:
         filter's reply, a small file): as C{respond(status, headers,
         len(body))}, then the body is written and the response finished.
         """
-        self._head(status, headers)
+        self._head(status, headers, len(body))
         request = self.request
         raw = request.responseHeaders
         server = self.chain.server_header
@@ -155,7 +156,7 @@ class Responder:
         if request.disconnected or request.finished:
             return
         body = error_body(status, message)
-        self._head(status, headers)
+        self._head(status, headers, len(body))
         raw = request.responseHeaders
         raw.setRawHeaders(b"content-type", _JSON)
         if not self.body_filters or not self._drops_length:
@@ -214,7 +215,7 @@ class Responder:
             stop()
         return True
 
-    def _head(self, status, headers):
+    def _head(self, status, headers, length=None):
         self.status = status
         request = self.request
         request.setResponseCode(status)
@@ -225,14 +226,19 @@ class Responder:
         if ran:
             chain = self.chain
             filters = chain.filters
+            if length is not None:
+                # What the response-head phase sees; set again (or
+                # dropped) once it ran.
+                raw.setRawHeaders(b"content-length", [b"%d" % (length,)])
             for index in range(ran - 1, -1, -1):
                 try:
                     filters[index].on_response(self)
                 except Exception:
                     _log.failure("response phase of filter {name} failed", name=filters[index].name)
             if chain.body_hooks:
+                declined = self.body_declined
                 self.body_filters = tuple(
-                    filters[i] for i in reversed(chain.body_hooks) if i < ran)
+                    filters[i] for i in reversed(chain.body_hooks) if i < ran and filters[i] not in declined)
                 if self._drops_length:
                     raw.removeHeader(b"content-length")
             if self.response_header_edits:

@@ -18,6 +18,7 @@ FILTER_TYPES = {
     "cache": "gatelayer.config.filter_cache",
     "ip_filter": "gatelayer.config.filter_ipfilter",
     "waf": "gatelayer.config.filter_waf",
+    "compress": "gatelayer.config.filter_compress",
 }
 
 

@@ -28,6 +28,7 @@ FILTER_MODULES = {
     "cache": "gatelayer.filters.cache",
     "ip_filter": "gatelayer.filters.ipfilter",
     "waf": "gatelayer.filters.waf",
+    "compress": "gatelayer.filters.compress",
 }
 
 FILE_CHECKS = {

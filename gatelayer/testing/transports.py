@@ -31,6 +31,13 @@ class FillingTransport(StringTransport):
             self.paused = True
             self.producer.pauseProducing()
 
+    def writeSequence(self, data):
+        """
+        Buffer the pieces of C{data} as one write (chunked bodies are
+        written this way), pausing as L{write} does.
+        """
+        self.write(b"".join(data))
+
     def drain(self):
         """
         The client read everything: resume the producer.

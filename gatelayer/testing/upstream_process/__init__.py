@@ -28,6 +28,13 @@ gateway does with an upstream's answers:
   - C{/redirect}: a 302 to the server's own C{http://127.0.0.1:PORT}, as an
     application behind a proxy answers, in C{Location},
     C{Content-Location} and C{Refresh}, with an C{X-Powered-By} header.
+  - C{/text?bytes=N}: N bytes of L{text_body} as C{text/plain}, with a
+    Content-Length;
+  - C{/events}: a C{text/event-stream} of unknown length that sends
+    L{event}C{(0)} at once and each next event only when C{/events/next}
+    is requested (which answers with how many streams got it), so a test
+    decides when the upstream writes, not a timer; C{/events/next?end=1}
+    ends the streams instead.
 """
 
 import json
@@ -39,7 +46,7 @@ from twisted.web import resource, server
 
 from gatelayer.testing.upstreams import UpstreamServer
 
-__all__ = ["RAW_RESPONSES", "main"]
+__all__ = ["RAW_RESPONSES", "event", "main", "text_body"]
 
 RAW_RESPONSES = {
     "nul-value": b"HTTP/1.1 200 OK\r\nX-Evil: a\x00b\r\nContent-Length: 2\r\n\r\nok",
@@ -59,6 +66,23 @@ framing.
 """
 
 
+def text_body(size):
+    """
+    The C{size} bytes C{/text?bytes=SIZE} answers: numbered lines of text,
+    repetitive enough to compress well.
+    """
+    lines = b"".join(b"line %06d: the quick brown fox jumps over the lazy dog\n" % (i,)
+                     for i in range(size // 50 + 1))
+    return lines[:size]
+
+
+def event(index):
+    """
+    The C{index}th event of C{/events}.
+    """
+    return b"id: %d\ndata: event number %d\n\n" % (index, index)
+
+
 class _Answers(resource.Resource):
     """
     The test upstream's resource: L{RAW_RESPONSES} and C{/unavailable}
@@ -71,6 +95,8 @@ class _Answers(resource.Resource):
         super().__init__()
         self._upstream = upstream
         self._inner = inner
+        self._streams = []
+        self._next_event = 1
 
     def render(self, request):
         path = request.path
@@ -88,10 +114,40 @@ class _Answers(resource.Resource):
             return json.dumps({"pad": "x" * int(request.args.get(b"bytes", [b"0"])[0])}).encode("ascii")
         elif path == b"/redirect":
             return _redirect(request)
+        elif path == b"/text":
+            body = text_body(int(request.args.get(b"bytes", [b"0"])[0]))
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            request.setHeader(b"content-length", b"%d" % (len(body),))
+            return body
+        elif path == b"/events":
+            return self._open_stream(request)
+        elif path == b"/events/next":
+            return self._stream_next(request)
         elif path == b"/unavailable":
             request.setResponseCode(503)
             request.setHeader(b"retry-after", request.args.get(b"retry_after", [b"7"])[0])
         return self._inner.render(request)
+
+
+    def _open_stream(self, request):
+        request.setHeader(b"content-type", b"text/event-stream")
+        request.setHeader(b"cache-control", b"no-cache")
+        request.write(event(0))
+        self._streams.append(request)
+        request.notifyFinish().addBoth(lambda _: request in self._streams and self._streams.remove(request))
+        return server.NOT_DONE_YET
+
+    def _stream_next(self, request):
+        streams, end = list(self._streams), request.args.get(b"end") == [b"1"]
+        for stream in streams:
+            if end:
+                stream.finish()
+            else:
+                stream.write(event(self._next_event))
+        if not end:
+            self._next_event += 1
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"streams": len(streams)}).encode("ascii")
 
 
 def _redirect(request):

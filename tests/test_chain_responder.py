@@ -328,7 +328,7 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/api/", declining)
         channel, client = self.gate.connect()
         channel.dataReceived(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n")
-        _, protocol = self.upstream()
+        _, protocol = accept_upstream(self.reactor)
         protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
         channel.dataReceived(b"GET /api/b HTTP/1.1\r\nHost: x\r\n\r\n")
         protocol.dataReceived(b"HTTP/1.1 999 Nine\r\nContent-Length: 0\r\n\r\n")

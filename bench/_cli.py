@@ -49,6 +49,9 @@ def scenarios():
                  needs_auth=True),
         Scenario("api", "small JSON response: proxied, transformed, aggregated from 3 parts", "/json/item",
                  ("direct", "nginx", "gatelayer-2w", "gatelayer-2w+transform", "gatelayer-2w+bff")),
+        Scenario("edge", "8 KB text (client accepts gzip): proxied, cached, compressed, WAF", "/" + _configs.TEXT_NAME,
+                 ("direct", "nginx", "gatelayer-2w", "gatelayer-2w+cache", "gatelayer-2w+compress",
+                  "gatelayer-2w+waf"), headers=("Accept-Encoding: gzip",)),
     ]
 
 
@@ -349,7 +352,8 @@ class Bench:
     def _finish(self, ctx, started_at):
         add_ratios(self.rows, BASELINES)
         self.say("\n" + format_table(self.rows))
-        costs = filter_costs(self.rows) + filter_costs(self.rows, scenario="api")
+        costs = filter_costs(self.rows) + filter_costs(self.rows, scenario="api") + \
+            filter_costs(self.rows, scenario="edge")
         if costs:
             self.say("\nfilter cost (req/s lost against gatelayer-2w with no filter): " +
                      ", ".join(f"{t} @{c}: {cost:.0%}" + ("" if clean else " (with errors)")

@@ -13,6 +13,9 @@ JSON_BODY = '{"id":7,"name":"widget","price":12.5,"tags":["a","b"],"internal":{"
 document for the API scenario (transformed, or one part of an aggregate)."""
 BIG_NAME = "1mb"
 BIG_SIZE = 1024 * 1024
+TEXT_NAME = "text.txt"
+"""An 8 KB text document the upstream serves for the edge scenario (cached,
+compressed, inspected by the WAF)."""
 
 
 def write_certificate(directory, name="bench"):
@@ -83,9 +86,30 @@ def write_big_file(directory):
     block = bytes(range(256)) * 4096
     with open(os.path.join(root, BIG_NAME), "wb") as f:
         f.write(block[:BIG_SIZE])
+    with open(os.path.join(root, TEXT_NAME), "w") as f:
+        f.write(text_document())
     os.chmod(root, 0o755)
     os.chmod(os.path.join(root, BIG_NAME), 0o644)
+    os.chmod(os.path.join(root, TEXT_NAME), 0o644)
     return root
+
+
+def text_document(size=8192):
+    """
+    C{size} characters of plain text that compresses like prose (words
+    repeat, lines differ), the same on every run.
+    """
+    words = ("gateway", "upstream", "request", "response", "worker", "route", "filter", "cache",
+             "header", "body", "stream", "client", "server", "latency", "the", "a", "of", "to")
+    lines = []
+    total = 0
+    n = 0
+    while total < size:
+        line = " ".join(words[(n * 7 + i * 3) % len(words)] for i in range(10 + n % 5)) + f" {n}\n"
+        lines.append(line)
+        total += len(line)
+        n += 1
+    return "".join(lines)[:size]
 
 
 def _nginx_common(prefix, name, workers):
@@ -134,6 +158,10 @@ http {{
         location ^~ /json/ {{
             default_type application/json;
             return 200 '{JSON_BODY}';
+        }}
+        location = /{TEXT_NAME} {{
+            root {root};
+            default_type text/plain;
         }}
         location = /{BIG_NAME} {{
             root {root};
@@ -218,6 +246,9 @@ FILTER_SETS = {
     "jwt+ratelimit": ("jwt", "limit"),
     "transform": ("transform",),
     "bff": ("bff",),
+    "cache": ("cache",),
+    "compress": ("compress",),
+    "waf": ("waf",),
 }
 """The filter combinations the filter and API scenarios measure, by label.
 C{bff} is not a filter: it makes the route an aggregate of three parts."""
@@ -279,6 +310,12 @@ def gatelayer_ini(workers, port, upstream_port, admin_port, tls=None, filters=()
     if route_filters:
         lines.append("filters = " + ", ".join(route_filters))
     lines.append("")
+    if "cache" in filters:
+        lines += ["[filter:cache]", "type = cache", "default_ttl = 60s", ""]
+    if "compress" in filters:
+        lines += ["[filter:compress]", "type = compress", "encodings = gzip", ""]
+    if "waf" in filters:
+        lines += ["[filter:waf]", "type = waf", "mode = block", ""]
     if "transform" in filters:
         lines += [
             "[filter:transform]",

@@ -7,6 +7,7 @@ benchmark itself is run with C{bench/run}.
 
 import json
 import os
+import zlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -111,7 +112,8 @@ class GeneratedConfigTests(SynchronousTestCase):
         self.assertEqual(token.count("."), 2)
         for workers, tls, filters in [(1, None, ()), (2, (8443, pem), ()),
                                       (2, None, ("jwt", "limit")), (2, None, ("limit_redis",)),
-                                      (2, None, ("transform",))]:
+                                      (2, None, ("transform",)), (2, None, ("cache",)),
+                                      (2, None, ("compress",))]:
             text = _configs.gatelayer_ini(workers, 8080, 9000, 9901, tls=tls, filters=filters,
                                           jwt_key=jwt_key, redis_port=6390)
             config = parse_config_text(text, os.path.join(directory, "gate.ini"))
@@ -147,6 +149,19 @@ class GeneratedConfigTests(SynchronousTestCase):
         self.assertIn("default_type application/json;", conf)
         self.assertIn(_configs.JSON_BODY, conf)
         json.loads(_configs.JSON_BODY)
+
+    def test_text_document(self):
+        """
+        The edge scenario's document is the same on every run, as long as
+        asked, and compresses like prose (well, but not to nothing).
+        """
+        text = _configs.text_document()
+        self.assertEqual(len(text), 8192)
+        self.assertEqual(text, _configs.text_document())
+        ratio = len(zlib.compress(text.encode("ascii"))) / len(text)
+        self.assertTrue(0.05 < ratio < 0.5, ratio)
+        conf = _configs.nginx_upstream_conf("/p", 9000, 9443, "/c.pem", "/k.pem", "/r")
+        self.assertIn(f"location = /{_configs.TEXT_NAME}", conf)
 
     def test_loopback_only(self):
         """
@@ -496,7 +511,7 @@ class CommandLineTests(SynchronousTestCase):
         By default every scenario runs at 32 and 128 connections.
         """
         options = _cli.parse_args([])
-        self.assertEqual([s.name for s in options.scenarios], ["small", "1mb", "tls", "tls-close", "filters", "api"])
+        self.assertEqual([s.name for s in options.scenarios], ["small", "1mb", "tls", "tls-close", "filters", "api", "edge"])
         self.assertEqual(options.connection_counts, [32, 128])
 
     def test_quick(self):

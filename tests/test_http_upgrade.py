@@ -418,6 +418,30 @@ class HandshakeTests(SynchronousTestCase):
                 self.assertEqual(len(gw.reactor.tcpClients), 1)
                 self.assertEqual(gw.gateway.active, 0)
 
+    def test_origin_hidden_on_handshake_answers(self):
+        """
+        The route's origin policy applies to what an upgrade handshake gets
+        back: a redirect to the upstream server's own address is rewritten
+        to the client's host, and so is a Content-Location on the 101.
+        """
+        answers = [
+            (b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:9001/login\r\n"
+             b"Content-Length: 0\r\n\r\n", 302, b"location"),
+            (SWITCHED[:-2] + b"Content-Location: http://127.0.0.1:9001/chat\r\n\r\n", 101,
+             b"content-location"),
+        ]
+        for answer, status, header in answers:
+            with self.subTest(status=status):
+                gw = self.gateway()
+                channel, client = gw.connect()
+                channel.dataReceived(HANDSHAKE)
+                _, server = self.connect_upstream()
+                server.dataReceived(answer)
+                head = client.value().split(b"\r\n\r\n", 1)[0]
+                self.assertTrue(head.startswith(b"HTTP/1.1 %d " % (status,)), head)
+                self.assertIn(b"http://app.example/", head)
+                self.assertNotIn(b"127.0.0.1:9001", head)
+
     def test_connect_failure(self):
         """
         No server to connect to: 502 as for any request.

@@ -8,7 +8,7 @@ import json
 import os
 import re
 
-from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.python.failure import Failure
 
 from twisted.internet.testing import MemoryReactorClock
@@ -29,6 +29,8 @@ CONFIG = """
 bind = 127.0.0.1:8080
 [upstream:app]
 servers = 10.0.0.1:80
+[upstream:canary]
+servers = 10.0.0.2:80
 [filter:c]
 type = cache
 max_entry_size = 1KB
@@ -43,6 +45,10 @@ default_ttl = 30s
 path = /sorted/
 upstream = app
 filters = sorted
+[route:split]
+path = /split/
+upstream = app:100, canary:0
+filters = c
 [route:r]
 path = /
 upstream = app
@@ -617,22 +623,163 @@ class CacheFilterTests(SynchronousTestCase):
         (got, _, body), _ = self.fetch(upstream=response(503, body=b"err", reason=b"E"))
         self.assertEqual((got, body), (503, b"err"))
 
+    def answer_request(self, path, data):
+        """
+        Feed C{data} as the response to the upstream connection whose last
+        request is for C{path}.
+        """
+        self.upstream_requests()
+        for transport, protocol in self.connections:
+            heads = [h for h in transport.value().split(b"\r\n\r\n") if h]
+            if heads and heads[-1].startswith(b"GET " + path + b" "):
+                protocol.dataReceived(data)
+                return
+        self.fail(f"no upstream request for {path!r}")
+
+    def go_stale(self, path=b"/page", body=b"old", window=60):
+        """
+        Store an entry (max-age=10, stale-while-revalidate=C{window}, ETag
+        "a") for C{path} and let 20 seconds pass: it is stale, within its
+        window.
+        """
+        headers = ((b"Cache-Control", b"max-age=10, stale-while-revalidate=%d" % (window,)),
+                   (b"ETag", b'"a"'))
+        self.fetch(path, upstream=response(headers=headers, body=body))
+        self.reactor.advance(20)
+
     def test_stale_while_revalidate(self):
         """
-        Within stale-while-revalidate, the first request after expiry
-        refreshes the entry while the others are served it stale at once.
+        Within stale-while-revalidate, the first request after expiry is
+        answered at once from the stale entry (STALE, its Age), and one
+        conditional request goes upstream in the background, with the
+        request's Host; the requests after it are STALE too and start no
+        other. Its 304 refreshes the entry: the next request is a HIT.
+        """
+        self.go_stale()
+        (status, out, body), sent = self.fetch(headers=[(b"If-None-Match", b'"zz"')])
+        self.assertEqual((status, body, sent, out[b"x-cache"], out[b"age"]), (200, b"old", 1, [b"STALE"], [b"20"]))
+        conditional = self.upstream_requests()[-1].lower()
+        self.assertTrue(conditional.startswith(b"get /page http/1.1"), conditional)
+        self.assertIn(b'if-none-match: "a"', conditional)
+        self.assertNotIn(b'"zz"', conditional)
+        self.assertIn(b"host: www.example.test", conditional)
+        (status, out, body), sent = self.fetch()
+        self.assertEqual((status, body, sent, out[b"x-cache"]), (200, b"old", 0, [b"STALE"]))
+        self.assertEqual((self.cache.refreshing, self.cache.background_refreshes), (1, 1))
+        self.answer(b"HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=10\r\nX-Version: 2\r\n\r\n")
+        self.assertEqual(self.cache.refreshing, 0)
+        (_, out, body), sent = self.fetch()
+        self.assertEqual((sent, body, out[b"x-cache"], out[b"x-version"]), (0, b"old", [b"HIT"], [b"2"]))
+        self.assertEqual(self.cache.counts["STALE"], 2)
+
+    def test_stale_while_revalidate_replaced(self):
+        """
+        A background revalidation answered with a storable 200 replaces
+        the entry.
+        """
+        self.go_stale()
+        (_, out, body), sent = self.fetch()
+        self.assertEqual((body, sent, out[b"x-cache"]), (b"old", 1, [b"STALE"]))
+        self.answer(response(headers=((b"Cache-Control", b"max-age=60"), (b"ETag", b'"b"')), body=b"new"))
+        (_, out, body), sent = self.fetch()
+        self.assertEqual((body, sent, out[b"x-cache"], out[b"etag"]), (b"new", 0, [b"HIT"], [b'"b"']))
+
+    def test_stale_while_revalidate_failed(self):
+        """
+        A background revalidation answered with an error, or with a
+        response that may not be stored, leaves the stale entry; the next
+        request within the window is STALE and tries again.
+        """
+        self.go_stale()
+        for failed in (response(503, body=b"err", reason=b"E"),
+                       response(headers=((b"Cache-Control", b"no-store"),), body=b"private")):
+            with self.subTest(failed=failed):
+                (_, out, body), sent = self.fetch()
+                self.assertEqual((body, sent, out[b"x-cache"]), (b"old", 1, [b"STALE"]))
+                self.answer(failed)
+                self.assertEqual(self.cache.refreshing, 0)
+        (_, out, body), sent = self.fetch()
+        self.assertEqual((body, sent, out[b"x-cache"]), (b"old", 1, [b"STALE"]))
+        self.assertEqual(self.cache.background_refreshes, 3)
+
+    def test_stale_while_revalidate_timeout(self):
+        """
+        A background revalidation the upstream never answers ends with the
+        upstream's read timeout: the mark is cleared, the entry stays, and
+        the next request within the window tries again.
+        """
+        self.go_stale(window=600)
+        (_, out, _), sent = self.fetch()
+        self.assertEqual((sent, out[b"x-cache"]), (1, [b"STALE"]))
+        self.reactor.advance(self.gate.config.upstreams["app"].read_timeout + 1)
+        self.assertEqual(self.cache.refreshing, 0)
+        (_, out, body), sent = self.fetch()
+        self.assertEqual((body, sent, out[b"x-cache"]), (b"old", 1, [b"STALE"]))
+
+    def test_stale_while_revalidate_window_over(self):
+        """
+        Past the stale-while-revalidate window, the request revalidates in
+        the foreground and waits for it (EXPIRED).
+        """
+        self.go_stale(window=5)
+        not_modified = b"HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=10\r\n\r\n"
+        (_, out, body), sent = self.fetch(upstream=not_modified)
+        self.assertEqual((body, sent, out[b"x-cache"]), (b"old", 1, [b"EXPIRED"]))
+        self.assertEqual(self.cache.background_refreshes, 0)
+
+    def test_stale_while_revalidate_client_gone(self):
+        """
+        The client that started a background revalidation going away
+        changes nothing: the refresh completes and stores its answer.
+        """
+        self.go_stale()
+        channel, transport = self.gate.connect()
+        channel.dataReceived(b"GET /page HTTP/1.1\r\nHost: www.example.test\r\n\r\n")
+        self.assertIn(b"X-Cache: STALE", transport.value())
+        channel.connectionLost(Failure(ConnectionDone()))
+        self.answer(b"HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=10\r\n\r\n")
+        (_, out, body), sent = self.fetch()
+        self.assertEqual((body, sent, out[b"x-cache"]), (b"old", 0, [b"HIT"]))
+
+    def test_stale_while_revalidate_keys_independent(self):
+        """
+        Two stale keys are revalidated each on its own, at the same time,
+        and each answer refreshes its own entry.
         """
         headers = ((b"Cache-Control", b"max-age=10, stale-while-revalidate=60"), (b"ETag", b'"a"'))
-        self.fetch(upstream=response(headers=headers, body=b"old"))
+        self.fetch(b"/a", upstream=response(headers=headers, body=b"A"))
+        self.fetch(b"/b", upstream=response(headers=headers, body=b"B"))
         self.reactor.advance(20)
-        refreshing = self.request()
-        (status, out, body), sent = self.fetch()
+        for path, expected in ((b"/a", b"A"), (b"/b", b"B")):
+            (_, out, body), sent = self.fetch(path)
+            self.assertEqual((body, sent, out[b"x-cache"]), (expected, 1, [b"STALE"]))
+        self.assertEqual(self.cache.refreshing, 2)
+        self.answer_request(b"/b", response(headers=FRESH, body=b"B2"))
+        self.assertEqual(self.cache.refreshing, 1)
+        (_, out, body), sent = self.fetch(b"/b")
+        self.assertEqual((body, sent, out[b"x-cache"]), (b"B2", 0, [b"HIT"]))
+        (_, out, body), sent = self.fetch(b"/a")
+        self.assertEqual((body, sent, out[b"x-cache"]), (b"A", 0, [b"STALE"]))
+        self.answer_request(b"/a", b"HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=10\r\n\r\n")
+        (_, out, body), sent = self.fetch(b"/a")
+        self.assertEqual((body, sent, out[b"x-cache"]), (b"A", 0, [b"HIT"]))
+
+    def test_stale_while_revalidate_foreground(self):
+        """
+        On a route not proxying to one upstream (here a split), the first
+        request after expiry refreshes the entry itself (EXPIRED) while
+        the others within stale-while-revalidate are served it stale at
+        once.
+        """
+        self.go_stale(b"/split/page")
+        refreshing = self.request(b"/split/page")
+        (status, out, body), sent = self.fetch(b"/split/page")
         self.assertEqual((status, body, sent, out[b"x-cache"]), (200, b"old", 0, [b"STALE"]))
         self.answer(b"HTTP/1.1 304 Not Modified\r\nCache-Control: max-age=10\r\n\r\n")
         status, out, body = parse_response(refreshing.value())
         self.assertEqual((status, body, out[b"x-cache"]), (200, b"old", [b"EXPIRED"]))
-        (_, out, _), sent = self.fetch()
-        self.assertEqual((sent, out[b"x-cache"]), (0, [b"HIT"]))
+        (_, out, _), sent = self.fetch(b"/split/page")
+        self.assertEqual((sent, out[b"x-cache"], self.cache.background_refreshes), (0, [b"HIT"], 0))
 
     def test_purge(self):
         """

@@ -103,6 +103,7 @@ def register_worker_responders(control, filters):
         data = {}
         for name, flt in filters().items():
             row = dict(flt.counts)
+            row["background_refreshes"] = flt.background_refreshes
             row["entries"] = len(flt.store)
             row["bytes"] = flt.store.used
             data[name] = row

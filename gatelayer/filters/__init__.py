@@ -52,12 +52,17 @@ class FilterServices:
     @ivar stores: the worker's L{gatelayer.ratelimit.registry.StoreRegistry}
         (owned by its service tree, closed when it stops), through which
         filters share rate-limit stores; L{None} outside a worker.
+    @ivar upstreams: upstream name to its
+        L{gatelayer.http.proxy.UpstreamTerminal} (pool and balancing
+        state), for a filter that calls an upstream on its own (the cache's
+        background revalidation); empty when the worker has none.
     """
 
     reactor: object
     master: object
     config: object
     stores: object = None
+    upstreams: object = None
 
 
 def build_filter(spec, services):

@@ -11,15 +11,25 @@ answered from what it stored. An expired entry with a validator is
 revalidated with a conditional request, a 304 refreshing it; an entry
 inside its C{stale-if-error} window answers when the upstream fails.
 
+Within an entry's C{stale-while-revalidate} window (RFC 5861), on a route
+proxying to one upstream, every request is answered from the stale entry
+at once and one background revalidation per key runs through the
+upstream's pool (L{gatelayer.upstream.call.BufferedCall}), conditional when
+the entry has validators: its 304 refreshes the entry, a storable response
+replaces it, anything else leaves it until its window ends. Other routes
+(static, respond, aggregate, split) refresh in the foreground as past the
+window.
+
 C{X-Cache} says what happened: C{HIT} (fresh entry), C{MISS} (nothing
 stored, fetched), C{EXPIRED} (an entry was there but stale: revalidated or
 fetched again), C{STALE} (a stale entry served: the upstream failed within
-C{stale-if-error}, or another request is refreshing it within
-C{stale-while-revalidate}), C{BYPASS} (a request the cache does not
+C{stale-if-error}, or within C{stale-while-revalidate} while it is
+refreshed), C{BYPASS} (a request the cache does not
 answer: another method, a C{Range}).
 """
 
 import ipaddress
+from functools import partial
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -31,6 +41,9 @@ from gatelayer.cache.policy import parse_cache_control, parse_vary, refusal, var
 from gatelayer.cache.store import VARIANT_SEPARATOR
 from gatelayer.chain import IBodyFilter, Reply, json_reply
 from gatelayer.http.conditional import modified_since, none_match
+from gatelayer.http.headers import upstream_headers
+from gatelayer.http.proxy import upstream_target
+from gatelayer.upstream.call import BufferedCall
 
 __all__ = ["CacheFilter", "OUTCOMES", "build_filter"]
 
@@ -46,6 +59,10 @@ _UPSTREAM_ERRORS = frozenset([500, 502, 503, 504])
 # section 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset([
     b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"])
+# What a background revalidation does not take over from the request that
+# started it: the client's own preconditions and ranges.
+_CLIENT_PRECONDITIONS = (
+    b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range")
 _log = Logger(namespace="gatelayer.filters.cache")
 
 
@@ -106,6 +123,27 @@ def _client_conditionals(headers):
     return (b", ".join(inm) if inm else None, ims[0] if ims else None)
 
 
+def _store_refusal(status, authorization, headers, default_ttl):
+    """
+    Why a response of C{status} with C{headers} (lower-case C{(name,
+    value)} byte pairs) must not be stored by a shared cache, or L{None}.
+    """
+    def values(name):
+        return [value for key, value in headers if key == name] or None
+
+    response_cc = parse_cache_control(values(b"cache-control"))
+    names = {name for name, _ in headers}
+    explicit = ("s-maxage" in response_cc or "max-age" in response_cc or "no-cache" in response_cc
+                or b"expires" in names)
+    reason = refusal(status, authorization, response_cc, b"set-cookie" in names, explicit, default_ttl)
+    if reason is None and parse_vary(values(b"vary")) == b"*":
+        reason = "vary *"
+    if reason is None and "no-cache" in response_cc \
+            and not (b"etag" in names or b"last-modified" in names):
+        reason = "no-cache without a validator"
+    return reason
+
+
 def _not_modified(conditionals, entry):
     """
     Whether the client's validators C{(If-None-Match, If-Modified-Since)}
@@ -131,11 +169,13 @@ class CacheFilter:
     @ivar counts: how many requests had each C{X-Cache} outcome (C{str}
         keys of L{OUTCOMES}).
     @ivar store: the L{gatelayer.cache.store.ICacheStore} entries live in.
+    @ivar background_refreshes: how many background revalidations
+        (C{stale-while-revalidate}) were started.
     """
 
     preserves_length = True
 
-    def __init__(self, name, settings, clock, store=None, master=None, shared=None):
+    def __init__(self, name, settings, clock, store=None, master=None, shared=None, origins=None):
         """
         @param settings: the L{gatelayer.config.filter_cache.CacheSettings}.
         @param clock: an L{twisted.internet.interfaces.IReactorTime}.
@@ -145,6 +185,11 @@ class CacheFilter:
         @param shared: a store shared with the other workers and hosts
             (L{gatelayer.cache.redis_store.RedisCacheStore}) asked when
             the memory store misses, or L{None}.
+        @param origins: route name to C{(upstream terminal, route spec)}
+            for the routes a background revalidation can call on their
+            own (a L{gatelayer.http.proxy.UpstreamTerminal} and the
+            route's L{gatelayer.config.model.RouteSpec}); the others
+            revalidate in the foreground.
         @param store: where entries live (default: a L{MemoryStore} of
             C{settings.size}).
         """
@@ -156,6 +201,9 @@ class CacheFilter:
         self.master = master
         self.shared = shared
         self._locks = {}
+        self._origins = origins or {}
+        self._refreshing = {}
+        self.background_refreshes = 0
         self._purge_from = settings.purge_from
         self._extra = settings.key_extra
         self._key_query = settings.key_query
@@ -170,6 +218,13 @@ class CacheFilter:
         them (or free to).
         """
         return len(self._locks)
+
+    @property
+    def refreshing(self):
+        """
+        How many keys are being revalidated in the background.
+        """
+        return len(self._refreshing)
 
     # -- keys ---------------------------------------------------------------
 
@@ -214,8 +269,13 @@ class CacheFilter:
 
     def stop(self):
         """
-        Close the shared store's connections, if there is one.
+        Abandon the background revalidations in flight and close the
+        shared store's connections, if there is one.
         """
+        calls = list(self._refreshing.values())
+        self._refreshing.clear()
+        for call in calls:
+            call.cancel()
         if self.shared is not None:
             return self.shared.close()
         return None
@@ -233,10 +293,15 @@ class CacheFilter:
             staleness = entry.staleness(now)
             if staleness < 0:
                 return self._hit(exchange, entry, now, HIT)
-            if lock_key in self._locks and not entry.must_revalidate \
-                    and staleness <= entry.stale_while_revalidate:
-                # Another request is refreshing it: do not wait for that.
-                return self._hit(exchange, entry, now, STALE)
+            if not entry.must_revalidate and staleness <= entry.stale_while_revalidate:
+                if lock_key in self._locks:
+                    # Another request is refreshing it: do not wait for that.
+                    return self._hit(exchange, entry, now, STALE)
+                origin = self._origins.get(exchange.route)
+                if origin is not None and entry.stale_while_revalidate > 0:
+                    if lock_key not in self._refreshing:
+                        self._refresh(exchange, origin, primary, lock_key, entry, now)
+                    return self._hit(exchange, entry, now, STALE)
         if not waited and self._lock_timeout > 0 and exchange.method == b"GET":
             lock = self._locks.get(lock_key)
             if lock is not None:
@@ -271,6 +336,72 @@ class CacheFilter:
             if entry.last_modified is not None:
                 headers.setRawHeaders(b"if-modified-since", [entry.last_modified])
         return None
+
+    # -- background revalidation -------------------------------------------
+
+    def _refresh(self, exchange, origin, primary, key, entry, now):
+        """
+        Start the one background revalidation of C{key} (its stale
+        C{entry}) through the route's upstream: a GET of the request's
+        target with its Host and headers (so its Vary'd ones), the client's
+        preconditions replaced by the entry's validators. Nothing of it
+        ever reaches the client; a failure to start it is logged.
+        """
+        upstream, route = origin
+        try:
+            vary_headers = exchange.headers.copy()
+            request = vary_headers.copy()
+            for name in _CLIENT_PRECONDITIONS:
+                request.removeHeader(name)
+            if entry.etag is not None:
+                request.setRawHeaders(b"if-none-match", [entry.etag])
+            if entry.last_modified is not None:
+                request.setRawHeaders(b"if-modified-since", [entry.last_modified])
+            host = request.getRawHeaders(b"host")
+            host_header = host[0] if host else None
+            headers = upstream_headers(request.getAllRawHeaders(), exchange.peer_ip, exchange.scheme,
+                                       host_header, b"")
+            done = partial(self._refreshed, key, primary, entry, vary_headers,
+                           request.hasHeader(b"authorization"), now)
+            call = BufferedCall(
+                upstream, self.clock, b"GET", upstream_target(route, exchange), headers,
+                exchange.client_ip, self._max_entry, done,
+                host=host_header if route.preserve_host else None)
+            self._refreshing[key] = call
+            self.background_refreshes += 1
+            call.start()
+        except Exception:
+            # A refresh must never cost the request that started it.
+            self._refreshing.pop(key, None)
+            _log.failure("cache {filter}: the background revalidation of {key!r} failed to start",
+                         filter=self.name, key=key)
+
+    def _refreshed(self, key, primary, entry, vary_headers, authorization, request_time, outcome):
+        """
+        A background revalidation ended: a 304 refreshes the entry it was
+        made for (if still stored), a storable response replaces it,
+        anything else leaves it as it is.
+        """
+        self._refreshing.pop(key, None)
+        if outcome.error is not None:
+            _log.warn("cache {filter}: the background revalidation of {key!r} got no response ({error});"
+                      " the stale entry stays", filter=self.name, key=key, error=outcome.error)
+            return
+        now = self.clock.seconds()
+        status = outcome.status
+        headers = [(name.lower(), value) for name, value in outcome.headers]
+        if status == 304 and entry.validators:
+            if self.store.get(key) is entry:
+                self._put(vary_headers, primary, refreshed(entry, headers, request_time, now, self._ttl))
+            return
+        reason = _store_refusal(status, authorization, headers, self._ttl)
+        if reason is not None:
+            _log.info("cache {filter}: the background revalidation of {key!r} got a response not stored"
+                      " ({status}, {reason}); the stale entry stays",
+                      filter=self.name, key=key, status=status, reason=reason)
+            return
+        self._put(vary_headers, primary,
+                  make_entry(status, headers, outcome.body, request_time, now, self._ttl))
 
     def _from_shared(self, found, exchange, primary, waited):
         if found is not None:
@@ -388,7 +519,7 @@ class CacheFilter:
         if entry is not None:
             if status == 304 and entry.validators:
                 entry = refreshed(entry, headers, state.request_time, now, self._ttl)
-                self._put(exchange, state, entry)
+                self._put(exchange.headers, state.primary, entry)
                 state.answer = entry
                 state.store = False
                 self._release(state)
@@ -400,16 +531,7 @@ class CacheFilter:
                 state.store = False
                 self._release(state)
                 return
-        response_cc = parse_cache_control(raw.getRawHeaders(b"cache-control"))
-        has_cookie = raw.hasHeader(b"set-cookie")
-        explicit = ("s-maxage" in response_cc or "max-age" in response_cc or "no-cache" in response_cc
-                    or raw.hasHeader(b"expires"))
-        reason = refusal(status, state.authorization, response_cc, has_cookie, explicit, self._ttl)
-        if reason is None and parse_vary(raw.getRawHeaders(b"vary")) == b"*":
-            reason = "vary *"
-        if reason is None and "no-cache" in response_cc \
-                and not (raw.hasHeader(b"etag") or raw.hasHeader(b"last-modified")):
-            reason = "no-cache without a validator"
+        reason = _store_refusal(status, state.authorization, headers, self._ttl)
         if reason is not None:
             state.store = False
             self._release(state)
@@ -464,20 +586,20 @@ class CacheFilter:
             state.chunks = None
             entry = make_entry(exchange.status, state.headers, body, state.request_time,
                                state.response_time, self._ttl)
-            self._put(exchange, state, entry)
+            self._put(exchange.headers, state.primary, entry)
             self._release(state)
         return b""
 
-    def _put(self, exchange, state, entry):
+    def _put(self, request_headers, primary, entry):
         if entry.lifetime <= entry.initial_age and not entry.validators and not entry.stale_if_error:
             # Stale already and nothing could make it useful.
             return
-        variant = variant_of(entry.vary, exchange.headers)
-        key = state.primary + VARIANT_SEPARATOR + variant
+        variant = variant_of(entry.vary, request_headers)
+        key = primary + VARIANT_SEPARATOR + variant
         try:
             self.store.put(key, entry)
             if self.shared is not None:
-                self.shared.put(state.primary, variant, entry)
+                self.shared.put(primary, variant, entry)
         except Exception:
             _log.failure("cache {filter} could not store {key!r}", filter=self.name, key=key)
 
@@ -485,7 +607,8 @@ class CacheFilter:
 def build_filter(spec, services):
     """
     Build the cache filter of C{spec} on the worker's reactor, with its
-    Redis store when C{store} is set.
+    Redis store when C{store} is set, and the upstream of each route that
+    lists it and proxies to one upstream (for background revalidation).
     """
     settings = spec.settings
     shared = None
@@ -494,4 +617,10 @@ def build_filter(spec, services):
         shared = RedisCacheStore.from_url(
             services.reactor, settings.store, b"gatelayer:cache:%s:" % (spec.name.encode("utf-8"),),
             settings.store_timeout)
-    return CacheFilter(spec.name, settings, services.reactor, master=services.master, shared=shared)
+    upstreams = services.upstreams or {}
+    origins = {
+        route.name: (upstreams[route.upstream], route) for route in services.config.routes
+        if spec.name in route.filters and route.terminal == "upstream" and not route.split
+        and route.upstream in upstreams}
+    return CacheFilter(spec.name, settings, services.reactor, master=services.master, shared=shared,
+                       origins=origins)

@@ -147,9 +147,10 @@ class Gateway:
         if access_log is not None:
             access_log.redact = credential_query_names(config)
         self._server_header = (config.gateway.server_header or "").encode("utf-8") or None
-        services = FilterServices(reactor=reactor, master=master, config=config, stores=stores)
-        self.filters = {name: build_filter(spec, services) for name, spec in config.filters.items()}
         self.upstreams = upstreams or {}
+        services = FilterServices(reactor=reactor, master=master, config=config, stores=stores,
+                                  upstreams=self.upstreams)
+        self.filters = {name: build_filter(spec, services) for name, spec in config.filters.items()}
         entries = []
         preflight_entries = []
         default_limit = config.gateway.max_body_size

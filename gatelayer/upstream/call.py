@@ -79,10 +79,10 @@ class BufferedCall:
     __slots__ = (
         "upstream", "method", "target", "headers", "client_ip", "max_size", "done",
         "server", "tried", "handle", "in_flight", "status", "response_headers", "chunks",
-        "size", "discarding", "next_server", "relayed_failure", "finished", "clock", "later",
+        "size", "discarding", "next_server", "relayed_failure", "finished", "clock", "later", "host",
     )
 
-    def __init__(self, upstream, clock, method, target, headers, client_ip, max_size, done):
+    def __init__(self, upstream, clock, method, target, headers, client_ip, max_size, done, host=None):
         """
         @param upstream: the upstream's terminal (C{.pool}, C{.state},
             C{.spec}), as L{gatelayer.http.proxy.UpstreamTerminal}.
@@ -96,12 +96,15 @@ class BufferedCall:
         @param max_size: the largest body accepted: a response announcing
             or sending more ends the call as C{"too large"}.
         @param done: called with the L{CallOutcome}.
+        @param host: the C{Host} value to send (bytes; a route's
+            C{preserve_host}), or L{None} for the chosen server's address.
         """
         if method not in IDEMPOTENT_METHODS:
             raise ValueError(f"a buffered call is only made with an idempotent method, not {method!r}")
         self.upstream = upstream
         self.clock = clock
         self.later = None
+        self.host = host
         self.method = method
         self.target = target
         self.headers = list(headers)
@@ -153,7 +156,8 @@ class BufferedCall:
                 return
         self.server = server
         self.tried.append(server)
-        self.headers[0] = (b"Host", server.address.encode("ascii"))
+        host = self.host if self.host is not None else server.address.encode("ascii")
+        self.headers[0] = (b"Host", host)
         self.status = None
         self.chunks = []
         self.size = 0

@@ -2,7 +2,9 @@
 The cache filter through a real worker in front of a real origin
 (L{gatelayer.testing.cacheable.CacheableOrigin}) that counts the requests
 it gets: a HIT after a MISS with its Age, a Vary split, revalidation with
-a 304, and 100 concurrent misses making one upstream request.
+a 304 (in the foreground, and in the background within
+stale-while-revalidate), and 100 concurrent misses making one upstream
+request.
 """
 
 import os
@@ -121,6 +123,32 @@ class CacheGatewayIntegrationTests(TestCase):
         self.assertEqual(self.origin.not_modified[b"/reval"], 2)
         mine = yield self.get(target, {b"If-None-Match": [b'"r1"']})
         self.assertEqual((mine.status, mine.body), (304, b""))
+
+    @inlineCallbacks
+    def test_stale_while_revalidate(self):
+        """
+        Once an entry with stale-while-revalidate and an ETag expires, the
+        first request gets it at once (STALE, its Age) while one
+        conditional request refreshes it in the background: the origin
+        answers 304, and the next request is a HIT.
+        """
+        target = origin_path("/swr", cc="max-age=1, stale-while-revalidate=30", etag='"s1"')
+        first = yield self.get(target)
+        self.assertEqual(first.header(b"x-cache"), b"MISS")
+
+        @inlineCallbacks
+        def past_max_age():
+            response = yield self.get(target)
+            return response if response.header(b"x-cache") != b"HIT" else None
+        stale = yield wait_until(reactor, past_max_age, timeout=10, interval=0.1, what="the entry expiring")
+        self.assertEqual((stale.status, stale.header(b"x-cache"), stale.body), (200, b"STALE", first.body))
+        self.assertGreaterEqual(int(stale.header(b"age")), 1)
+        yield wait_until(reactor, lambda: self.origin.not_modified[b"/swr"] == 1, timeout=10,
+                         what="the background revalidation")
+        self.assertEqual(self.origin.requests[b"/swr"], 2)
+        hit = yield self.get(target)
+        self.assertEqual((hit.header(b"x-cache"), hit.body), (b"HIT", first.body))
+        self.assertEqual(self.origin.requests[b"/swr"], 2)
 
     @inlineCallbacks
     def test_stale_if_error(self):

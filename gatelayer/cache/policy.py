@@ -10,10 +10,12 @@ floats from an injected clock), so it is tested table by table.
 import re
 from email.utils import parsedate_to_datetime
 
+from gatelayer.http.conditional import modified_since, none_match
+
 __all__ = [
     "CacheControl", "DEFAULT_STATUSES", "MAX_DELTA", "UNDERSTOOD_STATUSES", "current_age",
     "delta_seconds", "freshness_lifetime", "http_date", "parse_cache_control", "parse_vary",
-    "refusal", "variant_of",
+    "client_conditionals", "not_modified", "refusal", "response_refusal", "variant_of",
 ]
 
 MAX_DELTA = 2 ** 31
@@ -272,3 +274,53 @@ def variant_of(names, headers):
             items.extend(item.strip(b" \t") for item in value.split(b","))
         parts.append(b",".join(items))
     return b"\n".join(parts)
+
+
+def response_refusal(status, authorization, headers, default_ttl):
+    """
+    Why a response of C{status} with C{headers} (lower-case C{(name,
+    value)} byte pairs) must not be stored by a shared cache, or L{None}.
+    """
+    def values(name):
+        return [value for key, value in headers if key == name] or None
+
+    response_cc = parse_cache_control(values(b"cache-control"))
+    names = {name for name, _ in headers}
+    explicit = ("s-maxage" in response_cc or "max-age" in response_cc or "no-cache" in response_cc
+                or b"expires" in names)
+    reason = refusal(status, authorization, response_cc, b"set-cookie" in names, explicit, default_ttl)
+    if reason is None and parse_vary(values(b"vary")) == b"*":
+        reason = "vary *"
+    if reason is None and "no-cache" in response_cc \
+            and not (b"etag" in names or b"last-modified" in names):
+        reason = "no-cache without a validator"
+    return reason
+
+
+def client_conditionals(headers):
+    """
+    The client's own validators, C{(If-None-Match, If-Modified-Since)}
+    (bytes or L{None} each), from C{headers} (twisted.web C{Headers}); or
+    L{None} when it sent neither.
+    """
+    inm = headers.getRawHeaders(b"if-none-match")
+    ims = headers.getRawHeaders(b"if-modified-since")
+    if inm is None and ims is None:
+        return None
+    return (b", ".join(inm) if inm else None, ims[0] if ims else None)
+
+
+def not_modified(conditionals, entry):
+    """
+    Whether the client's validators C{(If-None-Match, If-Modified-Since)}
+    match C{entry}, so the answer is 304 (If-None-Match wins when both
+    are sent, RFC 9110 section 13.2.2).
+    """
+    if conditionals is None or entry.status != 200:
+        return False
+    inm, ims = conditionals
+    if inm is not None:
+        return entry.etag is not None and none_match(inm.decode("latin-1"), entry.etag)
+    if ims is not None and entry.modified is not None:
+        return not modified_since(ims.decode("latin-1"), entry.modified)
+    return False

@@ -1,6 +1,6 @@
 """
 The C{cache} filter: a shared HTTP cache (RFC 9111) in front of a route's
-terminal, one memory store per worker.
+terminal, one memory store per worker (and optionally Redis behind it).
 
 A GET or HEAD whose key has a fresh entry is answered from it at once
 (C{X-Cache: HIT}) with no upstream; a miss goes on, and the response
@@ -9,27 +9,13 @@ complete and only when RFC 9111 lets a shared cache store it. Concurrent
 misses on one key wait (up to C{lock_timeout}) for the first, then are
 answered from what it stored. An expired entry with a validator is
 revalidated with a conditional request, a 304 refreshing it; an entry
-inside its C{stale-if-error} window answers when the upstream fails.
-
-Within an entry's C{stale-while-revalidate} window (RFC 5861), on a route
-proxying to one upstream, every request is answered from the stale entry
-at once and one background revalidation per key runs through the
-upstream's pool (L{gatelayer.upstream.call.BufferedCall}), conditional when
-the entry has validators: its 304 refreshes the entry, a storable response
-replaces it, anything else leaves it until its window ends. Other routes
-(static, respond, aggregate, split) refresh in the foreground as past the
-window.
-
-C{X-Cache} says what happened: C{HIT} (fresh entry), C{MISS} (nothing
-stored, fetched), C{EXPIRED} (an entry was there but stale: revalidated or
-fetched again), C{STALE} (a stale entry served: the upstream failed within
-C{stale-if-error}, or within C{stale-while-revalidate} while it is
-refreshed), C{BYPASS} (a request the cache does not
-answer: another method, a C{Range}).
+inside its C{stale-if-error} window answers when the upstream fails; one
+inside its C{stale-while-revalidate} window answers at once while it is
+refreshed (L{gatelayer.filters.cache_refresh}). The C{X-Cache} values are
+L{OUTCOMES}, described in docs/cache.md.
 """
 
 import ipaddress
-from functools import partial
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -37,13 +23,10 @@ from zope.interface import implementer
 
 from gatelayer.cache.entry import make_entry, refreshed
 from gatelayer.cache.memory import MemoryStore
-from gatelayer.cache.policy import parse_cache_control, parse_vary, refusal, variant_of
+from gatelayer.cache.policy import client_conditionals, not_modified, response_refusal, variant_of
 from gatelayer.cache.store import VARIANT_SEPARATOR
 from gatelayer.chain import IBodyFilter, Reply, json_reply
-from gatelayer.http.conditional import modified_since, none_match
-from gatelayer.http.headers import upstream_headers
-from gatelayer.http.proxy import upstream_target
-from gatelayer.upstream.call import BufferedCall
+from gatelayer.filters.cache_refresh import BackgroundRefresher
 
 __all__ = ["CacheFilter", "OUTCOMES", "build_filter"]
 
@@ -59,10 +42,6 @@ _UPSTREAM_ERRORS = frozenset([500, 502, 503, 504])
 # section 15.4.5).
 _NOT_MODIFIED_HEADERS = frozenset([
     b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"])
-# What a background revalidation does not take over from the request that
-# started it: the client's own preconditions and ranges.
-_CLIENT_PRECONDITIONS = (
-    b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range")
 _log = Logger(namespace="gatelayer.filters.cache")
 
 
@@ -115,51 +94,6 @@ class _Lock:
         self.timer = None
 
 
-def _client_conditionals(headers):
-    inm = headers.getRawHeaders(b"if-none-match")
-    ims = headers.getRawHeaders(b"if-modified-since")
-    if inm is None and ims is None:
-        return None
-    return (b", ".join(inm) if inm else None, ims[0] if ims else None)
-
-
-def _store_refusal(status, authorization, headers, default_ttl):
-    """
-    Why a response of C{status} with C{headers} (lower-case C{(name,
-    value)} byte pairs) must not be stored by a shared cache, or L{None}.
-    """
-    def values(name):
-        return [value for key, value in headers if key == name] or None
-
-    response_cc = parse_cache_control(values(b"cache-control"))
-    names = {name for name, _ in headers}
-    explicit = ("s-maxage" in response_cc or "max-age" in response_cc or "no-cache" in response_cc
-                or b"expires" in names)
-    reason = refusal(status, authorization, response_cc, b"set-cookie" in names, explicit, default_ttl)
-    if reason is None and parse_vary(values(b"vary")) == b"*":
-        reason = "vary *"
-    if reason is None and "no-cache" in response_cc \
-            and not (b"etag" in names or b"last-modified" in names):
-        reason = "no-cache without a validator"
-    return reason
-
-
-def _not_modified(conditionals, entry):
-    """
-    Whether the client's validators C{(If-None-Match, If-Modified-Since)}
-    match C{entry}, so the answer is 304 (If-None-Match wins when both
-    are sent, RFC 9110 section 13.2.2).
-    """
-    if conditionals is None or entry.status != 200:
-        return False
-    inm, ims = conditionals
-    if inm is not None:
-        return entry.etag is not None and none_match(inm.decode("latin-1"), entry.etag)
-    if ims is not None and entry.modified is not None:
-        return not modified_since(ims.decode("latin-1"), entry.modified)
-    return False
-
-
 @implementer(IBodyFilter)
 class CacheFilter:
     """
@@ -169,8 +103,6 @@ class CacheFilter:
     @ivar counts: how many requests had each C{X-Cache} outcome (C{str}
         keys of L{OUTCOMES}).
     @ivar store: the L{gatelayer.cache.store.ICacheStore} entries live in.
-    @ivar background_refreshes: how many background revalidations
-        (C{stale-while-revalidate}) were started.
     """
 
     preserves_length = True
@@ -202,8 +134,8 @@ class CacheFilter:
         self.shared = shared
         self._locks = {}
         self._origins = origins or {}
-        self._refreshing = {}
-        self.background_refreshes = 0
+        self._refresher = BackgroundRefresher(name, clock, settings.max_entry_size, settings.default_ttl,
+                                              self.store, self._put)
         self._purge_from = settings.purge_from
         self._extra = settings.key_extra
         self._key_query = settings.key_query
@@ -224,7 +156,15 @@ class CacheFilter:
         """
         How many keys are being revalidated in the background.
         """
-        return len(self._refreshing)
+        return len(self._refresher.calls)
+
+    @property
+    def background_refreshes(self):
+        """
+        How many background revalidations (C{stale-while-revalidate}) were
+        started.
+        """
+        return self._refresher.started
 
     # -- keys ---------------------------------------------------------------
 
@@ -272,10 +212,7 @@ class CacheFilter:
         Abandon the background revalidations in flight and close the
         shared store's connections, if there is one.
         """
-        calls = list(self._refreshing.values())
-        self._refreshing.clear()
-        for call in calls:
-            call.cancel()
+        self._refresher.stop()
         if self.shared is not None:
             return self.shared.close()
         return None
@@ -299,8 +236,8 @@ class CacheFilter:
                     return self._hit(exchange, entry, now, STALE)
                 origin = self._origins.get(exchange.route)
                 if origin is not None and entry.stale_while_revalidate > 0:
-                    if lock_key not in self._refreshing:
-                        self._refresh(exchange, origin, primary, lock_key, entry, now)
+                    if lock_key not in self._refresher.calls:
+                        self._refresher.start(exchange, origin, primary, lock_key, entry, now)
                     return self._hit(exchange, entry, now, STALE)
         if not waited and self._lock_timeout > 0 and exchange.method == b"GET":
             lock = self._locks.get(lock_key)
@@ -328,7 +265,7 @@ class CacheFilter:
             state.lock_key = lock_key
             state.lock = lock
         if entry is not None and entry.validators:
-            state.conditionals = _client_conditionals(headers)
+            state.conditionals = client_conditionals(headers)
             headers.removeHeader(b"if-none-match")
             headers.removeHeader(b"if-modified-since")
             if entry.etag is not None:
@@ -336,72 +273,6 @@ class CacheFilter:
             if entry.last_modified is not None:
                 headers.setRawHeaders(b"if-modified-since", [entry.last_modified])
         return None
-
-    # -- background revalidation -------------------------------------------
-
-    def _refresh(self, exchange, origin, primary, key, entry, now):
-        """
-        Start the one background revalidation of C{key} (its stale
-        C{entry}) through the route's upstream: a GET of the request's
-        target with its Host and headers (so its Vary'd ones), the client's
-        preconditions replaced by the entry's validators. Nothing of it
-        ever reaches the client; a failure to start it is logged.
-        """
-        upstream, route = origin
-        try:
-            vary_headers = exchange.headers.copy()
-            request = vary_headers.copy()
-            for name in _CLIENT_PRECONDITIONS:
-                request.removeHeader(name)
-            if entry.etag is not None:
-                request.setRawHeaders(b"if-none-match", [entry.etag])
-            if entry.last_modified is not None:
-                request.setRawHeaders(b"if-modified-since", [entry.last_modified])
-            host = request.getRawHeaders(b"host")
-            host_header = host[0] if host else None
-            headers = upstream_headers(request.getAllRawHeaders(), exchange.peer_ip, exchange.scheme,
-                                       host_header, b"")
-            done = partial(self._refreshed, key, primary, entry, vary_headers,
-                           request.hasHeader(b"authorization"), now)
-            call = BufferedCall(
-                upstream, self.clock, b"GET", upstream_target(route, exchange), headers,
-                exchange.client_ip, self._max_entry, done,
-                host=host_header if route.preserve_host else None)
-            self._refreshing[key] = call
-            self.background_refreshes += 1
-            call.start()
-        except Exception:
-            # A refresh must never cost the request that started it.
-            self._refreshing.pop(key, None)
-            _log.failure("cache {filter}: the background revalidation of {key!r} failed to start",
-                         filter=self.name, key=key)
-
-    def _refreshed(self, key, primary, entry, vary_headers, authorization, request_time, outcome):
-        """
-        A background revalidation ended: a 304 refreshes the entry it was
-        made for (if still stored), a storable response replaces it,
-        anything else leaves it as it is.
-        """
-        self._refreshing.pop(key, None)
-        if outcome.error is not None:
-            _log.warn("cache {filter}: the background revalidation of {key!r} got no response ({error});"
-                      " the stale entry stays", filter=self.name, key=key, error=outcome.error)
-            return
-        now = self.clock.seconds()
-        status = outcome.status
-        headers = [(name.lower(), value) for name, value in outcome.headers]
-        if status == 304 and entry.validators:
-            if self.store.get(key) is entry:
-                self._put(vary_headers, primary, refreshed(entry, headers, request_time, now, self._ttl))
-            return
-        reason = _store_refusal(status, authorization, headers, self._ttl)
-        if reason is not None:
-            _log.info("cache {filter}: the background revalidation of {key!r} got a response not stored"
-                      " ({status}, {reason}); the stale entry stays",
-                      filter=self.name, key=key, status=status, reason=reason)
-            return
-        self._put(vary_headers, primary,
-                  make_entry(status, headers, outcome.body, request_time, now, self._ttl))
 
     def _from_shared(self, found, exchange, primary, waited):
         if found is not None:
@@ -412,8 +283,8 @@ class CacheFilter:
     def _hit(self, exchange, entry, now, outcome):
         exchange.context[_STATE] = _Pass(outcome)
         age = (b"age", b"%d" % (entry.age(now),))
-        conditionals = _client_conditionals(exchange.headers)
-        if conditionals is not None and _not_modified(conditionals, entry):
+        conditionals = client_conditionals(exchange.headers)
+        if conditionals is not None and not_modified(conditionals, entry):
             headers = tuple(h for h in entry.headers if h[0] in _NOT_MODIFIED_HEADERS)
             # The stored body goes along only to set the Content-Length a
             # 200 would have had: no body is ever written for a 304.
@@ -531,7 +402,7 @@ class CacheFilter:
                 state.store = False
                 self._release(state)
                 return
-        reason = _store_refusal(status, state.authorization, headers, self._ttl)
+        reason = response_refusal(status, state.authorization, headers, self._ttl)
         if reason is not None:
             state.store = False
             self._release(state)
@@ -574,7 +445,7 @@ class CacheFilter:
         if entry is not None:
             state.answer = None
             age = (b"age", b"%d" % (entry.age(self.clock.seconds()),))
-            if _not_modified(state.conditionals, entry):
+            if not_modified(state.conditionals, entry):
                 headers = tuple(h for h in entry.headers if h[0] in _NOT_MODIFIED_HEADERS)
                 exchange.answer_instead(304, headers + (age,), entry.body)
             else:

@@ -20,7 +20,8 @@ from urllib.parse import unquote
 
 from attrs import field, frozen
 
-from gatelayer.config.json_file import bounded, parse_json, read_text
+from gatelayer.config.json_file import bounded
+from gatelayer.config.openapi_file import read_document
 from gatelayer.config.openapi_schema import check_schema, from_openapi_30, pointer_join, schema_types
 
 __all__ = [
@@ -31,13 +32,8 @@ __all__ = [
 MAX_DOCUMENT = 8 * 1024 * 1024
 """A document file larger than this is refused."""
 
-MAX_NESTING = 200
-"""The deepest nesting of objects and arrays a document may have."""
-
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 """The operations of a path item, in the order OpenAPI lists them."""
-
-YAML_HINT = "pip install 'gatelayer[validate]'"
 
 _VERSION = re.compile(r"^3\.([01])\.\d+(?:-[0-9A-Za-z.-]+)?$")
 _DIALECTS = ("https://spec.openapis.org/oas/3.1/dialect/base", "https://json-schema.org/draft/2020-12/schema")
@@ -126,73 +122,8 @@ class OpenAPIDocument:
     operations: tuple = ()
 
 
-class _NotAllowed(Exception):
-    pass
-
-
 def _where(pointer):
     return "#" + pointer
-
-
-def _yaml_loader(yaml):
-    class NoAliasLoader(yaml.SafeLoader):
-        """
-        The safe loader without aliases: an alias can make a small file
-        expand into a huge (or cyclic) document.
-        """
-
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                mark = self.peek_event().start_mark
-                raise _NotAllowed(f"YAML aliases (*name) are not allowed (line {mark.line + 1}, "
-                                  f"column {mark.column + 1})")
-            return super().compose_node(parent, index)
-    return NoAliasLoader
-
-
-def _parse_yaml(text, path):
-    try:
-        import yaml
-    except ImportError:
-        raise ValueError(f"{path}: a YAML document needs the PyYAML package: {YAML_HINT}") from None
-    try:
-        return yaml.load(text, Loader=_yaml_loader(yaml))
-    except _NotAllowed as e:
-        raise ValueError(f"{path}: {e}") from None
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ValueError(f"{path} is not valid YAML: {bounded(str(e.problem or e.context))}{at}") from None
-    except (yaml.YAMLError, RecursionError) as e:
-        raise ValueError(f"{path} is not valid YAML: {bounded(str(e) or 'nested too deeply')}") from None
-
-
-def _plain(node, pointer, depth, path):
-    """
-    C{node} as JSON values: YAML's integer keys (C{200:}) become strings,
-    its dates ISO strings; anything else that is not JSON is refused.
-    """
-    if depth > MAX_NESTING:
-        raise ValueError(f"{path}: at {_where(pointer)}: nested more than {MAX_NESTING} levels")
-    if isinstance(node, dict):
-        plain = {}
-        for key, value in node.items():
-            if isinstance(key, bool) or not isinstance(key, (str, int)):
-                raise ValueError(f"{path}: at {_where(pointer)}: the key {bounded(repr(key))} is not a string")
-            key = str(key)
-            plain[key] = _plain(value, pointer_join(pointer, key), depth + 1, path)
-        return plain
-    if isinstance(node, list):
-        return [_plain(value, pointer_join(pointer, i), depth + 1, path) for i, value in enumerate(node)]
-    if node is None or isinstance(node, (str, bool, int)):
-        return node
-    if isinstance(node, float):
-        if node != node or node in (float("inf"), float("-inf")):
-            raise ValueError(f"{path}: at {_where(pointer)}: {node!r} is not a JSON number")
-        return node
-    if hasattr(node, "isoformat"):
-        return node.isoformat()
-    raise ValueError(f"{path}: at {_where(pointer)}: a {type(node).__name__} is not a JSON value")
 
 
 def load_openapi(path):
@@ -204,12 +135,7 @@ def load_openapi(path):
     @raise ValueError: naming the file and, inside it, the line and column
         or the JSON pointer of the problem.
     """
-    text = read_text(path, MAX_DOCUMENT)
-    if path.lower().endswith(".json"):
-        loaded = parse_json(text, path)
-    else:
-        loaded = _parse_yaml(text, path)
-    return parse_document(_plain(loaded, "", 0, path), path)
+    return parse_document(read_document(path, MAX_DOCUMENT), path)
 
 
 def resolve_pointer(document, pointer):

@@ -17,7 +17,7 @@ from gatelayer.config.model import FilterSpec
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.cors import CorsFilter
 from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
-from gatelayer.testing.config import parse_section
+from gatelayer.testing.config import parse_section, section_settings
 
 ORIGINS = "https://app.example.com, https://*.example.org, regex:^https://(a|b)\\.example\\.net$, http://localhost:3000"
 
@@ -78,10 +78,7 @@ def _parse(**items):
 
 
 def _filter(**items):
-    settings, problems = _parse(**items)
-    if problems:
-        raise AssertionError(problems)
-    return CorsFilter("cors", settings)
+    return CorsFilter("cors", section_settings(parse_filter, "filter:cors", items))
 
 
 def _preflight(origin, method=b"PUT", request_headers=None):

@@ -17,7 +17,7 @@ from gatelayer.config.model import FilterSpec
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.transform import TransformFilter
 from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
-from gatelayer.testing.config import parse_section
+from gatelayer.testing.config import parse_section, section_settings
 
 
 def _exchange(path=b"/", query=b"", headers=(), context=None):
@@ -33,10 +33,7 @@ def _parse(**items):
 
 
 def _filter(**items):
-    settings, problems = _parse(**items)
-    if problems:
-        raise AssertionError(problems)
-    return TransformFilter("tf", settings)
+    return TransformFilter("tf", section_settings(parse_filter, "filter:tf", items))
 
 
 class TemplateTests(SynchronousTestCase):

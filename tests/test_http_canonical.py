@@ -16,7 +16,7 @@ from gatelayer.http.canonical import (
 )
 from gatelayer.http1 import BadRequest
 from gatelayer.observe.accesslog import AccessLog
-from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response
+from gatelayer.testing.server import InMemoryGateway, accept_upstream, feed, parse_response
 from gatelayer.testing.server import with_server
 
 # (raw path, normalized) with the defaults (merge_slashes, escaped_slashes = reject).
@@ -376,11 +376,7 @@ class _CanonicalGatewayMixin:
 
     def send(self, data, byte_by_byte=False):
         channel, client = self.gate.connect()
-        if byte_by_byte:
-            for i in range(len(data)):
-                channel.dataReceived(data[i:i + 1])
-        else:
-            channel.dataReceived(data)
+        feed(channel, data, byte_by_byte)
         return client
 
 

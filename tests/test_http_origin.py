@@ -11,7 +11,7 @@ from gatelayer.config.model import RouteSpec, ServerSpec, UpstreamSpec
 from gatelayer.http.headers import downstream_headers
 from gatelayer.http.origin import origin_policy, rewrite_refresh, rewrite_url
 from gatelayer.testing.config import config_problems
-from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response, with_server
+from gatelayer.testing.server import InMemoryGateway, accept_upstream, feed, parse_response, with_server
 
 SERVERS = frozenset([(b"10.0.0.1", 8080), (b"app.internal", 80), (b"::1", 9000)])
 CLIENT = b"api.example.com"
@@ -311,9 +311,7 @@ class ProxyOriginTests(SynchronousTestCase):
                     self.assertIn(b"\r\nHost: 10.0.0.1:8080\r\n", upstream.value())
                     response = (b"HTTP/1.1 302 Found\r\nLocation: " + location
                                 + b"\r\nX-Powered-By: php\r\nServer: app\r\nContent-Length: 0\r\n\r\n")
-                    for piece in ([response[i:i + 1] for i in range(len(response))]
-                                  if byte_by_byte else [response]):
-                        protocol.dataReceived(piece)
+                    feed(protocol, response, byte_by_byte)
                     status, headers, _ = parse_response(client.value())
                     case = (http_server, location, byte_by_byte)
                     self.assertEqual(status, 302, case)

@@ -15,7 +15,7 @@ from gatelayer.chain import IFilter, Reply
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.http.upgrade import PLAIN, upgrade_plan
 from gatelayer.testing.server import (
-    InMemoryGateway, accept_upstream, parse_response, set_filters, split_responses, with_server,
+    InMemoryGateway, accept_upstream, feed, parse_response, set_filters, split_responses, with_server,
 )
 
 CONFIG = """
@@ -61,18 +61,6 @@ def handshake(path=b"/chat", extra=b"", method=b"GET", version=b"HTTP/1.1",
     if key:
         lines += [b"Sec-WebSocket-Key: " + KEY, b"Sec-WebSocket-Version: 13"]
     return b"\r\n".join(lines) + b"\r\n" + extra + b"\r\n"
-
-
-def feed(channel, data, bytewise):
-    """
-    Give C{data} to C{channel}: whole, or one byte per call (looking the
-    method up each time: after a switch it is the relay's).
-    """
-    if not bytewise:
-        channel.dataReceived(data)
-        return
-    for i in range(len(data)):
-        channel.dataReceived(data[i:i + 1])
 
 
 def head_lines(data):

@@ -8,12 +8,12 @@ back-pressure, closing, timers and bookkeeping.
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gatelayer.chain import IFilter, Reply
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.http.upgrade import PLAIN, upgrade_plan
+from gatelayer.testing.exchange import raw_headers
 from gatelayer.testing.server import (
     InMemoryGateway, accept_upstream, feed, parse_response, set_filters, split_responses, with_server,
 )
@@ -91,9 +91,7 @@ class UpgradePlanTests(SynchronousTestCase):
 
     def plan(self, headers, method=b"GET", version=b"HTTP/1.1", body=0,
              allowed=frozenset({"websocket"})):
-        h = Headers()
-        for name, value in headers:
-            h.addRawHeader(name, value)
+        h = raw_headers(headers)
         return upgrade_plan(method, version, h, body, allowed)
 
     def test_table(self):

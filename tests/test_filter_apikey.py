@@ -9,7 +9,6 @@ import os
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from gatelayer.auth.apikeys import hash_key
@@ -21,15 +20,14 @@ from gatelayer.filters import FilterServices, build_filter, validate_filters
 from gatelayer.filters.apikey import ApiKeyFilter
 from gatelayer.filters.keys import key_material
 from gatelayer.testing.config import parse_section
+from gatelayer.testing.exchange import raw_headers
 
 ALICE = b"glk_alice-key"
 BOB = b"glk_bob-key"
 
 
 def _exchange(headers=(), query=b""):
-    raw = Headers()
-    for name, value in headers:
-        raw.addRawHeader(name, value)
+    raw = raw_headers(headers)
     return Exchange(method=b"GET", path=b"/", query=query, headers=raw, client_ip="192.0.2.7")
 
 

@@ -7,7 +7,6 @@ origin matching, and its answers to preflights and actual requests
 import json
 
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from gatelayer.chain import Exchange, IFilter, Reply
@@ -17,7 +16,8 @@ from gatelayer.config.model import FilterSpec
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.cors import CorsFilter
 from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
-from gatelayer.testing.config import parse_section
+from gatelayer.testing.config import parse_section, section_settings
+from gatelayer.testing.exchange import raw_headers
 
 ORIGINS = "https://app.example.com, https://*.example.org, regex:^https://(a|b)\\.example\\.net$, http://localhost:3000"
 
@@ -67,9 +67,7 @@ ORIGIN_TABLE = [
 
 
 def _exchange(method=b"GET", headers=()):
-    raw = Headers()
-    for name, value in headers:
-        raw.addRawHeader(name, value)
+    raw = raw_headers(headers)
     return Exchange(method=method, path=b"/", query=b"", headers=raw, client_ip="192.0.2.7")
 
 
@@ -78,10 +76,7 @@ def _parse(**items):
 
 
 def _filter(**items):
-    settings, problems = _parse(**items)
-    if problems:
-        raise AssertionError(problems)
-    return CorsFilter("cors", settings)
+    return CorsFilter("cors", section_settings(parse_filter, "filter:cors", items))
 
 
 def _preflight(origin, method=b"PUT", request_headers=None):

@@ -23,7 +23,7 @@ from gatelayer.filters import FilterServices, build_filter, validate_filters
 from gatelayer.filters.ipfilter import IpFilter
 from gatelayer.filters.iplists import CHUNK_SIZE, IpListsPart, WorkerIpLists, push_lists
 from gatelayer.net.cidr import parse_cidr
-from gatelayer.testing.config import parse_section
+from gatelayer.testing.config import parse_section, section_settings
 from gatelayer.testing.server import InMemoryGateway, parse_response
 
 GATE = """
@@ -43,10 +43,7 @@ filters = office
 
 
 def _filter(**items):
-    settings, problems = parse_section(parse_filter, "filter:office", items)
-    if problems:
-        raise AssertionError(problems)
-    return IpFilter("office", settings)
+    return IpFilter("office", section_settings(parse_filter, "filter:office", items))
 
 
 class SettingsTests(SynchronousTestCase):

@@ -13,7 +13,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from gatelayer.auth import testing as t
@@ -27,6 +26,7 @@ from gatelayer.filters import build_filter as build_any_filter
 from gatelayer.filters.jwt import JwtFilter, build_filter, claim_header_value
 from gatelayer.filters.keys import key_material
 from gatelayer.testing.config import parse_section
+from gatelayer.testing.exchange import raw_headers
 
 NOW = 2_000_000.0
 CLAIMS = {"sub": "alice", "exp": NOW + 300, "iss": "https://idp.example.com", "aud": "api",
@@ -49,9 +49,7 @@ def _token(claims=None, **kwargs):
 
 
 def _exchange(headers=(), query=b""):
-    raw = Headers()
-    for name, value in headers:
-        raw.addRawHeader(name, value)
+    raw = raw_headers(headers)
     return Exchange(method=b"GET", path=b"/orders/1", query=query, headers=raw, client_ip="192.0.2.7")
 
 

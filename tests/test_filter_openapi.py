@@ -24,7 +24,7 @@ from gatelayer.filters.openapi_responses import OpenAPIResponseFilter
 from gatelayer.filters.validate import MAX_DEPTH
 from gatelayer.testing.config import parse_section
 from gatelayer.testing.exchange import request_exchange
-from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response
+from gatelayer.testing.server import InMemoryGateway, accept_upstream, feed, parse_response
 
 ORDER = {
     "type": "object",
@@ -551,11 +551,7 @@ class WholeGatewayTests(OpenAPITestsMixin, SynchronousTestCase):
         Send C{data} on a new connection; returns the parsed response.
         """
         channel, client = self.gate.connect()
-        if byte_by_byte:
-            for index in range(len(data)):
-                channel.dataReceived(data[index:index + 1])
-        else:
-            channel.dataReceived(data)
+        feed(channel, data, byte_by_byte)
         return parse_response(client.value())
 
     def test_hostile_requests(self):

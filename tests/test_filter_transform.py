@@ -7,7 +7,6 @@ responses (L{gatelayer.filters.transform}).
 import json
 
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface.verify import verifyObject
 
 from gatelayer.chain import Exchange, IFilter, Reply
@@ -17,13 +16,12 @@ from gatelayer.config.model import FilterSpec
 from gatelayer.filters import FilterServices, build_filter
 from gatelayer.filters.transform import TransformFilter
 from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
-from gatelayer.testing.config import parse_section
+from gatelayer.testing.config import parse_section, section_settings
+from gatelayer.testing.exchange import raw_headers
 
 
 def _exchange(path=b"/", query=b"", headers=(), context=None):
-    raw = Headers()
-    for name, value in headers:
-        raw.addRawHeader(name, value)
+    raw = raw_headers(headers)
     return Exchange(method=b"GET", path=path, query=query, headers=raw, client_ip="192.0.2.7",
                     host="api.example.com", context=context or {})
 
@@ -33,10 +31,7 @@ def _parse(**items):
 
 
 def _filter(**items):
-    settings, problems = _parse(**items)
-    if problems:
-        raise AssertionError(problems)
-    return TransformFilter("tf", settings)
+    return TransformFilter("tf", section_settings(parse_filter, "filter:tf", items))
 
 
 class TemplateTests(SynchronousTestCase):

@@ -23,7 +23,9 @@ from gatelayer.filters import build_filter
 from gatelayer.filters.bodies import XML_DECLARATION
 from gatelayer.filters.transform import BodyTransformFilter, TransformFilter
 from gatelayer.testing.config import parse_section
-from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response, split_responses, with_server
+from gatelayer.testing.server import (
+    InMemoryGateway, accept_upstream, feed, parse_response, split_responses, with_server,
+)
 
 
 def _parse(**items):
@@ -304,11 +306,7 @@ class RequestBodyTests(SynchronousTestCase):
         Send C{data} on a new connection; returns C{(channel, client)}.
         """
         channel, client = self.gate.connect()
-        if byte_by_byte:
-            for index in range(len(data)):
-                channel.dataReceived(data[index:index + 1])
-        else:
-            channel.dataReceived(data)
+        feed(channel, data, byte_by_byte)
         return channel, client
 
     def test_xml_to_json(self):

@@ -19,7 +19,7 @@ from gatelayer.config import filter_waf
 from gatelayer.config.filter_waf import WafSettings, parse_filter
 from gatelayer.filters import validate_filters
 from gatelayer.testing.config import parse_section
-from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.server import InMemoryGateway, feed, parse_response
 from gatelayer.waf import WafEngine, rules_text
 
 GATE = """
@@ -234,11 +234,7 @@ class WafGatewayMixin:
         headers, body)}.
         """
         channel, transport = (gate or self.gate).connect()
-        if byte_by_byte:
-            for index in range(len(data)):
-                channel.dataReceived(data[index:index + 1])
-        else:
-            channel.dataReceived(data)
+        feed(channel, data, byte_by_byte)
         return parse_response(transport.value())
 
     def waf_events(self):

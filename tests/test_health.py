@@ -24,6 +24,7 @@ from twisted.web.server import Site
 from gatelayer.config._loader import parse_server
 from gatelayer.config.model import HealthSpec, UpstreamSpec
 from gatelayer.process.control import ControlProtocol
+from gatelayer.testing.server import feed
 from gatelayer.upstream.control import (
     HealthChanged, collect_status, push_all_states, push_health_change, register_worker_responders,
 )
@@ -439,8 +440,7 @@ class ProbeTests(SynchronousTestCase):
         d = probe_status(reactor, TCP4ClientEndpoint(reactor, "10.0.0.1", 80), "h", "/", 1.0)
         client = reactor.tcpClients[0][2].buildProtocol(None)
         client.makeConnection(StringTransport())
-        for piece in ([answer[i:i + 1] for i in range(len(answer))] if split else [answer]):
-            client.dataReceived(piece)
+        feed(client, answer, split)
         self.assertEqual(reactor.getDelayedCalls(), [])
         outcomes = []
         d.addCallbacks(outcomes.append, lambda f: outcomes.append(str(f.trap(ProbeFailed) and f.value)))

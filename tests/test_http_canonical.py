@@ -7,8 +7,6 @@ byte by byte through both server channels with an upstream behind.
 
 import os
 
-from twisted.internet.address import IPv4Address
-from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
 
@@ -18,7 +16,7 @@ from gatelayer.http.canonical import (
 )
 from gatelayer.http1 import BadRequest
 from gatelayer.observe.accesslog import AccessLog
-from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.server import InMemoryGateway, accept_upstream, feed, parse_response
 from gatelayer.testing.server import with_server
 
 # (raw path, normalized) with the defaults (merge_slashes, escaped_slashes = reject).
@@ -370,10 +368,7 @@ class _CanonicalGatewayMixin:
         Complete the pool's latest connection; returns the bytes sent on it
         (after answering 200 when C{answer}).
         """
-        host, port, factory, _, _ = self.reactor.tcpClients[index]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
-        protocol.makeConnection(transport)
+        transport, protocol = accept_upstream(self.reactor, index)
         sent = transport.value()
         if answer:
             protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
@@ -381,11 +376,7 @@ class _CanonicalGatewayMixin:
 
     def send(self, data, byte_by_byte=False):
         channel, client = self.gate.connect()
-        if byte_by_byte:
-            for i in range(len(data)):
-                channel.dataReceived(data[i:i + 1])
-        else:
-            channel.dataReceived(data)
+        feed(channel, data, byte_by_byte)
         return client
 
 

@@ -20,7 +20,7 @@ from gatelayer.config import ConfigError
 from gatelayer.http.lean import LeanChannel, LeanRequest
 from gatelayer.http1 import BadRequest, ChunkedDecoder, HeadScanner
 from gatelayer.http1 import parse_request_head as parse_head
-from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.server import InMemoryGateway, feed, parse_response
 
 CONFIG = """
 [gateway]
@@ -81,17 +81,6 @@ class LeanGateway(InMemoryGateway):
         self.terminal = RecordingTerminal(hold)
         route = self.gateway.table.match("", b"/", "GET").route
         object.__setattr__(route, "terminal", self.terminal)
-
-
-def feed(channel, data, bytewise):
-    """
-    Deliver C{data} in one piece or one byte at a time.
-    """
-    if bytewise:
-        for i in range(len(data)):
-            channel.dataReceived(data[i:i + 1])
-    else:
-        channel.dataReceived(data)
 
 
 class CountingTransportMixin:

@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 from gatelayer.chain import Exchange, ITerminal
 from gatelayer.http.mirror import LOG_INTERVAL, MirrorSampler, MirrorTerminal, ShadowCopy, shadow_host
 from gatelayer.upstream.interfaces import IResponseSink
-from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.server import InMemoryGateway, accept_upstream, parse_response
 
 APP = "10.0.0.1"
 SHADOW = "10.0.0.5"
@@ -75,12 +75,7 @@ class MirrorTests(SynchronousTestCase):
         Complete the latest connection attempt to C{host}; returns the
         upstream-side transport and protocol.
         """
-        index = self.attempts(host)[-1]
-        _, port, factory, _, _ = self.reactor.tcpClients[index]
-        protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
-        protocol.makeConnection(transport)
-        return transport, protocol
+        return accept_upstream(self.reactor, self.attempts(host)[-1])
 
     def refuse(self, host):
         """

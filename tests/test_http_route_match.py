@@ -7,7 +7,7 @@ canonical request (normalized path, header policy applied).
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from gatelayer.testing.server import InMemoryGateway, parse_response, with_server
+from gatelayer.testing.server import InMemoryGateway, feed, parse_response, with_server
 
 GATE = """
 [gateway]
@@ -119,11 +119,7 @@ class RouteMatchGatewayTests(SynchronousTestCase):
         returns what came back.
         """
         channel, transport = self.gate.connect()
-        if byte_by_byte:
-            for index in range(len(data)):
-                channel.dataReceived(data[index:index + 1])
-        else:
-            channel.dataReceived(data)
+        feed(channel, data, byte_by_byte)
         return transport.value()
 
     def test_cases(self):

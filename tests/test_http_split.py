@@ -8,7 +8,6 @@ import os
 from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -17,6 +16,7 @@ from gatelayer.chain import Exchange, ITerminal
 from gatelayer.http.proxy import RouteProxy
 from gatelayer.http.split import SplitTerminal, split_key_reader
 from gatelayer.routing.split import WeightedRendezvous
+from gatelayer.testing.exchange import raw_headers
 from gatelayer.testing.server import InMemoryGateway, parse_response
 
 CONFIG = """
@@ -209,9 +209,7 @@ def exchange_for(headers=(), context=None, client_ip="203.0.113.9"):
     """
     An L{Exchange} with C{headers} (name, value) pairs and C{context}.
     """
-    raw = Headers()
-    for name, value in headers:
-        raw.addRawHeader(name, value)
+    raw = raw_headers(headers)
     return Exchange(method=b"GET", path=b"/", query=b"", headers=raw, client_ip=client_ip,
                     context=context or {})
 

@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 from gatelayer.chain import IBodySink, ITerminal
 from gatelayer.http.static import SMALL_FILE, FileStreamer, StaticTerminal, http_time
-from gatelayer.testing.server import InMemoryGateway, parse_response
+from gatelayer.testing.server import InMemoryGateway, feed, parse_response
 from gatelayer.testing.transports import FillingTransport
 
 CONFIG = """
@@ -196,11 +196,7 @@ class StaticTests(SynchronousTestCase):
             data += name + b": " + value + b"\r\n"
         data += b"\r\n"
         channel, transport = self.gate.connect()
-        if byte_by_byte:
-            for i in range(len(data)):
-                channel.dataReceived(data[i:i + 1])
-        else:
-            channel.dataReceived(data)
+        feed(channel, data, byte_by_byte)
         return parse_response(transport.value())
 
     # -- what is served ----------------------------------------------------

@@ -17,7 +17,7 @@ from gatelayer.http1 import (
     allowed_trailers, build_request_head, last_chunk, wants_trailers,
 )
 from gatelayer.testing.server import (
-    InMemoryGateway, accept_upstream, parse_response, set_filters, with_server,
+    InMemoryGateway, accept_upstream, feed, parse_response, set_filters, with_server,
 )
 from gatelayer.upstream.client import HTTP11UpstreamConnection
 from gatelayer.upstream.request import UpstreamRequest
@@ -171,8 +171,7 @@ class UpstreamClientTrailerTests(SynchronousTestCase):
             connection = self.connection()
             request = _request(self.owner, None, ())
             connection.send(request)
-            for piece in ([response[i:i + 1] for i in range(len(response))] if byte_by_byte else [response]):
-                connection.dataReceived(piece)
+            feed(connection, response, byte_by_byte)
             sink = request.sink
             self.assertEqual((sink.outcome, sink.body), ("end", b"ok"))
             self.assertEqual(sink.trailers, [(b"X-Checksum", b"1"), (b"Set-Cookie", b"a=1")])
@@ -246,13 +245,10 @@ class GatewayTrailerTests(SynchronousTestCase):
         """
         self.setUp()
         channel, client = self.gate.connect()
-        pieces = [request[i:i + 1] for i in range(len(request))] if byte_by_byte else [request]
-        for piece in pieces:
-            channel.dataReceived(piece)
+        feed(channel, request, byte_by_byte)
         upstream, protocol = accept_upstream(self.gate.reactor)
         sent = upstream.value()
-        for piece in ([response[i:i + 1] for i in range(len(response))] if byte_by_byte else [response]):
-            protocol.dataReceived(piece)
+        feed(protocol, response, byte_by_byte)
         return sent, client.value()
 
     def test_response_trailers_relayed(self):
@@ -375,8 +371,7 @@ class GatewayTrailerTests(SynchronousTestCase):
                 data = (b"POST /up HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n"
                         b"Trailer: X-Bad\r\n\r\n5\r\nhello\r\n0\r\n" + section)
                 channel, client = self.gate.connect()
-                for piece in ([data[i:i + 1] for i in range(len(data))] if byte_by_byte else [data]):
-                    channel.dataReceived(piece)
+                feed(channel, data, byte_by_byte)
                 self.assertEqual(parse_response(client.value())[0], status, (section[:20], byte_by_byte))
                 self.assertEqual(self.gate.reactor.tcpClients, [])
 

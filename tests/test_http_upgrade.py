@@ -8,14 +8,14 @@ back-pressure, closing, timers and bookkeeping.
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gatelayer.chain import IFilter, Reply
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.http.upgrade import PLAIN, upgrade_plan
+from gatelayer.testing.exchange import raw_headers
 from gatelayer.testing.server import (
-    InMemoryGateway, accept_upstream, parse_response, set_filters, split_responses, with_server,
+    InMemoryGateway, accept_upstream, feed, parse_response, set_filters, split_responses, with_server,
 )
 
 CONFIG = """
@@ -63,18 +63,6 @@ def handshake(path=b"/chat", extra=b"", method=b"GET", version=b"HTTP/1.1",
     return b"\r\n".join(lines) + b"\r\n" + extra + b"\r\n"
 
 
-def feed(channel, data, bytewise):
-    """
-    Give C{data} to C{channel}: whole, or one byte per call (looking the
-    method up each time: after a switch it is the relay's).
-    """
-    if not bytewise:
-        channel.dataReceived(data)
-        return
-    for i in range(len(data)):
-        channel.dataReceived(data[i:i + 1])
-
-
 def head_lines(data):
     """
     The lower-cased header names of the request head at the start of
@@ -103,9 +91,7 @@ class UpgradePlanTests(SynchronousTestCase):
 
     def plan(self, headers, method=b"GET", version=b"HTTP/1.1", body=0,
              allowed=frozenset({"websocket"})):
-        h = Headers()
-        for name, value in headers:
-            h.addRawHeader(name, value)
+        h = raw_headers(headers)
         return upgrade_plan(method, version, h, body, allowed)
 
     def test_table(self):

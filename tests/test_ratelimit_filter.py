@@ -10,7 +10,6 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.http_headers import Headers
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -26,15 +25,14 @@ from gatelayer.ratelimit.interfaces import IRateLimitStore
 from gatelayer.ratelimit.master_store import MasterStore
 from gatelayer.ratelimit.memory_store import MemoryStore
 from gatelayer.ratelimit.registry import StoreRegistry
+from gatelayer.testing.exchange import raw_headers
 
 
 def exchange(ip="10.0.0.1", headers=(), route="api", context=None):
     """
     An exchange for C{GET /api/x} from C{ip}.
     """
-    h = Headers()
-    for name, value in headers:
-        h.addRawHeader(name, value)
+    h = raw_headers(headers)
     return Exchange(method=b"GET", path=b"/api/x", query=b"", headers=h, client_ip=ip,
                     route=route, context=dict(context or {}))
 

@@ -18,6 +18,7 @@ from gatelayer.config.model import ServerSpec
 from gatelayer.http1 import BadRequest, BadResponse, valid_field
 from gatelayer.http1 import parse_request_head as server_parse
 from gatelayer.http1 import parse_response_head as parse_head
+from gatelayer.testing.server import feed
 from gatelayer.upstream.client import (
     MAX_HEAD_SIZE,
     HTTP11UpstreamConnection,
@@ -423,9 +424,7 @@ class FramingTests(ConnectionCase):
         method = b"HEAD" if name.startswith("head") else b"GET"
         request = self.send(connection, method=method)
         sink = request.sink
-        pieces = [response[i:i + 1] for i in range(len(response))] if split else [response]
-        for piece in pieces:
-            connection.dataReceived(piece)
+        feed(connection, response, split)
         if ending == "done":
             connection.connectionLost(Failure(ConnectionDone()))
         elif ending == "lost":

@@ -6,7 +6,7 @@ filter type's settings, and the problems of a whole configuration.
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.config.reader import SectionReader
 
-__all__ = ["config_problems", "parse_section"]
+__all__ = ["config_problems", "parse_section", "section_settings"]
 
 
 def parse_section(parse, section, items, base_dir="."):
@@ -20,6 +20,17 @@ def parse_section(parse, section, items, base_dir="."):
     settings = parse(reader)
     reader.finish()
     return settings, problems
+
+
+def section_settings(parse, section, items):
+    """
+    The settings L{parse_section} builds from C{items}, for tests that need
+    a working filter: a problem raises C{AssertionError} listing them all.
+    """
+    settings, problems = parse_section(parse, section, items)
+    if problems:
+        raise AssertionError(problems)
+    return settings
 
 
 def config_problems(test, text, path="gate.ini"):

@@ -9,7 +9,7 @@ from twisted.web.http_headers import Headers
 
 from gatelayer.chain import Exchange
 
-__all__ = ["BufferedRequest", "request_exchange"]
+__all__ = ["BufferedRequest", "raw_headers", "request_exchange"]
 
 
 class BufferedRequest:
@@ -29,13 +29,21 @@ class BufferedRequest:
         return self._length
 
 
+def raw_headers(pairs):
+    """
+    L{Headers} holding C{pairs} (C{(name, value)} byte pairs) in order, as
+    a client sent them.
+    """
+    raw = Headers()
+    for name, value in pairs:
+        raw.addRawHeader(name, value)
+    return raw
+
+
 def request_exchange(method=b"GET", path=b"/", query=b"", headers=(), body=b"", route="r", content=None):
     """
     An L{Exchange} of a request with C{headers} (C{(name, value)} byte
     pairs) and C{body}, as the filters see it (never answered).
     """
-    raw = Headers()
-    for name, value in headers:
-        raw.addRawHeader(name, value)
-    return Exchange(method=method, path=path, query=query, headers=raw, client_ip="192.0.2.7", route=route,
+    return Exchange(method=method, path=path, query=query, headers=raw_headers(headers), client_ip="192.0.2.7", route=route,
                     request=BufferedRequest(body, content))

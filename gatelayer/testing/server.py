@@ -69,6 +69,20 @@ def accept_upstream(reactor, index=-1):
     return transport, protocol
 
 
+def feed(protocol, data, bytewise=False):
+    """
+    Give C{data} to C{protocol}: whole, or one byte per C{dataReceived}
+    call, as request-smuggling tables are sent both ways. The method is
+    looked up for each byte, so bytes after a protocol switch reach the
+    new handler.
+    """
+    if not bytewise:
+        protocol.dataReceived(data)
+        return
+    for i in range(len(data)):
+        protocol.dataReceived(data[i:i + 1])
+
+
 def set_filters(gateway, route, filters):
     """
     Give the built route C{route} of C{gateway} (a

@@ -9,7 +9,6 @@ body and an unknown coding are refused, and the worker keeps serving.
 
 import gzip
 import json
-import os
 import zlib
 
 import brotli
@@ -19,10 +18,10 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from gatelayer.http1 import RESPONSE, ChunkedDecoder
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import RawClient, RawClientFactory, fetch
 from gatelayer.testing.upstream_process import event, text_body
-from gatelayer.testing.upstreams import UpstreamProcess
+from gatelayer.testing.upstreams import start_upstreams
 from gatelayer.testing.waiting import wait_until
 
 GATE = """
@@ -78,14 +77,10 @@ class CompressGatewayTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.upstream = UpstreamProcess(reactor, "app")
-        self.addCleanup(self.upstream.stop)
-        self.port = yield self.upstream.start()
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()),
-                                   GATE.format(port=self.port, http_server=self.http_server))
-        # Stopped before the upstream (cleanups run last added first).
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.upstream, = yield start_upstreams(self, reactor, "app")
+        self.port = self.upstream.port
+        self.gate = yield start_gateway(
+            self, reactor, GATE.format(port=self.port, http_server=self.http_server))
 
     def get(self, path, accept):
         """

@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
 from gatelayer.testing.upstreams import UpstreamServer
 from gatelayer.testing.waiting import wait_until
@@ -58,9 +58,8 @@ class FilteringGatewayTests(TestCase):
         self.directory = os.path.abspath(self.mktemp())
         os.makedirs(self.directory)
         self.write_deny("# known bad\n198.51.100.0/25\n")
-        self.gate = GatewayProcess(reactor, self.directory, GATE.format(upstream=self.upstream.address))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(
+            self, reactor, GATE.format(upstream=self.upstream.address), self.directory)
 
     def write_deny(self, text):
         """

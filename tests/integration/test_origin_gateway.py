@@ -9,16 +9,15 @@ C{TE: trailers} (and not one that did not), and a request's declared
 trailers reach the upstream.
 """
 
-import os
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import send_raw
 from gatelayer.testing.server import parse_response, with_server
-from gatelayer.testing.upstreams import RecordingUpstream, UpstreamProcess
+from gatelayer.testing.upstreams import RecordingUpstream, start_upstreams
 from tests.integration.test_balancing_gateway import gate_config
 
 ONE_WORKER = ("workers = 2", "workers = 1")
@@ -38,15 +37,10 @@ class OriginHidingGatewayTests(TestCase):
         Start an upstream process and a one-worker gateway with C{routes}
         (C{(path, extra keys)} pairs) on it.
         """
-        self.upstream = UpstreamProcess(reactor, "app")
-        self.addCleanup(self.upstream.stop)
-        yield self.upstream.start()
+        self.upstream, = yield start_upstreams(self, reactor, "app")
         text = gate_config({"app": f"servers = {self.upstream.address}\n"},
                            [(path, "app", extra) for path, extra in routes])
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()),
-                                   with_server(text.replace(*ONE_WORKER), http_server))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, with_server(text.replace(*ONE_WORKER), http_server))
 
     @inlineCallbacks
     def get(self, path, host=b"gw.example:8443"):
@@ -118,10 +112,7 @@ class TrailersGatewayTests(TestCase):
         self.upstream.start()
         self.addCleanup(self.upstream.stop)
         text = gate_config({"app": f"servers = {self.upstream.address}\n"}, [("/", "app", "")])
-        self.gate = GatewayProcess(reactor, os.path.abspath(self.mktemp()),
-                                   with_server(text.replace(*ONE_WORKER), http_server))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(self, reactor, with_server(text.replace(*ONE_WORKER), http_server))
 
     @inlineCallbacks
     def test_response_trailers(self):

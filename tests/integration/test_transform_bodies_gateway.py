@@ -18,7 +18,7 @@ from gatelayer.filters.bodies import xml_to_json
 from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch, send_raw
 from gatelayer.testing.server import parse_response
-from gatelayer.testing.upstreams import UpstreamProcess
+from gatelayer.testing.upstreams import start_upstreams
 from gatelayer.testing.waiting import wait_until
 
 GATE = """
@@ -89,10 +89,9 @@ class TransformBodiesGatewayTests(TestCase):
 
     @inlineCallbacks
     def setUp(self):
-        self.upstream = UpstreamProcess(reactor, "json-api")
-        self.addCleanup(self.upstream.stop)
-        port = yield self.upstream.start()
-        self.gate = yield start_gateway(self, reactor, GATE.format(port=port, http_server=self.http_server))
+        self.upstream, = yield start_upstreams(self, reactor, "json-api")
+        self.gate = yield start_gateway(
+            self, reactor, GATE.format(port=self.upstream.port, http_server=self.http_server))
 
     def post(self, path, body, headers=XML):
         """

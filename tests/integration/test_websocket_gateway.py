@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from gatelayer.auth.apikeys import hash_key
-from gatelayer.testing.gateway import GatewayProcess
+from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch, slow_read_peak_rss
 from gatelayer.testing.server import with_server
 from gatelayer.testing.waiting import wait_until
@@ -77,9 +77,8 @@ class WebSocketGatewayTests(TestCase):
         keys = os.path.join(directory, "keys.ini")
         with open(keys, "w") as f:
             f.write(f"[consumers]\nalice = {hash_key(KEY)}\n")
-        self.gate = GatewayProcess(reactor, directory, with_server(gate_config(port, keys), self.http_server))
-        self.addCleanup(self.gate.stop)
-        yield self.gate.start()
+        self.gate = yield start_gateway(
+            self, reactor, with_server(gate_config(port, keys), self.http_server), directory)
 
     def url(self, path="/chat"):
         return ws_url(self.gate.address("web"), path)

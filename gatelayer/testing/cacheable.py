@@ -19,7 +19,8 @@ def origin_path(path, **asked):
     """
     The request target of C{path} asking L{CacheableOrigin} for the
     response headers C{asked} (C{cc}, C{etag}, C{vary}, C{age},
-    C{last_modified}, C{cookie}) and, with C{delay}, an answer after so
+    C{last_modified}, C{cookie}), with C{refreshed_cc} the Cache-Control
+    of its 304s instead of C{cc}, and, with C{delay}, an answer after so
     many seconds; the values are percent-encoded.
     """
     from urllib.parse import urlencode
@@ -76,6 +77,8 @@ class CacheableOrigin(resource.Resource):
         etag = asked.get("etag")
         if etag is not None and request.getHeader(b"if-none-match") == etag:
             self.not_modified[request.path] += 1
+            if "refreshed_cc" in asked:
+                request.setHeader(b"cache-control", asked["refreshed_cc"])
             request.setResponseCode(304)
             return b""
         varied = {}

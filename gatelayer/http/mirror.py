@@ -22,14 +22,12 @@ from gatelayer.chain import ITerminal
 from gatelayer.http.headers import upstream_headers
 from gatelayer.http.proxy import upstream_body, upstream_target
 from gatelayer.upstream.interfaces import IResponseSink
-from gatelayer.upstream.state import IDEMPOTENT_METHODS
+from gatelayer.upstream.state import IDEMPOTENT_METHODS, health_failure
 
 __all__ = ["LOG_INTERVAL", "MirrorSampler", "MirrorTerminal", "ShadowCopy", "shadow_host"]
 
 LOG_INTERVAL = 10.0
 """Seconds between two log lines about copies a mirror lost (dropped or failed)."""
-
-_FAILURE_KIND = {"connection_lost": "connect_error", "bad_response": "invalid_response"}
 
 
 def shadow_host(host):
@@ -307,5 +305,5 @@ class ShadowCopy:
         The shadow broke off or timed out after the copy was sent.
         """
         self.release()
-        self.mirror.shadow.state.report_failure(self.server, _FAILURE_KIND.get(kind, kind))
+        self.mirror.shadow.state.report_failure(self.server, health_failure(kind))
         self.mirror.lost("failed", f"{self.server.address}: {detail}")

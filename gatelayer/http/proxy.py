@@ -10,18 +10,9 @@ from gatelayer.chain import ITerminal
 from gatelayer.http.headers import downstream_headers, upstream_headers
 from gatelayer.http.origin import origin_policy
 from gatelayer.http1 import allowed_trailers, token_set, wants_trailers
-from gatelayer.upstream.state import may_retry_method
+from gatelayer.upstream.state import health_failure, log_server_failure, may_retry_method
 
 _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"])
-_FAILURE_KIND = {"connection_lost": "connect_error", "bad_response": "invalid_response"}
-
-# What the log line says a server did, by the client's failure kind.
-_FAILURE_TEXT = {
-    "connect_error": "could not be connected to",
-    "timeout": "timed out",
-    "bad_response": "sent an invalid response",
-    "connection_lost": "closed the connection",
-}
 
 
 def upstream_target(route_spec, exchange):
@@ -247,10 +238,7 @@ class ProxiedRequest:
         return self.terminal.state.retry_target(kind, self.exchange.client_ip, self.tried)
 
     def _log_failure(self, kind, detail):
-        self.terminal.log.warn(
-            "upstream {upstream} server {address} {what}: {detail}",
-            upstream=self.terminal.spec.name, address=self.server.address,
-            what=_FAILURE_TEXT.get(kind, kind), kind=kind, detail=detail)
+        log_server_failure(self.terminal.log, self.terminal.spec.name, self.server.address, kind, detail)
 
     # -- IResponseSink -----------------------------------------------------
 
@@ -361,7 +349,7 @@ class ProxiedRequest:
         """
         self._end_attempt()
         state = self.terminal.state
-        failure_kind = _FAILURE_KIND.get(kind, kind)
+        failure_kind = health_failure(kind)
         state.report_failure(self.server, failure_kind)
         self._log_failure(kind, detail)
         exchange = self.exchange

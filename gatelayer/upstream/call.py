@@ -16,19 +16,12 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gatelayer.upstream.interfaces import IResponseSink
-from gatelayer.upstream.state import IDEMPOTENT_METHODS
+from gatelayer.upstream.state import IDEMPOTENT_METHODS, health_failure, log_server_failure
 
 __all__ = ["BufferedCall", "CallOutcome"]
 
 _log = Logger(namespace="gatelayer.upstream")
 
-_FAILURE_KIND = {"connection_lost": "connect_error", "bad_response": "invalid_response"}
-_FAILURE_TEXT = {
-    "connect_error": "could not be connected to",
-    "timeout": "timed out",
-    "bad_response": "sent an invalid response",
-    "connection_lost": "closed the connection",
-}
 # The outcome of a call that got no usable response, by what went wrong.
 _REASONS = {
     "connect_error": "unreachable",
@@ -191,10 +184,7 @@ class BufferedCall:
         self._finish("too large")
 
     def _log_failure(self, kind, detail):
-        _log.warn(
-            "upstream {upstream} server {address} {what}: {detail}",
-            upstream=self.upstream.spec.name, address=self.server.address,
-            what=_FAILURE_TEXT.get(kind, kind), kind=kind, detail=detail)
+        log_server_failure(_log, self.upstream.spec.name, self.server.address, kind, detail)
 
     def _retry_target(self, kind):
         return self.upstream.state.retry_target(kind, self.client_ip, self.tried)
@@ -291,7 +281,7 @@ class BufferedCall:
         self._end_attempt()
         if self.finished:
             return
-        failure_kind = _FAILURE_KIND.get(kind, kind)
+        failure_kind = health_failure(kind)
         self.upstream.state.report_failure(self.server, failure_kind)
         self._log_failure(kind, detail)
         if self.discarding:

@@ -16,7 +16,10 @@ from twisted.logger import Logger
 
 from gatelayer.upstream.balancers import balancer_for
 
-__all__ = ["UpstreamState", "FAILURE_KINDS", "IDEMPOTENT_METHODS", "may_retry_method"]
+__all__ = [
+    "UpstreamState", "FAILURE_KINDS", "IDEMPOTENT_METHODS", "health_failure", "log_server_failure",
+    "may_retry_method",
+]
 
 _log = Logger(namespace="gatelayer.upstream")
 
@@ -47,6 +50,37 @@ def may_retry_method(method, route):
     methods always, others (POST, PATCH) only with C{retry_non_idempotent}.
     """
     return method in IDEMPOTENT_METHODS or bool(getattr(route, "retry_non_idempotent", False))
+
+
+# The failure kind passive health counts, by the upstream client's kind
+# when they differ (a connection lost counts as a connect error).
+_HEALTH_KIND = {"connection_lost": "connect_error", "bad_response": "invalid_response"}
+
+# What the log line says a server did, by the client's failure kind.
+_FAILURE_TEXT = {
+    "connect_error": "could not be connected to",
+    "timeout": "timed out",
+    "bad_response": "sent an invalid response",
+    "connection_lost": "closed the connection",
+}
+
+
+def health_failure(kind):
+    """
+    The failure kind passive health (L{UpstreamState.report_failure})
+    counts for the upstream client's failure C{kind}.
+    """
+    return _HEALTH_KIND.get(kind, kind)
+
+
+def log_server_failure(log, upstream, address, kind, detail):
+    """
+    Log at C{log} (a L{twisted.logger.Logger}) that the server C{address}
+    of the upstream named C{upstream} failed with the client's C{kind}.
+    """
+    log.warn("upstream {upstream} server {address} {what}: {detail}",
+             upstream=upstream, address=address, what=_FAILURE_TEXT.get(kind, kind), kind=kind,
+             detail=detail)
 
 
 class _ServerState:

@@ -111,16 +111,35 @@ class RequestRouting:
         meanwhile).
     @ivar log_fields: C{(name, text)} pairs a terminal adds to the
         request's access log line (an aggregate route's C{parts}).
+
+    What the log phase (access log, metrics, traces) reads of the request's
+    way, all times in the gateway reactor's seconds:
+
+    @ivar started: when the request's head was routed.
+    @ivar upstream_server: the address (C{host:port}) of the last upstream
+        server tried, or L{None} when no upstream was called.
+    @ivar upstream_started: when the first attempt upstream was sent, or
+        L{None}.
+    @ivar upstream_first_byte: when the relayed response's head arrived
+        from upstream, or L{None}.
+    @ivar tries: how many upstream attempts were made (retries are
+        C{tries - 1}).
     """
 
-    __slots__ = ("match", "host", "body_limit", "gateway", "log_fields")
+    __slots__ = ("match", "host", "body_limit", "gateway", "log_fields", "started",
+                 "upstream_server", "upstream_started", "upstream_first_byte", "tries")
 
-    def __init__(self, match, host, body_limit, gateway):
+    def __init__(self, match, host, body_limit, gateway, started=0.0):
         self.match = match
         self.host = host
         self.body_limit = body_limit
         self.gateway = gateway
         self.log_fields = ()
+        self.started = started
+        self.upstream_server = None
+        self.upstream_started = None
+        self.upstream_first_byte = None
+        self.tries = 0
 
     def __repr__(self):
         return "<RequestRouting host=%r limit=%d %r>" % (self.host, self.body_limit, self.match)

@@ -128,6 +128,7 @@ class Gateway:
         """
         self.config = config
         self.reactor = reactor
+        self._seconds = reactor.seconds
         self.master = master
         self.access_log = access_log
         self.connections = 0
@@ -239,7 +240,7 @@ class Gateway:
                 table = self._preflight_table
             match = table.match(host, path, method.decode("ascii"), raw, query)
             limit = self._default_limit if match.route is None else match.route.body_limit
-        routing = request.routing = RequestRouting(match, host, limit, self)
+        routing = request.routing = RequestRouting(match, host, limit, self, self._seconds())
         self.requests += 1
         self.active += 1
         return routing

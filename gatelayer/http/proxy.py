@@ -204,6 +204,12 @@ class ProxiedRequest:
                 return
         self.server = server
         self.tried.append(server)
+        routing = getattr(self.exchange.request, "routing", None)
+        if routing is not None:
+            routing.upstream_server = server.address
+            routing.tries += 1
+            if routing.upstream_started is None:
+                routing.upstream_started = routing.gateway.reactor.seconds()
         if self.spec.preserve_host and self.host_header is not None:
             self.headers[0] = (b"Host", self.host_header)
         else:
@@ -285,6 +291,9 @@ class ProxiedRequest:
                 return
             self.relayed_failure = status_text
         self.head_sent = True
+        routing = getattr(exchange.request, "routing", None)
+        if routing is not None:
+            routing.upstream_first_byte = routing.gateway.reactor.seconds()
         origin = self.origin
         if origin is None:
             relayed = downstream_headers(headers)

@@ -151,6 +151,7 @@ def _gateway(r, cpu_count):
             r.get("max_connections_per_ip", lambda t: v.parse_int(t, 0, 10000000), 0), 0),
         admin_token_file=admin_token,
         heartbeat_timeout=_or(r.get("heartbeat_timeout", v.parse_duration, 30.0), 30.0),
+        metrics=_or(r.get("metrics", v.parse_bool, True), True),
     )
 
 

@@ -30,6 +30,7 @@ class GatewaySpec:
     max_connections_per_ip: int = 0
     admin_token_file: str = None
     heartbeat_timeout: float = 30.0
+    metrics: bool = True
 
 
 @frozen

@@ -56,6 +56,9 @@ class FilterServices:
         L{gatelayer.http.proxy.UpstreamTerminal} (pool and balancing
         state), for a filter that calls an upstream on its own (the cache's
         background revalidation); empty when the worker has none.
+    @ivar metrics: the worker's L{gatelayer.observe.metrics.WorkerMetrics}
+        (filters count their outcomes through
+        L{gatelayer.observe.metrics.counter_of}), or L{None}.
     """
 
     reactor: object
@@ -63,6 +66,7 @@ class FilterServices:
     config: object
     stores: object = None
     upstreams: object = None
+    metrics: object = None
 
 
 def build_filter(spec, services):

@@ -16,6 +16,7 @@ from gatelayer.auth.credentials import query_values, refusal, without_query_para
 from gatelayer.auth.names import CONSUMER_HEADER
 from gatelayer.chain import IFilter
 from gatelayer.filters.keys import key_material
+from gatelayer.observe.metrics import counter_of
 
 CHALLENGE_SCHEME = "ApiKey"
 """The scheme of the C{WWW-Authenticate} challenge on a refusal."""
@@ -29,14 +30,19 @@ class ApiKeyFilter:
 
     log = Logger()
 
-    def __init__(self, name, settings, store):
+    def __init__(self, name, settings, store, metrics=None):
         """
         @param name: the filter's section name.
         @param settings: its L{gatelayer.config.filter_apikey.ApiKeySettings}.
         @param store: the L{gatelayer.auth.apikeys.ApiKeyStore} loaded from
             its key file (L{gatelayer.filters.keys.apikey_store}).
+        @param metrics: the worker's
+            L{gatelayer.observe.metrics.WorkerMetrics} (outcomes counted in
+            C{gatelayer_auth_total}), or L{None}.
         """
         self.name = name
+        self._outcomes = counter_of(metrics, "gatelayer_auth_total")
+        self._allowed = (name, "allowed", "ok")
         self.settings = settings
         self.store = store
         self.kind, self.field = settings.source
@@ -55,15 +61,15 @@ class ApiKeyFilter:
             values = query_values(exchange.query, self.field)
         values = [value for value in values if value]
         if not values:
-            return self._refuse("the request carries no API key")
+            return self._refuse("the request carries no API key", "missing")
         if len(set(values)) > 1:
-            return self._refuse("the request carries several different API keys")
+            return self._refuse("the request carries several different API keys", "ambiguous")
         key = values[0]
         if len(key) > MAX_KEY_LENGTH:
-            return self._refuse("the API key is not valid")
+            return self._refuse("the API key is not valid", "unknown_key")
         consumer = self.store.consumer_for(key)
         if consumer is None:
-            return self._refuse("the API key is not valid")
+            return self._refuse("the API key is not valid", "unknown_key")
         exchange.context["consumer"] = consumer
         exchange.headers.setRawHeaders(CONSUMER_HEADER, [consumer.encode("ascii")])
         if self.settings.hide_credentials:
@@ -71,6 +77,7 @@ class ApiKeyFilter:
                 exchange.headers.removeHeader(self.field)
             else:
                 exchange.query = without_query_param(exchange.query, self.field)
+        self._outcomes.inc(self._allowed)
         return None
 
     def on_response(self, exchange):
@@ -78,8 +85,9 @@ class ApiKeyFilter:
         Nothing to add on the way back.
         """
 
-    def _refuse(self, description):
+    def _refuse(self, description, reason):
         self.log.debug("api_key [{filter}]: refused: {reason}", filter=self.name, reason=description)
+        self._outcomes.inc((self.name, "denied", reason))
         return refusal(401, CHALLENGE_SCHEME, "invalid_key", description)
 
 
@@ -91,4 +99,5 @@ def build_filter(spec, services):
 
     @raise gatelayer.config.ConfigError: the key file cannot be used.
     """
-    return ApiKeyFilter(spec.name, spec.settings, key_material(spec, services.config))
+    return ApiKeyFilter(spec.name, spec.settings, key_material(spec, services.config),
+                        metrics=services.metrics)

@@ -23,6 +23,7 @@ from gatelayer.auth.names import CONSUMER_HEADER
 from gatelayer.auth.tokens import TokenRejected, TokenVerifier, UnknownKey
 from gatelayer.chain import IFilter
 from gatelayer.filters.keys import key_material
+from gatelayer.observe.metrics import counter_of
 
 _RFC6750_QUERY = b"access_token"
 
@@ -60,7 +61,7 @@ class JwtFilter:
 
     log = Logger()
 
-    def __init__(self, name, settings, clock, fetcher=None, static_keys=None):
+    def __init__(self, name, settings, clock, fetcher=None, static_keys=None, metrics=None):
         """
         @param name: the filter's section name.
         @param settings: its L{gatelayer.config.filter_jwt.JwtSettings}.
@@ -71,8 +72,13 @@ class JwtFilter:
         @param static_keys: the L{KeySet} loaded from the settings' key and
             secret files (L{gatelayer.filters.keys.jwt_keys}); L{None} for
             none.
+        @param metrics: the worker's
+            L{gatelayer.observe.metrics.WorkerMetrics} (outcomes counted in
+            C{gatelayer_auth_total}), or L{None}.
         """
         self.name = name
+        self._outcomes = counter_of(metrics, "gatelayer_auth_total")
+        self._allowed = (name, "allowed", "ok")
         self.settings = settings
         self.clock = clock
         self.fetcher = fetcher
@@ -171,6 +177,7 @@ class JwtFilter:
         if rejection.status == 403:
             extra = (("scope", " ".join(self.settings.scopes)),)
         self.log.debug("jwt [{filter}]: refused: {reason}", filter=self.name, reason=rejection.description)
+        self._outcomes.inc((self.name, "denied", rejection_reason(rejection)))
         return refusal(rejection.status, "Bearer", rejection.error, rejection.description, extra)
 
     def _accept(self, exchange, claims):
@@ -201,6 +208,7 @@ class JwtFilter:
         exchange.context["jwt.claims"] = claims
         if self.settings.hide_credentials:
             self._hide(exchange)
+        self._outcomes.inc(self._allowed)
         return None
 
     def _hide(self, exchange):
@@ -216,6 +224,31 @@ class JwtFilter:
             remove_cookie(headers, name.encode("ascii"))
         elif kind == "query":
             exchange.query = without_query_param(exchange.query, name.encode("ascii"))
+
+
+_REASONS = (
+    ("carries no token", "missing"), ("not where this route expects", "missing"),
+    ("several different tokens", "ambiguous"), ("expired", "expired"), ("not valid yet", "not_yet_valid"),
+    ("signature", "bad_signature"), ("algorithm", "bad_algorithm"), ("unsigned", "bad_algorithm"),
+    ("issuer", "bad_issuer"), ("audience", "bad_audience"), ("scope", "scope"),
+)
+
+
+def rejection_reason(rejection):
+    """
+    The short, fixed C{reason} label of a refused token (a
+    L{TokenRejected}): C{missing}, C{expired}, C{bad_signature},
+    C{unknown_key}, C{scope}, ... or C{invalid} for any other defect.
+    """
+    if isinstance(rejection, UnknownKey):
+        return "unknown_key"
+    if rejection.status == 403:
+        return "scope"
+    description = rejection.description
+    for words, reason in _REASONS:
+        if words in description:
+            return reason
+    return "invalid"
 
 
 def build_filter(spec, services):
@@ -235,7 +268,8 @@ def build_filter(spec, services):
             services.reactor, settings.jwks_url, settings.algorithms,
             refresh=settings.jwks_refresh, timeout=settings.jwks_timeout,
         )
-    result = JwtFilter(spec.name, settings, services.reactor, fetcher, static_keys)
+    result = JwtFilter(spec.name, settings, services.reactor, fetcher, static_keys,
+                       metrics=services.metrics)
     if fetcher is not None:
         fetcher.start()
     return result

@@ -116,7 +116,8 @@ class Gateway:
 
     log = Logger()
 
-    def __init__(self, config, reactor, master=None, upstreams=None, access_log=None, stores=None):
+    def __init__(self, config, reactor, master=None, upstreams=None, access_log=None, stores=None,
+                 metrics=None):
         """
         @param upstreams: a mapping of upstream name to an object whose
             C{for_route(route_spec)} is the route's terminal (an
@@ -125,12 +126,18 @@ class Gateway:
             route combines several (L{gatelayer.http.split.route_terminal}).
         @param stores: the worker's rate-limit store registry, handed to the
             filters (see L{gatelayer.filters.FilterServices}).
+        @param metrics: the worker's
+            L{gatelayer.observe.metrics.WorkerMetrics}, told of every finished
+            request and handed to the filters, or L{None} (no metrics).
         """
         self.config = config
         self.reactor = reactor
         self._seconds = reactor.seconds
         self.master = master
         self.access_log = access_log
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.use_config(config)
         self.connections = 0
         self.requests = 0
         self.active = 0
@@ -150,7 +157,7 @@ class Gateway:
         self._server_header = (config.gateway.server_header or "").encode("utf-8") or None
         self.upstreams = upstreams or {}
         services = FilterServices(reactor=reactor, master=master, config=config, stores=stores,
-                                  upstreams=self.upstreams)
+                                  upstreams=self.upstreams, metrics=metrics)
         self.filters = {name: build_filter(spec, services) for name, spec in config.filters.items()}
         entries = []
         preflight_entries = []
@@ -336,6 +343,8 @@ class Gateway:
         self.active -= 1
         if self.access_log is not None:
             self.access_log.record(request)
+        if self.metrics is not None:
+            self.metrics.request_finished(request)
         if self.active == 0 and self.idle_callbacks:
             self._fire_idle()
 

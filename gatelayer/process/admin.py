@@ -1,6 +1,6 @@
 """
-The admin endpoint served by the master: C{GET /status} (JSON) and
-C{GET /healthz}. Bound to the address in C{[gateway] admin}, which is never
+The admin endpoint served by the master: C{GET /status} (JSON),
+C{GET /healthz} and C{GET /metrics} (Prometheus text). Bound to the address in C{[gateway] admin}, which is never
 public by default.
 
 Every request is checked before it reaches a page:
@@ -24,6 +24,7 @@ from twisted.web import resource, server
 
 from gatelayer.cache.control import PurgeResource
 from gatelayer.http.errors import reason_phrase
+from gatelayer.observe.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -238,6 +239,40 @@ class _Health(resource.Resource):
         return json.dumps(document).encode("utf-8") + b"\n"
 
 
+class _Metrics(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, master):
+        super().__init__()
+        self.master = master
+
+    def render_GET(self, request):
+        """
+        The Prometheus text exposition of the master's C{metrics} part, once
+        the workers sent fresh snapshots (or the short wait is over); 404
+        with C{[gateway] metrics = no}.
+        """
+        try:
+            part = self.master.getServiceNamed("metrics")
+        except KeyError:
+            return _Refusal(404, "metrics are off ([gateway] metrics = no)", ()).render(request)
+
+        def write(body):
+            if not request._disconnected:
+                request.setHeader(b"content-type", METRICS_CONTENT_TYPE)
+                request.write(body)
+                request.finish()
+
+        def failed(failure):
+            if not request._disconnected:
+                request.setResponseCode(500, reason_phrase(500))
+                request.setHeader(b"content-type", b"application/json")
+                request.write(b'{"status": 500, "error": "metrics unavailable"}\n')
+                request.finish()
+        part.scrape().addCallbacks(write, failed)
+        return server.NOT_DONE_YET
+
+
 class AdminSite(server.Site):
     """
     The admin L{server.Site}: refuses what L{AdminGuard} refuses, before
@@ -252,6 +287,7 @@ class AdminSite(server.Site):
         root.putChild(b"status", _Status(master))
         root.putChild(b"healthz", _Health(master))
         root.putChild(b"cache", PurgeResource(master))
+        root.putChild(b"metrics", _Metrics(master))
         super().__init__(root, reactor=reactor)
         self.guard = guard
 

@@ -155,10 +155,13 @@ def master_parts(config, reactor, controls):
         protocols.
     """
     parts = []
+    certificates = health = None
     if config.tls:
-        parts.append(CertificateService(CertificatePart(config, reactor, controls)))
+        certificates = CertificatePart(config, reactor, controls)
+        parts.append(CertificateService(certificates))
     if config.upstreams:
-        parts.append(HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config)))
+        health = HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config))
+        parts.append(health)
     if any(spec.type == "rate_limit" for spec in config.filters.values()):
         from gatelayer.ratelimit.control import EmbeddedStorePart
         parts.append(EmbeddedStorePart(reactor))
@@ -168,7 +171,26 @@ def master_parts(config, reactor, controls):
     if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
         from gatelayer.filters.iplists import IpListsPart
         parts.append(IpListsPart(config, controls))
+    if config.gateway.metrics:
+        parts.append(metrics_part(config, reactor, controls, health, certificates))
     return parts
+
+
+def metrics_part(config, reactor, controls, health=None, certificates=None):
+    """
+    The master's C{metrics} part: sums the workers' snapshots and adds the
+    health verdicts of C{health} (a L{HealthPart}) and the expiry of the
+    certificates of C{certificates} (a L{CertificatePart}). Last of the
+    parts, so a SIGHUP has reloaded the certificates when it counts the
+    reload.
+    """
+    from gatelayer.observe.control import MetricsPart
+    from gatelayer.process.supervision import CRASH_LOOP
+    return MetricsPart(
+        reactor, controls,
+        health=(health.monitor, config.upstreams) if health is not None else None,
+        certificates=certificates.reloader if certificates is not None else None,
+        crash_loop=CRASH_LOOP)
 
 
 def validate_runtime(config):

@@ -26,6 +26,7 @@ from gatelayer.http.proxy import UpstreamTerminal
 from gatelayer.observe.accesslog import AccessLog
 from gatelayer.process.control import Drain, Heartbeat, heartbeat_interval
 from gatelayer.process.limits import ConnectionLimits
+from gatelayer.process.worker_metrics import TlsHandshakeCounter, worker_metrics
 from gatelayer.process.worker_services import (
     AccessLogService, GatewayService, HeartbeatService, PortsService, StoresService, UpstreamsService,
 )
@@ -95,6 +96,7 @@ class Worker(OrderedMultiService):
         self._tls_creator_for = tls_creator_for
         self._draining = None
         self._prepared = False
+        self.metrics = self.metrics_reporter = None
         self.open_files = open_files
         self.limits = ConnectionLimits(
             reactor, config.gateway.max_connections, config.gateway.max_connections_per_ip)
@@ -153,9 +155,11 @@ class Worker(OrderedMultiService):
         self.upstream_pools.terminals = build_upstreams(config, self.reactor, self._tls_creator_for)
         if config.gateway.access_log:
             self.access_log.access_log = AccessLog(config.gateway.access_log, self.reactor)
+        if config.gateway.metrics:
+            self.metrics, self.metrics_reporter = worker_metrics(self)
         self.gateway_service.gateway = self.ports_service.gateway = Gateway(
             config, self.reactor, master=self.master, upstreams=self.upstreams,
-            access_log=self.access_log.access_log, stores=self.stores.registry)
+            access_log=self.access_log.access_log, stores=self.stores.registry, metrics=self.metrics)
 
     def upstream_states(self):
         """
@@ -195,6 +199,8 @@ class Worker(OrderedMultiService):
             wrapped = factory
             if listener.tls:
                 wrapped = self._tls_wrapper(listener, factory)
+                if self.metrics is not None:
+                    wrapped.on_handshake = TlsHandshakeCounter(self.metrics, listener.name)
             # The limits decide before any protocol (TLS included) is built.
             port = self.reactor.adoptStreamPort(fd, family, self.limits.wrap(wrapped))
             os.close(fd)
@@ -203,7 +209,8 @@ class Worker(OrderedMultiService):
 
     def send_heartbeat(self):
         """
-        Tell the master this worker is alive, with its counters.
+        Tell the master this worker is alive, with its counters, and send
+        it the metrics snapshot.
         """
         if self.master is None or not self.master.connected:
             return
@@ -217,6 +224,8 @@ class Worker(OrderedMultiService):
             requests=gateway.requests, active=gateway.active, paused=limits.paused,
             refused_full=limits.refused_full, refused_per_ip=limits.refused_per_ip,
             accept_errors=limits.accept_errors, unanswered=limits.unanswered, **extra)
+        if self.metrics_reporter is not None:
+            self.metrics_reporter.send()
 
     def _drain_command(self, timeout):
         self.drain(timeout)

@@ -17,12 +17,12 @@ with.
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from .policy import server_context
 
-__all__ = ["SNIServerCreator", "wrap_server_factory", "certificate_context"]
+__all__ = ["SNIServerCreator", "ServerTLSFactory", "wrap_server_factory", "certificate_context"]
 
 
 def certificate_context(spec, entry):
@@ -169,6 +169,49 @@ def _is_wildcard_match(entry, server_name):
     return server_name.rstrip(".").lower() not in entry.names
 
 
+class _CountedTLS(BufferingTLSTransport):
+    """
+    A server TLS connection that tells its factory's C{on_handshake} how
+    its handshake ended: C{True} once it completed, C{False} when the
+    connection closed before it did.
+    """
+
+    _told = False
+
+    def _checkHandshakeStatus(self):
+        super()._checkHandshakeStatus()
+        if self._handshakeDone and not self._told:
+            self._told = True
+            on_handshake = self.factory.on_handshake
+            if on_handshake is not None:
+                on_handshake(True)
+
+    def connectionLost(self, reason):
+        """
+        A connection closed before its handshake completed is a failed
+        handshake.
+        """
+        if not self._told:
+            self._told = True
+            on_handshake = self.factory.on_handshake
+            if on_handshake is not None:
+                on_handshake(False)
+        super().connectionLost(reason)
+
+
+class ServerTLSFactory(TLSMemoryBIOFactory):
+    """
+    A listener's TLS wrapping factory.
+
+    @ivar on_handshake: called with C{True} for each completed handshake
+        and C{False} for each connection closed before its handshake
+        completed (the worker's metrics), or L{None}.
+    """
+
+    protocol = _CountedTLS
+    on_handshake = None
+
+
 def wrap_server_factory(creator, factory, clock):
     """
     Wrap the application C{factory} of a listener (the HTTP site) so its
@@ -176,4 +219,4 @@ def wrap_server_factory(creator, factory, clock):
     to C{adoptStreamPort}. C{clock} is the reactor (TLS batches small writes
     with it).
     """
-    return TLSMemoryBIOFactory(creator, False, factory, clock=clock)
+    return ServerTLSFactory(creator, False, factory, clock=clock)

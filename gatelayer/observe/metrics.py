@@ -275,13 +275,14 @@ class WorkerMetrics:
             return
         sent = request.sentLength
         received = request.body_length()
+        label = route.label
         try:
-            self._sent[name] += sent
-            self._received[name] += received
+            self._sent[label] += sent
+            self._received[label] += received
         except KeyError:
-            self._sent[name] = self._sent.get(name, 0) + sent
-            self._received[name] = self._received.get(name, 0) + received
-        self._durations.observe(route.label, self._seconds() - routing.started)
+            self._sent[label] = self._sent.get(label, 0) + sent
+            self._received[label] = self._received.get(label, 0) + received
+        self._durations.observe(label, self._seconds() - routing.started)
         if routing.upstream_first_byte is not None and routing.upstream_started is not None:
             self._upstream_times.observe((name, upstream),
                                          routing.upstream_first_byte - routing.upstream_started)

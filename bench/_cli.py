@@ -52,6 +52,8 @@ def scenarios():
         Scenario("edge", "8 KB text (client accepts gzip): proxied, cached, compressed, WAF", "/" + _configs.TEXT_NAME,
                  ("direct", "nginx", "gatelayer-2w", "gatelayer-2w+cache", "gatelayer-2w+compress",
                   "gatelayer-2w+waf"), headers=("Accept-Encoding: gzip",)),
+        Scenario("observe", "small response: metrics off, metrics on, metrics and the access log", "/small",
+                 ("direct", "nginx", "gatelayer-2w+nometrics", "gatelayer-2w", "gatelayer-2w+accesslog")),
     ]
 
 
@@ -353,7 +355,7 @@ class Bench:
         add_ratios(self.rows, BASELINES)
         self.say("\n" + format_table(self.rows))
         costs = filter_costs(self.rows) + filter_costs(self.rows, scenario="api") + \
-            filter_costs(self.rows, scenario="edge")
+            filter_costs(self.rows, scenario="edge") + filter_costs(self.rows, scenario="observe")
         if costs:
             self.say("\nfilter cost (req/s lost against gatelayer-2w with no filter): " +
                      ", ".join(f"{t} @{c}: {cost:.0%}" + ("" if clean else " (with errors)")

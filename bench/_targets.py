@@ -240,7 +240,8 @@ class Gatelayer(Target):
             f.write(_configs.gatelayer_ini(
                 self.workers, port, ctx.upstream_port, admin_port,
                 tls=(tls_port, ctx.pem) if scenario.tls else None, filters=sections,
-                jwt_key=ctx.jwt_key, redis_port=ctx.redis_port, http_server=self.http_server))
+                jwt_key=ctx.jwt_key, redis_port=ctx.redis_port, http_server=self.http_server,
+                access_log=os.path.join(ctx.tmp, f"{self.name}.access.log")))
         pidfile = os.path.join(ctx.tmp, f"{self.name}.pid")
         problem = self._check(python, env, pidfile, ini, ctx.repo)
         if problem is not None:

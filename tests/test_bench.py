@@ -139,6 +139,24 @@ class GeneratedConfigTests(SynchronousTestCase):
         self.assertIn("GET /json/stock", text)
         self.assertEqual(len(_configs.AGGREGATE_PARTS), 3)
 
+    def test_gatelayer_ini_observe(self):
+        """
+        The observe scenario's rows: C{nometrics} turns metrics off,
+        C{accesslog} writes the access log where asked; neither is a filter
+        on the route, and the plain row keeps metrics on.
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "gate.ini")
+        off = parse_config_text(_configs.gatelayer_ini(2, 8080, 9000, 9901, filters=("nometrics",)), path)
+        logged = parse_config_text(_configs.gatelayer_ini(
+            2, 8080, 9000, 9901, filters=("accesslog",), access_log="/var/x.log"), path)
+        plain = parse_config_text(_configs.gatelayer_ini(2, 8080, 9000, 9901), path)
+        self.assertEqual((off.gateway.metrics, off.gateway.access_log, off.routes[0].filters), (False, None, ()))
+        self.assertEqual((logged.gateway.metrics, logged.gateway.access_log, logged.routes[0].filters),
+                         (True, "/var/x.log", ()))
+        self.assertEqual((plain.gateway.metrics, plain.gateway.access_log), (True, None))
+
     def test_upstream_serves_json(self):
         """
         The upstream answers the API scenario's paths with the JSON document,
@@ -511,7 +529,7 @@ class CommandLineTests(SynchronousTestCase):
         By default every scenario runs at 32 and 128 connections.
         """
         options = _cli.parse_args([])
-        self.assertEqual([s.name for s in options.scenarios], ["small", "1mb", "tls", "tls-close", "filters", "api", "edge"])
+        self.assertEqual([s.name for s in options.scenarios], ["small", "1mb", "tls", "tls-close", "filters", "api", "edge", "observe"])
         self.assertEqual(options.connection_counts, [32, 128])
 
     def test_quick(self):

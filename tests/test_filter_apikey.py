@@ -19,6 +19,7 @@ from gatelayer.config.model import FilterSpec
 from gatelayer.filters import FilterServices, build_filter, validate_filters
 from gatelayer.filters.apikey import ApiKeyFilter
 from gatelayer.filters.keys import key_material
+from gatelayer.observe.metrics import WorkerMetrics
 from gatelayer.testing.config import parse_section
 from gatelayer.testing.exchange import raw_headers
 
@@ -231,6 +232,23 @@ class FilterTests(ApiKeyTestsMixin, SynchronousTestCase):
             self.assertRefused(keys.on_request(exchange), description)
             self.assertIsNone(exchange.headers.getRawHeaders(b"x-consumer"))
             self.assertNotIn("consumer", exchange.context)
+
+    def test_outcomes_counted(self):
+        """
+        Through the registry with the worker's metrics, each decision is
+        counted under the filter's name with a short reason.
+        """
+        settings, _ = self.parse(keys="apikeys.ini")
+        metrics = WorkerMetrics(lambda: 0.0)
+        services = FilterServices(reactor=MemoryReactorClock(), master=None, config=None, metrics=metrics)
+        keys = build_filter(FilterSpec("keys", "api_key", settings), services)
+        for headers in ([(b"X-Api-Key", ALICE)], [(b"X-Api-Key", BOB)], [], [(b"X-Api-Key", b"glk_wrong")],
+                        [(b"X-Api-Key", b"k" * 100000)], [(b"X-Api-Key", ALICE + b", " + BOB)]):
+            keys.on_request(_exchange(headers))
+        counted = {tuple(k): v for k, v in metrics.snapshot()["gatelayer_auth_total"]}
+        self.assertEqual(counted, {
+            ("keys", "allowed", "ok"): 2, ("keys", "denied", "missing"): 1,
+            ("keys", "denied", "unknown_key"): 2, ("keys", "denied", "ambiguous"): 1})
 
     def test_same_key_twice(self):
         """

@@ -23,7 +23,9 @@ from gatelayer.config.filter_jwt import KeyFile, parse_filter
 from gatelayer.config.model import FilterSpec
 from gatelayer.filters import FilterServices, validate_filters
 from gatelayer.filters import build_filter as build_any_filter
-from gatelayer.filters.jwt import JwtFilter, build_filter, claim_header_value
+from gatelayer.auth.tokens import InsufficientScope, TokenRejected, UnknownKey
+from gatelayer.filters.jwt import JwtFilter, build_filter, claim_header_value, rejection_reason
+from gatelayer.observe.metrics import WorkerMetrics
 from gatelayer.filters.keys import key_material
 from gatelayer.testing.config import parse_section
 from gatelayer.testing.exchange import raw_headers
@@ -352,6 +354,46 @@ class FilterTests(KeyFiles, SynchronousTestCase):
         The filter provides IFilter.
         """
         verifyObject(IFilter, self.make())
+
+    def test_outcomes_counted(self):
+        """
+        With the worker's metrics, each decision is counted under the
+        filter's name: allowed with reason C{ok}, refusals with their short
+        reason.
+        """
+        metrics = WorkerMetrics(self.clock.seconds)
+        settings = self.settings()
+        jwt = JwtFilter("jwt", settings, self.clock, static_keys=key_material(FilterSpec("jwt", "jwt", settings)),
+                        metrics=metrics)
+        jwt.on_request(_exchange([(b"Authorization", b"Bearer " + _token())]))
+        jwt.on_request(_exchange())
+        jwt.on_request(_exchange([(b"Authorization", b"Bearer " + _token(_claims(exp=NOW - 3600)))]))
+        jwt.on_request(_exchange([(b"Authorization", b"Bearer " + _token() + b"x")]))
+        counted = {tuple(k): v for k, v in metrics.snapshot()["gatelayer_auth_total"]}
+        self.assertEqual(counted, {
+            ("jwt", "allowed", "ok"): 1, ("jwt", "denied", "missing"): 1,
+            ("jwt", "denied", "expired"): 1, ("jwt", "denied", "bad_signature"): 1})
+
+    def test_rejection_reasons(self):
+        """
+        Every refusal maps to a short fixed reason, never to the words of
+        the description; anything unforeseen is C{invalid}.
+        """
+        cases = [
+            (TokenRejected("the request carries no token"), "missing"),
+            (TokenRejected("the token is not where this route expects it"), "missing"),
+            (TokenRejected("the request carries several different tokens"), "ambiguous"),
+            (TokenRejected("token has expired"), "expired"),
+            (TokenRejected("token is not valid yet"), "not_yet_valid"),
+            (TokenRejected("token signature does not verify"), "bad_signature"),
+            (TokenRejected("unsigned tokens are not accepted"), "bad_algorithm"),
+            (TokenRejected("token issuer is not accepted"), "bad_issuer"),
+            (TokenRejected("token audience is not accepted"), "bad_audience"),
+            (UnknownKey("no key"), "unknown_key"),
+            (InsufficientScope("token lacks scope x"), "scope"),
+            (TokenRejected("token is not valid base64url"), "invalid"),
+        ]
+        self.assertEqual([rejection_reason(r) for r, _ in cases], [reason for _, reason in cases])
 
     def test_accepts(self):
         """

@@ -304,6 +304,56 @@ class WrapTests(SynchronousTestCase):
         self.assertIs(wrapped._clock, clock)
 
 
+class HandshakeCountTests(SynchronousTestCase):
+    """
+    A listener's TLS factory tells C{on_handshake} how each handshake
+    ended, once per connection (the worker's metrics count them).
+    """
+
+    def connect(self, **client):
+        """
+        A connection through L{wrap_server_factory}; what C{on_handshake}
+        was told.
+        """
+        told = []
+
+        def wrapper(creator, application, clock):
+            wrapped = wrap_server_factory(creator, application, clock)
+            wrapped.on_handshake = told.append
+            return wrapped
+        connection = memory_tls_connection(_Fixture(self).creator, tls_client_creator("api.example.com", **client),
+                                           server_wrapper=wrapper)
+        return connection, told
+
+    def test_completed(self):
+        """
+        A completed handshake is told once, also after data and the close.
+        """
+        connection, told = self.connect()
+        self.assertTrue(connection.handshake_done())
+        connection.send(b"hello")
+        connection.client_tls.transport.loseConnection()
+        connection.pump.flush()
+        self.assertEqual(told, [True])
+
+    def test_refused(self):
+        """
+        A client refused for its protocol version is one failed handshake.
+        """
+        connection, told = self.connect(max_version="TLSv1")
+        self.assertFalse(connection.handshake_done())
+        connection.pump.flush()
+        self.assertEqual(told, [False])
+
+    def test_nobody_told_by_default(self):
+        """
+        Without C{on_handshake} the factory serves as before.
+        """
+        connection = memory_tls_connection(
+            _Fixture(self).creator, tls_client_creator("api.example.com"), server_wrapper=wrap_server_factory)
+        self.assertTrue(connection.handshake_done())
+
+
 class _SecureResource(Resource):
     isLeaf = True
 

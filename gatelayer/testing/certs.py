@@ -426,7 +426,7 @@ class MemoryTLSConnection:
 
 
 def memory_tls_connection(server_creator, client_creator, server_protocol=RecordingProtocol,
-                          client_protocol=RecordingProtocol, clock=None):
+                          client_protocol=RecordingProtocol, clock=None, server_wrapper=None):
     """
     Connect a TLS client to a TLS server in memory and run the handshake.
 
@@ -434,6 +434,10 @@ def memory_tls_connection(server_creator, client_creator, server_protocol=Record
         C{SNIServerCreator}) or a server TLS factory's creator.
     @param client_creator: an C{IOpenSSLClientConnectionCreator} (see
         L{tls_client_creator}).
+    @param server_wrapper: builds the server's TLS factory from C{(creator,
+        application factory, clock)} (such as
+        L{gatelayer.tls.sni.wrap_server_factory}); a plain
+        L{TLSMemoryBIOFactory} by default.
     @return: a L{MemoryTLSConnection}; check C{handshake_done()}.
     """
     clock = clock or Clock()
@@ -445,7 +449,10 @@ def memory_tls_connection(server_creator, client_creator, server_protocol=Record
             return built[side]
         return Factory.forProtocol(build)
 
-    server_factory = TLSMemoryBIOFactory(server_creator, False, factory("server", server_protocol), clock=clock)
+    if server_wrapper is None:
+        server_factory = TLSMemoryBIOFactory(server_creator, False, factory("server", server_protocol), clock=clock)
+    else:
+        server_factory = server_wrapper(server_creator, factory("server", server_protocol), clock)
     client_factory = TLSMemoryBIOFactory(client_creator, True, factory("client", client_protocol), clock=clock)
     client_tls, server_tls, pump = iosim.connectedServerAndClient(
         lambda: server_factory.buildProtocol(None),

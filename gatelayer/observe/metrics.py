@@ -226,6 +226,7 @@ class WorkerMetrics:
         f = self.families
         self._requests = f["gatelayer_requests_total"].values
         self._durations = f["gatelayer_request_duration_seconds"]
+        self._duration_values = self._durations.values
         self._upstream_times = f["gatelayer_upstream_response_seconds"]
         self._received = f["gatelayer_received_bytes_total"].values
         self._sent = f["gatelayer_sent_bytes_total"].values
@@ -265,7 +266,9 @@ class WorkerMetrics:
         if routing is not None and routing.upstream_server is not None and route.by_address:
             upstream = route.by_address.get(routing.upstream_server, upstream)
         name = route.route
-        key = (name, upstream, METHODS.get(request.method, "OTHER"), status_class(request.code or 0))
+        code = request.code or 0
+        key = (name, upstream, METHODS.get(request.method, "OTHER"),
+               _CLASSES[code // 100] if 0 <= code < 600 else "0xx")
         requests = self._requests
         try:
             requests[key] += 1
@@ -273,16 +276,18 @@ class WorkerMetrics:
             self.families["gatelayer_requests_total"].inc(key)
         if routing is None:
             return
-        sent = request.sentLength
-        received = request.body_length()
         label = route.label
-        try:
-            self._sent[label] += sent
-            self._received[label] += received
-        except KeyError:
-            self._sent[label] = self._sent.get(label, 0) + sent
-            self._received[label] = self._received.get(label, 0) + received
-        self._durations.observe(label, self._seconds() - routing.started)
+        counts = self._sent
+        counts[label] = counts.get(label, 0) + request.sentLength
+        counts = self._received
+        counts[label] = counts.get(label, 0) + request.body_length()
+        elapsed = self._seconds() - routing.started
+        series = self._duration_values.get(label)
+        if series is None:
+            self._durations.observe(label, elapsed)
+        else:
+            series[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+            series[-1] += elapsed
         if routing.upstream_first_byte is not None and routing.upstream_started is not None:
             self._upstream_times.observe((name, upstream),
                                          routing.upstream_first_byte - routing.upstream_started)

@@ -1,6 +1,6 @@
 """
-The admin endpoint served by the master: C{GET /status} (JSON),
-C{GET /healthz} and C{GET /metrics} (Prometheus text). Bound to the address in C{[gateway] admin}, which is never
+The admin endpoint served by the master: C{GET /status} (JSON) and
+C{GET /healthz}. Bound to the address in C{[gateway] admin}, which is never
 public by default.
 
 Every request is checked before it reaches a page:

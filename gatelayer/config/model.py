@@ -30,6 +30,8 @@ class GatewaySpec:
     max_connections_per_ip: int = 0
     admin_token_file: str = None
     heartbeat_timeout: float = 30.0
+    access_log_format: str = "json"
+    request_id_header: str = "X-Request-Id"
 
 
 @frozen

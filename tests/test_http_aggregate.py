@@ -282,7 +282,7 @@ class AggregateTerminalTests(AggregateCase):
         routes = DASHBOARD.format(mode="null", max_size="1MB") + "[route:hello]\npath = /hello\nrespond = 200 hi\n"
         self.gateway(routes=routes)
         path = os.path.abspath(self.mktemp())
-        log = AccessLog(path, self.reactor)
+        log = AccessLog(path, self.reactor, format="combined")
         self.gate.gateway.access_log = log
         client, _ = self.send()
         _, user = accept_upstream(self.reactor, 0)
@@ -298,8 +298,8 @@ class AggregateTerminalTests(AggregateCase):
         with open(path, "rb") as f:
             lines = f.read().splitlines()
         self.assertEqual(len(lines), 2)
-        self.assertTrue(lines[0].endswith(b'" parts=user:200:12ms,orders:404:0ms,recs:timeout:812ms'), lines[0])
-        self.assertTrue(lines[1].endswith(b'"-"'), lines[1])
+        self.assertRegex(lines[0], rb'" request_id=[a-z2-7]+-1 parts=user:200:12ms,orders:404:0ms,recs:timeout:812ms\Z')
+        self.assertRegex(lines[1], rb'"-" request_id=[a-z2-7]+-2\Z')
 
 
 class PartFailureTests(AggregateCase):
@@ -474,7 +474,7 @@ class PartFailureTests(AggregateCase):
         """
         self.gateway()
         path = os.path.abspath(self.mktemp())
-        log = AccessLog(path, self.reactor)
+        log = AccessLog(path, self.reactor, format="combined")
         self.gate.gateway.access_log = log
         client, channel = self.send()
         users_transport, _ = accept_upstream(self.reactor, 0)

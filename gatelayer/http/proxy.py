@@ -245,7 +245,8 @@ class ProxiedRequest:
         return self.terminal.state.retry_target(kind, self.exchange.client_ip, self.tried)
 
     def _log_failure(self, kind, detail):
-        log_server_failure(self.terminal.log, self.terminal.spec.name, self.server.address, kind, detail)
+        log_server_failure(self.terminal.log, self.terminal.spec.name, self.server.address, kind, detail,
+                           self.exchange.request_id)
 
     # -- IResponseSink -----------------------------------------------------
 

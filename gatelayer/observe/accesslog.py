@@ -210,13 +210,17 @@ def _tls(request):
     The TLS version and server name of a TLS listener's connection, else
     C{(None, None)}.
     """
+    transport = request.transport
+    if transport is None:
+        return None, None
     try:
-        handle = request.channel.transport.getHandle()
-        version = handle.get_protocol_version_name()
-        sni = handle.get_servername()
+        handle = transport.getHandle()
     except Exception:
         return None, None
-    return version, _text(sni)
+    version = getattr(handle, "get_protocol_version_name", None)
+    if version is None:
+        return None, None
+    return version(), _text(handle.get_servername())
 
 
 def json_line(log, request, now):
@@ -260,8 +264,7 @@ def json_line(log, request, now):
                 fields["upstream_first_byte_ms"] = _ms(routing.upstream_first_byte - routing.upstream_started)
         for name, value in routing.log_fields:
             fields.setdefault(name, value)
-    if request.channel.factory.scheme == "https":
-        fields["tls_version"], fields["sni"] = _tls(request)
+    fields["tls_version"], fields["sni"] = _tls(request)
     return json.dumps(fields, separators=(",", ":")).encode("ascii") + b"\n"
 
 

@@ -24,6 +24,7 @@ from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
+from gatelayer.observe.gatewaylog import worker_event
 from gatelayer.process.control import ControlProtocol, ReopenLogs
 from gatelayer.process.endpoints import AdminService, ListenersService
 from gatelayer.process.pipes import PipeTransport
@@ -79,8 +80,7 @@ class WorkerProcessProtocol(ProcessProtocol):
         self._partial[childFD] = rest
         for line in lines:
             if line:
-                self.log.info("worker {slot} [{pid}] {line}", slot=self.record.slot,
-                              pid=self.record.pid, line=line.decode("utf-8", "replace"))
+                worker_event(self.log, self.record.slot, self.record.pid, line)
 
     def childConnectionLost(self, childFD):
         """

@@ -9,10 +9,10 @@ worker's standard output (C{-} or C{stdout}), which the master hands every
 worker as its own: one stream, no copy through the master.
 """
 
-import json
 import os
 import re
 import time
+from json.encoder import encode_basestring_ascii as _quote_json
 from urllib.parse import unquote_to_bytes
 
 __all__ = ["AccessLog", "FORMATS", "JSON_FIELDS", "STDOUT", "combined_line", "json_line",
@@ -31,6 +31,8 @@ JSON_FIELDS = (
     "tls_version", "sni", "user_agent", "referer",
 )
 """The keys of every JSON line, in order (a terminal's C{log_fields} follow)."""
+
+_FIELD_NAMES = frozenset(JSON_FIELDS)
 
 # A write of at most PIPE_BUF bytes to a pipe is atomic: the workers share
 # one standard output, so each write there holds whole lines within it.
@@ -90,6 +92,8 @@ class AccessLog:
         self._interval = flush_interval
         self._call = None
         self._clock = _Clock()
+        self._combined_second = None
+        self._combined_text = ""
         self._line = json_line if format == "json" else combined_line
 
     def record(self, request):
@@ -117,6 +121,16 @@ class AccessLog:
         C{now} (seconds since the epoch) as RFC 3339 UTC with milliseconds.
         """
         return self._clock.format(now)
+
+    def combined_time(self, now):
+        """
+        C{now} as the combined format writes it, made once per second.
+        """
+        second = int(now)
+        if second != self._combined_second:
+            self._combined_second = second
+            self._combined_text = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(second))
+        return self._combined_text
 
     def flush(self):
         """
@@ -196,15 +210,6 @@ def _text(value):
     return value
 
 
-def _header(request, name):
-    values = request.requestHeaders.getRawHeaders(name)
-    return values[0] if values else None
-
-
-def _ms(seconds):
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
 def _tls(request):
     """
     The TLS version and server name of a TLS listener's connection, else
@@ -223,49 +228,79 @@ def _tls(request):
     return version(), _text(handle.get_servername())
 
 
+_JSON_LINE = "{" + ",".join('"%s":%%s' % (name,) for name in JSON_FIELDS) + "%s}\n"
+
+
+def _js(value):
+    """
+    A JSON string (ASCII only) for C{value} (text, bytes or L{None}).
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "backslashreplace")
+    return _quote_json(value)
+
+
+def _num(value):
+    return "null" if value is None else repr(round(value * 1000, 3))
+
+
 def json_line(log, request, now):
     """
     The JSON access log line (bytes, ASCII only: every control byte, quote
     and non-ASCII character escaped) of C{request}, finished at C{now}.
+    Built with one format string rather than C{json.dumps} of a dict:
+    several times cheaper per line.
     """
     routing = request.routing
-    peer = request.client.host if request.client is not None else None
-    fields = {
-        "time": log.time(now), "request_id": None, "client": peer, "peer": peer,
-        "consumer": None, "method": _text(request.method), "path": _text(log.target(request)),
-        "protocol": _text(request.clientproto), "host": None, "route": None, "upstream": None,
-        "upstream_server": None, "status": getattr(request, "code", 0) or 0,
-        "bytes_sent": getattr(request, "sentLength", 0), "bytes_received": request.body_length(),
-        "duration_ms": None, "upstream_connect_ms": None, "upstream_first_byte_ms": None,
-        "retries": 0, "ratelimit": None, "tls_version": None, "sni": None,
-        "user_agent": _text(_header(request, b"user-agent")),
-        "referer": _text(_header(request, b"referer")),
-    }
+    client = request.client
+    peer = _js(client.host) if client is not None else "null"
+    headers = request.requestHeaders
+    agent = headers.getRawHeaders(b"user-agent")
+    referer = headers.getRawHeaders(b"referer")
+    tls_version, sni = _tls(request)
+    request_id = host = route = upstream = server = duration = connect = first = "null"
+    consumer = ratelimit = "null"
+    resolved = peer
+    retries = 0
+    extra = ""
     if routing is not None:
-        fields["request_id"] = routing.request_id.decode("ascii", "replace")
-        fields["host"] = routing.host or None
-        fields["duration_ms"] = round((now - routing.started) * 1000, 3)
-        route = routing.match.route
-        if route is not None:
-            fields["route"] = route.spec.name
+        request_id = _js(routing.request_id.decode("ascii", "replace"))
+        host = _js(routing.host or None)
+        duration = _num(now - routing.started)
+        matched = routing.match.route
+        if matched is not None:
+            route = _js(matched.spec.name)
         exchange = routing.exchange
         if exchange is not None:
-            fields["client"] = exchange.client_ip
+            resolved = _js(exchange.client_ip)
             context = exchange.context
             if context:
-                fields["consumer"] = context.get("consumer")
-                fields["ratelimit"] = context.get("ratelimit")
+                consumer = _js(context.get("consumer"))
+                ratelimit = _js(context.get("ratelimit"))
         if routing.upstream_server is not None:
-            fields["upstream"] = routing.upstream
-            fields["upstream_server"] = routing.upstream_server
-            fields["retries"] = max(routing.tries - 1, 0)
-            fields["upstream_connect_ms"] = _ms(routing.upstream_connect)
+            upstream = _js(routing.upstream)
+            server = _js(routing.upstream_server)
+            retries = max(routing.tries - 1, 0)
+            connect = _num(routing.upstream_connect)
             if routing.upstream_first_byte is not None and routing.upstream_started is not None:
-                fields["upstream_first_byte_ms"] = _ms(routing.upstream_first_byte - routing.upstream_started)
-        for name, value in routing.log_fields:
-            fields.setdefault(name, value)
-    fields["tls_version"], fields["sni"] = _tls(request)
-    return json.dumps(fields, separators=(",", ":")).encode("ascii") + b"\n"
+                first = _num(routing.upstream_first_byte - routing.upstream_started)
+        if routing.log_fields:
+            extra = "".join(",%s:%s" % (_js(name), _js(value)) for name, value in routing.log_fields
+                            if name not in _FIELD_NAMES)
+    line = _JSON_LINE % (
+        _quote_json(log.time(now)), request_id, resolved, peer, consumer, _js(request.method),
+        _js(log.target(request)), _js(request.clientproto), host, route, upstream, server,
+        getattr(request, "code", 0) or 0, getattr(request, "sentLength", 0), request.body_length(),
+        duration, connect, first, retries, ratelimit, _js(tls_version), _js(sni),
+        _js(agent[0] if agent else None), _js(referer[0] if referer else None), extra)
+    return line.encode("ascii")
+
+
+def _first(request, name):
+    values = request.requestHeaders.getRawHeaders(name)
+    return values[0] if values else None
 
 
 def _quoted(value):
@@ -291,11 +326,11 @@ def combined_line(log, request, now):
     code = getattr(request, "code", 0) or 0
     line = '%s - - [%s] "%s %s %s" %d %d "%s" "%s"' % (
         client,
-        time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now)),
+        log.combined_time(now),
         _quoted(request.method), _quoted(log.target(request)), _quoted(request.clientproto),
         code, getattr(request, "sentLength", 0),
-        _quoted(_header(request, b"referer")),
-        _quoted(_header(request, b"user-agent")),
+        _quoted(_first(request, b"referer")),
+        _quoted(_first(request, b"user-agent")),
     )
     routing = request.routing
     if routing is not None:
@@ -303,7 +338,7 @@ def combined_line(log, request, now):
         line += " request_id=" + _quoted(routing.request_id)
         if routing.log_fields:
             line += "".join(" %s=%s" % pair for pair in routing.log_fields)
-    return (line + "\n").encode("ascii")
+    return (line + "\n").encode("ascii", "backslashreplace")
 
 
 def redact_query(query, names):

@@ -258,6 +258,50 @@ class ControlBytesTests(SynchronousTestCase):
             self.assertEqual(fields["path"], "/p" + raw.decode("latin-1"))
 
 
+class TlsFieldsTests(SynchronousTestCase):
+    """
+    The TLS version and server name of a TLS connection.
+    """
+
+    def test_tls_fields(self):
+        """
+        A transport whose handle is a TLS connection gives its version and
+        server name (an undecodable one escaped); a plain socket, a
+        transport without a handle or no transport gives nulls.
+        """
+        from twisted.web.http_headers import Headers
+
+        class Connection:
+            def __init__(self, name):
+                self.name = name
+
+            def get_protocol_version_name(self):
+                return "TLSv1.3"
+
+            def get_servername(self):
+                return self.name
+
+        class Transport:
+            def __init__(self, handle):
+                self.handle = handle
+
+            def getHandle(self):
+                if self.handle is None:
+                    raise AttributeError("no handle")
+                return self.handle
+
+        log = AccessLog("-", MemoryReactorClock())
+        cases = [(Transport(Connection(b"api.test")), "TLSv1.3", "api.test"),
+                 (Transport(Connection(None)), "TLSv1.3", None),
+                 (Transport(Connection(b"\xff\"x")), "TLSv1.3", '\\xff"x'),
+                 (Transport(object()), None, None), (Transport(None), None, None), (None, None, None)]
+        for transport, version, sni in cases:
+            request = _StubRequest(Headers(), b"")
+            request.transport = transport
+            fields = json.loads(accesslog.json_line(log, request, 0.0))
+            self.assertEqual((fields["tls_version"], fields["sni"]), (version, sni))
+
+
 class _StubRequest:
     """
     What the log reads of a request, with any bytes a test wants.

@@ -163,7 +163,7 @@ def _header_name(text):
     """
     text = text.strip()
     if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", text):
-        raise ValueError(f"{text!r} is not a header name")
+        raise ValueError("is not a header name")
     return text
 
 

@@ -144,6 +144,26 @@ class JsonLineTests(AccessLogTests):
         self.assertAlmostEqual(fields["duration_ms"], 20.0, places=3)
         self.assertNotIn(b"secret", line)
 
+    def test_connect_time(self):
+        """
+        C{upstream_connect_ms} is how long the new connection took to be
+        usable; the next request on the kept-alive connection has 0.
+        """
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(0.03)
+        _, protocol = accept_upstream(self.reactor)
+        protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        channel.dataReceived(b"GET /api/b HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.reactor.advance(0.01)
+        protocol.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        first, second = [json.loads(line) for line in self.lines()]
+        self.assertAlmostEqual(first["upstream_connect_ms"], 30.0, places=3)
+        self.assertAlmostEqual(first["upstream_first_byte_ms"], 30.0, places=3)
+        self.assertEqual(second["upstream_connect_ms"], 0.0)
+        self.assertAlmostEqual(second["upstream_first_byte_ms"], 10.0, places=3)
+
     def test_no_upstream(self):
         """
         A 404 and a direct answer have no upstream fields (null), no route

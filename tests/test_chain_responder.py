@@ -19,7 +19,7 @@ from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.static import FileStreamer
 from gatelayer.testing.server import (
-    InMemoryGateway, accept_upstream, parse_response, set_filters, split_responses, with_server)
+    InMemoryGateway, accept_upstream, error_document, parse_response, set_filters, split_responses, with_server)
 from gatelayer.testing.transports import FillingTransport
 
 CONFIG = """
@@ -334,7 +334,8 @@ class ResponderTests(SynchronousTestCase):
         protocol.dataReceived(b"HTTP/1.1 999 Nine\r\nContent-Length: 0\r\n\r\n")
         self.assertEqual(declining.lengths[:2], [[b"5"], [b"3"]])
         self.assertEqual(len(declining.lengths), 3)
-        error = json.dumps({"error": "upstream server sent an invalid response", "status": 502},
+        error = json.dumps({"error": "upstream server sent an invalid response", "status": 502,
+                            "request_id": self.gate.gateway.request_ids.prefix.decode() + "-3"},
                            separators=(",", ":"))
         self.assertEqual(declining.lengths[2], [b"%d" % (len(error),)])
 
@@ -379,7 +380,7 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/hello", HeaderFilter("a", self.calls), Broken("b", self.calls))
         status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
         self.assertEqual(status, 500)
-        self.assertEqual(json.loads(body), {"error": "internal error in a filter", "status": 500})
+        self.assertEqual(error_document(body, headers), {"error": "internal error in a filter", "status": 500})
         self.assertEqual(headers[b"x-seen"], [b"b", b"a"])
         self.assertNotIn(b"server", headers)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)

@@ -163,6 +163,11 @@ class ConfigErrorTests(SynchronousTestCase):
         ("[gateway]\nescaped_slashes = maybe\n", "[gateway] escaped_slashes: 'maybe' is not one of keep, reject, decode"),
         ("[gateway]\nunderscore_headers = yes\n", "[gateway] underscore_headers: 'yes' is not one of drop, allow, reject"),
         ("[gateway]\nmerge_slashes = often\n", "[gateway] merge_slashes: 'often' is not yes or no"),
+        ("[gateway]\naccess_log_format = apache\n",
+         "[gateway] access_log_format: 'apache' is not one of json, combined"),
+        ("[gateway]\nrequest_id_header = X Request\n",
+         "[gateway] request_id_header: 'X Request' is not a header name"),
+        ("[gateway]\nrequest_id_header = X-Id:\n", "[gateway] request_id_header: 'X-Id:' is not a header name"),
         ("[gateway]\nbody_timeout = later\n", "[gateway] body_timeout: 'later' is not a duration"),
         ("[gateway]\nmax_connections = 0\n", "[gateway] max_connections: '0' must be at least 1"),
         ("[gateway]\nadmin_token_file = /nonexistent/token\n", "[gateway] admin_token_file: '/nonexistent/token' is not a file"),
@@ -209,6 +214,19 @@ class ConfigErrorTests(SynchronousTestCase):
             (True, "reject", "drop", 30.0, 10000, 0, None))
         upstream = config.upstreams["u"]
         self.assertEqual((upstream.connect_timeout, upstream.read_timeout), (5.0, 60.0))
+
+    def test_logging_defaults(self):
+        """
+        The access log is JSON by default and request ids use X-Request-Id;
+        both can be set, and C{-} is accepted as the access log.
+        """
+        gateway = parse(BASE).gateway
+        self.assertEqual((gateway.access_log, gateway.access_log_format, gateway.request_id_header),
+                         (None, "json", "X-Request-Id"))
+        gateway = parse("[gateway]\naccess_log = -\naccess_log_format = combined\n"
+                        "request_id_header = X-Correlation-Id\n" + BASE).gateway
+        self.assertEqual((gateway.access_log, gateway.access_log_format, gateway.request_id_header),
+                         ("-", "combined", "X-Correlation-Id"))
 
     def test_unreadable(self):
         """

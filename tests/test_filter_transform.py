@@ -242,6 +242,17 @@ class RequestTests(SynchronousTestCase):
         flt.on_request(exchange)
         self.assertEqual(exchange.headers.getRawHeaders(b"x-id"), [b"gw-1"])
 
+    def test_gateway_request_id(self):
+        """
+        The exchange's request id (the gateway's) is C{$request_id},
+        whatever the context or the client's header say.
+        """
+        flt = _filter(request_headers_set="X-Id: $request_id")
+        exchange = _exchange(headers=[(b"x-request-id", b"client")], context={"request_id": "gw-1"})
+        exchange.request_id = b"abc-7"
+        flt.on_request(exchange)
+        self.assertEqual(exchange.headers.getRawHeaders(b"x-id"), [b"abc-7"])
+
     def test_hostile_values_dropped(self):
         """
         A rendered value with CR, LF or NUL (from a decoded query parameter

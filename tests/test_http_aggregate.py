@@ -204,7 +204,9 @@ class AggregateTerminalTests(AggregateCase):
             sent, _ = accept_upstream(self.reactor, index)
             head = sent.value().lower()
             self.assertIn(b"host: 10.0.0.", head)
-            self.assertIn(b"x-request-id: req-1\r\n", head)
+            # The client is no trusted proxy: the gateway's own id goes.
+            self.assertIn(b"x-request-id: %s-1\r\n" % (gate.gateway.request_ids.prefix,), head)
+            self.assertNotIn(b"req-1", head)
             self.assertIn(b"x-consumer: alice\r\n", head)
             self.assertNotIn(b"mallory", head)
             self.assertIn(b"x-custom: 1\r\n", head)
@@ -280,7 +282,7 @@ class AggregateTerminalTests(AggregateCase):
         routes = DASHBOARD.format(mode="null", max_size="1MB") + "[route:hello]\npath = /hello\nrespond = 200 hi\n"
         self.gateway(routes=routes)
         path = os.path.abspath(self.mktemp())
-        log = AccessLog(path, self.reactor)
+        log = AccessLog(path, self.reactor, format="combined")
         self.gate.gateway.access_log = log
         client, _ = self.send()
         _, user = accept_upstream(self.reactor, 0)
@@ -296,8 +298,8 @@ class AggregateTerminalTests(AggregateCase):
         with open(path, "rb") as f:
             lines = f.read().splitlines()
         self.assertEqual(len(lines), 2)
-        self.assertTrue(lines[0].endswith(b'" parts=user:200:12ms,orders:404:0ms,recs:timeout:812ms'), lines[0])
-        self.assertTrue(lines[1].endswith(b'"-"'), lines[1])
+        self.assertRegex(lines[0], rb'" request_id=[a-z2-7]+-1 parts=user:200:12ms,orders:404:0ms,recs:timeout:812ms\Z')
+        self.assertRegex(lines[1], rb'"-" request_id=[a-z2-7]+-2\Z')
 
 
 class PartFailureTests(AggregateCase):
@@ -472,7 +474,7 @@ class PartFailureTests(AggregateCase):
         """
         self.gateway()
         path = os.path.abspath(self.mktemp())
-        log = AccessLog(path, self.reactor)
+        log = AccessLog(path, self.reactor, format="combined")
         self.gate.gateway.access_log = log
         client, channel = self.send()
         users_transport, _ = accept_upstream(self.reactor, 0)
@@ -574,11 +576,13 @@ class PartTargetTests(AggregateCase):
         self.filter_route(b"/me", IdentityFilter({"sub": "a b", "n": 3}))
         self.send(b"GET /me HTTP/1.1\r\nHost: App.Test:8080\r\nX-Tenant: t/1\r\nX-Request-Id: r=1\r\n\r\n")
         sent, _ = accept_upstream(self.reactor, 0)
+        # The client is no trusted proxy: its id is replaced by the gateway's.
+        rid = self.gate.gateway.request_ids.prefix + b"-1"
         self.assertTrue(sent.value().startswith(
-            b"GET /v/t%2F1/alice/192.0.2.9/app.test?rid=r%3D1&sub=a%20b&n=3 HTTP/1.1\r\n"), sent.value())
+            b"GET /v/t%2F1/alice/192.0.2.9/app.test?rid=" + rid + b"&sub=a%20b&n=3 HTTP/1.1\r\n"),
+            sent.value())
         for request, claims, missing in [
             (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Request-Id: r\r\n\r\n", {"sub": "s", "n": 1}, "$header.x-tenant"),
-            (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Tenant: t\r\n\r\n", {"sub": "s", "n": 1}, "$request_id"),
             (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Tenant: t\r\nX-Request-Id: r\r\n\r\n", {"n": 1}, "$jwt.sub"),
             (b"GET /me HTTP/1.1\r\nHost: x\r\nX-Tenant: t\r\nX-Request-Id: r\r\n\r\n",
              {"sub": ["a"], "n": 1}, "$jwt.sub"),

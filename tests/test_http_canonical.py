@@ -479,7 +479,7 @@ class CanonicalGatewayTests(_CanonicalGatewayMixin, SynchronousTestCase):
         query redacted.
         """
         path = os.path.abspath(self.mktemp())
-        log = AccessLog(path, self.reactor)
+        log = AccessLog(path, self.reactor, format="combined")
         self.gate.gateway.access_log = log
         log.redact = frozenset([b"api_key", b"access_token"])
         self.send(b"GET /x/../admin?api_key=" + KEY + b"&access_token=t&q=1 HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -87,8 +87,9 @@ class MirrorTests(SynchronousTestCase):
 
     def test_copy_sent_with_same_request(self):
         """
-        The copy has the method, stripped path, query, forwarding headers
-        and body of the real request, and a Host with C{-shadow}.
+        The copy has the method, stripped path, query, forwarding headers,
+        request id and body of the real request, and a Host with
+        C{-shadow}.
         """
         channel, client = self.gate.connect(peer="192.0.2.7")
         channel.dataReceived(b"POST /api/orders?x=1 HTTP/1.1\r\nHost: api.example:8080\r\n"
@@ -99,7 +100,9 @@ class MirrorTests(SynchronousTestCase):
         self.assertTrue(copy.startswith(b"POST /orders?x=1 HTTP/1.1\r\n"), copy)
         self.assertIn(b"Host: api.example-shadow:8080\r\n", copy)
         self.assertIn(b"Host: api.example:8080\r\n", real)
-        for line in [b"X-Trace: t1\r\n", b"X-Forwarded-For: 192.0.2.7\r\n", b"Content-Length: 5\r\n"]:
+        request_id = b"X-Request-Id: %s-1\r\n" % (self.gate.gateway.request_ids.prefix,)
+        for line in [b"X-Trace: t1\r\n", b"X-Forwarded-For: 192.0.2.7\r\n", b"Content-Length: 5\r\n",
+                     request_id]:
             self.assertIn(line, copy)
             self.assertIn(line, real)
         self.assertTrue(copy.endswith(b"\r\n\r\nhello"))

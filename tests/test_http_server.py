@@ -15,7 +15,7 @@ from gatelayer.chain import IFilter, ITerminal, Reply
 from gatelayer.http.contract import IGatewayRequest, RequestRouting
 from gatelayer.http.lean_request import LeanRequest
 from gatelayer.http.request import GatewayRequest
-from gatelayer.testing.server import InMemoryGateway, parse_response, set_filters, with_server
+from gatelayer.testing.server import InMemoryGateway, error_document, parse_response, set_filters, with_server
 
 
 
@@ -158,7 +158,7 @@ class ServerLimitsTests(SynchronousTestCase):
                 status, headers, body = parse_response(transport.value())
                 self.assertEqual(status, 408)
                 self.assertEqual(headers[b"content-type"], [b"application/json"])
-                self.assertEqual(json.loads(body), {"error": "request body not received in time",
+                self.assertEqual(error_document(body, headers), {"error": "request body not received in time",
                                                     "status": 408})
                 self.assertTrue(transport.disconnecting)
                 self.assertEqual(self.gate.gateway.active, 0, "the request's bookkeeping is done")

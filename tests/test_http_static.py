@@ -16,7 +16,7 @@ from zope.interface.verify import verifyObject
 
 from gatelayer.chain import IBodySink, ITerminal
 from gatelayer.http.static import SMALL_FILE, FileStreamer, StaticTerminal, http_time
-from gatelayer.testing.server import InMemoryGateway, feed, parse_response
+from gatelayer.testing.server import InMemoryGateway, error_document, feed, parse_response
 from gatelayer.testing.transports import FillingTransport
 
 CONFIG = """
@@ -388,7 +388,7 @@ class StaticTests(SynchronousTestCase):
                 self.assertEqual(headers[b"x-content-type-options"], [b"nosniff"])
                 self.assertEqual(headers[b"accept-ranges"], [b"bytes"])
                 if expected == 416:
-                    self.assertEqual(json.loads(body),
+                    self.assertEqual(error_document(body, headers),
                                      {"error": "range not satisfiable: the file is 100 bytes", "status": 416})
                 else:
                     self.assertEqual(body, DATA[part])
@@ -573,7 +573,7 @@ class StaticTests(SynchronousTestCase):
         self.patch(StaticTerminal, "open_file", failing)
         status, headers, body = self.get(b"/files/a.txt")
         self.assertEqual(status, 500)
-        self.assertEqual(json.loads(body), {"error": "the file could not be read", "status": 500})
+        self.assertEqual(error_document(body, headers), {"error": "the file could not be read", "status": 500})
         self.assertEqual(headers[b"x-content-type-options"], [b"nosniff"])
         self.assertEqual(len(events), 1)
 

@@ -265,6 +265,31 @@ class DecisionTests(FilterTestMixin, SynchronousTestCase):
         self.assertEqual(self.successResultOf(second).status, 429)
 
 
+class OutcomeTests(FilterTestMixin, SynchronousTestCase):
+    """
+    The outcome the access log shows, left in the exchange's context.
+    """
+
+    def test_outcomes(self):
+        """
+        allowed, rejected, shadow_rejected, and the store-error policies
+        each leave their name under C{context["ratelimit"]}.
+        """
+        cases = [
+            (self.make("enforced", rate=1), ["allowed", "rejected"]),
+            (self.make("shadowed", rate=1, mode="shadow"), ["allowed", "shadow_rejected"]),
+            (self.make(store=BrokenStore(hang=False), on_store_error="closed"), ["store_error_closed"]),
+            (self.make(store=BrokenStore(hang=False), on_store_error="open"), ["store_error_open"]),
+        ]
+        for f, outcomes in cases:
+            seen = []
+            for _ in outcomes:
+                ex = exchange()
+                f.on_request(ex)
+                seen.append(ex.context.get("ratelimit"))
+            self.assertEqual(seen, outcomes)
+
+
 class StoreFailureTests(FilterTestMixin, SynchronousTestCase):
     """
     on_store_error = open | closed | local, with a store that hangs or fails.

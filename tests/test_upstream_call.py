@@ -45,7 +45,7 @@ class BufferedCallTests(SynchronousTestCase):
         self.outcomes = []
         call = BufferedCall(self.upstream, self.reactor, method, b"/x?y=1",
                             [(b"Host", b""), (b"X-Request-Id", b"r1")], "192.0.2.1", max_size,
-                            self.outcomes.append)
+                            self.outcomes.append, request_id=b"r1")
         call.start()
         return call
 
@@ -168,6 +168,23 @@ class BufferedCallTests(SynchronousTestCase):
         self.assertEqual(len(self.reactor.tcpClients), 2)
         self.assertEqual([o.error for o in self.outcomes], ["unreachable"])
         self.assertEqual([row["failures"] for row in self.rows().values()], [1, 1])
+
+    def test_failure_lines_name_the_request(self):
+        """
+        Each server failure is logged once, naming the client's request id.
+        """
+        from twisted.logger import Logger
+
+        from gatelayer.upstream import call as call_module
+
+        events = []
+        self.patch(call_module, "_log", Logger(observer=events.append))
+        self.call(retries=3)
+        for index in (0, 1):
+            factory = self.reactor.tcpClients[index][2]
+            factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.assertEqual([(e["address"], e["request_id"]) for e in events],
+                         [("10.0.0.1:80", "r1"), ("10.0.0.2:80", "r1")])
 
     def test_broken_body_retried(self):
         """

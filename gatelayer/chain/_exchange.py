@@ -87,6 +87,9 @@ class Exchange(Responder):
         when a body filter answers instead of the terminal.
     @ivar new_body: the request body a filter put in place of the client's
         (L{replace_body}), or L{None}.
+    @ivar request_id: the request's id (bytes; empty for none): returned in
+        every answer's C{chain.request_id_header}, put in the gateway's
+        error bodies, read by C{$request_id} and the WAF's log lines.
     """
 
     method: bytes
@@ -109,6 +112,7 @@ class Exchange(Responder):
     body_declined: tuple = ()
     lost_callback: object = None
     new_body: object = None
+    request_id: bytes = b""
 
     # -- what a terminal needs of the request ------------------------------
 

@@ -22,12 +22,17 @@ _JSON = [b"application/json"]
 _log = Logger(namespace="gatelayer.chain")
 
 
-def error_body(status, message):
+def error_body(status, message, request_id=None):
     """
     The JSON body of an error the gateway produces itself (never a
-    traceback): C{{"error": message, "status": status}}.
+    traceback): C{{"error": message, "status": status}}, with
+    C{"request_id"} when the request has one (bytes or text).
     """
-    return json.dumps({"error": message, "status": status}, separators=(",", ":")).encode("utf-8")
+    data = {"error": message, "status": status}
+    if request_id:
+        data["request_id"] = (request_id.decode("ascii", "replace")
+                              if isinstance(request_id, bytes) else request_id)
+    return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
 class RouteChain:
@@ -41,23 +46,27 @@ class RouteChain:
         L{IBodyFilter}, in request order.
     @ivar server_header: the C{Server} value put on answers (L{None}:
         whatever the terminal set, an upstream's say, is kept).
+    @ivar request_id_header: the header name (bytes) the exchange's
+        C{request_id} is returned in (replacing an upstream's).
     """
 
-    __slots__ = ("filters", "body_hooks", "server_header")
+    __slots__ = ("filters", "body_hooks", "server_header", "request_id_header")
 
-    def __init__(self, filters=(), body_hooks=(), server_header=None):
+    def __init__(self, filters=(), body_hooks=(), server_header=None,
+                 request_id_header=b"X-Request-Id"):
         self.filters = tuple(filters)
         self.body_hooks = tuple(body_hooks)
         self.server_header = server_header
+        self.request_id_header = request_id_header
 
     @classmethod
-    def build(cls, filters, server_header=None):
+    def build(cls, filters, server_header=None, request_id_header=b"X-Request-Id"):
         """
         The chain of C{filters}, with the body-hook capability checked once.
         """
         filters = tuple(filters)
         hooks = tuple(i for i, flt in enumerate(filters) if IBodyFilter.providedBy(flt))
-        return cls(filters, hooks, server_header)
+        return cls(filters, hooks, server_header, request_id_header)
 
     def __repr__(self):
         return "<RouteChain %s>" % (", ".join(getattr(f, "name", repr(f)) for f in self.filters),)
@@ -83,7 +92,7 @@ class Responder:
     The responding half of L{gatelayer.chain.Exchange} (a mixin: the
     exchange holds C{request}, C{chain}, C{ran}, C{status},
     C{response_headers}, C{response_header_edits}, C{body_filters},
-    C{body_declined} and C{lost_callback}).
+    C{body_declined}, C{lost_callback} and C{request_id}).
 
     C{request} provides the gateway's request contract
     (L{gatelayer.http.contract.IGatewayRequest}): C{setResponseCode},
@@ -155,7 +164,7 @@ class Responder:
         request = self.request
         if request.disconnected or request.finished:
             return
-        body = error_body(status, message)
+        body = error_body(status, message, self.request_id)
         self._head(status, headers, len(body))
         raw = request.responseHeaders
         raw.setRawHeaders(b"content-type", _JSON)
@@ -208,6 +217,8 @@ class Responder:
             raw.addRawHeader(name, value)
         for name, value in self.response_headers:
             raw.addRawHeader(name, value)
+        if self.request_id:
+            raw.setRawHeaders(self.chain.request_id_header, [self.request_id])
         raw.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
         request.write(body)
         request.finish()
@@ -245,6 +256,8 @@ class Responder:
                 _edit(raw, self.response_header_edits)
         for name, value in self.response_headers:
             raw.addRawHeader(name, value)
+        if self.request_id:
+            raw.setRawHeaders(self.chain.request_id_header, [self.request_id])
 
     @property
     def _drops_length(self):

@@ -122,6 +122,7 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     )
 
 
+
 def _gateway(r, cpu_count):
     workers = r.get("workers", lambda t: v.parse_int(t, 1, 256), None)
     if workers is None:
@@ -152,7 +153,19 @@ def _gateway(r, cpu_count):
         admin_token_file=admin_token,
         heartbeat_timeout=_or(r.get("heartbeat_timeout", v.parse_duration, 30.0), 30.0),
         metrics=_or(r.get("metrics", v.parse_bool, True), True),
+        access_log_format=r.choice("access_log_format", ("json", "combined"), "json") or "json",
+        request_id_header=_or(r.get("request_id_header", _header_name, "X-Request-Id"), "X-Request-Id"),
     )
+
+
+def _header_name(text):
+    """
+    C{text} if it is a header field name (an RFC 9110 token).
+    """
+    text = text.strip()
+    if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", text):
+        raise ValueError("is not a header name")
+    return text
 
 
 def _or(value, default):

@@ -31,6 +31,8 @@ class GatewaySpec:
     admin_token_file: str = None
     heartbeat_timeout: float = 30.0
     metrics: bool = True
+    access_log_format: str = "json"
+    request_id_header: str = "X-Request-Id"
 
 
 @frozen

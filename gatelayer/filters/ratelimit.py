@@ -17,9 +17,13 @@ from gatelayer.ratelimit.interfaces import StoreUnavailable
 from gatelayer.ratelimit.master_store import MasterStore
 from gatelayer.ratelimit.registry import StoreRegistry
 
-__all__ = ["RateLimitFilter", "build_filter", "KEY_PREFIX"]
+__all__ = ["RateLimitFilter", "build_filter", "KEY_PREFIX", "OUTCOME_CONTEXT"]
 
 KEY_PREFIX = "gatelayer:rl:"
+OUTCOME_CONTEXT = "ratelimit"
+"""The exchange context key of the rate limit's outcome (C{"allowed"},
+C{"rejected"}, C{"shadow_rejected"}, C{"store_error_open"},
+C{"store_error_closed"}), read by the access log."""
 PROBLEM_JSON = b"application/problem+json"
 _MAX_KEY_PART = 128
 
@@ -179,17 +183,22 @@ class RateLimitFilter:
         """
 
     def _decided(self, decision, exchange, key):
+        # What the access log shows: the last rate-limit filter's outcome.
+        context = exchange.context
         if decision.allowed:
+            context[OUTCOME_CONTEXT] = "allowed"
             self.counters["allowed"] += 1
             if self.settings.mode == "enforce":
                 exchange.response_headers.extend(self._headers(decision.remaining, decision.reset))
             return None
         if self.settings.mode == "shadow":
+            context[OUTCOME_CONTEXT] = "shadow_rejected"
             self.counters["shadow_rejected"] += 1
             self._throttled.warn(
                 "shadow", "rate limit {filter} (shadow mode) would have rejected {key}",
                 filter=self.name, key=key)
             return None
+        context[OUTCOME_CONTEXT] = "rejected"
         self.counters["rejected"] += 1
         return self._too_many(decision)
 
@@ -206,11 +215,13 @@ class RateLimitFilter:
                            callbackArgs=(exchange, key), errbackArgs=(exchange,))
             return d
         if policy == "closed" and self.settings.mode == "enforce":
+            exchange.context[OUTCOME_CONTEXT] = "store_error_closed"
             self.counters["fallback_closed"] += 1
             self._throttled.warn(
                 "closed", "rate limit {filter}: {problem}; answering 503 (on_store_error = closed)",
                 filter=self.name, problem=str(failure.value))
             return self._unavailable_reply()
+        exchange.context[OUTCOME_CONTEXT] = "store_error_open"
         self.counters["fallback_open"] += 1
         self._throttled.warn(
             "open", "rate limit {filter}: {problem}; letting requests through",
@@ -219,6 +230,7 @@ class RateLimitFilter:
 
     def _fallback_failed(self, failure, exchange):
         failure.trap(StoreUnavailable)
+        exchange.context[OUTCOME_CONTEXT] = "store_error_open"
         self.counters["fallback_open"] += 1
         self._throttled.warn(
             "fallback", "rate limit {filter}: the fallback store failed too ({problem}); "

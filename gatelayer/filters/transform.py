@@ -92,6 +92,8 @@ def variable_value(variable, exchange):
         consumer = exchange.context.get("consumer")
         return consumer.encode("utf-8") if consumer else b""
     if kind == "request_id":
+        if exchange.request_id:
+            return exchange.request_id
         known = exchange.context.get(REQUEST_ID_CONTEXT)
         if known:
             return known.encode("utf-8") if isinstance(known, str) else known

@@ -41,9 +41,12 @@ def _too_large(limit):
 
 def request_id(exchange):
     """
-    The request's id for the log: the one a filter set, else the client's
-    C{X-Request-Id}, else C{"-"}.
+    The request's id for the log: the gateway's (the exchange's
+    C{request_id}); for an exchange without one, the one a filter set, else
+    the client's C{X-Request-Id}, else C{"-"}.
     """
+    if exchange.request_id:
+        return exchange.request_id
     known = exchange.context.get(REQUEST_ID_CONTEXT)
     if known:
         return known.encode("utf-8") if isinstance(known, str) else known

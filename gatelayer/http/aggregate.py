@@ -160,7 +160,7 @@ class Aggregation:
         part.call = BufferedCall(
             self.terminal.upstreams[index], self.clock, spec.method, target, self.headers,
             self.exchange.client_ip, self.settings.part_max_size,
-            lambda outcome: self._answered(index, outcome))
+            lambda outcome: self._answered(index, outcome), request_id=self.exchange.request_id)
         part.timer = self.clock.callLater(self.settings.part_timeout, self._timed_out, index)
         part.call.start()
 

@@ -258,8 +258,10 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
         self._rejected = True
         self._cancel_timer()
         factory = self.factory
+        pending = [r for r in self.requests if not r.finished]
         self.transport.write(raw_error_response(
-            status, message, factory.date(), factory.extra_headers))
+            status, message, factory.date(), factory.extra_headers,
+            factory.gateway.refusal_id(pending[-1] if pending else None)))
         self.dataReceived = lambda data: None
         self.lineReceived = lambda line: None
         for request in self.requests:

@@ -124,12 +124,23 @@ class RequestRouting:
         from upstream, or L{None}.
     @ivar tries: how many upstream attempts were made (retries are
         C{tries - 1}).
+    @ivar upstream_connect: how long the last attempt waited for its new
+        upstream connection to become usable, in seconds (C{0.0} on a
+        reused one), or L{None} when no response came from upstream.
+    @ivar upstream: the name of the upstream called, or L{None}.
+    @ivar exchange: the request's L{gatelayer.chain.Exchange} while it is
+        answered (what the filters found: the consumer, a rate limit's
+        outcome), or L{None}; dropped once the request is logged.
+    @ivar request_id: the request's id (bytes; see
+        L{gatelayer.observe.requestid.RequestIds}): sent upstream, returned
+        to the client, logged.
     """
 
     __slots__ = ("match", "host", "body_limit", "gateway", "log_fields", "started",
-                 "upstream_server", "upstream_started", "upstream_first_byte", "tries")
+                 "upstream_server", "upstream_started", "upstream_first_byte", "tries",
+                 "upstream_connect", "request_id", "upstream", "exchange")
 
-    def __init__(self, match, host, body_limit, gateway, started=0.0):
+    def __init__(self, match, host, body_limit, gateway, started=0.0, request_id=b""):
         self.match = match
         self.host = host
         self.body_limit = body_limit
@@ -140,6 +151,10 @@ class RequestRouting:
         self.upstream_started = None
         self.upstream_first_byte = None
         self.tries = 0
+        self.upstream_connect = None
+        self.request_id = request_id
+        self.upstream = None
+        self.exchange = None
 
     def __repr__(self):
         return "<RequestRouting host=%r limit=%d %r>" % (self.host, self.body_limit, self.match)

@@ -46,7 +46,7 @@ def valid_status(code):
     return 502
 
 
-def raw_error_response(status, message, date=None, extra_headers=()):
+def raw_error_response(status, message, date=None, extra_headers=(), request_id=None):
     """
     A complete HTTP/1.1 response that closes the connection, for errors found
     before a request object exists (bad request line, headers too large,
@@ -56,11 +56,15 @@ def raw_error_response(status, message, date=None, extra_headers=()):
         leave it out.
     @param extra_headers: C{(name, value)} pairs the listener adds to every
         response (Strict-Transport-Security on a TLS listener).
+    @param request_id: C{(header name, id)} bytes to answer with and put
+        in the body, or L{None}.
     """
-    body = error_body(status, message)
+    body = error_body(status, message, request_id[1] if request_id else None)
     headers = [(b"Content-Type", b"application/json"), (b"Content-Length", b"%d" % (len(body),))]
     if date is not None:
         headers.append((b"Date", date))
     headers.extend(extra_headers)
+    if request_id:
+        headers.append(request_id)
     headers.append((b"Connection", b"close"))
     return build_response_head(status_line(status, reason_phrase(status)), headers, body)

@@ -20,6 +20,7 @@ from gatelayer.http.errors import reason_phrase
 from gatelayer.http.split import route_terminal
 from gatelayer.http.static import StaticTerminal
 from gatelayer.net.forwarded import resolve_client_ip
+from gatelayer.observe.requestid import RequestIds
 from gatelayer.routing import RouteMatch, RouteTable
 
 _JSON = [b"application/json"]
@@ -144,6 +145,9 @@ class Gateway:
         self.idle_callbacks = []
         self._trusted = config.gateway.trusted_proxies
         gateway = config.gateway
+        self.request_ids = RequestIds(self._trusted)
+        self.request_id_header = gateway.request_id_header.encode("ascii")
+        self._request_id_key = _raw_header_name(self.request_id_header.lower())
         self._merge_slashes = gateway.merge_slashes
         self._escaped_slashes = gateway.escaped_slashes
         self._headers = HeaderPolicy(gateway.underscore_headers, identity_headers(config))
@@ -174,7 +178,8 @@ class Gateway:
             limit = spec.max_body_size if spec.max_body_size is not None else default_limit
             filters = tuple(self.filters[n] for n in spec.filters)
             runtime = RouteRuntime(spec, filters, terminal, limit,
-                                   RouteChain.build(filters, self._server_header))
+                                   RouteChain.build(filters, self._server_header,
+                                                    self.request_id_header))
             entries.append((spec, runtime))
             preflight_entries.append((_with_preflight(spec, config), runtime))
         self.table = RouteTable(entries, header_key=_raw_header_name)
@@ -233,6 +238,11 @@ class Gateway:
         if self._strict_sni and factory.listener.name in self._strict_sni:
             _check_sni(request, host)
         self._headers.apply(raw)
+        # The one id every later step, the upstream and the log see.
+        key = self._request_id_key
+        client = request.client
+        request_id = self.request_ids.choose(raw.get(key), client.host if client is not None else "")
+        raw[key] = [request_id]
         if form == "asterisk":
             path = b"*"
         elif _SUSPECT_PATH(path) is not None:
@@ -247,7 +257,8 @@ class Gateway:
                 table = self._preflight_table
             match = table.match(host, path, method.decode("ascii"), raw, query)
             limit = self._default_limit if match.route is None else match.route.body_limit
-        routing = request.routing = RequestRouting(match, host, limit, self, self._seconds())
+        routing = request.routing = RequestRouting(
+            match, host, limit, self, self._seconds(), request_id)
         self.requests += 1
         self.active += 1
         return routing
@@ -284,7 +295,9 @@ class Gateway:
             headers=request.requestHeaders, client_ip=client_ip, peer_ip=peer_ip,
             scheme=factory.scheme, host=routing.host,
             route=route.spec.name, request=request, chain=route.chain,
+            request_id=routing.request_id,
         )
+        routing.exchange = exchange
         if not route.filters:
             route.terminal.serve(exchange)
             return
@@ -296,8 +309,9 @@ class Gateway:
             if reply is None:
                 route.terminal.serve(exchange)
             elif isinstance(reply, Exception):
-                self.log.failure("filter failed on {path}", path=request.path,
-                                 failure=_failure_of(reply))
+                self.log.failure("filter failed on {path} (request {request_id})", path=request.path,
+                                 failure=_failure_of(reply),
+                                 request_id=routing.request_id.decode("ascii", "replace"))
                 exchange.reply_error(500, "internal error in a filter")
             else:
                 exchange.reply(reply)
@@ -309,6 +323,7 @@ class Gateway:
         Answer C{OPTIONS *}: the gateway itself, not a route, is asked.
         """
         request.setResponseCode(200, reason_phrase(200))
+        _request_id(request)
         request.responseHeaders.setRawHeaders(b"allow", [_OPTIONS_ALLOW])
         request.responseHeaders.setRawHeaders(b"content-length", [b"0"])
         request.finish()
@@ -328,11 +343,22 @@ class Gateway:
         location = b"https://" + authority.encode("ascii") + target
         request.setResponseCode(308, reason_phrase(308))
         request.responseHeaders.setRawHeaders(b"location", [location])
-        body = error_body(308, "use https")
+        body = error_body(308, "use https", _request_id(request))
         request.responseHeaders.setRawHeaders(b"content-type", _JSON)
         request.responseHeaders.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
         request.write(body)
         request.finish()
+
+    def refusal_id(self, request):
+        """
+        C{(header name, id)} for a refusal written before a request could
+        answer (bad framing, limits): the id of C{request} when it was
+        routed, else a new one.
+        """
+        routing = getattr(request, "routing", None)
+        if routing is not None and routing.request_id:
+            return self.request_id_header, routing.request_id
+        return self.request_id_header, self.request_ids.new()
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -345,6 +371,9 @@ class Gateway:
             self.access_log.record(request)
         if self.metrics is not None:
             self.metrics.request_finished(request)
+        routing = request.routing
+        if routing is not None:
+            routing.exchange = None
         if self.active == 0 and self.idle_callbacks:
             self._fire_idle()
 
@@ -370,12 +399,24 @@ class Gateway:
             callback()
 
 
+def _request_id(request):
+    """
+    The request id of a routed C{request} (bytes), set in the response's
+    request id header; C{b""} for none.
+    """
+    routing = request.routing
+    if routing is None or not routing.request_id:
+        return b""
+    request.responseHeaders.setRawHeaders(routing.gateway.request_id_header, [routing.request_id])
+    return routing.request_id
+
+
 def _send_error(request, status, message, headers=()):
     """
     Answer a request no route took with the gateway's own short JSON error
     (no filter ran: there is no exchange).
     """
-    body = error_body(status, message)
+    body = error_body(status, message, _request_id(request))
     request.setResponseCode(status, reason_phrase(status))
     for name, value in headers:
         request.responseHeaders.setRawHeaders(name, [value])

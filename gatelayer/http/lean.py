@@ -389,9 +389,10 @@ class LeanChannel(ConnectionTimer, Protocol):
             return
         self._cancel_timer()
         factory = self.factory
-        self.transport.write(raw_error_response(
-            status, message, factory.date(), factory.extra_headers))
         request = self._request
+        self.transport.write(raw_error_response(
+            status, message, factory.date(), factory.extra_headers,
+            factory.gateway.refusal_id(request)))
         if request is not None and not request.finished:
             request.code = status
             request._done()

@@ -207,6 +207,7 @@ class ProxiedRequest:
         routing = getattr(self.exchange.request, "routing", None)
         if routing is not None:
             routing.upstream_server = server.address
+            routing.upstream = self.terminal.spec.name
             routing.tries += 1
             if routing.upstream_started is None:
                 routing.upstream_started = routing.gateway.reactor.seconds()
@@ -244,7 +245,8 @@ class ProxiedRequest:
         return self.terminal.state.retry_target(kind, self.exchange.client_ip, self.tried)
 
     def _log_failure(self, kind, detail):
-        log_server_failure(self.terminal.log, self.terminal.spec.name, self.server.address, kind, detail)
+        log_server_failure(self.terminal.log, self.terminal.spec.name, self.server.address, kind, detail,
+                           self.exchange.request_id)
 
     # -- IResponseSink -----------------------------------------------------
 
@@ -294,6 +296,7 @@ class ProxiedRequest:
         routing = getattr(exchange.request, "routing", None)
         if routing is not None:
             routing.upstream_first_byte = routing.gateway.reactor.seconds()
+            routing.upstream_connect = self.handle.connect_time
         origin = self.origin
         if origin is None:
             relayed = downstream_headers(headers)

@@ -23,7 +23,7 @@ def resolve_client_ip(peer_ip, forwarded_for, trusted):
         hops.extend(part.strip() for part in value.decode("latin-1").split(","))
     current = peer_ip
     while True:
-        if not _is_trusted(current, trusted):
+        if not is_trusted(current, trusted):
             return current
         while hops and not hops[-1]:
             hops.pop()
@@ -37,7 +37,11 @@ def resolve_client_ip(peer_ip, forwarded_for, trusted):
         current = candidate
 
 
-def _is_trusted(address, trusted):
+def is_trusted(address, trusted):
+    """
+    Whether C{address} (text) is in one of the C{trusted} networks (an
+    IPv4-mapped IPv6 address counts as its IPv4 address).
+    """
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

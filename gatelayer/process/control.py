@@ -59,6 +59,16 @@ class Drain(amp.Command):
     response = []
 
 
+class ReopenLogs(amp.Command):
+    """
+    Master -> worker: write out the access log lines collected so far and
+    open the access log file again (SIGUSR1, after a rotation renamed it).
+    """
+
+    arguments = []
+    response = []
+
+
 class Begin(amp.Command):
     """
     Master -> worker: the initial state (health verdicts, certificates) has

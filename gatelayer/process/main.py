@@ -5,36 +5,25 @@ Started by the master with: the config text on standard input (a snapshot of
 what the master validated, so a respawned worker runs the master's config
 even if the file changed since), its control pipes on fds 3 (master ->
 worker) and 4 (worker -> master), and its listening sockets on fds 5 and up.
-Log lines go to standard output, which the master reads and logs. This is
-the only module besides L{gatelayer.tap} that touches the global reactor.
+Log events go to standard error as JSON lines, which the master reads and
+logs once each, tagged with the worker's slot and pid. Standard output is
+the access log's with C{access_log = -} (the master's own, handed over).
+This is the only module besides L{gatelayer.tap} that touches the global
+reactor.
 """
 
 import argparse
 import signal
 import sys
 
-from twisted.logger import Logger, formatEvent, globalLogBeginner
+from twisted.logger import Logger, globalLogBeginner
+
+from gatelayer.observe.gatewaylog import worker_observer
 
 CONTROL_IN = 3
 CONTROL_OUT = 4
 
 log = Logger()
-
-
-def _line_observer(stream):
-    def observe(event):
-        text = formatEvent(event)
-        failure = event.get("log_failure")
-        if failure is not None:
-            text += "\n" + failure.getTraceback()
-        level = event.get("log_level")
-        name = level.name if level is not None else "info"
-        try:
-            stream.write("%s %s: %s\n" % (name, event.get("log_namespace", "-"), text))
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    return observe
 
 
 def parse_args(argv):
@@ -55,7 +44,7 @@ def main(argv=None):
     """
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from gatelayer.process.limits import AcceptErrorFilter
-    accept_errors = AcceptErrorFilter(_line_observer(sys.stdout))
+    accept_errors = AcceptErrorFilter(worker_observer(sys.stderr))
     globalLogBeginner.beginLoggingTo([accept_errors], redirectStandardIO=False)
     text = sys.stdin.buffer.read().decode("utf-8")
 

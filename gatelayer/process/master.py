@@ -24,7 +24,8 @@ from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 
-from gatelayer.process.control import ControlProtocol
+from gatelayer.observe.gatewaylog import worker_event
+from gatelayer.process.control import ControlProtocol, ReopenLogs
 from gatelayer.process.endpoints import AdminService, ListenersService
 from gatelayer.process.pipes import PipeTransport
 from gatelayer.service import OrderedMultiService
@@ -79,8 +80,7 @@ class WorkerProcessProtocol(ProcessProtocol):
         self._partial[childFD] = rest
         for line in lines:
             if line:
-                self.log.info("worker {slot} [{pid}] {line}", slot=self.record.slot,
-                              pid=self.record.pid, line=line.decode("utf-8", "replace"))
+                worker_event(self.log, self.record.slot, self.record.pid, line)
 
     def childConnectionLost(self, childFD):
         """
@@ -131,6 +131,7 @@ class MasterService(OrderedMultiService):
         self.install_signals = install_signals
         self.started = None
         self._previous_hup = None
+        self._previous_usr1 = None
         self.listeners = ListenersService(config, bind, raise_open_files)
         self.admin = AdminService(config, reactor, self, admin_factory, bind_admin)
         self.supervisor = WorkersService(
@@ -235,9 +236,25 @@ class MasterService(OrderedMultiService):
         super().startService()
         if self.install_signals:
             self._previous_hup = signal.signal(signal.SIGHUP, self._on_sighup)
+            self._previous_usr1 = signal.signal(signal.SIGUSR1, self._on_sigusr1)
 
     def _on_sighup(self, signum, frame):
         self.reactor.callFromThread(self.reload)
+
+    def _on_sigusr1(self, signum, frame):
+        # twistd's own handler (when it logs to a file) rotates twistd.log.
+        if callable(self._previous_usr1):
+            self._previous_usr1(signum, frame)
+        self.reactor.callFromThread(self.reopen_logs)
+
+    def reopen_logs(self):
+        """
+        SIGUSR1: tell every worker to reopen its access log (a rotation
+        renamed the file). Fires when every worker answered.
+        """
+        self.log.info("SIGUSR1: reopening the access logs")
+        return DeferredList([control.callRemote(ReopenLogs) for control in self.controls()],
+                            consumeErrors=True)
 
     def _write_ready(self):
         if not self.ready_file:
@@ -266,6 +283,8 @@ class MasterService(OrderedMultiService):
         """
         if self.install_signals and self._previous_hup is not None:
             signal.signal(signal.SIGHUP, self._previous_hup)
+        if self.install_signals and self._previous_usr1 is not None:
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
 
         def finished(_):
             # twistd re-raises the stopping signal at exit, so a SIGTERM'd

@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gatelayer.observe.accesslog import STDOUT
 from gatelayer.process.control import Begin, Drain, Heartbeat, heartbeat_interval
 from gatelayer.service import MasterPart
 
@@ -279,6 +280,10 @@ class WorkersService(MasterPart):
             return
         sockets = self.sockets.for_slot(record.slot)
         child_fds = {0: "w", 1: "r", 2: "r", CONTROL_IN: "w", CONTROL_OUT: "r"}
+        if self.config.gateway.access_log in STDOUT:
+            # The access log's lines go straight to the master's standard
+            # output (whole lines per write), not through the master.
+            child_fds[1] = 1
         args = ["--config", self.config.path, "--slot", str(record.slot)]
         for offset, bound in enumerate(sockets):
             fd = FIRST_SOCKET_FD + offset

@@ -14,6 +14,7 @@ C{reconfigure(new_config)}; it starts and stops as a service.
 from twisted.logger import Logger
 
 from gatelayer.config import ConfigError
+from gatelayer.process.control import ReopenLogs
 from gatelayer.service import MasterPart
 from gatelayer.tls.parts import CertificatePart, upstream_tls_creators
 from gatelayer.tls.parts import worker_tls as tls_worker
@@ -43,6 +44,7 @@ def register_worker(config, control, worker):
     Make a worker's control channel answer the master's pushes.
     """
     register_worker_responders(control, worker.upstream_states)
+    control.register(ReopenLogs, worker.reopen_logs)
     if any(spec.type == "cache" for spec in config.filters.values()):
         from gatelayer.cache.control import register_worker_responders as cache_responders
         from gatelayer.cache.control import worker_cache_filters

@@ -154,12 +154,24 @@ class Worker(OrderedMultiService):
         self._prepared = True
         self.upstream_pools.terminals = build_upstreams(config, self.reactor, self._tls_creator_for)
         if config.gateway.access_log:
-            self.access_log.access_log = AccessLog(config.gateway.access_log, self.reactor)
+            self.access_log.access_log = AccessLog(
+                config.gateway.access_log, self.reactor, format=config.gateway.access_log_format)
         if config.gateway.metrics:
             self.metrics, self.metrics_reporter = worker_metrics(self)
         self.gateway_service.gateway = self.ports_service.gateway = Gateway(
             config, self.reactor, master=self.master, upstreams=self.upstreams,
             access_log=self.access_log.access_log, stores=self.stores.registry, metrics=self.metrics)
+
+    def reopen_logs(self):
+        """
+        The master's C{ReopenLogs}: reopen the access log file. A file that
+        cannot be opened is logged and the old one kept.
+        """
+        try:
+            self.access_log.reopen()
+        except OSError as e:
+            self.log.error("cannot reopen the access log: {error}", error=str(e))
+        return {}
 
     def upstream_states(self):
         """

@@ -51,6 +51,13 @@ class AccessLogService(ReconfigurableService):
         self.name = "access_log"
         self.access_log = None
 
+    def reopen(self):
+        """
+        Open the log file again (L{gatelayer.observe.accesslog.AccessLog.reopen}).
+        """
+        if self.access_log is not None:
+            self.access_log.reopen()
+
     def stopService(self):
         """
         Close the log file.

@@ -129,6 +129,22 @@ def parse_response(data):
     return status, headers, body
 
 
+def error_document(body, headers):
+    """
+    The gateway's JSON error C{body} as a dict without its C{request_id},
+    after checking that id is the one the response's C{X-Request-Id}
+    header (in C{headers}, as L{parse_response} gives them) carries.
+    """
+    import json
+
+    document = json.loads(body)
+    request_id = document.pop("request_id", None)
+    if request_id is None or [request_id.encode("ascii")] != headers.get(b"x-request-id"):
+        raise AssertionError("error body request id %r, header %r"
+                             % (request_id, headers.get(b"x-request-id")))
+    return document
+
+
 def split_responses(data):
     """
     Split the concatenated responses of one connection (pipelined

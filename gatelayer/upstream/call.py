@@ -73,9 +73,11 @@ class BufferedCall:
         "upstream", "method", "target", "headers", "client_ip", "max_size", "done",
         "server", "tried", "handle", "in_flight", "status", "response_headers", "chunks",
         "size", "discarding", "next_server", "relayed_failure", "finished", "clock", "later", "host",
+        "request_id",
     )
 
-    def __init__(self, upstream, clock, method, target, headers, client_ip, max_size, done, host=None):
+    def __init__(self, upstream, clock, method, target, headers, client_ip, max_size, done, host=None,
+                 request_id=b""):
         """
         @param upstream: the upstream's terminal (C{.pool}, C{.state},
             C{.spec}), as L{gatelayer.http.proxy.UpstreamTerminal}.
@@ -91,6 +93,8 @@ class BufferedCall:
         @param done: called with the L{CallOutcome}.
         @param host: the C{Host} value to send (bytes; a route's
             C{preserve_host}), or L{None} for the chosen server's address.
+        @param request_id: the id of the client's request (bytes), named in
+            failure log lines.
         """
         if method not in IDEMPOTENT_METHODS:
             raise ValueError(f"a buffered call is only made with an idempotent method, not {method!r}")
@@ -98,6 +102,7 @@ class BufferedCall:
         self.clock = clock
         self.later = None
         self.host = host
+        self.request_id = request_id
         self.method = method
         self.target = target
         self.headers = list(headers)
@@ -184,7 +189,8 @@ class BufferedCall:
         self._finish("too large")
 
     def _log_failure(self, kind, detail):
-        log_server_failure(_log, self.upstream.spec.name, self.server.address, kind, detail)
+        log_server_failure(_log, self.upstream.spec.name, self.server.address, kind, detail,
+                           self.request_id)
 
     def _retry_target(self, kind):
         return self.upstream.state.retry_target(kind, self.client_ip, self.tried)

@@ -129,6 +129,7 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         self._request = request
         if request is not None:
             request.connection = self
+        self._begun = self._clock.seconds()
         self._arm(connect_timeout)
 
     def _connect_timed_out(self):
@@ -186,6 +187,7 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
             self._disarm()
             self._owner.release(self)
         else:
+            request.connect_time = self._clock.seconds() - self._begun
             self.send(request)
 
     def _closed(self):

@@ -46,10 +46,13 @@ class UpstreamRequest:
     @ivar waiter: a delayed call of the pool while the request waits for a
         connection, else L{None}.
     @ivar done: whether the exchange is over (its sink is called no more).
+    @ivar connect_time: how long its connection took to become usable, in
+        seconds, when one was opened for it; C{0.0} on a reused one.
     """
 
     __slots__ = ("server", "method", "target", "headers", "body", "sink", "idempotent",
-                 "connection", "paused", "retried", "waiter", "done", "_owner", "trailers")
+                 "connection", "paused", "retried", "waiter", "done", "_owner", "trailers",
+                 "connect_time")
 
     def __init__(self, owner, server, method, target, headers, body, sink, idempotent,
                  trailers=()):
@@ -67,6 +70,7 @@ class UpstreamRequest:
         self.retried = False
         self.waiter = None
         self.done = False
+        self.connect_time = 0.0
 
     def __repr__(self):
         return "<UpstreamRequest %s %s to %s>" % (

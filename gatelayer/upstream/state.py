@@ -73,11 +73,17 @@ def health_failure(kind):
     return _HEALTH_KIND.get(kind, kind)
 
 
-def log_server_failure(log, upstream, address, kind, detail):
+def log_server_failure(log, upstream, address, kind, detail, request_id=None):
     """
     Log at C{log} (a L{twisted.logger.Logger}) that the server C{address}
-    of the upstream named C{upstream} failed with the client's C{kind}.
+    of the upstream named C{upstream} failed with the client's C{kind},
+    for the request C{request_id} (bytes) when known.
     """
+    if request_id:
+        log.warn("upstream {upstream} server {address} {what}: {detail} (request {request_id})",
+                 upstream=upstream, address=address, what=_FAILURE_TEXT.get(kind, kind), kind=kind,
+                 detail=detail, request_id=request_id.decode("ascii", "replace"))
+        return
     log.warn("upstream {upstream} server {address} {what}: {detail}",
              upstream=upstream, address=address, what=_FAILURE_TEXT.get(kind, kind), kind=kind,
              detail=detail)

@@ -11,6 +11,7 @@ refuses a cycle.
 """
 
 import hashlib
+import json
 import os
 import sys
 
@@ -115,7 +116,9 @@ class AggregateGatewayTests(TestCase):
         self.assertEqual((user["server"], user["uri"]), ("users", "/users/alice/a%2F..%2Fb"))
         self.assertEqual((orders["server"], orders["uri"]), ("orders", "/orders?owner=users&user=a%2F..%2Fb&limit=5"))
         for part in (user, orders):
-            self.assertEqual(part["headers"]["x-request-id"], ["req-42"])
+            # The client is no trusted proxy: the gateway's id replaces its own.
+            self.assertEqual(part["headers"]["x-request-id"], [response.header(b"x-request-id").decode()])
+            self.assertNotEqual(part["headers"]["x-request-id"], ["req-42"])
             self.assertEqual(part["headers"]["x-consumer"], ["alice"])
             self.assertNotIn("x-api-key", part["headers"])
             self.assertEqual(part["headers"]["accept"], ["application/json"])
@@ -128,7 +131,10 @@ class AggregateGatewayTests(TestCase):
                 return [line for line in f.read().splitlines() if "/dashboard" in line]
         lines = yield wait_until(reactor, logged, timeout=10, what="the access log line")
         self.assertEqual(len(lines), 1, lines)
-        parts = lines[0].rpartition(" parts=")[2].split(",")
+        line = json.loads(lines[0])
+        self.assertEqual((line["request_id"], line["route"]),
+                         (response.header(b"x-request-id").decode(), "dashboard"))
+        parts = line["parts"].split(",")
         self.assertEqual([p.split(":")[:2] for p in parts],
                          [["user", "200"], ["orders", "200"], ["recs", "timeout"]])
         self.assertTrue(all(p.endswith("ms") for p in parts), parts)

@@ -11,6 +11,7 @@ and mutual TLS).
 """
 
 import datetime
+import json
 import os
 import signal
 
@@ -301,18 +302,20 @@ class TLSGatewayTestCase(TestCase):
             yield sleep(reactor, 0.05)
 
 
-def termination_config(upstream):
+def termination_config(upstream, access_log):
     """
     Two workers; C{secure} serves C{[tls:main]} (directory plus a default,
     HSTS), C{strict} the same certificates with strict SNI, and the plain
     C{web} listener redirects to https; C{/hello} is answered directly and
-    everything else proxied to C{upstream}.
+    everything else proxied to C{upstream}; JSON access log lines go to
+    C{access_log}.
     """
     return f"""
 [gateway]
 workers = 2
 admin = 127.0.0.1:0
 drain_timeout = 2s
+access_log = {access_log}
 [listener:secure]
 bind = 127.0.0.1:0
 tls = main
@@ -355,7 +358,7 @@ class TerminationTests(TLSGatewayTestCase):
         self.wildcard.write(self.path("certs", "wildcard.pem"))
         self.default.write(self.path("default.pem"))
         self.app = self.upstream("app")
-        yield self.start(termination_config(self.app))
+        yield self.start(termination_config(self.app, self.path("access.log")))
 
     @inlineCallbacks
     def test_certificate_per_server_name(self):
@@ -444,7 +447,8 @@ class TerminationTests(TLSGatewayTestCase):
         """
         An HTTPS request is proxied to the upstream, which sees
         X-Forwarded-Proto: https; the response carries the configured HSTS
-        header.
+        header; the access log line names the TLS version and the server
+        name the client sent.
         """
         response = yield self.https(path="/echo?q=1")
         self.assertEqual(response.status, 200)
@@ -455,6 +459,17 @@ class TerminationTests(TLSGatewayTestCase):
         self.assertIn("proto=https", seen["headers"]["forwarded"][0])
         self.assertEqual(response.header(b"strict-transport-security"), b"max-age=31536000; includeSubDomains")
         self.assertEqual(response.policy.fingerprints(), [self.exact.fingerprint().hex()])
+        request_id = response.header(b"x-request-id").decode("ascii")
+
+        def logged():
+            if not os.path.exists(self.path("access.log")):
+                return None
+            with open(self.path("access.log"), "rb") as f:
+                lines = [json.loads(line) for line in f.read().splitlines()]
+            return [line for line in lines if line["request_id"] == request_id]
+        [line] = yield wait_until(reactor, logged, timeout=DEADLINE, what="the access log line")
+        self.assertIn(line["tls_version"], ("TLSv1.2", "TLSv1.3"))
+        self.assertEqual((line["sni"], line["host"], line["status"]), ("www.example.com", "127.0.0.1", 200))
 
     @inlineCallbacks
     def test_redirect_https(self):

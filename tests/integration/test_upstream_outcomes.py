@@ -128,7 +128,9 @@ class UpstreamOutcomeTests(TestCase):
         for name in RAW_RESPONSES:
             response = yield fetch(reactor, self.url(f"/raw/{name}"), pool=pool)
             self.assertEqual(response.status, 502, name)
-            self.assertEqual(response.json(), {
+            document = response.json()
+            self.assertEqual(document.pop("request_id").encode("ascii"), response.header(b"x-request-id"))
+            self.assertEqual(document, {
                 "error": "upstream server sent an invalid response", "status": 502}, name)
             self.assertIsNone(response.header(b"x-evil"), name)
             response = yield fetch(reactor, self.url("/x"), pool=pool)

@@ -5,6 +5,8 @@ C{gate.ini}. A reload builds a new L{GateConfig}; nothing mutates one.
 
 from attrs import field, frozen
 
+from gatelayer.config.tracing import TracingSpec
+
 
 @frozen
 class GatewaySpec:
@@ -30,6 +32,7 @@ class GatewaySpec:
     max_connections_per_ip: int = 0
     admin_token_file: str = None
     heartbeat_timeout: float = 30.0
+    trace_sample_rate: float = 1.0
 
 
 @frozen
@@ -218,3 +221,4 @@ class GateConfig:
     upstreams: dict = field(factory=dict)
     routes: tuple = ()
     filters: dict = field(factory=dict)
+    tracing: TracingSpec = field(factory=TracingSpec)

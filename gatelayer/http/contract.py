@@ -124,10 +124,15 @@ class RequestRouting:
         from upstream, or L{None}.
     @ivar tries: how many upstream attempts were made (retries are
         C{tries - 1}).
+
+    @ivar trace: the request's
+        L{gatelayer.observe.tracecontext.TraceContext} (the trace it is
+        part of and the gateway's span id in it), or L{None}.
     """
 
     __slots__ = ("match", "host", "body_limit", "gateway", "log_fields", "started",
-                 "upstream_server", "upstream_started", "upstream_first_byte", "tries")
+                 "upstream_server", "upstream_started", "upstream_first_byte", "tries",
+                 "trace")
 
     def __init__(self, match, host, body_limit, gateway, started=0.0):
         self.match = match
@@ -140,6 +145,7 @@ class RequestRouting:
         self.upstream_started = None
         self.upstream_first_byte = None
         self.tries = 0
+        self.trace = None
 
     def __repr__(self):
         return "<RequestRouting host=%r limit=%d %r>" % (self.host, self.body_limit, self.match)

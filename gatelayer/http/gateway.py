@@ -20,6 +20,7 @@ from gatelayer.http.errors import reason_phrase
 from gatelayer.http.split import route_terminal
 from gatelayer.http.static import StaticTerminal
 from gatelayer.net.forwarded import resolve_client_ip
+from gatelayer.observe.tracecontext import TracePropagator
 from gatelayer.routing import RouteMatch, RouteTable
 
 _JSON = [b"application/json"]
@@ -116,7 +117,8 @@ class Gateway:
 
     log = Logger()
 
-    def __init__(self, config, reactor, master=None, upstreams=None, access_log=None, stores=None):
+    def __init__(self, config, reactor, master=None, upstreams=None, access_log=None, stores=None,
+                 spans=None):
         """
         @param upstreams: a mapping of upstream name to an object whose
             C{for_route(route_spec)} is the route's terminal (an
@@ -125,12 +127,17 @@ class Gateway:
             route combines several (L{gatelayer.http.split.route_terminal}).
         @param stores: the worker's rate-limit store registry, handed to the
             filters (see L{gatelayer.filters.FilterServices}).
+        @param spans: the worker's L{gatelayer.observe.otel.SpanRecorder}
+            (sampled requests' spans are handed to it when they end), or
+            L{None} without C{[tracing]} export.
         """
         self.config = config
         self.reactor = reactor
         self._seconds = reactor.seconds
         self.master = master
         self.access_log = access_log
+        self.spans = spans
+        self.trace = TracePropagator(config.gateway.trace_sample_rate, recording=spans is not None)
         self.connections = 0
         self.requests = 0
         self.active = 0
@@ -241,6 +248,7 @@ class Gateway:
             match = table.match(host, path, method.decode("ascii"), raw, query)
             limit = self._default_limit if match.route is None else match.route.body_limit
         routing = request.routing = RequestRouting(match, host, limit, self, self._seconds())
+        routing.trace = self.trace.start(raw)
         self.requests += 1
         self.active += 1
         return routing
@@ -281,9 +289,14 @@ class Gateway:
         if not route.filters:
             route.terminal.serve(exchange)
             return
+        trace = routing.trace
+        if self.spans is not None and trace.sampled:
+            trace.filters_started = self._seconds()
 
         def after_filters(reply, ran):
             exchange.ran = ran
+            if trace.filters_started is not None:
+                trace.filters_ended = self._seconds()
             if request.disconnected:
                 return
             if reply is None:
@@ -336,8 +349,23 @@ class Gateway:
         self.active -= 1
         if self.access_log is not None:
             self.access_log.record(request)
+        if self.spans is not None:
+            self._record_spans(request)
         if self.active == 0 and self.idle_callbacks:
             self._fire_idle()
+
+    def _record_spans(self, request):
+        """
+        Hand a sampled request's spans to the span recorder; a failure is
+        logged, never the request's problem.
+        """
+        routing = request.routing
+        if routing is None or routing.trace is None or not routing.trace.sampled:
+            return
+        try:
+            self.spans.record(request, self._seconds(), self.trace.span_id)
+        except Exception:
+            self.log.failure("recording the spans of {path} failed", path=request.path)
 
     def connection_closed(self):
         """

@@ -39,7 +39,7 @@ class SpanRecorder:
 
     log = Logger()
 
-    def __init__(self, spec, reactor, processor=None):
+    def __init__(self, spec, reactor, processor=None, start_thread=None):
         """
         @param spec: the L{gatelayer.config.tracing.TracingSpec}.
         @param reactor: an L{twisted.internet.interfaces.IReactorTime} (and
@@ -47,6 +47,8 @@ class SpanRecorder:
         @param processor: the span processor (by default a
             C{BatchSpanProcessor} over an C{OTLPSpanExporter} built from
             C{spec}).
+        @param start_thread: runs a function in a new daemon thread (by
+            default a L{threading.Thread}).
         """
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -73,6 +75,7 @@ class SpanRecorder:
         if processor is None:
             processor = _batch_processor(spec, self)
         self.processor = processor
+        self._start_thread = start_thread or _start_daemon_thread
         self._stopped = None
 
     def _ns(self, seconds):
@@ -162,7 +165,7 @@ class SpanRecorder:
         logged at most once a minute in the reactor thread.
         """
         self.failures += 1
-        now = time.monotonic()
+        now = self._reactor.seconds()
         if self._failures_logged is not None and now - self._failures_logged < _FAILURE_LOG_INTERVAL:
             return
         self._failures_logged = now
@@ -187,9 +190,13 @@ class SpanRecorder:
             finally:
                 reactor.callFromThread(_fire, done)
 
-        threading.Thread(target=shut_down, name="gatelayer-span-export-stop", daemon=True).start()
+        self._start_thread(shut_down)
         reactor.callLater(self.spec.timeout + 1.0, _fire, done)
         return done
+
+
+def _start_daemon_thread(function):
+    threading.Thread(target=function, name="gatelayer-span-export-stop", daemon=True).start()
 
 
 def _fire(done):

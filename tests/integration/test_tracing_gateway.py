@@ -201,3 +201,21 @@ class TracingGatewayTests(TestCase):
         self.assertEqual(self.gate.log().count("span export to"), 1)
         code = yield self.gate.stop()
         self.assertEqual(code, 0)
+
+    @inlineCallbacks
+    def test_aggregate_parts_carry_the_trace(self):
+        """
+        Every part of an aggregate route is sent the gateway's traceparent:
+        the client's trace id and the one span id of the gateway's hop.
+        """
+        yield self.start("[route:both]\npath = /both\nmethods = GET\n"
+                         "aggregate = one: app GET /one\n            two: app GET /two\n")
+        response = yield fetch(reactor, self.gate.url("web", "/both"),
+                               headers={b"traceparent": [f"00-{TRACE}-{PARENT}-01".encode("ascii")]})
+        self.assertEqual(response.status, 200, response.body)
+        document = json.loads(response.body)
+        one = self.traceparent(document["one"]["headers"])
+        two = self.traceparent(document["two"]["headers"])
+        self.assertEqual(one, two)
+        self.assertEqual(one[0], TRACE)
+        self.assertNotEqual(one[1], PARENT)

@@ -177,7 +177,8 @@ class SpanRecorder:
         """
         Export what is queued and stop the exporter, in a thread of its
         own; the Deferred fires when that is done or after the export
-        timeout (plus a second), whichever is first.
+        timeout, whichever is first (the worker then exits, abandoning
+        what was not sent).
         """
         if self._stopped is not None:
             return self._stopped
@@ -191,7 +192,7 @@ class SpanRecorder:
                 reactor.callFromThread(_fire, done)
 
         self._start_thread(shut_down)
-        reactor.callLater(self.spec.timeout + 1.0, _fire, done)
+        reactor.callLater(self.spec.timeout, _fire, done)
         return done
 
 

@@ -21,17 +21,19 @@ class InMemoryGateway:
     """
 
     def __init__(self, config_text, path="gate.ini", reactor=None, upstreams=None, master=None,
-                 with_upstreams=False):
+                 with_upstreams=False, spans=None):
         """
         @param with_upstreams: build the config's upstream pools on the
             memory reactor (their connections show in C{reactor.tcpClients}).
+        @param spans: the gateway's span recorder (see
+            L{gatelayer.observe.otel.SpanRecorder}), or L{None}.
         """
         self.reactor = reactor if reactor is not None else MemoryReactorClock()
         self.config = parse_config_text(config_text, path, cpu_count=1)
         if with_upstreams:
             from gatelayer.process.worker import build_upstreams
             upstreams = build_upstreams(self.config, self.reactor)
-        self.gateway = Gateway(self.config, self.reactor, master=master, upstreams=upstreams)
+        self.gateway = Gateway(self.config, self.reactor, master=master, upstreams=upstreams, spans=spans)
         listener = self.config.listeners[0]
         self.factory = GatewayHTTPFactory(self.gateway, listener, self.reactor)
 

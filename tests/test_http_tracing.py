@@ -103,10 +103,10 @@ class GatewayTraceTests(SynchronousTestCase):
         client's lone tracestate is not sent.
         """
         gate = self.gate()
-        channel, client = gate.connect()
+        channel, _ = gate.connect()
         channel.dataReceived(b"GET /api/x HTTP/1.1\r\nHost: a\r\nTracestate: rojo=1\r\n\r\n")
         upstream, _ = accept_upstream(self.reactor)
-        trace_id, span_id, flags = self.sent_traceparent(upstream.value())
+        trace_id, _, flags = self.sent_traceparent(upstream.value())
         self.assertNotEqual(trace_id, TRACE)
         self.assertEqual(flags, b"01")
         self.assertNotIn(b"racestate", upstream.value())
@@ -146,7 +146,7 @@ class GatewayTraceTests(SynchronousTestCase):
         """
         spans = RecordingSpans()
         gate = self.gate(spans)
-        channel, client = gate.connect()
+        channel, _ = gate.connect()
         self.reactor.advance(5)
         channel.dataReceived(b"GET /api/x HTTP/1.1\r\nHost: a\r\n" + CLIENT + b"\r\n")
         upstream, protocol = accept_upstream(self.reactor)

@@ -290,12 +290,14 @@ class Gateway:
             route.terminal.serve(exchange)
             return
         trace = routing.trace
-        if self.spans is not None and trace.sampled:
+        if self.spans is not None and trace is not None and trace.sampled:
             trace.filters_started = self._seconds()
+        else:
+            trace = None
 
         def after_filters(reply, ran):
             exchange.ran = ran
-            if trace.filters_started is not None:
+            if trace is not None:
                 trace.filters_ended = self._seconds()
             if request.disconnected:
                 return

@@ -188,3 +188,26 @@ class TracePropagatorTests(SynchronousTestCase):
         half = TracePropagator(0.5, seed=4)
         sampled = sum(half.start({}).sampled for _ in range(1000))
         self.assertTrue(400 < sampled < 600, sampled)
+
+    def test_ids_from_a_bulk_pool(self):
+        """
+        Ids are cut from random bytes read in bulk: one read serves many
+        requests, a spent pool is read again, and an all-zero id is never
+        used.
+        """
+        reads = []
+        chunks = iter([b"\0" * 24, bytes(range(1, 25)) * 1024, bytes(range(101, 125)) * 1024])
+
+        def urandom(size):
+            reads.append(size)
+            chunk = next(chunks)
+            return chunk if len(chunk) <= size else chunk[:size]
+        propagator = TracePropagator(seed=1)
+        propagator._urandom = urandom
+        first = propagator.start({})
+        self.assertNotEqual(first.trace_id, b"0" * 32)
+        self.assertNotEqual(first.span_id, b"0" * 16)
+        for _ in range(1000):
+            propagator.start({})
+        self.assertLessEqual(len(reads), 3)
+

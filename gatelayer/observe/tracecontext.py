@@ -195,16 +195,20 @@ class TracePropagator:
         """
         parents = raw.get(TRACEPARENT_KEY)
         parsed = parse_traceparent(parents[0]) if parents is not None and len(parents) == 1 else None
-        span_id = self.span_id()
         if parsed is None:
             # A tracestate without a valid traceparent belongs to no trace.
-            raw.pop(TRACESTATE_KEY, None)
+            if TRACESTATE_KEY in raw:
+                del raw[TRACESTATE_KEY]
             sampled = self.sample_rate >= 1.0 or self._random() < self.sample_rate
-            trace_id = self._hex(32)
+            ids = self._hex(48)
+            trace_id, span_id = ids[:32], ids[32:]
             while trace_id == _ZERO_TRACE:
                 trace_id = self._hex(32)
+            if span_id == _ZERO_SPAN:
+                span_id = self.span_id()
             context = TraceContext(trace_id, span_id, None, sampled)
         else:
+            span_id = self.span_id()
             trace_id, parent_id, flags = parsed
             state = raw.get(TRACESTATE_KEY)
             if state is not None:

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from gatelayer.config.model import RouteSpec
 from gatelayer.config.tracing import TracingSpec
 from gatelayer.http.contract import RequestRouting
-from gatelayer.observe.otel import SpanRecorder
+from gatelayer.observe.otel import ReportingExporter, SpanRecorder
 from gatelayer.observe.tracecontext import TRACEPARENT_KEY, TracePropagator
 from gatelayer.routing import RouteMatch
 
@@ -246,6 +246,41 @@ class SpanRecorderReportTests(SynchronousTestCase):
         clock.advance(0.1)
         self.successResultOf(stopping)
         self.assertIs(recorder.stop(), stopping)
+
+
+class ReportingExporterTests(SynchronousTestCase):
+    """
+    L{ReportingExporter} tells the recorder of failed exports.
+    """
+
+    def test_failures_reported(self):
+        """
+        A failed export and an exporter raising are both reported (and a
+        failure); a successful export is not.
+        """
+        from opentelemetry.sdk.trace.export import SpanExportResult
+        failures = []
+
+        class Recorder:
+            def export_failed(self, detail):
+                failures.append(detail)
+
+        class Inner:
+            results = [SpanExportResult.SUCCESS, SpanExportResult.FAILURE]
+
+            def export(self, spans):
+                if not self.results:
+                    raise OSError("boom")
+                return self.results.pop(0)
+
+        exporter = ReportingExporter(Inner(), Recorder(), SpanExportResult)
+        self.assertIs(exporter.export([1, 2]), SpanExportResult.SUCCESS)
+        self.assertEqual(failures, [])
+        self.assertIs(exporter.export([1, 2]), SpanExportResult.FAILURE)
+        self.assertIs(exporter.export([1]), SpanExportResult.FAILURE)
+        self.assertEqual(len(failures), 2)
+        self.assertIn("2 span(s) dropped", failures[0])
+        self.assertIn("OSError('boom')", failures[1])
 
 
 class SdkImportTests(SynchronousTestCase):

@@ -20,7 +20,7 @@ import time
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-__all__ = ["SpanRecorder"]
+__all__ = ["ReportingExporter", "SpanRecorder"]
 
 _NS = 1000000000
 # How often, at most, a failing export is logged.
@@ -205,6 +205,49 @@ def _fire(done):
         done.callback(None)
 
 
+class ReportingExporter:
+    """
+    A span exporter that tells the L{SpanRecorder} of each failed export
+    of the exporter it wraps (the SDK's batch processor calls it from its
+    thread).
+    """
+
+    def __init__(self, inner, recorder, results):
+        """
+        @param results: the SDK's C{SpanExportResult} enumeration.
+        """
+        self.inner = inner
+        self.recorder = recorder
+        self.results = results
+
+    def export(self, spans):
+        """
+        Export C{spans} through the wrapped exporter; a failure or an
+        exception is reported, and is a C{FAILURE}.
+        """
+        try:
+            result = self.inner.export(spans)
+        except Exception as e:
+            self.recorder.export_failed(repr(e))
+            return self.results.FAILURE
+        if result is not self.results.SUCCESS:
+            self.recorder.export_failed(
+                "%d span(s) dropped: the collector is unreachable, too slow or refused them" % (len(spans),))
+        return result
+
+    def shutdown(self):
+        """
+        Stop the wrapped exporter.
+        """
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis=30000):
+        """
+        Flush the wrapped exporter.
+        """
+        return self.inner.force_flush(timeout_millis)
+
+
 def _batch_processor(spec, recorder):
     """
     A C{BatchSpanProcessor} over an OTLP/HTTP exporter for C{spec}, whose
@@ -212,32 +255,12 @@ def _batch_processor(spec, recorder):
     are kept out of the worker's log.
     """
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-    class _ReportingExporter(SpanExporter):
-        def __init__(self, inner):
-            self.inner = inner
-
-        def export(self, spans):
-            try:
-                result = self.inner.export(spans)
-            except Exception as e:
-                recorder.export_failed(repr(e))
-                return SpanExportResult.FAILURE
-            if result is not SpanExportResult.SUCCESS:
-                recorder.export_failed("the collector did not accept %d span(s)" % (len(spans),))
-            return result
-
-        def shutdown(self):
-            self.inner.shutdown()
-
-        def force_flush(self, timeout_millis=30000):
-            return self.inner.force_flush(timeout_millis)
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExportResult
 
     for name in ("opentelemetry.exporter.otlp", "opentelemetry.sdk._shared_internal"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     exporter = OTLPSpanExporter(endpoint=spec.endpoint, timeout=spec.timeout)
     return BatchSpanProcessor(
-        _ReportingExporter(exporter), max_queue_size=spec.queue_size,
+        ReportingExporter(exporter, recorder, SpanExportResult), max_queue_size=spec.queue_size,
         schedule_delay_millis=spec.flush_interval * 1000, max_export_batch_size=spec.batch_size,
         export_timeout_millis=spec.timeout * 1000)

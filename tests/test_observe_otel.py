@@ -225,10 +225,12 @@ class SpanRecorderReportTests(SynchronousTestCase):
         fires once that is done.
         """
         shut = []
-        recorder = SpanRecorder(TracingSpec(exporter="otlp"), ThreadedClock(),
+        clock = ThreadedClock()
+        recorder = SpanRecorder(TracingSpec(exporter="otlp"), clock,
                                 ListProcessor(lambda: shut.append(True)), start_thread=lambda f: f())
         self.successResultOf(recorder.stop())
         self.assertEqual(shut, [True])
+        self.assertEqual(clock.getDelayedCalls(), [])
 
     def test_stop_is_bounded(self):
         """

@@ -184,15 +184,15 @@ class SpanRecorder:
             return self._stopped
         done = self._stopped = Deferred()
         reactor = self._reactor
+        timer = reactor.callLater(self.spec.timeout, _fire, done, None)
 
         def shut_down():
             try:
                 self.processor.shutdown()
             finally:
-                reactor.callFromThread(_fire, done)
+                reactor.callFromThread(_fire, done, timer)
 
         self._start_thread(shut_down)
-        reactor.callLater(self.spec.timeout, _fire, done)
         return done
 
 
@@ -200,7 +200,9 @@ def _start_daemon_thread(function):
     threading.Thread(target=function, name="gatelayer-span-export-stop", daemon=True).start()
 
 
-def _fire(done):
+def _fire(done, timer):
+    if timer is not None and timer.active():
+        timer.cancel()
     if not done.called:
         done.callback(None)
 

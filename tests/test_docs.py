@@ -162,7 +162,7 @@ class ReferenceKeysTests(SynchronousTestCase):
         of each type).
         """
         recorder = KeyRecorder(self, find_section_reader())
-        sections = ["[gateway]", "[listener:l]", "[tls:t]", "[upstream:u]", "[route:r]"]
+        sections = ["[gateway]", "[listener:l]", "[tls:t]", "[upstream:u]", "[route:r]", "[tracing]"]
         sections += [f"[filter:f-{t}]\ntype = {t}" for t in self.types]
         check_config(self, "\n".join(sections) + "\n")
         accepted = {}
@@ -178,7 +178,7 @@ class ReferenceKeysTests(SynchronousTestCase):
         The reference has a section for each section kind and filter type,
         and no other.
         """
-        kinds = {"gateway", "listener", "tls", "upstream", "route"}
+        kinds = {"gateway", "listener", "tls", "upstream", "route", "tracing"}
         kinds |= {f"filter type = {t}" for t in self.types}
         self.assertEqual(set(self.documented), kinds)
 

@@ -164,7 +164,7 @@ class WorkerTreeTests(SynchronousTestCase):
     in the reverse one, the drain first.
     """
 
-    NAMES = ["stores", "access_log", "upstreams", "gateway", "ports", "heartbeat"]
+    NAMES = ["stores", "access_log", "tracing", "upstreams", "gateway", "ports", "heartbeat"]
 
     def setUp(self):
         """

@@ -21,13 +21,16 @@ from gatelayer.config.route_upstreams import (
 )
 from gatelayer.config.route_match import hidden_header_problems, route_conditions
 from gatelayer.config.route_origin import origin_keys
+from gatelayer.config.tracing import TracingSpec, parse_sample_rate, parse_tracing
 
 BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
 RETRY_ON = ("connect_error", "timeout", "502", "503", "504")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+(?:/[!#$%&'*+\-.^_`|~0-9a-z]+)?")
-KINDS = ("gateway", "listener", "tls", "upstream", "route", "filter")
+KINDS = ("gateway", "listener", "tls", "upstream", "route", "filter", "tracing")
+# Sections of one instance, without a name.
+SINGLE_KINDS = ("gateway", "tracing")
 
 
 def load_config(path):
@@ -66,10 +69,11 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     readers = {}
     for section in parser.sections():
         kind, sep, name = section.partition(":")
-        if kind not in KINDS or (kind == "gateway") == bool(sep) or (sep and not name.strip()):
+        if kind not in KINDS or (kind in SINGLE_KINDS) == bool(sep) or (sep and not name.strip()):
             problems.append(
                 f"{path} [{section}]: is not a known section "
-                "(use [gateway], [listener:NAME], [tls:NAME], [upstream:NAME], [route:NAME], [filter:NAME])")
+                "(use [gateway], [listener:NAME], [tls:NAME], [upstream:NAME], [route:NAME], [filter:NAME], "
+                "[tracing])")
             continue
         readers[section] = SectionReader(path, section, parser.items(section), problems, base_dir)
 
@@ -83,6 +87,7 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     upstreams = {r.name: _upstream(r) for r in of_kind("upstream")}
     filters = {r.name: _filter(r) for r in of_kind("filter")}
     routes = tuple(_route(r) for r in of_kind("route"))
+    tracing = parse_tracing(readers["tracing"]) if "tracing" in readers else TracingSpec()
     # The [gateway] reader is in readers when the file has the section: finish
     # each reader once, or its unknown keys would be listed twice.
     for reader in {id(r): r for r in [gateway_reader, *readers.values()]}.values():
@@ -118,7 +123,7 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
         raise ConfigError(problems)
     return GateConfig(
         path=path, gateway=gateway, listeners=listeners, tls=tls,
-        upstreams=upstreams, routes=routes, filters=filters,
+        upstreams=upstreams, routes=routes, filters=filters, tracing=tracing,
     )
 
 
@@ -155,6 +160,7 @@ def _gateway(r, cpu_count):
         metrics=_or(r.get("metrics", v.parse_bool, True), True),
         access_log_format=r.choice("access_log_format", ("json", "combined"), "json") or "json",
         request_id_header=_or(r.get("request_id_header", _header_name, "X-Request-Id"), "X-Request-Id"),
+        trace_sample_rate=_or(r.get("trace_sample_rate", parse_sample_rate, 1.0), 1.0),
     )
 
 

@@ -5,6 +5,8 @@ C{gate.ini}. A reload builds a new L{GateConfig}; nothing mutates one.
 
 from attrs import field, frozen
 
+from gatelayer.config.tracing import TracingSpec
+
 
 @frozen
 class GatewaySpec:
@@ -33,6 +35,7 @@ class GatewaySpec:
     metrics: bool = True
     access_log_format: str = "json"
     request_id_header: str = "X-Request-Id"
+    trace_sample_rate: float = 1.0
 
 
 @frozen
@@ -221,3 +224,4 @@ class GateConfig:
     upstreams: dict = field(factory=dict)
     routes: tuple = ()
     filters: dict = field(factory=dict)
+    tracing: TracingSpec = field(factory=TracingSpec)

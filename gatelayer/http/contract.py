@@ -134,11 +134,16 @@ class RequestRouting:
     @ivar request_id: the request's id (bytes; see
         L{gatelayer.observe.requestid.RequestIds}): sent upstream, returned
         to the client, logged.
+
+    @ivar trace: the request's
+        L{gatelayer.observe.tracecontext.TraceContext} (the trace it is
+        part of and the gateway's span id in it), or L{None}.
     """
 
     __slots__ = ("match", "host", "body_limit", "gateway", "log_fields", "started",
                  "upstream_server", "upstream_started", "upstream_first_byte", "tries",
-                 "upstream_connect", "request_id", "upstream", "exchange")
+                 "upstream_connect", "request_id", "upstream", "exchange",
+                 "trace")
 
     def __init__(self, match, host, body_limit, gateway, started=0.0, request_id=b""):
         self.match = match
@@ -155,6 +160,7 @@ class RequestRouting:
         self.request_id = request_id
         self.upstream = None
         self.exchange = None
+        self.trace = None
 
     def __repr__(self):
         return "<RequestRouting host=%r limit=%d %r>" % (self.host, self.body_limit, self.match)

@@ -21,6 +21,7 @@ from gatelayer.http.split import route_terminal
 from gatelayer.http.static import StaticTerminal
 from gatelayer.net.forwarded import resolve_client_ip
 from gatelayer.observe.requestid import RequestIds
+from gatelayer.observe.tracecontext import TracePropagator
 from gatelayer.routing import RouteMatch, RouteTable
 
 _JSON = [b"application/json"]
@@ -118,7 +119,7 @@ class Gateway:
     log = Logger()
 
     def __init__(self, config, reactor, master=None, upstreams=None, access_log=None, stores=None,
-                 metrics=None):
+                 metrics=None, spans=None):
         """
         @param upstreams: a mapping of upstream name to an object whose
             C{for_route(route_spec)} is the route's terminal (an
@@ -130,6 +131,9 @@ class Gateway:
         @param metrics: the worker's
             L{gatelayer.observe.metrics.WorkerMetrics}, told of every finished
             request and handed to the filters, or L{None} (no metrics).
+        @param spans: the worker's L{gatelayer.observe.otel.SpanRecorder}
+            (sampled requests' spans are handed to it when they end), or
+            L{None} without C{[tracing]} export.
         """
         self.config = config
         self.reactor = reactor
@@ -139,6 +143,8 @@ class Gateway:
         self.metrics = metrics
         if metrics is not None:
             metrics.use_config(config)
+        self.spans = spans
+        self.trace = TracePropagator(config.gateway.trace_sample_rate, recording=spans is not None)
         self.connections = 0
         self.requests = 0
         self.active = 0
@@ -259,6 +265,7 @@ class Gateway:
             limit = self._default_limit if match.route is None else match.route.body_limit
         routing = request.routing = RequestRouting(
             match, host, limit, self, self._seconds(), request_id)
+        routing.trace = self.trace.start(raw)
         self.requests += 1
         self.active += 1
         return routing
@@ -301,9 +308,16 @@ class Gateway:
         if not route.filters:
             route.terminal.serve(exchange)
             return
+        trace = routing.trace
+        if self.spans is not None and trace is not None and trace.sampled:
+            trace.filters_started = self._seconds()
+        else:
+            trace = None
 
         def after_filters(reply, ran):
             exchange.ran = ran
+            if trace is not None:
+                trace.filters_ended = self._seconds()
             if request.disconnected:
                 return
             if reply is None:
@@ -371,11 +385,26 @@ class Gateway:
             self.access_log.record(request)
         if self.metrics is not None:
             self.metrics.request_finished(request)
+        if self.spans is not None:
+            self._record_spans(request)
         routing = request.routing
         if routing is not None:
             routing.exchange = None
         if self.active == 0 and self.idle_callbacks:
             self._fire_idle()
+
+    def _record_spans(self, request):
+        """
+        Hand a sampled request's spans to the span recorder; a failure is
+        logged, never the request's problem.
+        """
+        routing = request.routing
+        if routing is None or routing.trace is None or not routing.trace.sampled:
+            return
+        try:
+            self.spans.record(request, self._seconds(), self.trace.span_id)
+        except Exception:
+            self.log.failure("recording the spans of {path} failed", path=request.path)
 
     def connection_closed(self):
         """

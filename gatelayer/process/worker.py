@@ -8,6 +8,7 @@ after it has stopped:
 
  - C{stores}: the rate-limit store registry the filters share;
  - C{access_log};
+ - C{tracing}: span export, if configured (flushed at stop);
  - C{upstreams}: the upstream pools and balancing states;
  - C{gateway}: routes and filters (with their background timers);
  - C{ports}: the adopted listening ports; stopping them is the drain;
@@ -28,7 +29,8 @@ from gatelayer.process.control import Drain, Heartbeat, heartbeat_interval
 from gatelayer.process.limits import ConnectionLimits
 from gatelayer.process.worker_metrics import TlsHandshakeCounter, worker_metrics
 from gatelayer.process.worker_services import (
-    AccessLogService, GatewayService, HeartbeatService, PortsService, StoresService, UpstreamsService,
+    AccessLogService, GatewayService, HeartbeatService, PortsService, StoresService, TracingService,
+    UpstreamsService,
 )
 from gatelayer.service import OrderedMultiService
 
@@ -102,13 +104,14 @@ class Worker(OrderedMultiService):
             reactor, config.gateway.max_connections, config.gateway.max_connections_per_ip)
         self.stores = StoresService(stores)
         self.access_log = AccessLogService()
+        self.tracing = TracingService()
         self.upstream_pools = UpstreamsService()
         self.gateway_service = GatewayService()
         self.ports_service = PortsService(reactor, slot, self.limits, self._listen,
                                           config.gateway.drain_timeout)
         self.heartbeat = HeartbeatService(
             reactor, heartbeat_interval(config.gateway.heartbeat_timeout), self.send_heartbeat)
-        for child in (self.stores, self.access_log, self.upstream_pools, self.gateway_service,
+        for child in (self.stores, self.access_log, self.tracing, self.upstream_pools, self.gateway_service,
                       self.ports_service):
             child.setServiceParent(self)
         if master is not None:
@@ -160,7 +163,8 @@ class Worker(OrderedMultiService):
             self.metrics, self.metrics_reporter = worker_metrics(self)
         self.gateway_service.gateway = self.ports_service.gateway = Gateway(
             config, self.reactor, master=self.master, upstreams=self.upstreams,
-            access_log=self.access_log.access_log, stores=self.stores.registry, metrics=self.metrics)
+            access_log=self.access_log.access_log, stores=self.stores.registry, metrics=self.metrics,
+            spans=self._span_recorder(config))
 
     def reopen_logs(self):
         """
@@ -172,6 +176,19 @@ class Worker(OrderedMultiService):
         except OSError as e:
             self.log.error("cannot reopen the access log: {error}", error=str(e))
         return {}
+
+    def _span_recorder(self, config):
+        """
+        The L{gatelayer.observe.otel.SpanRecorder} of C{[tracing]} (the SDK
+        is imported only then), kept by the C{tracing} service; L{None}
+        without span export.
+        """
+        if config.tracing.exporter != "otlp":
+            return None
+        if self.tracing.spans is None:
+            from gatelayer.observe.otel import SpanRecorder
+            self.tracing.spans = SpanRecorder(config.tracing, self.reactor)
+        return self.tracing.spans
 
     def upstream_states(self):
         """

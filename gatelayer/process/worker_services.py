@@ -18,7 +18,7 @@ from gatelayer.service import ReconfigurableService
 
 __all__ = [
     "AccessLogService", "GatewayService", "HeartbeatService", "PortsService", "StoresService",
-    "UpstreamsService",
+    "TracingService", "UpstreamsService",
 ]
 
 
@@ -65,6 +65,27 @@ class AccessLogService(ReconfigurableService):
         super().stopService()
         if self.access_log is not None:
             self.access_log.close()
+
+
+class TracingService(ReconfigurableService):
+    """
+    C{tracing}: the L{gatelayer.observe.otel.SpanRecorder} (or L{None}
+    without span export); at stop, once no request is left, what is queued
+    is exported (bounded by the exporter's timeout) and the exporter stops.
+    """
+
+    def __init__(self):
+        self.name = "tracing"
+        self.spans = None
+
+    def stopService(self):
+        """
+        Flush and stop the exporter; fires when done or timed out.
+        """
+        super().stopService()
+        if self.spans is not None:
+            return self.spans.stop()
+        return succeed(None)
 
 
 class UpstreamsService(ReconfigurableService):

@@ -21,12 +21,14 @@ class InMemoryGateway:
     """
 
     def __init__(self, config_text, path="gate.ini", reactor=None, upstreams=None, master=None,
-                 with_upstreams=False, metrics=False):
+                 with_upstreams=False, metrics=False, spans=None):
         """
         @param with_upstreams: build the config's upstream pools on the
             memory reactor (their connections show in C{reactor.tcpClients}).
         @param metrics: give the gateway a
             L{gatelayer.observe.metrics.WorkerMetrics} (C{self.metrics}).
+        @param spans: the gateway's span recorder (see
+            L{gatelayer.observe.otel.SpanRecorder}), or L{None}.
         """
         self.reactor = reactor if reactor is not None else MemoryReactorClock()
         self.config = parse_config_text(config_text, path, cpu_count=1)
@@ -38,7 +40,7 @@ class InMemoryGateway:
             from gatelayer.observe.metrics import WorkerMetrics
             self.metrics = WorkerMetrics(self.reactor.seconds)
         self.gateway = Gateway(self.config, self.reactor, master=master, upstreams=upstreams,
-                               metrics=self.metrics)
+                               metrics=self.metrics, spans=spans)
         listener = self.config.listeners[0]
         self.factory = GatewayHTTPFactory(self.gateway, listener, self.reactor)
 

@@ -69,6 +69,9 @@ class ClientHelloReader:
             if length == 0 or length > 16384:
                 raise ClientHelloError(f"record length {length} is out of range")
             if len(buffer) - start - 5 < length:
+                # Check the handshake header as soon as it is in: an
+                # oversized hello is refused before it is read.
+                self._check_header(self._handshake + buffer[start + 5:])
                 break
             self._handshake += buffer[start + 5:start + 5 + length]
             self._offset = start + 5 + length
@@ -79,16 +82,26 @@ class ClientHelloReader:
             raise ClientHelloError("the connection does not start with a TLS handshake record")
         return None
 
-    def _try_parse(self):
-        handshake = self._handshake
-        if len(handshake) < 4:
-            return _INCOMPLETE
+    def _check_header(self, handshake):
+        """
+        The ClientHello's length once its 4-byte header is in C{handshake},
+        else L{None}; raises for another message or one over the cap.
+        """
+        if not handshake:
+            return None
         if handshake[0] != _CLIENT_HELLO:
             raise ClientHelloError(f"first handshake message has type {handshake[0]}, not ClientHello")
+        if len(handshake) < 4:
+            return None
         length = int.from_bytes(handshake[1:4], "big")
         if 4 + length > self.limit:
             raise ClientHelloError(f"ClientHello of {length} bytes is over the {self.limit}-byte limit")
-        if len(handshake) < 4 + length:
+        return length
+
+    def _try_parse(self):
+        handshake = self._handshake
+        length = self._check_header(handshake)
+        if length is None or len(handshake) < 4 + length:
             return _INCOMPLETE
         return parse_client_hello(handshake[4:4 + length])
 

@@ -98,6 +98,7 @@ class L4Listener(Factory):
         self.states = states
         self.limits = limits
         self.channels = set()
+        self._idle_callbacks = []
         self.counters = dict.fromkeys(("accepted", "active", "bytes_in", "bytes_out") + OUTCOMES, 0)
 
     def buildProtocol(self, addr):
@@ -141,6 +142,20 @@ class L4Listener(Factory):
             self.counters["active"] -= 1
             if self.limits is not None:
                 self.limits.closed(relay)
+            if not self.channels and self._idle_callbacks:
+                callbacks, self._idle_callbacks = self._idle_callbacks, []
+                for callback in callbacks:
+                    callback()
+
+    def when_idle(self, callback):
+        """
+        Whether no connection is open; if one is, C{callback} is called
+        (once) when the last one closes.
+        """
+        if not self.channels:
+            return True
+        self._idle_callbacks.append(callback)
+        return False
 
     def finished(self, relay):
         """

@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gatelayer.l4.listener import L4Listener
 from gatelayer.ratelimit.registry import StoreRegistry
 from gatelayer.service import ReconfigurableService
 
@@ -154,6 +155,10 @@ class PortsService(ReconfigurableService):
 
         def check_idle():
             if gateway is None or gateway.connections == 0:
+                # Relayed (layer 4) connections are waited for as well.
+                for factory in self.factories:
+                    if isinstance(factory, L4Listener) and not factory.when_idle(check_idle):
+                        return
                 if not finished.called:
                     finished.callback(None)
             else:

@@ -303,7 +303,8 @@ class ExampleConfigTests(SynchronousTestCase):
         No example is left out of the tests above.
         """
         names = {n for n in os.listdir(EXAMPLES) if n.endswith(".ini")}
-        self.assertEqual(names, {"auth.ini", "balancing.ini", "canary.ini", "ratelimits.ini", "tls.ini", "transform.ini"})
+        self.assertEqual(names, {"auth.ini", "balancing.ini", "canary.ini", "l4.ini", "ratelimits.ini", "tls.ini",
+                                 "transform.ini"})
 
 
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")

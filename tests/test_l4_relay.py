@@ -397,3 +397,35 @@ class PassthroughTests(SynchronousTestCase):
         upstream.connectionLost(None)
         lines = [e for e in events if e.get("event") == "l4_connection"]
         self.assertEqual([(e["sni"], e["log_level"]) for e in lines], [("api.example.com", LogLevel.info)])
+
+
+class ReconfigureTests(SynchronousTestCase):
+    """
+    L{reconfigure_listeners} switches new connections to a new
+    configuration; open ones keep theirs.
+    """
+
+    def test_new_connections_only(self):
+        """
+        After a reconfiguration new connections use the new upstream while
+        the open one keeps relaying to its server with its settings.
+        """
+        from gatelayer.config import parse_config_text
+        from gatelayer.l4.listener import reconfigure_listeners
+        from gatelayer.upstream.state import UpstreamState
+        harness = RelayHarness(idle_timeout=30.0)
+        old_relay, _ = harness.accept()
+        upstream, server = harness.connect()
+        config = parse_config_text(
+            "[listener:l4]\nbind = 127.0.0.1:0\nmode = tcp\nupstream = other\nidle_timeout = 5s\n"
+            "[upstream:other]\nservers = 10.0.9.9:1\n", "gate.ini", cpu_count=1)
+        states = {"other": UpstreamState(config.upstreams["other"], harness.reactor)}
+        self.assertEqual(reconfigure_listeners([harness.listener, object()], config, states), ["l4"])
+        harness.accept()
+        self.assertEqual(harness.attempts[-1][:2], ("10.0.9.9", 1))
+        self.assertEqual((old_relay.settings.idle_timeout, harness.listener.settings.idle_timeout), (30.0, 5.0))
+        old_relay.dataReceived(b"still here")
+        self.assertEqual(server.value(), b"still here")
+        upstream.connectionLost(None)
+        old_relay.connectionLost(None)
+        self.assertEqual(harness.states["db"].snapshot()[0]["active"], 0)

@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from gatelayer.l4.clienthello import MAX_CLIENT_HELLO, SniTable
 from gatelayer.l4.relay import ClientRelay
 
-__all__ = ["L4Listener", "L4Settings", "OUTCOMES", "l4_heartbeat"]
+__all__ = ["L4Listener", "L4Settings", "OUTCOMES", "l4_heartbeat", "reconfigure_listeners"]
 
 OUTCOMES = ("relayed", "no_server", "full", "connect_failed", "no_route", "bad_header", "bad_hello",
             "header_timeout", "untrusted", "idle_timeout", "closed_early")
@@ -117,12 +117,6 @@ class L4Listener(Factory):
         self.settings = settings
         self.states = states
 
-    def state_of(self, name):
-        """
-        The L{gatelayer.upstream.state.UpstreamState} of upstream C{name}.
-        """
-        return self.states[name]
-
     def opened(self, relay):
         """
         Count a new connection.
@@ -200,3 +194,30 @@ def l4_heartbeat(factories):
     """
     counters = {f.settings.name: f.snapshot() for f in factories if isinstance(f, L4Listener)}
     return {"l4": json.dumps(counters)} if counters else {}
+
+
+def reconfigure_listeners(factories, config, states):
+    """
+    The reconfigure point of a worker's layer 4 listeners: give each
+    L{L4Listener} among C{factories} the settings of its listener in
+    C{config} (a new, validated L{gatelayer.config.model.GateConfig}) and
+    the upstream C{states} (name to L{gatelayer.upstream.state.UpstreamState})
+    to use for new connections. Listeners the new configuration drops, or
+    turns into another mode, are left as they are (their sockets belong to
+    the master's rebinding).
+
+    @return: the names of the listeners reconfigured.
+    """
+    specs = {listener.name: listener for listener in config.listeners}
+    done = []
+    for factory in factories:
+        if not isinstance(factory, L4Listener):
+            continue
+        spec = specs.get(factory.settings.name)
+        if spec is None or spec.mode == "http":
+            continue
+        if (spec.mode == "tls_passthrough") != (factory.settings.sni is not None):
+            continue
+        factory.reconfigure(L4Settings.from_config(spec, config.gateway), states)
+        done.append(spec.name)
+    return done

@@ -115,6 +115,8 @@ class ClientRelay(Protocol):
         """
         self.listener = listener
         self.settings = settings
+        # The upstream states of the configuration it was accepted under.
+        self._states = listener.states
         self.clock = listener.reactor
         self.bytes_in = 0
         self.bytes_out = 0
@@ -263,10 +265,10 @@ class ClientRelay(Protocol):
             self.bytes_in += len(first)
             self._pending.append(first)
         self.transport.pauseProducing()
-        self._attempt(self.listener.state_of(name).pick(self.client[0]))
+        self._attempt(self._states[name].pick(self.client[0]))
 
     def _attempt(self, server):
-        state = self.listener.state_of(self._upstream_name)
+        state = self._states[self._upstream_name]
         if server is None:
             self.close("no_server" if not self._tried else "connect_failed")
             return
@@ -285,7 +287,7 @@ class ClientRelay(Protocol):
         another server (within C{retries}), or give up.
         """
         self._connector = None
-        state = self.listener.state_of(self._upstream_name)
+        state = self._states[self._upstream_name]
         state.request_finished(server)
         if self.client_lost:
             # The client left while connecting: not the server's fault.
@@ -304,7 +306,7 @@ class ClientRelay(Protocol):
         sent so far, join the two transports and resume the client.
         """
         self._connector = None
-        state = self.listener.state_of(self._upstream_name)
+        state = self._states[self._upstream_name]
         state.report_success(side.server)
         if self.client_lost:
             side.transport.abortConnection()
@@ -346,7 +348,7 @@ class ClientRelay(Protocol):
         it still has to receive), then account and log.
         """
         self.upstream_lost_already = True
-        self.listener.state_of(self._upstream_name).request_finished(side.server)
+        self._states[self._upstream_name].request_finished(side.server)
         if self.client_lost:
             self._finish()
         else:

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from gatelayer.l4.listener import L4Listener
+from gatelayer.l4.listener import L4Listener, reconfigure_listeners
 from gatelayer.ratelimit.registry import StoreRegistry
 from gatelayer.service import ReconfigurableService
 
@@ -170,6 +170,14 @@ class PortsService(ReconfigurableService):
                 deadline.cancel()
             self.limits.stop()
         return finished.addCallback(done)
+
+    def reconfigure_l4(self, config, states):
+        """
+        Switch the layer 4 listeners to C{config} and the upstream C{states}
+        for new connections (open ones keep what they started with); see
+        L{gatelayer.l4.listener.reconfigure_listeners}.
+        """
+        return reconfigure_listeners(self.factories, config, states)
 
     def _deadline(self, finished):
         count = 0

@@ -62,7 +62,8 @@ class RelayTests(SynchronousTestCase):
     def test_back_pressure_both_ways(self):
         """
         Each transport is the other's streaming producer, so a full write
-        buffer on one side stops reading on the other.
+        buffer on one side stops reading on the other; both send small
+        writes at once (no Nagle delay added by the relay).
         """
         harness = RelayHarness()
         relay, client = harness.accept()
@@ -70,6 +71,7 @@ class RelayTests(SynchronousTestCase):
         self.assertIs(client.producer, server)
         self.assertIs(server.producer, client)
         self.assertTrue(client.streaming and server.streaming)
+        self.assertTrue(client.no_delay and server.no_delay)
 
     def test_connect_timeout(self):
         """

@@ -94,7 +94,7 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     for listener in listeners:
         if listener.tls is not None and listener.tls not in tls:
             problems.append(f"{path} [listener:{listener.name}] tls: no section [tls:{listener.tls}]")
-    if not routes and any(listener.mode == "http" for listener in listeners):
+    if not routes and (not listeners or any(listener.mode == "http" for listener in listeners)):
         problems.append(f"{path}: no [route:NAME] section: every request would get 404")
     problems.extend(l4_problems(path, gateway, listeners, upstreams, routes))
     for route in routes:

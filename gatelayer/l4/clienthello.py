@@ -56,8 +56,6 @@ class ClientHelloReader:
         Add C{data}; see the class docstring.
         """
         self._buffer += data
-        if len(self._buffer) > self.limit:
-            raise ClientHelloError(f"no complete ClientHello within {self.limit} bytes")
         buffer = self._buffer
         while len(buffer) - self._offset >= 5:
             start = self._offset
@@ -78,8 +76,10 @@ class ClientHelloReader:
             name = self._try_parse()
             if name is not _INCOMPLETE:
                 return name, buffer
-        if not self._buffer[:1] in (b"", bytes([_HANDSHAKE])):
+        if self._buffer[:1] not in (b"", bytes([_HANDSHAKE])):
             raise ClientHelloError("the connection does not start with a TLS handshake record")
+        if len(buffer) > self.limit:
+            raise ClientHelloError(f"no complete ClientHello within {self.limit} bytes")
         return None
 
     def _check_header(self, handshake):

@@ -17,7 +17,7 @@ the other direction carries on. A connection with no byte either way for
 the listener's C{idle_timeout} is closed.
 """
 
-from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.internet.error import NotConnectingError, TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Protocol
 from zope.interface import implementer
@@ -138,6 +138,9 @@ class ClientRelay(Protocol):
         self.peer = (getattr(peer, "host", "?"), getattr(peer, "port", 0))
         self.client = self.peer
         self.listener.opened(self)
+        # A relay must not add Nagle's delay to what a sender wrote
+        # without it: small writes go out at once on both sides.
+        self.transport.setTcpNoDelay(True)
         settings = self.settings
         if settings.accept_proxy:
             if not settings.trusts(self.peer[0]):
@@ -233,7 +236,10 @@ class ClientRelay(Protocol):
         self.client_lost = True
         self._stop_timer()
         if self._connector is not None:
-            self._connector.stopConnecting()
+            try:
+                self._connector.stopConnecting()
+            except NotConnectingError:
+                pass
         upstream = self.upstream
         if upstream is not None and not self.upstream_lost_already:
             upstream.transport.unregisterProducer()
@@ -313,6 +319,7 @@ class ClientRelay(Protocol):
             return
         self.upstream = side
         self.outcome = "relayed"
+        side.transport.setTcpNoDelay(True)
         send_proxy = state.spec.send_proxy
         if send_proxy is not None:
             destination = self.proxied_destination

@@ -57,6 +57,13 @@ class HalfCloseTransport(StringTransport):
 
     write_closed = False
     aborted = False
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled):
+        """
+        Record the C{TCP_NODELAY} setting.
+        """
+        self.no_delay = enabled
 
     def loseWriteConnection(self):
         """

@@ -431,3 +431,58 @@ class ReconfigureTests(SynchronousTestCase):
         upstream.connectionLost(None)
         old_relay.connectionLost(None)
         self.assertEqual(harness.states["db"].snapshot()[0]["active"], 0)
+
+
+class _Port:
+    """
+    A listening port that only records that it stopped.
+    """
+
+    stopped = False
+
+    def stopListening(self):
+        self.stopped = True
+
+
+class DrainTests(SynchronousTestCase):
+    """
+    A draining worker waits for relayed connections, within its deadline.
+    """
+
+    def ports(self, harness, drain_timeout=10.0):
+        from gatelayer.process.limits import ConnectionLimits
+        from gatelayer.process.worker_services import PortsService
+        port = _Port()
+        service = PortsService(harness.reactor, 0, ConnectionLimits(harness.reactor, 100),
+                               lambda: [(port, harness.listener)], drain_timeout)
+        service.startService()
+        return service, port
+
+    def test_waits_for_relayed_connections(self):
+        """
+        The drain stops accepting at once and fires only when the last
+        relayed connection has closed.
+        """
+        harness = RelayHarness()
+        service, port = self.ports(harness)
+        relay, client = harness.accept()
+        upstream, server = harness.connect()
+        stopped = service.stopService()
+        self.assertTrue(port.stopped)
+        self.assertNoResult(stopped)
+        upstream.connectionLost(None)
+        relay.connectionLost(None)
+        self.successResultOf(stopped)
+
+    def test_deadline_cuts(self):
+        """
+        At the drain deadline relayed connections still open are cut.
+        """
+        harness = RelayHarness()
+        service, port = self.ports(harness, drain_timeout=2.0)
+        relay, client = harness.accept()
+        harness.connect()
+        stopped = service.stopService()
+        harness.reactor.advance(2.0)
+        self.assertTrue(client.aborted)
+        self.successResultOf(stopped)

@@ -75,6 +75,14 @@ class L4Settings:
         return any(address in network for network in self.trusted if network.version == address.version)
 
 
+def _address(pair):
+    """
+    C{host:port}, C{[host]:port} for IPv6, as servers are named.
+    """
+    host, port = pair
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class L4Listener(Factory):
     """
     The factory of one C{tcp}/C{tls_passthrough} listener: builds a
@@ -165,10 +173,10 @@ class L4Listener(Factory):
         self.log.info(
             "l4 {listener} {client} -> {server} {outcome} sent={bytes_in} received={bytes_out} "
             "{duration:.3f}s{extra}",
-            listener=self.settings.name, client=f"{client[0]}:{client[1]}", server=server,
+            listener=self.settings.name, client=_address(client), server=server,
             outcome=relay.outcome, bytes_in=relay.bytes_in, bytes_out=relay.bytes_out,
             duration=self.reactor.seconds() - relay.started,
-            sni=relay.server_name, peer=f"{relay.peer[0]}:{relay.peer[1]}",
+            sni=relay.server_name, peer=_address(relay.peer),
             extra=(f" sni={relay.server_name}" if relay.server_name else "")
             + (f" ({relay.detail})" if relay.detail else ""),
             event="l4_connection")

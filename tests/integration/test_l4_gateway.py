@@ -268,7 +268,7 @@ class ProxyProtocolTests(TestCase):
         yield exchange(reactor, address, v2 + b"v2 data")
         self.assertEqual(self.echo.connections[-1].data,
                          b"PROXY TCP6 2001:db8::7 2001:db8::1 41000 5432\r\nv2 data")
-        yield wait_until(reactor, lambda: "l4 behind 2001:db8::7:41000 -> " in self.gate.log(),
+        yield wait_until(reactor, lambda: "l4 behind [2001:db8::7]:41000 -> " in self.gate.log(),
                          what="the log line with the client from the header")
 
     @inlineCallbacks

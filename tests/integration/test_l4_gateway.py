@@ -12,7 +12,8 @@ import os
 import re
 
 from twisted.internet import reactor
-from twisted.internet.defer import DeferredList, gatherResults, inlineCallbacks
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
@@ -181,7 +182,6 @@ class TcpRelayTests(TestCase):
         pid = document["workers"][0]["pid"]
         before = rss_kb(pid)
         client = _PausedReader()
-        from twisted.internet.protocol import ClientFactory
         factory = ClientFactory.forProtocol(lambda: client)
         reactor.connectTCP(*gate.address("src"), factory)
         yield wait_until(reactor, lambda: source.last_progress is not None
@@ -197,25 +197,19 @@ class TcpRelayTests(TestCase):
         self.assertEqual(client.received, total)
 
 
-class _PausedReader:
+class _PausedReader(Protocol):
     """
     A client that stops reading as soon as it is connected, until resumed;
     it counts what it receives.
     """
 
-    def __init__(self):
-        self.received = 0
-        self.transport = None
+    received = 0
 
-    def makeConnection(self, transport):
-        self.transport = transport
-        transport.pauseProducing()
+    def connectionMade(self):
+        self.transport.pauseProducing()
 
     def dataReceived(self, data):
         self.received += len(data)
-
-    def connectionLost(self, reason):
-        pass
 
 
 class ProxyProtocolTests(TestCase):

@@ -18,6 +18,7 @@ import time
 
 from bench import _configs
 from bench._install import InstallError, Installer, tool_version
+from bench._l4 import TCP_TARGETS, GatelayerTcp, HAProxyTcp
 from bench._procs import NotReady, Supervisor, UsageSampler, machine_cpu, tree_cpu, wait_ready
 from bench._pypy import PyPyUnavailable, prepare_pypy
 from bench._report import Row, add_ratios, filter_costs, format_table, write_results
@@ -54,6 +55,10 @@ def scenarios():
                   "gatelayer-2w+waf"), headers=("Accept-Encoding: gzip",)),
         Scenario("observe", "small response: metrics off, metrics on, metrics and the access log", "/small",
                  ("direct", "nginx", "gatelayer-2w+nometrics", "gatelayer-2w", "gatelayer-2w+accesslog")),
+        Scenario("tcp", "small response over keep-alive HTTP, relayed at layer 4 (mode tcp)", "/small",
+                 TCP_TARGETS),
+        Scenario("tcp-1mb", "1 MB response over keep-alive HTTP, relayed at layer 4 (mode tcp)",
+                 "/" + _configs.BIG_NAME, TCP_TARGETS),
     ]
 
 
@@ -65,9 +70,12 @@ def make_target(name):
     """
     The target object for a row label such as C{gatelayer-2w+jwt}.
     """
-    fixed = {"direct": Direct, "nginx": Nginx, "haproxy": HAProxy, "twisted-proxy": StockTwisted}
+    fixed = {"direct": Direct, "nginx": Nginx, "haproxy": HAProxy, "twisted-proxy": StockTwisted,
+             "haproxy-tcp": HAProxyTcp}
     if name in fixed:
         return fixed[name]()
+    if name.endswith("-tcp"):
+        return GatelayerTcp(int(name[len("gatelayer-"):-len("-tcp")].rstrip("w")))
     rest = name[len("gatelayer-"):]
     twisted_channel = rest.endswith("-twisted")
     if twisted_channel:

@@ -125,6 +125,17 @@ class GeneratedConfigTests(SynchronousTestCase):
             self.assertTrue(all(host == "127.0.0.1" for host, _ in binds), binds)
             self.assertEqual(len(binds), 2 if tls else 1)
 
+    def test_gatelayer_tcp_ini_valid(self):
+        """
+        The tcp scenario's gate.ini is a valid layer 4 configuration
+        relaying to the upstream.
+        """
+        from bench._l4 import gatelayer_tcp_ini
+        config = parse_config_text(gatelayer_tcp_ini(2, 8080, 9000, 9901), "gate.ini")
+        listener = config.listeners[0]
+        self.assertEqual((listener.mode, listener.upstream, listener.binds), ("tcp", "app", (("127.0.0.1", 8080),)))
+        self.assertEqual(config.upstreams["app"].health.kind, "tcp")
+
     def test_gatelayer_ini_aggregate(self):
         """
         The C{bff} row's gate.ini makes the route an aggregate of three parts
@@ -529,7 +540,9 @@ class CommandLineTests(SynchronousTestCase):
         By default every scenario runs at 32 and 128 connections.
         """
         options = _cli.parse_args([])
-        self.assertEqual([s.name for s in options.scenarios], ["small", "1mb", "tls", "tls-close", "filters", "api", "edge", "observe"])
+        self.assertEqual([s.name for s in options.scenarios],
+                         ["small", "1mb", "tls", "tls-close", "filters", "api", "edge", "observe", "tcp",
+                          "tcp-1mb"])
         self.assertEqual(options.connection_counts, [32, 128])
 
     def test_quick(self):

@@ -265,7 +265,7 @@ class ExampleConfigTests(SynchronousTestCase):
         The examples the documentation points to are shipped.
         """
         names = sorted(n for n in os.listdir(EXAMPLES) if n.endswith(".ini"))
-        for name in ("auth.ini", "balancing.ini", "canary.ini", "ratelimits.ini", "tls.ini", "transform.ini"):
+        for name in ("auth.ini", "balancing.ini", "canary.ini", "l4.ini", "ratelimits.ini", "tls.ini", "transform.ini"):
             self.assertIn(name, names)
 
     def test_examples_without_files(self):
@@ -273,7 +273,7 @@ class ExampleConfigTests(SynchronousTestCase):
         The examples that need no file of their own are valid where they
         are (auth.ini uses the sample keys shipped in etc/keys).
         """
-        for name in ("auth.ini", "balancing.ini", "canary.ini", "ratelimits.ini", "transform.ini"):
+        for name in ("auth.ini", "balancing.ini", "canary.ini", "l4.ini", "ratelimits.ini", "transform.ini"):
             self.check(os.path.join("etc", "examples", name))
 
     def test_tls_example(self):
@@ -303,7 +303,8 @@ class ExampleConfigTests(SynchronousTestCase):
         No example is left out of the tests above.
         """
         names = {n for n in os.listdir(EXAMPLES) if n.endswith(".ini")}
-        self.assertEqual(names, {"auth.ini", "balancing.ini", "canary.ini", "ratelimits.ini", "tls.ini", "transform.ini"})
+        self.assertEqual(names, {"auth.ini", "balancing.ini", "canary.ini", "l4.ini", "ratelimits.ini", "tls.ini",
+                                 "transform.ini"})
 
 
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")

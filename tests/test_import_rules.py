@@ -125,7 +125,8 @@ RUNNING_SYSTEM = ("twisted.internet", "twisted.web", "twisted.application")
 """Twisted's reactor, web and service layers: what a running gateway is."""
 
 PURE = ("gatelayer.routing", "gatelayer.net", "gatelayer.upstream.balancers",
-        "gatelayer.ratelimit.algorithms", "gatelayer.auth.names", "gatelayer.filters.bodies")
+        "gatelayer.ratelimit.algorithms", "gatelayer.auth.names", "gatelayer.filters.bodies",
+        "gatelayer.l4.proxyproto", "gatelayer.l4.clienthello")
 """
 Modules that stay pure (no sockets, no reactor, no request objects). They
 may import each other and plain libraries (the standard library's pure parts,
@@ -147,7 +148,8 @@ the pure modules.
 
 SANS_IO_MAY_USE = ("twisted.web.http_headers",)
 
-REACTOR_OWNERS = ("gatelayer.tap", "gatelayer.process.main", "gatelayer.testing.upstream_process.__main__")
+REACTOR_OWNERS = ("gatelayer.tap", "gatelayer.process.main", "gatelayer.testing.upstream_process.__main__",
+                  "gatelayer.testing.echo_process.__main__")
 """
 The modules that may import the global reactor: the two entry points (the
 twistd plugin's C{gatelayer.tap}, and C{gatelayer.process.main}, which the

@@ -192,7 +192,8 @@ class ControlProtocolTests(SynchronousTestCase):
         pump.flush()
         self.assertEqual(seen, [{"pid": 1, "connections": 2, "requests": 3, "active": 4,
                                  "open_files": None, "paused": None, "refused_full": None,
-                                 "refused_per_ip": None, "accept_errors": None, "unanswered": None}])
+                                 "refused_per_ip": None, "accept_errors": None, "unanswered": None,
+                                 "l4": None}])
 
 
 def heartbeat(record, **counters):

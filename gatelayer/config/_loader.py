@@ -11,6 +11,7 @@ from gatelayer.config import values as v
 from gatelayer.config.aggregate import aggregate_problems, parse_aggregate
 from gatelayer.config._errors import ConfigError
 from gatelayer.config.filtertypes import FILTER_TYPES, settings_parser
+from gatelayer.config.listener_l4 import l4_listener_keys, l4_problems, send_proxy_key
 from gatelayer.config.model import (
     FilterSpec, GateConfig, GatewaySpec, HealthSpec, ListenerSpec, RouteSpec,
     ServerSpec, TlsSpec, UpstreamSpec,
@@ -98,8 +99,9 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     for listener in listeners:
         if listener.tls is not None and listener.tls not in tls:
             problems.append(f"{path} [listener:{listener.name}] tls: no section [tls:{listener.tls}]")
-    if not routes:
+    if not routes and (not listeners or any(listener.mode == "http" for listener in listeners)):
         problems.append(f"{path}: no [route:NAME] section: every request would get 404")
+    problems.extend(l4_problems(path, gateway, listeners, upstreams, routes))
     for route in routes:
         problems.extend(route_upstream_problems(path, route, upstreams, filters))
         if route.aggregate is not None:
@@ -190,6 +192,7 @@ def _listener(r):
         binds=r.get("bind", binds) or (),
         tls=r.get("tls", None, None),
         redirect_https=r.get("redirect_https", v.parse_port, None),
+        **l4_listener_keys(r),
     )
 
 
@@ -265,9 +268,15 @@ def _upstream(r):
     fall = r.get("health_fall", lambda t: v.parse_int(t, 1, 100), 3)
     status = r.get("health_status", v.parse_status_range, frozenset(range(200, 400)))
     host = r.get("health_host", None, None)
-    if path is not None:
+    if path is not None and path.lower() == "tcp":
+        health = HealthSpec(path=None, kind="tcp", interval=interval or 2.0, timeout=timeout or 1.0,
+                            rise=rise or 2, fall=fall or 3)
+        for key in ("health_status", "health_host"):
+            if r.has(key):
+                r.error(key, "does not apply with health_check = tcp")
+    elif path is not None:
         if not path.startswith("/"):
-            r.error("health_check", "must be a path starting with /", path)
+            r.error("health_check", "must be tcp or a path starting with /", path)
         health = HealthSpec(path=path, host=host, interval=interval or 2.0, timeout=timeout or 1.0,
                             rise=rise or 2, fall=fall or 3, status=status or frozenset(range(200, 400)))
 
@@ -304,6 +313,7 @@ def _upstream(r):
         verify=r.get("verify", v.parse_bool, True),
         server_name=r.get("server_name", None, None),
         client_certificate=cert,
+        send_proxy=send_proxy_key(r),
     )
     if not tls:
         for key in ("ca", "server_name", "client_certificate", "verify"):

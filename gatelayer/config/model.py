@@ -42,12 +42,28 @@ class GatewaySpec:
 class ListenerSpec:
     """
     A C{[listener:NAME]} section: addresses to accept on, and TLS if any.
+
+    @ivar mode: C{"http"}, C{"tcp"} (every connection relayed to
+        C{upstream}) or C{"tls_passthrough"} (relayed by the ClientHello's
+        server name, per C{sni_routes}: C{((pattern, upstream), ...)}).
+    @ivar accept_proxy: whether connections start with a PROXY header
+        (taken only from C{[gateway] trusted_proxies}).
+    @ivar header_timeout: seconds a layer 4 listener waits for the PROXY
+        header and the ClientHello.
+    @ivar l4_idle_timeout: seconds a relayed connection may go without a
+        byte either way (the listener's C{idle_timeout}).
     """
 
     name: str
     binds: tuple
     tls: str = None
     redirect_https: int = None
+    mode: str = "http"
+    upstream: str = None
+    sni_routes: tuple = ()
+    accept_proxy: bool = False
+    header_timeout: float = 10.0
+    l4_idle_timeout: float = 300.0
 
 
 @frozen
@@ -91,6 +107,9 @@ class ServerSpec:
 class HealthSpec:
     """
     Active health checking of an upstream's servers (run by the master).
+
+    @ivar kind: C{"http"} (C{GET path}, the status decides) or C{"tcp"} (a
+        connection that opens passes; C{path} is then L{None}).
     """
 
     path: str
@@ -100,6 +119,7 @@ class HealthSpec:
     rise: int = 2
     fall: int = 3
     status: frozenset = frozenset(range(200, 400))
+    kind: str = "http"
 
 
 @frozen
@@ -128,6 +148,7 @@ class UpstreamSpec:
     verify: bool = True
     server_name: str = None
     client_certificate: str = None
+    send_proxy: str = None
 
 
 @frozen

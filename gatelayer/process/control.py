@@ -44,6 +44,8 @@ class Heartbeat(amp.Command):
         (b"refused_per_ip", amp.Integer(optional=True)),
         (b"accept_errors", amp.Integer(optional=True)),
         (b"unanswered", amp.Integer(optional=True)),
+        # JSON: {listener: counters} of the tcp/tls_passthrough listeners.
+        (b"l4", amp.Unicode(optional=True)),
     ]
     response = []
     requiresAnswer = False

@@ -12,6 +12,7 @@ policy reads in one place.
 """
 
 import errno
+import json
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredList
@@ -74,6 +75,7 @@ class WorkerRecord:
     spawn_error: str = None
     spawn_failures: int = 0
     killed_at: float = None
+    l4: dict = field(factory=dict)
     watchdog_kills: int = 0
 
     @property
@@ -161,8 +163,10 @@ class WorkersService(MasterPart):
         Answer a worker's heartbeats: its counters go into C{record}.
         """
         def heartbeat(pid, connections, requests, active, open_files=None, paused=None,
-                      refused_full=None, refused_per_ip=None, accept_errors=None, unanswered=None):
+                      refused_full=None, refused_per_ip=None, accept_errors=None, unanswered=None,
+                      l4=None):
             record.last_heartbeat = self.reactor.seconds()
+            record.l4 = _l4_counters(l4)
             record.connections, record.requests, record.active = connections, requests, active
             record.open_files = open_files
             record.paused = bool(paused)
@@ -264,6 +268,7 @@ class WorkersService(MasterPart):
                 "accept_errors": r.accept_errors, "unanswered": r.unanswered,
                 "watchdog_kills": r.watchdog_kills,
                 "spawn_error": r.spawn_error,
+                **({"l4": r.l4} if r.l4 else {}),
             }
             for r in sorted(self.workers.values(), key=lambda r: r.slot)
         ]}
@@ -431,3 +436,17 @@ __all__ = [
     "KILL_GRACE", "STABLE_AFTER", "STARTUP_GRACE", "WorkerRecord", "WorkersService",
     "signal_process",
 ]
+
+
+def _l4_counters(text):
+    """
+    The per-listener layer 4 counters a heartbeat carries (JSON), or an
+    empty dict when it has none or they do not parse.
+    """
+    if not text:
+        return {}
+    try:
+        counters = json.loads(text)
+    except ValueError:
+        return {}
+    return counters if isinstance(counters, dict) else {}

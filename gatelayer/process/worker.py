@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from gatelayer.http.factory import GatewayHTTPFactory
 from gatelayer.http.gateway import Gateway
 from gatelayer.http.proxy import UpstreamTerminal
+from gatelayer.l4.listener import L4Listener, L4Settings, l4_heartbeat
 from gatelayer.observe.accesslog import AccessLog
 from gatelayer.process.control import Drain, Heartbeat, heartbeat_interval
 from gatelayer.process.limits import ConnectionLimits
@@ -217,6 +218,13 @@ class Worker(OrderedMultiService):
         config = self.config
         adopted = []
         for listener, fd, family in self.sockets:
+            if listener.mode != "http":
+                factory = L4Listener(self.reactor, L4Settings.from_config(listener, config.gateway),
+                                     self.upstream_states(), limits=self.limits)
+                port = self.reactor.adoptStreamPort(fd, family, self.limits.wrap(factory))
+                os.close(fd)
+                adopted.append((port, factory))
+                continue
             scheme = "https" if listener.tls else "http"
             extra = ()
             if listener.tls:
@@ -252,7 +260,8 @@ class Worker(OrderedMultiService):
             Heartbeat, pid=os.getpid(), connections=gateway.connections,
             requests=gateway.requests, active=gateway.active, paused=limits.paused,
             refused_full=limits.refused_full, refused_per_ip=limits.refused_per_ip,
-            accept_errors=limits.accept_errors, unanswered=limits.unanswered, **extra)
+            accept_errors=limits.accept_errors, unanswered=limits.unanswered, **extra,
+            **l4_heartbeat(self.factories))
         if self.metrics_reporter is not None:
             self.metrics_reporter.send()
 

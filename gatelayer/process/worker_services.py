@@ -13,6 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gatelayer.l4.listener import L4Listener, reconfigure_listeners
 from gatelayer.ratelimit.registry import StoreRegistry
 from gatelayer.service import ReconfigurableService
 
@@ -182,6 +183,10 @@ class PortsService(ReconfigurableService):
 
         def check_idle():
             if gateway is None or gateway.connections == 0:
+                # Relayed (layer 4) connections are waited for as well.
+                for factory in self.factories:
+                    if isinstance(factory, L4Listener) and not factory.when_idle(check_idle):
+                        return
                 if not finished.called:
                     finished.callback(None)
             else:
@@ -193,6 +198,14 @@ class PortsService(ReconfigurableService):
                 deadline.cancel()
             self.limits.stop()
         return finished.addCallback(done)
+
+    def reconfigure_l4(self, config, states):
+        """
+        Switch the layer 4 listeners to C{config} and the upstream C{states}
+        for new connections (open ones keep what they started with); see
+        L{gatelayer.l4.listener.reconfigure_listeners}.
+        """
+        return reconfigure_listeners(self.factories, config, states)
 
     def _deadline(self, finished):
         count = 0

@@ -6,7 +6,7 @@ L{twisted.internet.testing.StringTransport} lacks.
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
-__all__ = ["FillingTransport"]
+__all__ = ["FillingTransport", "HalfCloseTransport"]
 
 
 class FillingTransport(StringTransport):
@@ -45,3 +45,42 @@ class FillingTransport(StringTransport):
         self.drained = len(self.value())
         self.paused = False
         self.producer.resumeProducing()
+
+
+class HalfCloseTransport(StringTransport):
+    """
+    A TCP-like transport for relays: it can shut down writing alone
+    (C{loseWriteConnection}, recorded in C{write_closed}), unregistering
+    its producer is allowed when none is registered (as on a real TCP
+    transport), and an abort is recorded in C{aborted}.
+    """
+
+    write_closed = False
+    aborted = False
+    no_delay = False
+
+    def setTcpNoDelay(self, enabled):
+        """
+        Record the C{TCP_NODELAY} setting.
+        """
+        self.no_delay = enabled
+
+    def loseWriteConnection(self):
+        """
+        Record a FIN sent.
+        """
+        self.write_closed = True
+
+    def unregisterProducer(self):
+        """
+        Forget the producer, if any.
+        """
+        self.producer = None
+        self.streaming = None
+
+    def abortConnection(self):
+        """
+        Record the abort, then close as C{loseConnection} does.
+        """
+        self.aborted = True
+        super().abortConnection()

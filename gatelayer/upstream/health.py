@@ -28,6 +28,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from gatelayer.http1 import BadResponse, parse_status_line
+from gatelayer.upstream.health_tcp import CONNECTED, local_header, probe_connect
 
 __all__ = ["HealthMonitor", "ProbeFailed", "probe_status", "tcp_probe_endpoint"]
 
@@ -341,8 +342,12 @@ class HealthMonitor(Service):
         server = checker.server
         try:
             endpoint = self._endpoint_factory(checker.upstream, server)
-            probe = probe_status(self._reactor, endpoint, health.host or server.address,
-                                 health.path, health.timeout)
+            if health.kind == "tcp":
+                probe = probe_connect(self._reactor, endpoint, health.timeout,
+                                      local_header(checker.upstream))
+            else:
+                probe = probe_status(self._reactor, endpoint, health.host or server.address,
+                                     health.path, health.timeout)
         except Exception as e:
             _log.failure("upstream {upstream} server {address}: cannot start a health check",
                          upstream=checker.upstream.name, address=server.address)
@@ -354,7 +359,9 @@ class HealthMonitor(Service):
             checker.probe = None
             if not self._running or checker.loop is None:
                 return
-            if status in health.status:
+            if status == CONNECTED:
+                self._record(checker, True, "connected")
+            elif status in health.status:
                 self._record(checker, True, f"status {status}")
             else:
                 self._record(checker, False, f"status {status}")

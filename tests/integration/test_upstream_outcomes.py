@@ -59,7 +59,7 @@ class UpstreamOutcomeTests(TestCase):
                 return log
             if reactor.seconds() > deadline:
                 self.fail(f"{text!r} not logged within {timeout:g}s:\n{log[-3000:]}")
-            yield sleep(0.05)
+            yield sleep(reactor, 0.05)
 
     @inlineCallbacks
     def test_single_server_timeout_is_504(self):

@@ -212,6 +212,39 @@ class WorkersService(MasterPart):
         """
         return [r.control for r in self.workers.values() if r.control is not None and r.control.connected]
 
+    def push_config(self, generation, text):
+        """
+        Hand every connected worker configuration C{generation}
+        (L{gatelayer.process.reconfigure.push_config}), with the state each
+        part sends a new worker. A worker that cannot take it is drained
+        and replaced by a new one, which starts on it.
+
+        @return: a Deferred firing with a list of problems (one per worker
+            replaced).
+        """
+        from gatelayer.process.reconfigure import push_config
+        syncs = [part.sync for part in self._parts() if part is not self]
+        records, pushes = [], []
+        for record in self.workers.values():
+            if record.control is None or not record.control.connected:
+                continue
+            records.append(record)
+            pushes.append(push_config(record.control, generation, text, syncs))
+
+        def replaced(results):
+            problems = []
+            for record, (ok, result) in zip(records, results):
+                if ok and not result:
+                    continue
+                why = "; ".join(result) if ok else result.getErrorMessage()
+                problems.append(f"worker {record.slot} (pid {record.pid}) could not take configuration "
+                                f"{generation} ({why}); it is replaced by a new worker")
+                if record.control is not None and record.control.connected:
+                    record.control.callRemote(Drain, timeout=self.config.gateway.drain_timeout
+                                              ).addErrback(lambda f: None)
+            return problems
+        return DeferredList(pushes, consumeErrors=True).addCallback(replaced)
+
     def stopService(self):
         """
         Drain: every worker stops accepting and finishes its in-flight

@@ -14,6 +14,7 @@ C{reconfigure(new_config)}; it starts and stops as a service.
 from twisted.logger import Logger
 
 from gatelayer.config import ConfigError
+from gatelayer.process.reconfigure import ConfigReceiver
 from gatelayer.service import MasterPart
 from gatelayer.tls.parts import CertificatePart, upstream_tls_creators
 from gatelayer.tls.parts import worker_tls as tls_worker
@@ -42,14 +43,18 @@ def register_worker(config, control, worker):
     """
     Make a worker's control channel answer the master's pushes.
     """
-    register_worker_responders(control, worker.upstream_states)
-    if any(spec.type == "cache" for spec in config.filters.values()):
-        from gatelayer.cache.control import register_worker_responders as cache_responders
-        from gatelayer.cache.control import worker_cache_filters
-        cache_responders(control, lambda: worker_cache_filters(worker.gateway))
-    if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
-        from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
-        take_ip_lists(control, lambda: worker.gateway.filters)
+    # While a new configuration is being prepared, the master's state
+    # (health verdicts, IP lists) goes to its gateway (see
+    # gatelayer.process.worker_reload). The responders are registered
+    # whatever the first configuration has: a reload may add the filters.
+    reloads = worker.reloads
+    register_worker_responders(control, reloads.incoming_states)
+    from gatelayer.cache.control import register_worker_responders as cache_responders
+    from gatelayer.cache.control import worker_cache_filters
+    cache_responders(control, lambda: worker_cache_filters(worker.gateway))
+    from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
+    take_ip_lists(control, lambda: reloads.incoming().filters)
+    ConfigReceiver(reloads.prepare, reloads.commit).register(control)
 
 
 class HealthPart(MasterPart):

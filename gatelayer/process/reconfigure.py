@@ -13,7 +13,7 @@ the switch finish on the gateway they started on.
 
 import hashlib
 
-from twisted.internet.defer import DeferredList, inlineCallbacks
+from twisted.internet.defer import DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.protocols import amp
 
@@ -73,7 +73,7 @@ def push_config(control, generation, text, sync=()):
     answer = yield control.callRemote(PrepareConfig, generation=generation, digest=digest)
     if answer["problems"]:
         return list(answer["problems"])
-    results = yield DeferredList([s(control) for s in sync], consumeErrors=True)
+    results = yield DeferredList([maybeDeferred(s, control) for s in sync], consumeErrors=True)
     for ok, result in results:
         if not ok:
             return [f"the shared state could not be sent: {result.getErrorMessage()}"]

@@ -1,0 +1,179 @@
+"""
+Integration tests of reloading the whole configuration: a real gatelayer
+master with two workers in front of real upstream processes, eight
+keep-alive clients looping requests while the master is sent SIGHUP.
+"""
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+
+from gatelayer.testing.gateway import start_gateway
+from gatelayer.testing.http import fetch
+from gatelayer.testing.load import KeepAliveLoad
+from gatelayer.testing.upstreams import start_upstreams
+from gatelayer.testing.waiting import wait_until
+
+DEADLINE = 30.0
+
+
+def gate_config(servers, routes=""):
+    """
+    A two-worker gateway with upstream C{app} of C{servers} (a C{servers =}
+    value) behind C{/app/}, and C{routes} added.
+    """
+    return f"""
+[gateway]
+workers = 2
+admin = 127.0.0.1:0
+drain_timeout = 5s
+
+[listener:web]
+bind = 127.0.0.1:0
+
+[upstream:app]
+servers = {servers}
+balance = weighted
+
+[route:app]
+path = /app/
+upstream = app
+{routes}
+"""
+
+
+class ReloadGatewayTests(TestCase):
+    """
+    SIGHUP reloads routes and upstreams without a restart and without a
+    failed request; a bad file changes nothing and says why.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self):
+        self.a, self.b, self.c = yield start_upstreams(self, reactor, "a", "b", "c")
+        servers = f"{self.a.address}, {self.b.address}, {self.c.address}"
+        self.gate = yield start_gateway(self, reactor, gate_config(servers))
+
+    @inlineCallbacks
+    def status(self):
+        """
+        The admin /status document.
+        """
+        response = yield fetch(reactor, self.gate.admin_url("/status"))
+        self.assertEqual(response.status, 200)
+        return response.json()
+
+    def rewrite(self, text):
+        """
+        Replace the gateway's configuration file.
+        """
+        with open(self.gate.config_path, "w") as f:
+            f.write(text)
+
+    @inlineCallbacks
+    def reload(self, expected_generation):
+        """
+        SIGHUP the master and wait (bounded) for the outcome of the attempt
+        in /status; returns C{reload.last}.
+        """
+        before = (yield self.status())["reload"]["last"]
+        self.gate.signal("HUP")
+
+        @inlineCallbacks
+        def decided():
+            last = (yield self.status())["reload"]["last"]
+            return last if last is not None and last != before else None
+        last = yield wait_until(reactor, decided, DEADLINE, what="the reload outcome in /status")
+        self.assertEqual(last["generation"], expected_generation)
+        return last
+
+    @inlineCallbacks
+    def start_load(self):
+        """
+        Eight keep-alive clients looping on /app/, stopped at cleanup; fires
+        once each has had answers.
+        """
+        load = KeepAliveLoad(reactor, self.gate.url("web", "/app/x"), clients=8).start()
+        self.addCleanup(load.stop)
+        yield wait_until(reactor, lambda: load.count() >= 80, DEADLINE, what="80 answers before the reload")
+        return load
+
+    @inlineCallbacks
+    def test_routes_weights_and_servers_change_without_failure(self):
+        """
+        A reload that adds a route, changes the servers' weights and removes
+        a server, under the load of eight keep-alive clients: not one
+        request fails, the new route answers, the removed server gets no
+        new request, /status shows the outcome and the new generation.
+        """
+        load = yield self.start_load()
+        self.assertEqual({r[2] for r in load.results}, {b"a", b"b", b"c"})
+        self.rewrite(gate_config(f"{self.a.address} weight=3, {self.b.address} weight=1",
+                                 "[route:hello]\npath = /hello\nrespond = 200 hello\n"))
+        last = yield self.reload(2)
+        self.assertTrue(last["ok"], last)
+        self.assertEqual(last["problems"], [])
+        self.assertIn("route:hello added", last["changes"])
+        self.assertIn("upstream:app changed", last["changes"])
+        switched = load.count()
+        yield wait_until(reactor, lambda: load.count() >= switched + 200, DEADLINE,
+                         what="200 answers after the reload")
+        # At most one request per client was in flight on the old gateway.
+        after = load.results[switched + load.clients:]
+        self.assertNotIn(b"c", {r[2] for r in after})
+        self.assertEqual({r[2] for r in after}, {b"a", b"b"})
+        hello = yield fetch(reactor, self.gate.url("web", "/hello"))
+        self.assertEqual((hello.status, hello.body), (200, b"hello"))
+        yield load.stop()
+        self.assertEqual(load.bad(), [])
+        status = yield self.status()
+        self.assertEqual(status["reload"]["generation"], 2)
+        self.assertEqual(status["reload"]["digest"], last["digest"])
+        self.assertEqual(sorted(r["name"] for group in status["routes"] for r in group["routes"]),
+                         ["app", "hello"])
+        self.assertEqual({s["address"] for s in status["upstreams"]["app"]},
+                         {self.a.address, self.b.address})
+
+    @inlineCallbacks
+    def test_typo_keeps_running_config(self):
+        """
+        A reload of a file with a typo keeps serving the old configuration
+        without a failed request; /status, the master's log and --check name
+        the same problem.
+        """
+        load = yield self.start_load()
+        self.rewrite(gate_config(self.a.address, "[route:hello]\npath = /hello\nrespnd = 200 hello\n"))
+        last = yield self.reload(1)
+        self.assertFalse(last["ok"])
+        problem = [p for p in last["problems"] if "respnd" in p][0]
+        self.assertIn("[route:hello] respnd: is not a known key", problem)
+        code, output = yield self.gate.check()
+        self.assertEqual(code, 1)
+        for each in last["problems"]:
+            self.assertIn(each, output)
+        yield wait_until(reactor, lambda: problem in self.gate.log(), DEADLINE, what="the problem in the log")
+        counted = load.count()
+        yield wait_until(reactor, lambda: load.count() >= counted + 100, DEADLINE,
+                         what="100 answers after the failed reload")
+        self.assertEqual({r[2] for r in load.results[counted:]}, {b"a", b"b", b"c"})
+        missing = yield fetch(reactor, self.gate.url("web", "/hello"))
+        self.assertEqual(missing.status, 404)
+        yield load.stop()
+        self.assertEqual(load.bad(), [])
+        self.assertEqual((yield self.status())["reload"]["generation"], 1)
+
+    @inlineCallbacks
+    def test_listener_change_is_refused(self):
+        """
+        A listener whose address changed cannot be applied by a reload: the
+        attempt is refused naming the listener, and the old address serves.
+        """
+        self.rewrite(gate_config(self.a.address).replace("bind = 127.0.0.1:0", "bind = 127.0.0.1:1"))
+        last = yield self.reload(1)
+        self.assertFalse(last["ok"])
+        self.assertEqual(len(last["problems"]), 1)
+        self.assertIn("[listener:web]: changed", last["problems"][0])
+        response = yield fetch(reactor, self.gate.url("web", "/app/x"))
+        self.assertEqual(response.status, 200)

@@ -14,7 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from gatelayer.config import ConfigError, parse_config_text
 from gatelayer.process.checking import CheckedConfig
-from gatelayer.process.reload import ConfigReloader, ReloadOutcome, describe_changes, restart_problems
+from gatelayer.process.reload import (
+    ConfigReloader, ReloadOutcome, describe_changes, listener_changes, restart_problems,
+)
 
 BASE = """
 [gateway]
@@ -51,15 +53,16 @@ class RestartProblemsTests(SynchronousTestCase):
 
     def test_listener_changes(self):
         """
-        A listener added, removed or with another address is named, with
-        its section.
+        Listeners are not a restart problem: listener_changes names each
+        one added, removed or changed, for a new generation of workers.
         """
         moved = config(BASE.replace("8080", "8081"))
-        self.assertEqual(len(restart_problems(config(), moved)), 1)
-        self.assertIn("/etc/gate.ini [listener:web]: changed", restart_problems(config(), moved)[0])
+        self.assertEqual(restart_problems(config(), moved), [])
+        self.assertEqual(listener_changes(config(), moved), ["listener:web changed"])
         added = config(extra="[listener:other]\nbind = 127.0.0.1:9000\n")
-        self.assertIn("[listener:other]: added", restart_problems(config(), added)[0])
-        self.assertIn("[listener:other]: removed", restart_problems(added, config())[0])
+        self.assertEqual(listener_changes(config(), added), ["listener:other added"])
+        self.assertEqual(listener_changes(added, config()), ["listener:other removed"])
+        self.assertEqual(listener_changes(config(), config()), [])
 
     def test_start_only_gateway_keys(self):
         """
@@ -114,6 +117,7 @@ class FakeSupervisor:
     def __init__(self):
         self.pushed = []
         self.answer = succeed([])
+        self.retired = []
 
     def push_config(self, generation, text):
         """
@@ -241,12 +245,25 @@ class ConfigReloaderTests(SynchronousTestCase):
 
     def test_restart_needed_changes_nothing(self):
         """
-        A good file that moves a listener is refused as a whole.
+        A good file that changes the number of workers is refused as a
+        whole.
         """
+        self.result = CheckedConfig(config(BASE.replace("workers = 2", "workers = 4")), "text", "bbbb")
+        outcome = self.successResultOf(self.reloader.reload("SIGHUP"))
+        self.assertFalse(outcome.ok)
+        self.assertIn("[gateway] workers: changed from 2 to 4", outcome.problems[0])
+        self.assertEqual(self.master.taken, [])
+
+    def test_listeners_while_draining(self):
+        """
+        A listener change while the previous generation still drains is
+        refused, saying so; nothing is bound.
+        """
+        self.master.supervisor.retired = ["old worker"]
         self.result = CheckedConfig(config(BASE.replace("8080", "9090")), "text", "bbbb")
         outcome = self.successResultOf(self.reloader.reload("SIGHUP"))
         self.assertFalse(outcome.ok)
-        self.assertIn("[listener:web]: changed", outcome.problems[0])
+        self.assertIn("still draining (1 left", outcome.problems[0])
         self.assertEqual(self.master.taken, [])
 
     def test_good_file_applied(self):

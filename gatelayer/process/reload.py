@@ -19,9 +19,13 @@ from twisted.logger import Logger
 
 from gatelayer.config import ConfigError
 from gatelayer.process.checking import check_config_file
+from gatelayer.process.generations import GenerationRoll
+from gatelayer.process.sockets import BindError
+from gatelayer.process.supervision import STARTUP_GRACE
 
 __all__ = [
-    "RESTART_KEYS", "ConfigReloader", "ReloadOutcome", "describe_changes", "restart_problems",
+    "RESTART_KEYS", "ConfigReloader", "ReloadOutcome", "describe_changes", "listener_changes",
+    "restart_problems",
 ]
 
 #: C{[gateway]} keys the running processes read once at start: a reload
@@ -35,8 +39,7 @@ RESTART_KEYS = (
 def restart_problems(old, new):
     """
     What C{new} changes that a reload cannot apply to a gateway running
-    C{old} (both L{gatelayer.config.model.GateConfig}): a listener added,
-    removed or changed (compared by its whole spec), a C{[tls:NAME]}
+    C{old} (both L{gatelayer.config.model.GateConfig}): a C{[tls:NAME]}
     section's settings, or a C{[gateway]} key of L{RESTART_KEYS}. Each problem names the section and key.
     """
     path = new.path
@@ -51,16 +54,25 @@ def restart_problems(old, new):
             problems.append(f"{path} [tls:{name}]: changed; TLS settings are read at start only "
                             "(restart the gateway to change them; certificate files are re-read "
                             "on every reload)")
+    return problems
+
+
+def listener_changes(old, new):
+    """
+    The listeners C{new} adds, removes or changes (compared by their whole
+    spec, whatever their kind), as C{"[listener:NAME] added"} lines; a
+    reload applies them with a new generation of workers
+    (L{gatelayer.process.generations}).
+    """
     old_listeners = {spec.name: spec for spec in old.listeners}
     new_listeners = {spec.name: spec for spec in new.listeners}
+    lines = []
     for name in sorted(set(old_listeners) | set(new_listeners)):
         before, after = old_listeners.get(name), new_listeners.get(name)
-        if before == after:
-            continue
-        what = "added" if before is None else "removed" if after is None else "changed"
-        problems.append(f"{path} [listener:{name}]: {what}; listeners are bound at start only "
-                        "(restart the gateway to change them)")
-    return problems
+        if before != after:
+            what = "added" if before is None else "removed" if after is None else "changed"
+            lines.append(f"listener:{name} {what}")
+    return lines
 
 
 def _shown(value):
@@ -76,6 +88,7 @@ def describe_changes(old, new):
     lines = []
     if old.gateway != new.gateway:
         lines.append("gateway changed")
+    lines.extend(listener_changes(old, new))
     kinds = (("tls", old.tls, new.tls), ("upstream", old.upstreams, new.upstreams),
              ("route", _by_name(old.routes), _by_name(new.routes)),
              ("filter", old.filters, new.filters))
@@ -169,6 +182,7 @@ class ConfigReloader:
         self.generation = 1
         self.digest = digest
         self.last = None
+        self.roll = None
         self._running = False
 
     def status(self):
@@ -176,7 +190,9 @@ class ConfigReloader:
         C{/status}'s C{reload} section: the running generation and digest
         and the last attempt.
         """
+        draining = len(self.master.supervisor.retired)
         return {"generation": self.generation, "digest": self.digest,
+                "draining_workers": draining,
                 "last": self.last.as_dict() if self.last is not None else None}
 
     def reload(self, trigger):
@@ -204,6 +220,15 @@ class ConfigReloader:
         try:
             checked = self._check(old.path, self.workers)
             problems = restart_problems(old, checked.config)
+            rolling = bool(listener_changes(old, checked.config))
+            if rolling and not problems and master.supervisor.retired:
+                problems = [f"{old.path}: the listeners changed, but the previous generation of workers "
+                            f"is still draining ({len(master.supervisor.retired)} left, at most "
+                            f"{old.gateway.drain_timeout:g}s); reload again once it has exited"]
+            if rolling and not problems:
+                unused = master.listeners.rebind(checked.config.listeners, checked.config.gateway.workers)
+        except BindError as e:
+            problems = [f"{old.path}: {e}"]
         except ConfigError as e:
             problems = list(e.problems)
         except Exception as e:
@@ -213,14 +238,14 @@ class ConfigReloader:
             return self._outcome(trigger, problems)
         changes = describe_changes(old, checked.config)
         try:
-            worker_problems = yield self._apply(checked)
+            worker_problems = yield self._apply(checked, unused if rolling else None)
         except Exception as e:
             self.log.failure("reload: applying {path} failed", path=old.path)
             worker_problems = [f"applying the configuration failed: {e}"]
         return self._outcome(trigger, worker_problems, changes=changes, applied=True)
 
     @inlineCallbacks
-    def _apply(self, checked):
+    def _apply(self, checked, unused_sockets=None):
         master = self.master
         self.generation += 1
         self.digest = checked.digest
@@ -236,7 +261,13 @@ class ConfigReloader:
         # Parts re-read what they load from files (certificates, IP lists)
         # and push it to the workers.
         yield DeferredList([maybeDeferred(part.reload) for part in master.parts()], consumeErrors=True)
-        results = yield master.supervisor.push_config(self.generation, checked.text)
+        if unused_sockets is not None:
+            roll = GenerationRoll(master.supervisor, self.reactor, unused_sockets,
+                                  max(STARTUP_GRACE, checked.config.gateway.heartbeat_timeout))
+            self.roll = roll
+            results = yield roll.start()
+        else:
+            results = yield master.supervisor.push_config(self.generation, checked.text)
         return [problem for problem in results if problem]
 
     def _outcome(self, trigger, problems, changes=(), applied=False, busy=False):

@@ -133,6 +133,10 @@ class WorkersService(MasterPart):
         self._watchdog = None
         self._last_check = None
         self._ready_reported = False
+        self._ready_waiters = []
+        #: Records of the previous generation of workers, draining after a
+        #: listener change (see gatelayer.process.generations).
+        self.retired = []
 
     @property
     def sockets(self):
@@ -205,6 +209,35 @@ class WorkersService(MasterPart):
         self.log.info("all {count} workers serving", count=len(self.workers))
         if self._on_ready is not None:
             self._on_ready()
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def when_ready(self):
+        """
+        A Deferred firing once every worker slot has a worker that reported.
+        """
+        waiter = Deferred()
+        self._ready_waiters.append(waiter)
+        self._check_ready()
+        return waiter
+
+    def replace_generation(self):
+        """
+        Start a new worker in every slot, with the current configuration
+        and sockets; the running ones become L{retired} (they are neither
+        respawned nor watched any more, and are drained by the caller).
+
+        @return: the retired records.
+        """
+        old = list(self.workers.values())
+        self.retired.extend(old)
+        self._ready_reported = False
+        self.workers = {}
+        for slot in range(self.config.gateway.workers):
+            self.workers[slot] = WorkerRecord(slot)
+            self.spawn(self.workers[slot])
+        return old
 
     def controls(self):
         """
@@ -257,7 +290,7 @@ class WorkersService(MasterPart):
             self._watchdog.stop()
         timeout = self.config.gateway.drain_timeout
         waits = []
-        for record in self.workers.values():
+        for record in list(self.workers.values()) + self.retired:
             if record.respawn_call is not None and record.respawn_call.active():
                 record.respawn_call.cancel()
             if record.process is None:
@@ -365,6 +398,10 @@ class WorkersService(MasterPart):
         waiters, record.exited = record.exited, []
         for waiter in waiters:
             waiter.callback(None)
+        if any(r is record for r in self.retired):
+            self.log.info("worker {slot} (pid {pid}) of the previous generation exited",
+                          slot=record.slot, pid=record.pid)
+            return
         if self.stopping:
             self.log.info("worker {slot} (pid {pid}) exited", slot=record.slot, pid=record.pid)
             return
@@ -437,7 +474,7 @@ class WorkersService(MasterPart):
             signal_process(record.process, "KILL")
 
     def _kill_all(self):
-        for record in self.workers.values():
+        for record in list(self.workers.values()) + self.retired:
             if record.process is not None:
                 self.log.warn("worker {slot} did not drain in time: killing it", slot=record.slot)
                 signal_process(record.process, "KILL")

@@ -12,7 +12,7 @@ from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
 from gatelayer.testing.load import KeepAliveLoad
 from gatelayer.testing.upstreams import start_upstreams
-from gatelayer.testing.waiting import wait_until
+from gatelayer.testing.waiting import free_port, wait_until
 
 DEADLINE = 30.0
 
@@ -20,7 +20,7 @@ DEADLINE = 30.0
 def gate_config(servers, routes=""):
     """
     A two-worker gateway with upstream C{app} of C{servers} (a C{servers =}
-    value) behind C{/app/}, and C{routes} added.
+    value) behind C{/app/} and C{/slow}, and C{routes} added.
     """
     return f"""
 [gateway]
@@ -37,6 +37,10 @@ balance = weighted
 
 [route:app]
 path = /app/
+upstream = app
+
+[route:slow]
+path = /slow
 upstream = app
 {routes}
 """
@@ -132,7 +136,7 @@ class ReloadGatewayTests(TestCase):
         self.assertEqual(status["reload"]["generation"], 2)
         self.assertEqual(status["reload"]["digest"], last["digest"])
         self.assertEqual(sorted(r["name"] for group in status["routes"] for r in group["routes"]),
-                         ["app", "hello"])
+                         ["app", "hello", "slow"])
         self.assertEqual({s["address"] for s in status["upstreams"]["app"]},
                          {self.a.address, self.b.address})
 
@@ -165,15 +169,50 @@ class ReloadGatewayTests(TestCase):
         self.assertEqual((yield self.status())["reload"]["generation"], 1)
 
     @inlineCallbacks
-    def test_listener_change_is_refused(self):
+    def test_listener_port_change_rolls_workers(self):
         """
-        A listener whose address changed cannot be applied by a reload: the
-        attempt is refused naming the listener, and the old address serves.
+        A reload that moves the listener to another port starts a new
+        generation of workers serving on it, while a long request on the
+        old port finishes; the old port is closed once the old workers are
+        gone, and a reload meanwhile that changes listeners again is
+        refused.
         """
-        self.rewrite(gate_config(self.a.address).replace("bind = 127.0.0.1:0", "bind = 127.0.0.1:1"))
-        last = yield self.reload(1)
-        self.assertFalse(last["ok"])
-        self.assertEqual(len(last["problems"]), 1)
-        self.assertIn("[listener:web]: changed", last["problems"][0])
-        response = yield fetch(reactor, self.gate.url("web", "/app/x"))
+        old_host, old_port = self.gate.address("web")
+        new_port = free_port()
+        slow = fetch(reactor, self.gate.url("web", "/slow?delay=3"))
+        yield wait_until(reactor, lambda: self.active_requests(), DEADLINE, what="the slow request in flight")
+        self.rewrite(gate_config(self.a.address).replace("bind = 127.0.0.1:0", f"bind = 127.0.0.1:{new_port}"))
+        last = yield self.reload(2)
+        self.assertTrue(last["ok"], last)
+        self.assertIn("listener:web changed", last["changes"])
+        status = yield self.status()
+        self.assertEqual(status["listeners"], {"web": [f"127.0.0.1:{new_port}"]})
+        self.assertEqual(status["reload"]["draining_workers"], 2)
+        moved = yield fetch(reactor, f"http://127.0.0.1:{new_port}/app/x".encode("ascii"))
+        self.assertEqual((moved.status, moved.header(b"x-upstream")), (200, b"a"))
+        self.rewrite(gate_config(self.a.address).replace("bind = 127.0.0.1:0", "bind = 127.0.0.1:0"))
+        refused = yield self.reload(2)
+        self.assertFalse(refused["ok"])
+        self.assertIn("still draining", refused["problems"][0])
+        response = yield slow
         self.assertEqual(response.status, 200)
+        yield wait_until(reactor, self.old_generation_gone, DEADLINE, what="the old generation to exit")
+        refused = yield fetch(reactor, f"http://{old_host}:{old_port}/app/x".encode("ascii")).addCallbacks(
+            lambda response: response.status, lambda failure: failure.type.__name__)
+        self.assertEqual(refused, "ConnectionRefusedError")
+
+    @inlineCallbacks
+    def active_requests(self):
+        """
+        Whether a worker reports a request in progress.
+        """
+        status = yield self.status()
+        return any(worker["active"] for worker in status["workers"])
+
+    @inlineCallbacks
+    def old_generation_gone(self):
+        """
+        Whether no worker of a previous generation is left.
+        """
+        status = yield self.status()
+        return status["reload"]["draining_workers"] == 0

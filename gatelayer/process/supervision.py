@@ -395,10 +395,11 @@ class WorkersService(MasterPart):
         lived = self.reactor.seconds() - (record.started or self.reactor.seconds())
         record.process = None
         record.control = None
+        retired = any(r is record for r in self.retired)
         waiters, record.exited = record.exited, []
         for waiter in waiters:
             waiter.callback(None)
-        if any(r is record for r in self.retired):
+        if retired:
             self.log.info("worker {slot} (pid {pid}) of the previous generation exited",
                           slot=record.slot, pid=record.pid)
             return

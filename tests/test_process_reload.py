@@ -73,6 +73,21 @@ class RestartProblemsTests(SynchronousTestCase):
         [problem] = restart_problems(config(), new)
         self.assertIn("[gateway] workers: changed from 2 to 3", problem)
 
+    def test_redis_rate_limit_algorithm(self):
+        """
+        A rate limit kept in Redis cannot change its algorithm under the
+        same name; in the embedded store, or with a new name, it can.
+        """
+        limit = "[filter:per-ip]\ntype = rate_limit\nrate = 10/minute\nalgorithm = {algorithm}\n{store}"
+        def with_limit(algorithm, store="", name="per-ip"):
+            return config(extra=limit.format(algorithm=algorithm, store=store).replace("per-ip", name))
+        redis = "store = redis://127.0.0.1:6379/0\n"
+        [problem] = restart_problems(with_limit("gcra", redis), with_limit("sliding_window", redis))
+        self.assertIn("[filter:per-ip] algorithm: changed from gcra to sliding_window", problem)
+        self.assertEqual(restart_problems(with_limit("gcra"), with_limit("sliding_window")), [])
+        self.assertEqual(restart_problems(with_limit("gcra", redis),
+                                          with_limit("sliding_window", redis, name="per-ip-2")), [])
+
     def test_tls_settings(self):
         """
         A [tls:NAME] section's settings changing is named.

@@ -40,7 +40,8 @@ def restart_problems(old, new):
     """
     What C{new} changes that a reload cannot apply to a gateway running
     C{old} (both L{gatelayer.config.model.GateConfig}): a C{[tls:NAME]}
-    section's settings, or a C{[gateway]} key of L{RESTART_KEYS}. Each problem names the section and key.
+    section's settings, a C{[gateway]} key of L{RESTART_KEYS}, or the
+    algorithm of a rate limit kept in Redis under the same filter name. Each problem names the section and key.
     """
     path = new.path
     problems = []
@@ -49,6 +50,15 @@ def restart_problems(old, new):
         if before != after:
             problems.append(f"{path} [gateway] {key}: changed from {_shown(before)} to {_shown(after)}; "
                             "it is read at start only (restart the gateway to change it)")
+    for name, spec in sorted(new.filters.items()):
+        before = old.filters.get(name)
+        if (spec.type == "rate_limit" and before is not None and before.type == "rate_limit"
+                and spec.settings.store is not None
+                and before.settings.algorithm != spec.settings.algorithm):
+            problems.append(
+                f"{path} [filter:{name}] algorithm: changed from {before.settings.algorithm} to "
+                f"{spec.settings.algorithm} on a Redis store, whose counters for this filter have the "
+                "other algorithm's form; give the filter a new name (its counters start afresh)")
     for name in sorted(set(old.tls) | set(new.tls)):
         if old.tls.get(name) != new.tls.get(name):
             problems.append(f"{path} [tls:{name}]: changed; TLS settings are read at start only "

@@ -216,3 +216,108 @@ class ReloadGatewayTests(TestCase):
         """
         status = yield self.status()
         return status["reload"]["draining_workers"] == 0
+
+
+def split_config(v1, v2, weights, extra=""):
+    """
+    A one-worker gateway whose C{/split/} route splits between upstreams
+    C{v1} and C{v2} by C{X-User} with C{weights} (C{(w1, w2)}), and whose
+    C{/limited/} route allows 5 requests an hour in all.
+    """
+    return f"""
+[gateway]
+workers = 1
+admin = 127.0.0.1:0
+drain_timeout = 2s
+
+[listener:web]
+bind = 127.0.0.1:0
+
+[upstream:v1]
+servers = {v1}
+[upstream:v2]
+servers = {v2}
+
+[filter:hourly]
+type = rate_limit
+key = global
+rate = 5/hour
+
+[route:split]
+path = /split/
+upstream = v1:{weights[0]}, v2:{weights[1]}
+split_key = header:X-User
+
+[route:limited]
+path = /limited/
+upstream = v1
+filters = hourly
+{extra}
+"""
+
+
+class ReloadStateTests(TestCase):
+    """
+    What a reload keeps and what it changes at once: rate-limit counters
+    and canary weights.
+    """
+
+    timeout = 120
+
+    @inlineCallbacks
+    def setUp(self):
+        self.v1, self.v2 = yield start_upstreams(self, reactor, "v1", "v2")
+        self.gate = yield start_gateway(self, reactor, split_config(self.v1.address, self.v2.address, (95, 5)))
+
+    @inlineCallbacks
+    def reload(self, text):
+        """
+        Write C{text}, SIGHUP, and wait (bounded) for generation 2.
+        """
+        with open(self.gate.config_path, "w") as f:
+            f.write(text)
+        self.gate.signal("HUP")
+
+        @inlineCallbacks
+        def reloaded():
+            response = yield fetch(reactor, self.gate.admin_url("/status"))
+            last = response.json()["reload"]["last"]
+            return last if last is not None else None
+        last = yield wait_until(reactor, reloaded, DEADLINE, what="the reload outcome")
+        self.assertTrue(last["ok"], last)
+        self.assertEqual(last["generation"], 2)
+
+    @inlineCallbacks
+    def versions(self):
+        """
+        Which version answers each of 40 users.
+        """
+        names = []
+        for user in range(40):
+            response = yield fetch(reactor, self.gate.url("web", "/split/x"),
+                                   headers={b"X-User": [b"user-%d" % (user,)]})
+            self.assertEqual(response.status, 200)
+            names.append(response.header(b"x-upstream"))
+        return names
+
+    @inlineCallbacks
+    def test_counters_kept_and_weights_changed(self):
+        """
+        After a reload that flips the canary weights (and changes the
+        limit's route), the rate-limit counter of the unchanged filter goes
+        on where it was, while most users move to the other version.
+        """
+        before = yield self.versions()
+        self.assertGreater(before.count(b"v1"), 30)
+        for _ in range(3):
+            response = yield fetch(reactor, self.gate.url("web", "/limited/x"))
+            self.assertEqual(response.status, 200)
+        yield self.reload(split_config(self.v1.address, self.v2.address, (5, 95),
+                                       "[route:new]\npath = /new\nrespond = 200 new\n"))
+        after = yield self.versions()
+        self.assertGreater(after.count(b"v2"), 30)
+        statuses = []
+        for _ in range(3):
+            response = yield fetch(reactor, self.gate.url("web", "/limited/x"))
+            statuses.append(response.status)
+        self.assertEqual(statuses, [200, 200, 429])

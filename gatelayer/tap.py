@@ -76,7 +76,7 @@ def makeService(options):
     )
     master.add_parts(master_parts(config, reactor, master.controls))
     master.reloader.workers = options["workers"]
-    master.reloader.parts_for = lambda new: master_parts(new, reactor, master.controls)
+    master.reloader.parts_for = lambda new, present: master_parts(new, reactor, master.controls, present)
     try:
         master.prepare()
     except BindError as e:

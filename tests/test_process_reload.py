@@ -124,6 +124,24 @@ class DescribeChangesTests(SynchronousTestCase):
         self.assertEqual(describe_changes(one, two), ["routes reordered"])
 
 
+class FakeControl:
+    """
+    A worker's control channel, connected or not.
+    """
+
+    def __init__(self, connected):
+        self.connected = connected
+
+
+class FakeRecord:
+    """
+    A worker slot's record.
+    """
+
+    def __init__(self, control):
+        self.control = control
+
+
 class FakeSupervisor:
     """
     The master's workers service as the reloader sees it: records pushes.
@@ -133,6 +151,7 @@ class FakeSupervisor:
         self.pushed = []
         self.answer = succeed([])
         self.retired = []
+        self.workers = {}
 
     def push_config(self, generation, text):
         """
@@ -309,12 +328,20 @@ class ConfigReloaderTests(SynchronousTestCase):
 
             def startService(self):
                 self.started = True
+            def register(self, control, record):
+                self.registered.append((control, record))
         extra = Started("ratelimit")
-        self.reloader.parts_for = lambda new: [FakePart("tls"), extra]
+        extra.registered = []
+        asked = []
+        self.reloader.parts_for = lambda new, present: (asked.append(present), [FakePart("tls"), extra])[1]
+        connected = FakeRecord(FakeControl(True))
+        self.master.supervisor.workers = {0: connected, 1: FakeRecord(FakeControl(False)), 2: FakeRecord(None)}
         self.result = CheckedConfig(config(), "text", "bbbb")
         self.successResultOf(self.reloader.reload("SIGHUP"))
+        self.assertEqual(asked, [frozenset(["tls"])])
         self.assertEqual(self.master.added, [extra])
         self.assertTrue(extra.started)
+        self.assertEqual(extra.registered, [(connected.control, connected)])
 
     def test_worker_problems_reported(self):
         """

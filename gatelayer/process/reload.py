@@ -179,9 +179,9 @@ class ConfigReloader:
             signature); raises L{ConfigError}.
         @param workers: the C{--workers} override the master started with.
         @param parts_for: returns the master parts a configuration needs
-            (L{gatelayer.process.wiring.master_parts} bound to the reactor
-            and the worker controls); parts a new configuration needs that
-            are not running yet are added and started.
+            that are not among the names given (L{gatelayer.process.wiring.master_parts}
+            bound to the reactor and the worker controls); they are added,
+            registered on the running workers' channels and started.
         @param digest: the digest of the configuration the master started with.
         """
         self.master = master
@@ -261,10 +261,15 @@ class ConfigReloader:
         self.digest = checked.digest
         master.take_config(checked)
         if self.parts_for is not None:
-            present = set(master.child_names())
-            missing = [part for part in self.parts_for(checked.config) if part.name not in present]
+            present = frozenset(master.child_names())
+            missing = [part for part in self.parts_for(checked.config, present) if part.name not in present]
             master.add_parts(missing)
             for part in missing:
+                # The running workers' commands to it (rate-limit takes)
+                # are answered from now on, as a new worker's are.
+                for record in list(master.supervisor.workers.values()):
+                    if record.control is not None and record.control.connected:
+                        part.register(record.control, record)
                 if master.running:
                     part.startService()
         yield master.reconfigure(checked.config)

@@ -1,6 +1,6 @@
 """
 How the subsystems plug into the worker and master processes: TLS, health
-state, the embedded rate-limit store. Kept apart from the process mechanics
+state, the embedded rate-limit store, IP lists, JWKS documents. Kept apart from the process mechanics
 so those stay small and testable.
 
 Each master part is a named service of the master's tree providing
@@ -54,6 +54,8 @@ def register_worker(config, control, worker):
     cache_responders(control, lambda: worker_cache_filters(worker.gateway))
     from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
     take_ip_lists(control, lambda: reloads.incoming().filters)
+    from gatelayer.filters.jwks_shared import register_worker_responders as take_jwks
+    take_jwks(control, lambda: reloads.incoming().filters)
     ConfigReceiver(reloads.prepare, reloads.commit).register(control)
 
 
@@ -152,27 +154,34 @@ class CertificateService(MasterPart):
         return self.part.status()
 
 
-def master_parts(config, reactor, controls):
+def master_parts(config, reactor, controls, skip=frozenset()):
     """
     The master-side subsystems for C{config}.
 
     @param controls: a callable returning the connected workers' control
         protocols.
+    @param skip: names of parts not to build (a reload: those running).
     """
     parts = []
-    if config.tls:
+    filter_types = {spec.type for spec in config.filters.values()}
+    if config.tls and "tls" not in skip:
         parts.append(CertificateService(CertificatePart(config, reactor, controls)))
-    if config.upstreams:
+    if config.upstreams and "health" not in skip:
         parts.append(HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config)))
-    if any(spec.type == "rate_limit" for spec in config.filters.values()):
+    if "rate_limit" in filter_types and "ratelimit" not in skip:
         from gatelayer.ratelimit.control import EmbeddedStorePart
         parts.append(EmbeddedStorePart(reactor))
-    if any(spec.type == "cache" for spec in config.filters.values()):
+    if "cache" in filter_types and "cache" not in skip:
         from gatelayer.cache.control import CachePart
         parts.append(CachePart(controls))
-    if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
+    if (any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values())
+            and "ip_lists" not in skip):
         from gatelayer.filters.iplists import IpListsPart
         parts.append(IpListsPart(config, controls))
+    if (any(spec.type == "jwt" and spec.settings.jwks_url for spec in config.filters.values())
+            and "jwks" not in skip):
+        from gatelayer.filters.jwks_shared import JwksPart
+        parts.append(JwksPart(config, reactor, controls))
     return parts
 
 

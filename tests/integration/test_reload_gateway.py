@@ -141,6 +141,26 @@ class ReloadGatewayTests(TestCase):
                          {self.a.address, self.b.address})
 
     @inlineCallbacks
+    def test_first_rate_limit_added(self):
+        """
+        A reload that adds the first rate-limit filter starts the master's
+        embedded store and the running workers' takes reach it: the limit
+        is exact over both workers.
+        """
+        limit = "[filter:few]\ntype = rate_limit\nkey = global\nrate = 3/hour\n"
+        route = "[route:few]\npath = /few\nrespond = 200 few\nfilters = few\n"
+        self.rewrite(gate_config(self.a.address, limit + route))
+        last = yield self.reload(2)
+        self.assertTrue(last["ok"], last)
+        statuses = []
+        for _ in range(6):
+            response = yield fetch(reactor, self.gate.url("web", "/few"))
+            statuses.append(response.status)
+        self.assertEqual(statuses, [200, 200, 200, 429, 429, 429])
+        status = yield self.status()
+        self.assertEqual(status["ratelimit"]["takes"], 6)
+
+    @inlineCallbacks
     def test_typo_keeps_running_config(self):
         """
         A reload of a file with a typo keeps serving the old configuration

@@ -98,9 +98,11 @@ class HealthPart(MasterPart):
     def reconfigure(self, new_config):
         """
         Check the upstreams of C{new_config}: kept servers keep their
-        verdicts (L{HealthMonitor.reconfigure}).
+        verdicts (L{HealthMonitor.reconfigure}); TLS upstreams are probed
+        with their C{ca} and C{client_certificate} as read now.
         """
         self.config = new_config
+        self.monitor.set_tls_creators(upstream_tls_creators(new_config))
         return self.monitor.reconfigure(new_config.upstreams)
 
     def status(self):

@@ -356,7 +356,7 @@ class ConfigReloaderTests(SynchronousTestCase):
 
     def test_one_at_a_time(self):
         """
-        A reload asked while one is being applied is refused (busy) and
+        POST /reload while a reload is being applied is refused (busy) and
         does not replace the last outcome; the next one after it runs.
         """
         pending = Deferred()
@@ -364,7 +364,7 @@ class ConfigReloaderTests(SynchronousTestCase):
         self.result = CheckedConfig(config(), "text", "bbbb")
         first = self.reloader.reload("SIGHUP")
         self.assertNoResult(first)
-        busy = self.successResultOf(self.reloader.reload("SIGHUP"))
+        busy = self.successResultOf(self.reloader.reload("POST /reload"))
         self.assertTrue(busy.busy)
         self.assertFalse(busy.ok)
         self.assertIn("already being applied", busy.problems[0])
@@ -373,6 +373,26 @@ class ConfigReloaderTests(SynchronousTestCase):
         self.assertTrue(self.successResultOf(first).ok)
         self.master.supervisor.answer = succeed([])
         self.assertEqual(self.successResultOf(self.reloader.reload("SIGHUP")).generation, 3)
+
+    def test_signals_queued(self):
+        """
+        SIGHUPs arriving while a reload is applied make one more reload
+        once it is done; each fires with that reload's outcome.
+        """
+        pending = Deferred()
+        self.master.supervisor.answer = pending
+        self.result = CheckedConfig(config(), "text", "bbbb")
+        first = self.reloader.reload("SIGHUP")
+        second = self.reloader.reload("SIGHUP")
+        third = self.reloader.reload("SIGHUP")
+        self.assertNoResult(second)
+        self.master.supervisor.answer = succeed([])
+        pending.callback([])
+        self.assertEqual(self.successResultOf(first).generation, 2)
+        again = self.successResultOf(second)
+        self.assertEqual(again.generation, 3)
+        self.assertIs(self.successResultOf(third), again)
+        self.assertEqual(len(self.master.supervisor.pushed), 2)
 
     def test_outcome_as_dict(self):
         """

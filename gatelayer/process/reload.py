@@ -14,7 +14,7 @@ to it (L{gatelayer.process.worker_reload}).
 """
 
 from attrs import asdict, frozen
-from twisted.internet.defer import DeferredList, inlineCallbacks, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 
 from gatelayer.config import ConfigError
@@ -170,6 +170,9 @@ class ConfigReloader:
     """
 
     log = Logger()
+    #: Triggers that, arriving while a reload is applied, are run once it is
+    #: done instead of being refused (C{POST /reload} is refused: 409).
+    queued_triggers = ("SIGHUP",)
 
     def __init__(self, master, reactor, check=check_config_file, workers=None, parts_for=None,
                  digest=None):
@@ -194,6 +197,7 @@ class ConfigReloader:
         self.last = None
         self.roll = None
         self._running = False
+        self._queued = []
 
     def status(self):
         """
@@ -212,6 +216,12 @@ class ConfigReloader:
         @return: a Deferred firing with the L{ReloadOutcome} (never failing).
         """
         if self._running:
+            if trigger in self.queued_triggers:
+                # A signal means "the files changed": one more reload once
+                # this one is done reads them all, however many arrived.
+                queued = Deferred()
+                self._queued.append(queued)
+                return queued
             return maybeDeferred(
                 self._outcome, trigger, ["a reload is already being applied; try again when it is done"],
                 busy=True)
@@ -220,6 +230,15 @@ class ConfigReloader:
 
         def done(outcome):
             self._running = False
+            if self._queued:
+                waiters, self._queued = self._queued, []
+                again = self.reload("SIGHUP")
+
+                def tell(later):
+                    for waiter in waiters:
+                        waiter.callback(later)
+                    return later
+                again.addCallback(tell)
             return outcome
         return d.addBoth(done)
 

@@ -9,7 +9,7 @@ import sys
 
 from twisted.python import usage
 
-from gatelayer.config import ConfigError, load_config
+from gatelayer.config import ConfigError
 
 
 class Options(usage.Options):
@@ -33,18 +33,9 @@ class Options(usage.Options):
         Load and validate the configuration now, so a bad one stops twistd
         before it binds anything or daemonizes.
         """
+        from gatelayer.process.checking import check_config_file
         try:
-            config = load_config(self["config"])
-            from gatelayer.filters import validate_filters
-            validate_filters(config)
-            if self["workers"] is not None:
-                if self["workers"] < 1:
-                    raise ConfigError([f"--workers: {self['workers']} must be at least 1"])
-                import attrs
-                config = attrs.evolve(config, gateway=attrs.evolve(config.gateway, workers=self["workers"]))
-            from gatelayer.process.wiring import validate_runtime
-            validate_runtime(config)
-            self.admin_token = _admin_token(config)
+            checked = check_config_file(self["config"], self["workers"])
         except ConfigError as e:
             sys.stderr.write(f"gatelayer: configuration {self['config']} is not valid:\n")
             for problem in e.problems:
@@ -53,24 +44,10 @@ class Options(usage.Options):
         if self["check"]:
             sys.stdout.write(f"gatelayer: configuration {self['config']} is valid\n")
             raise SystemExit(0)
-        self.gate_config = config
-        with open(self["config"], encoding="utf-8") as f:
-            self.config_text = f.read()
-
-
-def _admin_token(config):
-    """
-    The admin bearer token, read once at start; a token file that cannot be
-    used is a configuration error naming it.
-    """
-    path = config.gateway.admin_token_file
-    if path is None:
-        return None
-    from gatelayer.process.admin import AdminTokenError, load_admin_token
-    try:
-        return load_admin_token(path)
-    except AdminTokenError as e:
-        raise ConfigError([f"{config.path} [gateway] admin_token_file: {e}"]) from None
+        self.checked = checked
+        self.gate_config = checked.config
+        self.config_text = checked.text
+        self.admin_token = checked.admin_token
 
 
 def makeService(options):
@@ -98,6 +75,8 @@ def makeService(options):
         raise_open_files=raise_open_files_limit,
     )
     master.add_parts(master_parts(config, reactor, master.controls))
+    master.reloader.workers = options["workers"]
+    master.reloader.parts_for = lambda new, present: master_parts(new, reactor, master.controls, present)
     try:
         master.prepare()
     except BindError as e:

@@ -285,6 +285,81 @@ class TokenTests(SynchronousTestCase):
         self.assertEqual(status, 421)
 
 
+class ReloadTests(SynchronousTestCase):
+    """
+    POST /reload does what SIGHUP does and answers with the outcome; it
+    needs the admin token.
+    """
+
+    def post(self, gate, headers=()):
+        """
+        C{POST /reload} to C{gate}'s admin site.
+        """
+        lines = [b"POST /reload HTTP/1.1", b"Host: 127.0.0.1:9901", b"Content-Length: 0",
+                 b"Connection: close", *headers]
+        return gate.ask(b"\r\n".join(lines) + b"\r\n\r\n")
+
+    def test_needs_token_file(self):
+        """
+        Without admin_token_file, POST /reload is refused (403) and no
+        reload happens; GET is not allowed.
+        """
+        gate = AdminHarness()
+        self.patch(gate.master, "reload", lambda trigger: self.fail("reloaded"))
+        status, _, body = self.post(gate)
+        self.assertEqual(status, 403)
+        self.assertIn("admin_token_file", json.loads(body)["error"])
+        status, _, _ = gate.get(path=b"/reload")
+        self.assertEqual(status, 405)
+
+    def test_token_checked(self):
+        """
+        With a token file, a request without the token is 401 and does
+        not reload.
+        """
+        gate = AdminHarness(token=TOKEN)
+        self.patch(gate.master, "reload", lambda trigger: self.fail("reloaded"))
+        status, _, _ = self.post(gate)
+        self.assertEqual(status, 401)
+
+    def test_outcomes(self):
+        """
+        200 with the outcome when applied, 422 with the problems when the
+        file was refused, 409 when another reload was being applied.
+        """
+        from twisted.internet.defer import succeed
+
+        from gatelayer.process.reload import ReloadOutcome
+        gate = AdminHarness(token=TOKEN)
+        auth = [b"Authorization: Bearer " + TOKEN]
+        cases = [
+            (ReloadOutcome(1.0, "POST /reload", True, (), 2, "d", ("route:a added",)), 200),
+            (ReloadOutcome(1.0, "POST /reload", False, ("/etc/gate.ini [route:a] pth: is not a known key",),
+                           1, "d"), 422),
+            (ReloadOutcome(1.0, "POST /reload", False, ("a reload is already being applied",), 1, "d",
+                           busy=True), 409),
+        ]
+        triggers = []
+        for outcome, expected in cases:
+            self.patch(gate.master, "reload", lambda trigger, o=outcome: (triggers.append(trigger), succeed(o))[1])
+            status, _, body = self.post(gate, auth)
+            self.assertEqual(status, expected)
+            self.assertEqual(json.loads(body), outcome.as_dict())
+        self.assertEqual(triggers, ["POST /reload"] * 3)
+
+    def test_real_reload_of_missing_file(self):
+        """
+        Through the master: its file cannot be read, so 422 names it.
+        """
+        gate = AdminHarness(token=TOKEN)
+        status, _, body = self.post(gate, [b"Authorization: Bearer " + TOKEN])
+        self.assertEqual(status, 422)
+        document = json.loads(body)
+        self.assertFalse(document["ok"])
+        self.assertIn("/etc/gate.ini: cannot read the configuration", document["problems"][0])
+        self.assertEqual(document["trigger"], "POST /reload")
+
+
 class TokenFileTests(SynchronousTestCase):
     """
     load_admin_token reads the token once, stripped, and names the file
@@ -331,7 +406,7 @@ class TokenFileTests(SynchronousTestCase):
         Through the command line, an empty token file is a configuration
         error naming the section, key and file.
         """
-        from gatelayer.tap import _admin_token
+        from gatelayer.process.checking import admin_token as _admin_token
         from gatelayer.config import ConfigError
         path = self.write(b"\n")
         text = CONFIG.format(admin="127.0.0.1:9901").replace(

@@ -386,6 +386,26 @@ class TlsProbeTests(SynchronousTestCase):
         self.assertEqual(transport.value()[:1], b"\x16")
         self.successResultOf(monitor.stop())
 
+    def test_creators_replaced_on_reload(self):
+        """
+        After set_tls_creators, a TLS upstream added by a reload is probed
+        through its new creator.
+        """
+        reactor = MemoryReactorClock()
+        asked = []
+
+        def creator_for(server):
+            asked.append(server.address)
+            return optionsForClientTLS("app.internal")
+
+        monitor = HealthMonitor(reactor, {}, lambda *c: None)
+        monitor.start()
+        monitor.set_tls_creators({"app": creator_for})
+        self.successResultOf(monitor.reconfigure({"app": app("10.0.0.2:443", tls=True)}))
+        self.assertEqual(asked, ["10.0.0.2:443"])
+        self.assertEqual(len(reactor.tcpClients), 1)
+        self.successResultOf(monitor.stop())
+
     def test_creator_required(self):
         """
         Without a creator a TLS upstream's check cannot start: it is logged

@@ -706,11 +706,35 @@ class ServiceTreeTests(SynchronousTestCase):
 
     def test_parts_reload_and_status(self):
         """
-        SIGHUP reaches every part (the certificates reload); /status has
-        each part's section. (No worker runs: none is asked.)
+        SIGHUP re-reads the configuration file and, as it is good, every
+        part reloads (the certificates); /status has each part's section
+        and the reload's outcome. (No worker runs: none is asked.)
         """
-        self.successResultOf(self.master.reload())
-        self.assertIsNotNone(self.master.getServiceNamed("tls").part.reloader.status()["last_reload"])
+        import attrs
+        path = os.path.abspath(self.mktemp())
+        with open(path, "w") as f:
+            f.write(self.master.config_text)
+        self.master.config = attrs.evolve(self.master.config, path=path)
+        tls = self.master.getServiceNamed("tls").part.reloader
+        tls.last_reload = None
+        outcome = self.successResultOf(self.master.reload())
+        self.assertTrue(outcome.ok, outcome)
+        self.assertEqual(outcome.generation, 2)
+        self.assertTrue(tls.status()["last_reload"]["ok"])
         status = self.successResultOf(self.master.status())
-        for key in ("master", "limits", "listeners", "tls", "upstreams", "ratelimit", "workers"):
+        for key in ("master", "limits", "listeners", "tls", "upstreams", "ratelimit", "workers", "reload"):
             self.assertIn(key, status)
+        self.assertEqual(status["reload"]["last"], outcome.as_dict())
+
+    def test_reload_of_unreadable_file(self):
+        """
+        A configuration file that cannot be read fails the reload naming
+        it; no part reloads.
+        """
+        tls = self.master.getServiceNamed("tls").part.reloader
+        tls.last_reload = None
+        outcome = self.successResultOf(self.master.reload())
+        self.assertFalse(outcome.ok)
+        self.assertEqual(len(outcome.problems), 1)
+        self.assertIn("/etc/gate.ini: cannot read the configuration", outcome.problems[0])
+        self.assertIsNone(tls.last_reload)

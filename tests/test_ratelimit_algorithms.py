@@ -74,6 +74,20 @@ class QuotaTests(SynchronousTestCase):
         """
         self.assertRaises(ValueError, decide, None, 0, Quota(1, 1.0, 0, "fixed_window"))
 
+    def test_other_algorithms_state(self):
+        """
+        A key whose stored state has the other algorithm's form (a reload
+        changed the filter's algorithm) starts afresh instead of failing.
+        """
+        gcra_quota = Quota(2, 60.0, 0, "gcra")
+        window_quota = Quota(2, 60.0, 0, "sliding_window")
+        _, tat = run(gcra_quota, [S, S])
+        decisions, window_state = run(window_quota, [S, S, S], state=tat)
+        self.assertEqual([d.allowed for d in decisions], [True, True, False])
+        self.assertIsInstance(window_state, tuple)
+        decisions, _ = run(gcra_quota, [S, S, S], state=window_state)
+        self.assertEqual([d.allowed for d in decisions], [True, True, False])
+
 
 class GcraTests(SynchronousTestCase):
     """

@@ -131,6 +131,9 @@ class JwksFetcher:
         self.retry_delay = retry_delay
         self.max_size = max_size
         self.on_keys = on_keys
+        #: Called with the raw JWKS document (bytes) after each successful
+        #: fetch, before C{on_keys} (the master forwards it to its workers).
+        self.on_document = None
         self.keys = KeySet()
         self._running = False
         self._fetching = False
@@ -230,6 +233,8 @@ class JwksFetcher:
         self._failures = 0
         self.keys = keys
         self.log.info("jwks: {count} keys from {url}", count=len(keys), url=self.url)
+        if self.on_document is not None:
+            self.on_document(body)
         if self.on_keys is not None:
             self.on_keys(keys)
 

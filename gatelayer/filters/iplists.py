@@ -169,8 +169,13 @@ class IpListsPart(MasterPart):
         """
         from gatelayer.config import ConfigError
         self.name = "ip_lists"
-        self.config = config
         self._controls = controls
+        problems = self._take(config)
+        if problems:
+            raise ConfigError(problems)
+
+    def _take(self, config):
+        self.config = config
         self.specs = [spec for spec in config.filters.values() if spec.type == "ip_filter" and spec.settings.files]
         self.lists = {}
         problems = []
@@ -178,8 +183,15 @@ class IpListsPart(MasterPart):
             allow, deny, found = file_lists(spec, config.path)
             problems.extend(found)
             self.lists[spec.name] = (allow, deny)
-        if problems:
-            raise ConfigError(problems)
+        return problems
+
+    def reconfigure(self, new_config):
+        """
+        A configuration reload: the lists of C{new_config}'s filters (the
+        reload checked them), sent to the workers with the new gateway.
+        """
+        for problem in self._take(new_config):
+            self.log.error("reload: {problem}", problem=problem)
 
     def sync(self, control):
         """

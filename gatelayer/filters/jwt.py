@@ -254,15 +254,21 @@ def rejection_reason(rejection):
 def build_filter(spec, services):
     """
     Build the JWT filter of C{spec} (a L{gatelayer.config.model.FilterSpec})
-    for a worker, loading its key and secret files; with C{jwks_url}, start
-    fetching the key set on C{services.reactor}.
+    for a worker, loading its key and secret files; with C{jwks_url}, take
+    the key set the master fetches (or, without a master, fetch it on
+    C{services.reactor}).
 
     @raise gatelayer.config.ConfigError: a key or secret file cannot be used.
     """
     settings = spec.settings
     static_keys = key_material(spec, services.config)
     fetcher = None
-    if settings.jwks_url is not None:
+    if settings.jwks_url is not None and services.master is not None:
+        # In a worker: the master fetches once for the host and sends the
+        # keys (gatelayer.filters.jwks_shared).
+        from gatelayer.filters.jwks_shared import MasterJwksSource
+        fetcher = MasterJwksSource(spec.name, services.master, settings.algorithms, settings.jwks_url)
+    elif settings.jwks_url is not None:
         from gatelayer.auth.fetch import JwksFetcher
         fetcher = JwksFetcher(
             services.reactor, settings.jwks_url, settings.algorithms,

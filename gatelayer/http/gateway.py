@@ -277,6 +277,11 @@ class Gateway:
         factory = request.channel.factory
         listener = factory.listener
         routing = request.routing
+        if routing is not None and routing.gateway is not self:
+            # Routed before a reload switched the factory to this gateway:
+            # the request finishes on the configuration it started on.
+            routing.gateway.handle(request)
+            return
         match = routing.match if routing is not None else _NO_MATCH
         if listener.redirect_https is not None:
             self._redirect_https(request, listener.redirect_https)

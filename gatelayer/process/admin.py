@@ -1,6 +1,6 @@
 """
-The admin endpoint served by the master: C{GET /status} (JSON) and
-C{GET /healthz}. Bound to the address in C{[gateway] admin}, which is never
+The admin endpoint served by the master: C{GET /status} (JSON),
+C{GET /healthz} and C{POST /reload} (with a token only). Bound to the address in C{[gateway] admin}, which is never
 public by default.
 
 Every request is checked before it reaches a page:
@@ -190,6 +190,40 @@ class _Status(resource.Resource):
         return server.NOT_DONE_YET
 
 
+class _Reload(resource.Resource):
+    """
+    C{POST /reload}: what SIGHUP does, answered with the outcome. Only
+    with C{[gateway] admin_token_file}: a reload changes what the gateway
+    serves, so it is never open to anyone who can reach the endpoint.
+    """
+
+    isLeaf = True
+
+    def __init__(self, master):
+        super().__init__()
+        self.master = master
+
+    def render_POST(self, request):
+        """
+        Reload; answer 200 with the outcome, 409 if another reload is
+        being applied, 422 with the problems if the file was refused.
+        """
+        request.setHeader(b"content-type", b"application/json")
+        if request.site.guard.token is None:
+            request.setResponseCode(403, reason_phrase(403))
+            return json.dumps({"status": 403, "error": "POST /reload needs [gateway] admin_token_file "
+                                                       "(or send SIGHUP to the master)"}).encode("utf-8") + b"\n"
+
+        def answer(outcome):
+            status = 200 if outcome.ok else 409 if outcome.busy else 422
+            if not request._disconnected:
+                request.setResponseCode(status, reason_phrase(status))
+                request.write(json.dumps(outcome.as_dict(), indent=2).encode("utf-8") + b"\n")
+                request.finish()
+        self.master.reload("POST /reload").addCallback(answer)
+        return server.NOT_DONE_YET
+
+
 def health(master):
     """
     The C{/healthz} verdict: C{(http status, document)}.
@@ -288,6 +322,7 @@ class AdminSite(server.Site):
         root.putChild(b"healthz", _Health(master))
         root.putChild(b"cache", PurgeResource(master))
         root.putChild(b"metrics", _Metrics(master))
+        root.putChild(b"reload", _Reload(master))
         super().__init__(root, reactor=reactor)
         self.guard = guard
 

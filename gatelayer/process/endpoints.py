@@ -73,6 +73,19 @@ class ListenersService(MasterPart):
         if self.sockets is not None:
             self.sockets.close()
 
+    def rebind(self, listeners, slots):
+        """
+        A reload changed the listeners: bind what is new, keep the sockets
+        of the addresses that stay (L{gatelayer.process.generations.rebind}).
+
+        @return: the sockets no longer used (to close once the workers
+            holding them have exited).
+        @raise gatelayer.process.sockets.BindError: nothing changed.
+        """
+        from gatelayer.process.generations import rebind
+        self.sockets, unused = rebind(self.sockets, listeners, slots, self._bind)
+        return unused
+
     def addresses(self):
         """
         C{{listener name: [(host, port), ...]}} as bound (empty if not).

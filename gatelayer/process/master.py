@@ -15,6 +15,7 @@ stopped in the reverse one, each waiting for the one after it:
    last, drained first.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -28,6 +29,7 @@ from gatelayer.observe.gatewaylog import worker_event
 from gatelayer.process.control import ControlProtocol, ReopenLogs
 from gatelayer.process.endpoints import AdminService, ListenersService
 from gatelayer.process.pipes import PipeTransport
+from gatelayer.process.reload import ConfigReloader
 from gatelayer.service import OrderedMultiService
 from gatelayer.process.sockets import bind_admin, bind_listeners
 from gatelayer.routing import route_table_view
@@ -110,7 +112,7 @@ class MasterService(OrderedMultiService):
 
     def __init__(self, config, config_text, reactor, spawner, parts=(), bind=bind_listeners,
                  ready_file=None, install_signals=False, admin_factory=None,
-                 bind_admin=bind_admin, raise_open_files=None):
+                 bind_admin=bind_admin, raise_open_files=None, reloader=None):
         """
         @param parts: the master parts (L{gatelayer.service.IMasterPart}
             providers); more can be added with L{add_parts} before start.
@@ -121,6 +123,8 @@ class MasterService(OrderedMultiService):
         @param raise_open_files: a function returning an
             L{gatelayer.process.rlimits.OpenFilesLimit} after raising the
             open-file limit (L{None}: leave the limit alone).
+        @param reloader: makes the L{ConfigReloader} of this master (by
+            default one checking C{config.path} like C{--check}).
         """
         super().__init__()
         self.config = config
@@ -141,6 +145,18 @@ class MasterService(OrderedMultiService):
         self.admin.setServiceParent(self)
         self.supervisor.setServiceParent(self)
         self.add_parts(parts)
+        digest = hashlib.sha256(config_text.encode("utf-8")).hexdigest()[:12]
+        self.reloader = (reloader or ConfigReloader)(self, reactor, digest=digest)
+
+    def take_config(self, checked):
+        """
+        A reload: C{checked} (a L{gatelayer.process.checking.CheckedConfig})
+        becomes the configuration of the master and of every worker spawned
+        from now on.
+        """
+        self.config = self.listeners.config = self.admin.config = checked.config
+        self.config_text = checked.text
+        self.supervisor.config, self.supervisor.config_text = checked.config, checked.text
 
     def add_parts(self, parts):
         """
@@ -266,14 +282,23 @@ class MasterService(OrderedMultiService):
             json.dump(data, f)
         os.replace(tmp, self.ready_file)
 
-    def reload(self):
+    def reload(self, trigger="SIGHUP"):
         """
-        SIGHUP: ask every part to reload what it reads from files
-        (certificates).
+        SIGHUP (or C{POST /reload}): re-read and check the configuration
+        file and everything it names, and apply it all or nothing (see
+        L{gatelayer.process.reload}).
+
+        @return: a Deferred firing with the
+            L{gatelayer.process.reload.ReloadOutcome}.
         """
-        self.log.info("SIGHUP: reloading")
-        results = [part.reload() for part in self.parts()]
-        return DeferredList([r for r in results if isinstance(r, Deferred)])
+        self.log.info("{trigger}: reloading {path}", trigger=trigger, path=self.config.path)
+        return self.reloader.reload(trigger).addCallback(self.reload_finished)
+
+    def reload_finished(self, outcome):
+        """
+        Every reload attempt's outcome passes here once (counted, reported).
+        """
+        return outcome
 
     def stopService(self):
         """
@@ -315,6 +340,7 @@ class MasterService(OrderedMultiService):
                 "heartbeat_timeout": gateway.heartbeat_timeout,
             },
             "routes": route_table_view(self.config.routes),
+            "reload": self.reloader.status(),
         }
         pending = []
         for part in self.parts():

@@ -136,6 +136,10 @@ class WorkersService(MasterPart):
         self._watchdog = None
         self._last_check = None
         self._ready_reported = False
+        self._ready_waiters = []
+        #: Records of the previous generation of workers, draining after a
+        #: listener change (see gatelayer.process.generations).
+        self.retired = []
 
     @property
     def sockets(self):
@@ -210,12 +214,74 @@ class WorkersService(MasterPart):
         self.log.info("all {count} workers serving", count=len(self.workers))
         if self._on_ready is not None:
             self._on_ready()
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def when_ready(self):
+        """
+        A Deferred firing once every worker slot has a worker that reported.
+        """
+        waiter = Deferred()
+        self._ready_waiters.append(waiter)
+        self._check_ready()
+        return waiter
+
+    def replace_generation(self):
+        """
+        Start a new worker in every slot, with the current configuration
+        and sockets; the running ones become L{retired} (they are neither
+        respawned nor watched any more, and are drained by the caller).
+
+        @return: the retired records.
+        """
+        old = list(self.workers.values())
+        self.retired.extend(old)
+        self._ready_reported = False
+        self.workers = {}
+        for slot in range(self.config.gateway.workers):
+            self.workers[slot] = WorkerRecord(slot)
+            self.spawn(self.workers[slot])
+        return old
 
     def controls(self):
         """
         The control channels of every connected worker.
         """
         return [r.control for r in self.workers.values() if r.control is not None and r.control.connected]
+
+    def push_config(self, generation, text):
+        """
+        Hand every connected worker configuration C{generation}
+        (L{gatelayer.process.reconfigure.push_config}), with the state each
+        part sends a new worker. A worker that cannot take it is drained
+        and replaced by a new one, which starts on it.
+
+        @return: a Deferred firing with a list of problems (one per worker
+            replaced).
+        """
+        from gatelayer.process.reconfigure import push_config
+        syncs = [part.sync for part in self._parts() if part is not self]
+        records, pushes = [], []
+        for record in self.workers.values():
+            if record.control is None or not record.control.connected:
+                continue
+            records.append(record)
+            pushes.append(push_config(record.control, generation, text, syncs))
+
+        def replaced(results):
+            problems = []
+            for record, (ok, result) in zip(records, results):
+                if ok and not result:
+                    continue
+                why = "; ".join(result) if ok else result.getErrorMessage()
+                problems.append(f"worker {record.slot} (pid {record.pid}) could not take configuration "
+                                f"{generation} ({why}); it is replaced by a new worker")
+                if record.control is not None and record.control.connected:
+                    record.control.callRemote(Drain, timeout=self.config.gateway.drain_timeout
+                                              ).addErrback(lambda f: None)
+            return problems
+        return DeferredList(pushes, consumeErrors=True).addCallback(replaced)
 
     def stopService(self):
         """
@@ -229,7 +295,7 @@ class WorkersService(MasterPart):
             self._watchdog.stop()
         timeout = self.config.gateway.drain_timeout
         waits = []
-        for record in self.workers.values():
+        for record in list(self.workers.values()) + self.retired:
             if record.respawn_call is not None and record.respawn_call.active():
                 record.respawn_call.cancel()
             if record.process is None:
@@ -339,9 +405,14 @@ class WorkersService(MasterPart):
         lived = self.reactor.seconds() - (record.started or self.reactor.seconds())
         record.process = None
         record.control = None
+        retired = any(r is record for r in self.retired)
         waiters, record.exited = record.exited, []
         for waiter in waiters:
             waiter.callback(None)
+        if retired:
+            self.log.info("worker {slot} (pid {pid}) of the previous generation exited",
+                          slot=record.slot, pid=record.pid)
+            return
         if self.stopping:
             self.log.info("worker {slot} (pid {pid}) exited", slot=record.slot, pid=record.pid)
             return
@@ -414,7 +485,7 @@ class WorkersService(MasterPart):
             signal_process(record.process, "KILL")
 
     def _kill_all(self):
-        for record in self.workers.values():
+        for record in list(self.workers.values()) + self.retired:
             if record.process is not None:
                 self.log.warn("worker {slot} did not drain in time: killing it", slot=record.slot)
                 signal_process(record.process, "KILL")

@@ -1,6 +1,6 @@
 """
 How the subsystems plug into the worker and master processes: TLS, health
-state, the embedded rate-limit store. Kept apart from the process mechanics
+state, the embedded rate-limit store, IP lists, JWKS documents. Kept apart from the process mechanics
 so those stay small and testable.
 
 Each master part is a named service of the master's tree providing
@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from gatelayer.config import ConfigError
 from gatelayer.process.control import ReopenLogs
+from gatelayer.process.reconfigure import ConfigReceiver
 from gatelayer.service import MasterPart
 from gatelayer.tls.parts import CertificatePart, upstream_tls_creators
 from gatelayer.tls.parts import worker_tls as tls_worker
@@ -43,15 +44,21 @@ def register_worker(config, control, worker):
     """
     Make a worker's control channel answer the master's pushes.
     """
-    register_worker_responders(control, worker.upstream_states)
+    # While a new configuration is being prepared, the master's state
+    # (health verdicts, IP lists) goes to its gateway (see
+    # gatelayer.process.worker_reload). The responders are registered
+    # whatever the first configuration has: a reload may add the filters.
+    reloads = worker.reloads
     control.register(ReopenLogs, worker.reopen_logs)
-    if any(spec.type == "cache" for spec in config.filters.values()):
-        from gatelayer.cache.control import register_worker_responders as cache_responders
-        from gatelayer.cache.control import worker_cache_filters
-        cache_responders(control, lambda: worker_cache_filters(worker.gateway))
-    if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
-        from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
-        take_ip_lists(control, lambda: worker.gateway.filters)
+    register_worker_responders(control, reloads.incoming_states)
+    from gatelayer.cache.control import register_worker_responders as cache_responders
+    from gatelayer.cache.control import worker_cache_filters
+    cache_responders(control, lambda: worker_cache_filters(worker.gateway))
+    from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
+    take_ip_lists(control, lambda: reloads.incoming().filters)
+    from gatelayer.filters.jwks_shared import register_worker_responders as take_jwks
+    take_jwks(control, lambda: reloads.incoming().filters)
+    ConfigReceiver(reloads.prepare, reloads.commit).register(control)
 
 
 class HealthPart(MasterPart):
@@ -93,9 +100,11 @@ class HealthPart(MasterPart):
     def reconfigure(self, new_config):
         """
         Check the upstreams of C{new_config}: kept servers keep their
-        verdicts (L{HealthMonitor.reconfigure}).
+        verdicts (L{HealthMonitor.reconfigure}); TLS upstreams are probed
+        with their C{ca} and C{client_certificate} as read now.
         """
         self.config = new_config
+        self.monitor.set_tls_creators(upstream_tls_creators(new_config))
         return self.monitor.reconfigure(new_config.upstreams)
 
     def status(self):
@@ -149,31 +158,38 @@ class CertificateService(MasterPart):
         return self.part.status()
 
 
-def master_parts(config, reactor, controls):
+def master_parts(config, reactor, controls, skip=frozenset()):
     """
     The master-side subsystems for C{config}.
 
     @param controls: a callable returning the connected workers' control
         protocols.
+    @param skip: names of parts not to build (a reload: those running).
     """
     parts = []
+    filter_types = {spec.type for spec in config.filters.values()}
     certificates = health = None
-    if config.tls:
+    if config.tls and "tls" not in skip:
         certificates = CertificatePart(config, reactor, controls)
         parts.append(CertificateService(certificates))
-    if config.upstreams:
+    if config.upstreams and "health" not in skip:
         health = HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config))
         parts.append(health)
-    if any(spec.type == "rate_limit" for spec in config.filters.values()):
+    if "rate_limit" in filter_types and "ratelimit" not in skip:
         from gatelayer.ratelimit.control import EmbeddedStorePart
         parts.append(EmbeddedStorePart(reactor))
-    if any(spec.type == "cache" for spec in config.filters.values()):
+    if "cache" in filter_types and "cache" not in skip:
         from gatelayer.cache.control import CachePart
         parts.append(CachePart(controls))
-    if any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values()):
+    if (any(spec.type == "ip_filter" and spec.settings.files for spec in config.filters.values())
+            and "ip_lists" not in skip):
         from gatelayer.filters.iplists import IpListsPart
         parts.append(IpListsPart(config, controls))
-    if config.gateway.metrics:
+    if (any(spec.type == "jwt" and spec.settings.jwks_url for spec in config.filters.values())
+            and "jwks" not in skip):
+        from gatelayer.filters.jwks_shared import JwksPart
+        parts.append(JwksPart(config, reactor, controls))
+    if config.gateway.metrics and "metrics" not in skip:
         parts.append(metrics_part(config, reactor, controls, health, certificates))
     return parts
 

@@ -29,11 +29,30 @@ from gatelayer.observe.accesslog import AccessLog
 from gatelayer.process.control import Drain, Heartbeat, heartbeat_interval
 from gatelayer.process.limits import ConnectionLimits
 from gatelayer.process.worker_metrics import TlsHandshakeCounter, worker_metrics
+from gatelayer.process.worker_reload import WorkerReload
 from gatelayer.process.worker_services import (
     AccessLogService, GatewayService, HeartbeatService, PortsService, StoresService, TracingService,
     UpstreamsService,
 )
 from gatelayer.service import OrderedMultiService
+
+
+def new_pool(spec, reactor, tls_creator_for=None):
+    """
+    A new L{gatelayer.upstream.pool.UpstreamPool} for the upstream C{spec}.
+
+    @param tls_creator_for: a function of an L{UpstreamSpec} returning the
+        C{tls_creator} for its pool (or L{None} for plain TCP).
+    """
+    from gatelayer.upstream.pool import UpstreamPool
+
+    creator = tls_creator_for(spec) if tls_creator_for is not None and spec.tls else None
+    return UpstreamPool(
+        reactor, connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout,
+        keepalive=spec.keepalive, keepalive_timeout=spec.keepalive_timeout,
+        max_connections=spec.max_connections, max_pending=spec.max_pending,
+        tls_creator=creator,
+    )
 
 
 def build_upstreams(config, reactor, tls_creator_for=None):
@@ -43,20 +62,11 @@ def build_upstreams(config, reactor, tls_creator_for=None):
     @param tls_creator_for: a function of an L{UpstreamSpec} returning the
         C{tls_creator} for its pool (or L{None} for plain TCP).
     """
-    from gatelayer.upstream.pool import UpstreamPool
     from gatelayer.upstream.state import UpstreamState
 
-    terminals = {}
-    for name, spec in config.upstreams.items():
-        creator = tls_creator_for(spec) if tls_creator_for is not None and spec.tls else None
-        pool = UpstreamPool(
-            reactor, connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout,
-            keepalive=spec.keepalive, keepalive_timeout=spec.keepalive_timeout,
-            max_connections=spec.max_connections, max_pending=spec.max_pending,
-            tls_creator=creator,
-        )
-        terminals[name] = UpstreamTerminal(spec, pool, UpstreamState(spec, reactor))
-    return terminals
+    return {name: UpstreamTerminal(spec, new_pool(spec, reactor, tls_creator_for),
+                                   UpstreamState(spec, reactor))
+            for name, spec in config.upstreams.items()}
 
 
 class Worker(OrderedMultiService):
@@ -117,6 +127,7 @@ class Worker(OrderedMultiService):
             child.setServiceParent(self)
         if master is not None:
             self.heartbeat.setServiceParent(self)
+        self.reloads = WorkerReload(self)
 
     # Views of the children.
 
@@ -133,6 +144,20 @@ class Worker(OrderedMultiService):
         Upstream name to L{UpstreamTerminal}.
         """
         return self.upstream_pools.terminals
+
+    @property
+    def tls_creator_for(self):
+        """
+        The function giving an upstream spec's TLS creator, or L{None}.
+        """
+        return self._tls_creator_for
+
+    @property
+    def draining(self):
+        """
+        Whether the worker is draining.
+        """
+        return self._draining is not None
 
     @property
     def ports(self):
@@ -258,7 +283,7 @@ class Worker(OrderedMultiService):
             extra["open_files"] = self.open_files.soft
         self.master.callRemote(
             Heartbeat, pid=os.getpid(), connections=gateway.connections,
-            requests=gateway.requests, active=gateway.active, paused=limits.paused,
+            requests=gateway.requests, active=gateway.active + self.reloads.active(), paused=limits.paused,
             refused_full=limits.refused_full, refused_per_ip=limits.refused_per_ip,
             accept_errors=limits.accept_errors, unanswered=limits.unanswered, **extra,
             **l4_heartbeat(self.factories))
@@ -309,4 +334,4 @@ def family_of(name):
     return socket.AF_INET6 if name == "inet6" else socket.AF_INET
 
 
-__all__ = ["Worker", "build_upstreams", "family_of"]
+__all__ = ["Worker", "build_upstreams", "family_of", "new_pool"]

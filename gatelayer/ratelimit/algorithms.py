@@ -181,9 +181,15 @@ def decide(state, now_us, quota):
     @return: C{(decision, new_state, ttl_us)} with C{new_state} L{None} when
         the stored state stays as it is.
     """
+    # A state of the other algorithm's shape under this key: a reload
+    # changed the filter's algorithm. The key starts afresh.
     if quota.algorithm == "gcra":
+        if state.__class__ is tuple:
+            state = None
         return gcra(state, now_us, gcra_interval_us(quota.rate, quota.period), quota.limit)
     if quota.algorithm == "sliding_window":
+        if state is not None and state.__class__ is not tuple:
+            state = None
         decision, new_state, ttl_ms = sliding_window(
             state, now_us // _US * _MS + (now_us % _US) // _MS,
             sliding_window_ms(quota.period), quota.limit)

@@ -233,7 +233,7 @@ class HealthMonitor(Service):
     def __init__(self, reactor, upstreams, on_change, endpoint_factory=None, tls_creators=None):
         self._reactor = reactor
         self._on_change = on_change
-        creators = dict(tls_creators or {})
+        creators = self._tls_creators = dict(tls_creators or {})
         if endpoint_factory is None:
             def endpoint_factory(upstream, server):
                 creator_for = creators.get(upstream.name)
@@ -318,6 +318,14 @@ class HealthMonitor(Service):
         if not waits:
             return succeed(None)
         return gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    def set_tls_creators(self, tls_creators):
+        """
+        A configuration reload: probe TLS upstreams with C{tls_creators}
+        (as for the constructor) from now on.
+        """
+        self._tls_creators.clear()
+        self._tls_creators.update(tls_creators)
 
     def reconfigure(self, upstreams):
         """

@@ -323,7 +323,8 @@ class UpstreamState:
         """
         Carry health verdicts, ejections and counters over from C{previous},
         the state of the same upstream under the configuration being
-        replaced, for every server both have.
+        replaced, for every server both have. Requests in flight are not
+        carried: they end on C{previous}, which counts them down.
         """
         for address, state in self._servers.items():
             old = previous._servers.get(address)
@@ -333,7 +334,6 @@ class UpstreamState:
             state.ejected_until = old.ejected_until
             state.probation = old.probation
             state.recent_failures = deque(old.recent_failures)
-            state.active = old.active
             state.requests = old.requests
             state.failures = old.failures
             state.ejections = old.ejections

@@ -250,3 +250,66 @@ keys = apikeys.ini
         self.assertNotIn("x-api-key", seen)
         response = yield fetch(reactor, gate.url("web", "/billing/x"), headers={b"X-Api-Key": [b"glk_wrong"]})
         self.assertEqual(response.status, 401)
+
+
+class SharedJwksGatewayTests(TestCase):
+    """
+    In a real gateway with two workers, the master fetches the JWKS once
+    for the host and the workers verify with what it sends.
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_one_fetch_for_all_workers(self):
+        """
+        Requests spread over both workers pass after a single fetch; a key
+        the provider rotated in is fetched once more, by the master, when
+        the first token naming it arrives.
+        """
+        from gatelayer.testing.gateway import start_gateway
+        from gatelayer.testing.http import fetch
+
+        jwks = JwksResource()
+        _publish(jwks, ("k1", 0))
+        root = Resource()
+        root.putChild(b"jwks.json", jwks)
+        port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        gate = yield start_gateway(self, reactor, f"""
+[gateway]
+workers = 2
+admin = 127.0.0.1:0
+drain_timeout = 2s
+[listener:web]
+bind = 127.0.0.1:0
+[route:hello]
+path = /
+respond = 200 hello
+filters = jwt
+[filter:jwt]
+type = jwt
+jwks_url = http://127.0.0.1:{port.getHost().port}/jwks.json
+""")
+
+        def authorized(kid, index):
+            token = t.token({"sub": "alice", "exp": time.time() + 300}, key=t.private_key("RSA", index), kid=kid)
+            return {b"Authorization": [b"Bearer " + token]}
+
+        for _ in range(20):
+            response = yield fetch(reactor, gate.url("web", "/"), headers=authorized("k1", 0))
+            self.assertEqual(response.status, 200, response.body)
+        self.assertEqual(jwks.served, 1)
+        status = (yield fetch(reactor, gate.admin_url("/status"))).json()
+        self.assertEqual(status["jwks"]["jwt"]["keys"], 1)
+
+        _publish(jwks, ("k2", 1))
+        response = yield fetch(reactor, gate.url("web", "/"), headers=authorized("k2", 1))
+        self.assertEqual(response.status, 200, response.body)
+        self.assertEqual(jwks.served, 2)
+        for _ in range(10):
+            response = yield fetch(reactor, gate.url("web", "/"), headers=authorized("k2", 1))
+            self.assertEqual(response.status, 200)
+        refused = yield fetch(reactor, gate.url("web", "/"), headers=authorized("k1", 0))
+        self.assertEqual(refused.status, 401)
+        self.assertEqual(jwks.served, 2)

@@ -258,25 +258,24 @@ class TLSGatewayTestCase(TestCase):
     @inlineCallbacks
     def reload(self, ok=True):
         """
-        Send SIGHUP and wait (bounded) until the master has finished the
-        reload: for a good one, until every worker has taken the new
-        certificates. Returns the C{"tls"} part of C{/status} afterwards.
+        Send SIGHUP and wait (bounded) until the master has decided the
+        configuration reload (a good one has then been taken by every
+        worker, certificates included). Keeps the outcome in
+        C{self.outcome}; returns the C{"tls"} part of C{/status} afterwards.
         """
-        before = (yield self.status())["tls"]["last_reload"]["at"]
+        before = (yield self.status())["reload"]["last"]
         self.gate.signal("HUP")
         deadline = reactor.seconds() + DEADLINE
         while True:
-            tls = (yield self.status())["tls"]
-            last = tls["last_reload"]
-            if last["at"] != before:
-                if not last["ok"]:
-                    break
-                if tls["last_push"] is not None and moment(tls["last_push"]["at"]) >= moment(last["at"]):
-                    break
+            status = yield self.status()
+            last = status["reload"]["last"]
+            if last is not None and last != before:
+                break
             self.assertLess(reactor.seconds(), deadline, "the reload did not finish in time")
             yield sleep(reactor, 0.05)
         self.assertEqual(last["ok"], ok, last)
-        return tls
+        self.outcome = last
+        return status["tls"]
 
     def replace(self, path, data):
         """
@@ -623,9 +622,10 @@ class RotationTests(TLSGatewayTestCase):
         for data, reason in cases:
             self.replace(path, data)
             tls = yield self.reload(ok=False)
-            self.assertIn(f"[tls:main] {path}: {reason}", tls["last_reload"]["error"])
+            [problem] = self.outcome["problems"]
+            self.assertIn(f"[tls:main] {path}: {reason}", problem)
             self.assertEqual([c["sha256"] for c in tls["certificates"]["main"]], [self.old.fingerprint().hex()])
-            yield self.wait_log("certificate reload rejected", path, reason)
+            yield self.wait_log("reload problem", path, reason)
             yield self.assert_served(self.old)
         self.replace(path, self.new.bundle_pem())
         yield self.reload()

@@ -74,6 +74,12 @@ class IMasterPart(IService, IReconfigurable):
         @return: L{None} or a Deferred firing when done.
         """
 
+    def reloaded(outcome):
+        """
+        A configuration reload was decided (applied or refused): C{outcome}
+        is its L{gatelayer.process.reload.ReloadOutcome}.
+        """
+
 
 @implementer(IReconfigurable)
 class ReconfigurableService(Service):
@@ -114,6 +120,11 @@ class MasterPart(ReconfigurableService):
     def reload(self):
         """
         Nothing to reload.
+        """
+
+    def reloaded(self, outcome):
+        """
+        Nothing to note.
         """
 
 

@@ -20,6 +20,7 @@ from gatelayer.observe.control import (
 )
 from gatelayer.observe.metrics import WorkerMetrics
 from gatelayer.process.control import ControlProtocol
+from gatelayer.process.reload import ReloadOutcome
 from gatelayer.process.supervision import WorkerRecord
 
 ROUTE = ("r", "u", "GET", "2xx")
@@ -288,15 +289,13 @@ class MasterFamilyTests(SynchronousTestCase):
 
     def test_reloads_and_workers(self):
         """
-        SIGHUP reloads are counted by outcome (failed when the certificates
-        were refused); slots serving, restarts and crash loops come from
-        the worker records.
+        Configuration reloads are counted by outcome (applied or refused);
+        slots serving, restarts and crash loops come from the worker
+        records.
         """
-        reloader = _Reloader()
-        part = MetricsPart(Clock(), lambda: [], certificates=reloader, crash_loop=5)
-        part.reload()
-        reloader.last_reload = {"ok": False}
-        part.reload()
+        part = MetricsPart(Clock(), lambda: [], certificates=_Reloader(), crash_loop=5)
+        part.reloaded(ReloadOutcome(at=1.0, trigger="SIGHUP", ok=True, problems=(), generation=2, digest="d"))
+        part.reloaded(ReloadOutcome(at=2.0, trigger="SIGHUP", ok=False, problems=("x",), generation=2, digest="d"))
         looping = WorkerRecord(1, quick_deaths=5, restarts=7)
         serving = WorkerRecord(0, process=object(), ready=True)
         part.records = {0: serving, 1: looping}

@@ -15,6 +15,7 @@ from gatelayer.config import parse_config_text
 from gatelayer.observe.control import CollectMetrics, MetricsChunk, decode_snapshot
 from gatelayer.process.control import Heartbeat
 from gatelayer.process.worker import Worker
+from gatelayer.process.worker_metrics import CarriedCounts, cache_outcomes
 from tests.test_worker import FakeControl, PortReactor
 
 CONFIG = """
@@ -124,3 +125,42 @@ class WorkerMetricsTests(SynchronousTestCase):
         self.assertNotIn(MetricsChunk, [c for c, _ in self.control.sent])
         self.assertIn(Heartbeat, [c for c, _ in self.control.sent])
         self.assertNotIn(CollectMetrics, self.control.responders)
+
+
+class _Counting:
+    def __init__(self, **counts):
+        self.counts = counts
+
+
+class CarriedCountsTests(SynchronousTestCase):
+    """
+    Counters read from filter objects never go down when a reload replaces
+    the objects with new ones counting from zero.
+    """
+
+    def test_replaced_filter_keeps_its_counts(self):
+        """
+        The old object's last counts are added to the new one's; a filter
+        that stays is read as it is, and one added later joins.
+        """
+        first = _Counting(HIT=5, MISS=2)
+        running = [("c", first)]
+        reader = CarriedCounts(lambda: running, cache_outcomes)
+        self.assertEqual(reader(), {("c", "hit"): 5, ("c", "miss"): 2})
+        first.counts["HIT"] = 7
+        self.assertEqual(reader()[("c", "hit")], 7)
+        second = _Counting(HIT=1)
+        running[:] = [("c", second), ("d", _Counting(STALE=3))]
+        self.assertEqual(reader(), {("c", "hit"): 8, ("c", "miss"): 2, ("d", "stale"): 3})
+        second.counts["HIT"] = 4
+        self.assertEqual(reader(), {("c", "hit"): 11, ("c", "miss"): 2, ("d", "stale"): 3})
+
+    def test_removed_filter_keeps_its_last_counts(self):
+        """
+        A filter a reload removed is still counted as it was last read.
+        """
+        running = [("c", _Counting(HIT=5)), ("d", _Counting(MISS=1))]
+        reader = CarriedCounts(lambda: running, cache_outcomes)
+        reader()
+        running[:] = [("d", running[1][1])]
+        self.assertEqual(reader(), {("c", "hit"): 5, ("d", "miss"): 1})

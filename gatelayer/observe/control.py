@@ -241,15 +241,13 @@ class MetricsPart(MasterPart):
 
     # -- the master's own ---------------------------------------------------
 
-    def reload(self):
+    def reloaded(self, outcome):
         """
-        SIGHUP: count the reload, failed when the certificates were refused.
+        Count one configuration reload (SIGHUP or C{POST /reload}): applied
+        (C{outcome.ok}) or refused.
         """
-        ok = True
-        if self.certificates is not None and self.certificates.last_reload is not None:
-            ok = bool(self.certificates.last_reload.get("ok"))
-        self.reloads["ok" if ok else "failed"] += 1
-        self.last_reload_ok = ok
+        self.reloads["ok" if outcome.ok else "failed"] += 1
+        self.last_reload_ok = outcome.ok
 
     def values(self):
         """

@@ -298,6 +298,9 @@ class MasterService(OrderedMultiService):
         """
         Every reload attempt's outcome passes here once (counted, reported).
         """
+        if not outcome.busy:
+            for part in self.parts():
+                part.reloaded(outcome)
         return outcome
 
     def stopService(self):

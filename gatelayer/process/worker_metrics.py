@@ -9,7 +9,7 @@ nothing more; TLS handshakes are counted per listener as they end.
 from gatelayer.observe.control import WorkerReporter
 from gatelayer.observe.metrics import WorkerMetrics
 
-__all__ = ["TlsHandshakeCounter", "worker_metrics"]
+__all__ = ["CarriedCounts", "TlsHandshakeCounter", "worker_metrics"]
 
 
 class TlsHandshakeCounter:
@@ -44,14 +44,12 @@ def worker_metrics(worker):
     readers["gatelayer_open_connections"] = lambda: open_connections(worker)
     readers["gatelayer_upstream_connect_failures_total"] = lambda: upstream_counts(worker, "failures")
     readers["gatelayer_upstream_ejections_total"] = lambda: upstream_counts(worker, "ejections")
-    rate_limits = [n for n, s in worker.config.filters.items() if s.type == "rate_limit"]
-    if rate_limits:
-        readers["gatelayer_ratelimit_decisions_total"] = lambda: ratelimit_decisions(worker, rate_limits)
-        readers["gatelayer_ratelimit_store_errors_total"] = lambda: ratelimit_errors(worker, rate_limits)
-        readers["gatelayer_ratelimit_breaker_open"] = lambda: ratelimit_breakers(worker, rate_limits)
-    caches = [n for n, s in worker.config.filters.items() if s.type == "cache"]
-    if caches:
-        readers["gatelayer_cache_total"] = lambda: cache_outcomes(worker, caches)
+    decisions = CarriedCounts(lambda: _filters(worker, "rate_limit"), ratelimit_decisions)
+    errors = CarriedCounts(lambda: _filters(worker, "rate_limit"), ratelimit_errors)
+    readers["gatelayer_ratelimit_decisions_total"] = decisions
+    readers["gatelayer_ratelimit_store_errors_total"] = errors
+    readers["gatelayer_ratelimit_breaker_open"] = lambda: ratelimit_breakers(_filters(worker, "rate_limit"))
+    readers["gatelayer_cache_total"] = CarriedCounts(lambda: _filters(worker, "cache"), cache_outcomes)
     reporter = None
     if worker.master is not None:
         reporter = WorkerReporter(metrics, worker.master).register()
@@ -83,55 +81,90 @@ def upstream_counts(worker, field):
     return out
 
 
-def _filters(worker, names):
+def _filters(worker, kind):
+    """
+    C{[(name, filter)]} of the running gateway's filters of type C{kind}
+    (the configuration a reload switched to, once it did).
+    """
     gateway = worker.gateway
-    filters = gateway.filters if gateway is not None else {}
-    return [(name, filters[name]) for name in names if name in filters]
+    if gateway is None:
+        return []
+    filters = gateway.filters
+    return [(name, filters[name]) for name, spec in worker.config.filters.items()
+            if spec.type == kind and name in filters]
 
 
-def ratelimit_decisions(worker, names):
+class CarriedCounts:
+    """
+    A reader of counters kept by filter objects, which a configuration
+    reload replaces with new ones counting from zero: when the object behind
+    a filter name changes, the old one's last counts are carried, so a
+    counter never goes down.
+    """
+
+    def __init__(self, filters, read):
+        """
+        @param filters: returns the current C{[(name, filter)]}.
+        @param read: C{read(name, filter)} -> C{{labels: count}}.
+        """
+        self._filters = filters
+        self._read = read
+        self._owners = {}
+        self._last = {}
+        self._carried = {}
+
+    def __call__(self):
+        """
+        C{{labels: count}}: the carried counts plus the last counts of every
+        filter object seen (a filter a reload removed stays counted).
+        """
+        for name, flt in self._filters():
+            if self._owners.get(name, flt) is not flt:
+                for labels, count in self._last.get(name, {}).items():
+                    self._carried[labels] = self._carried.get(labels, 0) + count
+            self._owners[name] = flt
+            self._last[name] = self._read(name, flt)
+        out = dict(self._carried)
+        for counts in self._last.values():
+            for labels, count in counts.items():
+                out[labels] = out.get(labels, 0) + count
+        return out
+
+
+def ratelimit_decisions(name, flt):
     """
     C{{(filter, outcome): count}}: C{allowed}, C{limited} (429),
     C{shadow_limited} (would have been, in shadow mode) and C{store_error}
     (decided by C{on_store_error} because the store failed).
     """
-    out = {}
-    for name, flt in _filters(worker, names):
-        c = flt.counters
-        out[(name, "allowed")] = c["allowed"]
-        out[(name, "limited")] = c["rejected"]
-        out[(name, "shadow_limited")] = c["shadow_rejected"]
-        out[(name, "store_error")] = c["fallback_open"] + c["fallback_closed"] + c["fallback_local"]
-    return out
+    c = flt.counters
+    return {
+        (name, "allowed"): c["allowed"],
+        (name, "limited"): c["rejected"],
+        (name, "shadow_limited"): c["shadow_rejected"],
+        (name, "store_error"): c["fallback_open"] + c["fallback_closed"] + c["fallback_local"],
+    }
 
 
-def ratelimit_errors(worker, names):
+def ratelimit_errors(name, flt):
     """
     C{{(filter,): failed store calls}} (errors and timeouts of the primary
     store).
     """
-    out = {}
-    for name, flt in _filters(worker, names):
-        stats = flt.stats()
-        out[(name,)] = stats.get("store_errors", 0) + stats.get("store_timeouts", 0)
-    return out
+    stats = flt.stats()
+    return {(name,): stats.get("store_errors", 0) + stats.get("store_timeouts", 0)}
 
 
-def ratelimit_breakers(worker, names):
+def ratelimit_breakers(filters):
     """
     C{{(filter,): 1 or 0}}: whether the breaker before the store is open.
     """
-    return {(name,): int(flt.stats().get("store_breaker") == "open")
-            for name, flt in _filters(worker, names)}
+    return {(name,): int(flt.stats().get("store_breaker") == "open") for name, flt in filters}
 
 
-def cache_outcomes(worker, names):
+def cache_outcomes(name, flt):
     """
-    C{{(filter, outcome): count}} of each cache filter's C{X-Cache}
-    outcomes, lower case (C{hit}, C{miss}, C{stale}, ...).
+    C{{(filter, outcome): count}} of a cache filter's C{X-Cache} outcomes,
+    lower case (C{hit}, C{miss}, C{stale}, ...).
     """
-    out = {}
-    for name, flt in _filters(worker, names):
-        for outcome, count in flt.counts.items():
-            out[(name, outcome.lower())] = count
-    return out
+    return {(name, outcome.lower()): count for outcome, count in flt.counts.items()}

@@ -114,7 +114,8 @@ class WorkerReload:
             worker.upstreams, config.upstreams, worker.reactor, worker.tls_creator_for)
         try:
             gateway = Gateway(config, worker.reactor, master=worker.master, upstreams=terminals,
-                              access_log=worker.access_log.access_log, stores=worker.stores.registry)
+                              access_log=worker.access_log.access_log, stores=worker.stores.registry,
+                              metrics=worker.metrics, spans=worker.tracing.spans)
         except ConfigError as e:
             self._close_new(terminals, worker.upstreams)
             return list(e.problems)
@@ -175,6 +176,9 @@ class WorkerReload:
         worker.gateway_service.gateway = worker.ports_service.gateway = gateway
         worker.upstream_pools.terminals = terminals
         worker.config = config
+        # Layer 4 listeners take the new upstreams for new connections.
+        worker.ports_service.reconfigure_l4(
+            config, {name: terminal.state for name, terminal in terminals.items()})
         self.retiring.append(old)
         self.log.info("worker {slot}: configuration switched ({routes} route(s), {upstreams} upstream(s))",
                       slot=worker.slot, routes=len(config.routes), upstreams=len(config.upstreams))

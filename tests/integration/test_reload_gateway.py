@@ -13,6 +13,7 @@ from gatelayer.testing.http import fetch
 from gatelayer.testing.load import KeepAliveLoad
 from gatelayer.testing.upstreams import start_upstreams
 from gatelayer.testing.waiting import free_port, wait_until
+from tests.integration.test_metrics_gateway import families
 
 DEADLINE = 30.0
 
@@ -187,6 +188,11 @@ class ReloadGatewayTests(TestCase):
         yield load.stop()
         self.assertEqual(load.bad(), [])
         self.assertEqual((yield self.status())["reload"]["generation"], 1)
+        metrics = yield fetch(reactor, self.gate.admin_url("/metrics"))
+        found = families(metrics.body)
+        self.assertEqual(found["gatelayer_reloads_total"][(("outcome", "failed"),)], 1.0)
+        self.assertEqual(found["gatelayer_reloads_total"][(("outcome", "ok"),)], 0.0)
+        self.assertEqual(found["gatelayer_reload_last_success"][()], 0.0)
 
     @inlineCallbacks
     def test_listener_port_change_rolls_workers(self):

@@ -82,6 +82,9 @@ def makeService(options):
     """
     from twisted.internet import reactor
 
+    from twisted.logger import globalLogPublisher
+
+    from gatelayer.observe.errors import RecentErrorsPart
     from gatelayer.process.admin import admin_site
     from gatelayer.process.master import MasterService
     from gatelayer.process.rlimits import raise_open_files_limit
@@ -98,6 +101,7 @@ def makeService(options):
         raise_open_files=raise_open_files_limit,
     )
     master.add_parts(master_parts(config, reactor, master.controls))
+    master.add_parts([RecentErrorsPart(globalLogPublisher)])
     try:
         master.prepare()
     except BindError as e:

@@ -79,8 +79,11 @@ class WorkerProcessProtocol(ProcessProtocol):
         self._partial[childFD] = rest
         for line in lines:
             if line:
+                text = line.decode("utf-8", "replace")
+                # worker_line marks the event as a relayed worker line (for
+                # gatelayer.observe.errors, which keeps the error ones).
                 self.log.info("worker {slot} [{pid}] {line}", slot=self.record.slot,
-                              pid=self.record.pid, line=line.decode("utf-8", "replace"))
+                              pid=self.record.pid, line=text, worker_line=text)
 
     def childConnectionLost(self, childFD):
         """

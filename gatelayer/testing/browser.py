@@ -10,6 +10,7 @@ calls (console messages, exceptions, log entries such as CSP violations)
 are kept in L{DevToolsSession.events}.
 """
 
+import base64
 import json
 import os
 import shutil
@@ -123,6 +124,7 @@ class Chromium:
         self.protocol = None
         self.transport = None
         self.session = None
+        self._answered = set()
 
     @inlineCallbacks
     def start(self, timeout=60.0):
@@ -176,6 +178,31 @@ class Chromium:
         C{method}).
         """
         return self.session.events if self.session is not None else []
+
+    def intercept(self, *url_patterns):
+        """
+        Hold the page's requests to URLs matching C{url_patterns}
+        (C{Fetch.enable} wildcards, e.g. C{"*/metrics"}) until
+        L{answer_held} answers them.
+        """
+        self._answered = set()
+        return self.call("Fetch.enable", patterns=[{"urlPattern": p} for p in url_patterns])
+
+    @inlineCallbacks
+    def answer_held(self, respond):
+        """
+        Answer every held request not answered yet with C{respond(url)}:
+        C{(status, content type, body bytes)}. Fires with how many.
+        """
+        held = [e["params"] for e in self.events if e["method"] == "Fetch.requestPaused"
+                and e["params"]["requestId"] not in self._answered]
+        for request in held:
+            self._answered.add(request["requestId"])
+            status, content_type, body = respond(request["request"]["url"])
+            yield self.call("Fetch.fulfillRequest", requestId=request["requestId"], responseCode=status,
+                            responseHeaders=[{"name": "Content-Type", "value": content_type}],
+                            body=base64.b64encode(body).decode("ascii"))
+        return len(held)
 
     @inlineCallbacks
     def evaluate(self, expression):

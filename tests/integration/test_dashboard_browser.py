@@ -241,3 +241,140 @@ class DashboardBrowserTests(TestCase):
         self.assertFalse(seen["login"])
         self.assertEqual(seen["violations"], [])
         self.assertEqual(unexpected_errors(browser.events, ["/metrics", "/status"]), [])
+
+
+METRICS_CONFIG = """
+[gateway]
+workers = 2
+admin = 127.0.0.1:0
+
+[listener:web]
+bind = 127.0.0.1:0
+
+[upstream:app]
+servers = {live}
+
+[route:app]
+path = /app/
+strip_prefix = /app
+upstream = app
+filters = per-client, pages
+
+[filter:per-client]
+type = rate_limit
+key = ip
+rate = 100/second
+
+[filter:pages]
+type = cache
+"""
+
+# The names and labels of the metrics contract; hostile and malformed lines
+# among them. Served in place of /metrics by the browser itself.
+METRICS = """# HELP gatelayer_requests_total Requests by route, upstream, method and status class.
+# TYPE gatelayer_requests_total counter
+gatelayer_requests_total{{route="app",upstream="app",method="GET",code="2xx"}} 40
+gatelayer_requests_total{{route="app",upstream="app",method="POST",code="5xx"}} 2 1700000000000
+gatelayer_requests_total{{route="<script>alert(1)</script>",upstream="-",method="OTHER",code="4xx"}} 3
+gatelayer_requests_total{{route="a\\"b\\\\c",upstream="-",method="GET",code="2xx",}} 1
+gatelayer_requests_total{{route="broken,code="2xx"}} 99
+gatelayer_requests_total{{route="nan",code="2xx"}} NaN
+gatelayer_request_duration_seconds_bucket{{route="app",le="+Inf"}} 42
+gatelayer_received_bytes_total{{route="app"}} 1234
+gatelayer_sent_bytes_total{{route="app"}} 5.678e3
+gatelayer_open_connections{{listener="web"}} 3
+gatelayer_tls_handshakes_total{{listener="web"}} 7
+gatelayer_tls_handshake_failures_total{{listener="web"}} 1
+gatelayer_upstream_server_up{{upstream="app",server="{live}"}} 1
+gatelayer_upstream_retries_total{{upstream="app"}} 4
+gatelayer_upstream_connect_failures_total{{upstream="app",server="{live}"}} 2
+gatelayer_ratelimit_decisions_total{{filter="per-client",outcome="allowed"}} 10
+gatelayer_ratelimit_decisions_total{{filter="per-client",outcome="limited"}} 2
+gatelayer_ratelimit_breaker_open{{filter="per-client"}} 1
+gatelayer_cache_total{{filter="pages",outcome="hit"}} 8
+gatelayer_cache_total{{filter="pages",outcome="miss"}} 5
+this line is not a metric
+{{}} 1
+"""
+
+TABLES = """(() => {
+  if (!document.getElementById("summary")) return null;
+  const cells = (row) => Array.from(row.cells).map((c) => c.textContent);
+  const panel = (id) => ({
+    titles: Array.from(document.querySelectorAll("#" + id + " h3")).map((h) => h.textContent),
+    tables: Array.from(document.querySelectorAll("#" + id + " table")).map((t) => ({
+      head: cells(t.tHead.rows[0]), rows: Array.from(t.tBodies[0].rows).map(cells)})),
+  });
+  const found = {summary: document.getElementById("summary").textContent};
+  for (const id of ["traffic", "listeners", "upstreams", "ratelimits", "cache"]) found[id] = panel(id);
+  found.scripts = document.scripts.length;
+  return found;
+})()"""
+
+
+class DashboardMetricsTests(TestCase):
+    """
+    When /metrics is served, the page reads the Prometheus text format
+    tolerantly and shows what it finds next to /status.
+    """
+
+    timeout = 400
+
+    @inlineCallbacks
+    def test_metrics(self):
+        """
+        Per-route traffic by status class and bytes, open connections and
+        handshakes per listener, retries and connect failures per upstream,
+        rate-limit decisions and an open breaker, cache outcomes: from the
+        metrics of the contract. Escaped label values are unescaped, a
+        route name holding markup is shown as text, malformed lines and NaN
+        samples are skipped, and nothing raises.
+        """
+        directory = os.path.abspath(self.mktemp())
+        live, = yield start_upstreams(self, reactor, "app")
+        gate = yield start_gateway(self, reactor, METRICS_CONFIG.format(live=live.address), directory)
+        answer = yield fetch(reactor, gate.url("web", "/app/x"))
+        self.assertEqual(answer.status, 200)
+        metrics = METRICS.format(live=live.address).encode("utf-8")
+        browser = Chromium(reactor, directory)
+        self.addCleanup(browser.stop)
+        yield browser.start(timeout=DEADLINE)
+        yield browser.intercept("*/metrics")
+        host, port = gate.info["admin"]
+        yield browser.call("Page.navigate", url=f"http://{host}:{port}/")
+
+        @inlineCallbacks
+        def shown():
+            yield browser.answer_held(lambda url: (200, "text/plain; version=0.0.4", metrics))
+            seen = yield browser.evaluate(TABLES)
+            if not seen or "metrics yes" not in seen["summary"] or not seen["traffic"]["tables"]:
+                return None
+            return seen if seen["traffic"]["tables"][0]["head"][0] == "route" and seen["cache"]["titles"] else None
+        seen = yield wait_until(reactor, shown, timeout=DEADLINE, interval=0.2,
+                                what="the page showing the metrics")
+
+        traffic, = seen["traffic"]["tables"]
+        self.assertEqual(traffic["head"], ["route", "requests", "req/s", "2xx", "3xx", "4xx", "5xx",
+                                           "received bytes", "sent bytes"])
+        routes = {row[0]: row for row in traffic["rows"]}
+        self.assertEqual(sorted(routes), sorted(["app", "<script>alert(1)</script>", 'a"b\\c']))
+        app = routes["app"]
+        self.assertEqual([app[1], app[3], app[4], app[5], app[6], app[7], app[8]],
+                         ["42", "40", "0", "0", "2", "1234", "5678"])
+        self.assertEqual(routes["<script>alert(1)</script>"][5], "3")
+        self.assertEqual(routes['a"b\\c'][3], "1")
+        self.assertEqual(seen["scripts"], 1)
+
+        listeners = {row[0]: row for row in seen["listeners"]["tables"][0]["rows"]}
+        self.assertEqual(listeners["web"][3:], ["3", "7", "1"])
+        self.assertEqual(seen["upstreams"]["titles"], ["app  (retries: 4)"])
+        server, = seen["upstreams"]["tables"][0]["rows"]
+        self.assertEqual((server[0], server[1], server[8]), (live.address, "healthy", "2"))
+
+        store, decisions = seen["ratelimits"]["tables"]
+        self.assertIn("takes", store["head"])
+        self.assertEqual(decisions["head"], ["filter", "allowed", "limited", "breaker"])
+        self.assertEqual(decisions["rows"], [["per-client", "10", "2", "open"]])
+        self.assertEqual(seen["cache"]["titles"], ["per filter, all workers", "outcomes"])
+        self.assertEqual(seen["cache"]["tables"][1]["rows"], [["pages", "8", "5"]])
+        self.assertEqual(unexpected_errors(browser.events, []), [])

@@ -58,7 +58,9 @@ def makeService(options):
     the listener and the address.
     """
     from twisted.internet import reactor
+    from twisted.logger import globalLogPublisher
 
+    from gatelayer.observe.errors import RecentErrorsPart
     from gatelayer.process.admin import admin_site
     from gatelayer.process.master import MasterService
     from gatelayer.process.rlimits import raise_open_files_limit
@@ -75,6 +77,7 @@ def makeService(options):
         raise_open_files=raise_open_files_limit,
     )
     master.add_parts(master_parts(config, reactor, master.controls))
+    master.add_parts([RecentErrorsPart(globalLogPublisher)])
     master.reloader.workers = options["workers"]
     master.reloader.parts_for = lambda new, present: master_parts(new, reactor, master.controls, present)
     try:

@@ -1,6 +1,8 @@
 """
 The admin endpoint served by the master: C{GET /status} (JSON),
-C{GET /healthz} and C{POST /reload} (with a token only). Bound to the address in C{[gateway] admin}, which is never
+C{GET /healthz}, C{GET /metrics}, the dashboard page at C{GET /}
+(L{gatelayer.process.dashboard}) and C{POST /reload} (with a token only).
+Bound to the address in C{[gateway] admin}, which is never
 public by default.
 
 Every request is checked before it reaches a page:
@@ -13,6 +15,8 @@ Every request is checked before it reaches a page:
  2. With C{[gateway] admin_token_file}, the request must carry
     C{Authorization: Bearer <token>}; otherwise C{401} with
     C{WWW-Authenticate: Bearer}. The token is compared in constant time.
+    The dashboard page (C{/}) holds no data and is the one exception: its
+    script sends the token with every request it makes.
 
 Errors are JSON: C{{"status": 421, "error": "..."}}.
 """
@@ -23,6 +27,7 @@ import json
 from twisted.web import resource, server
 
 from gatelayer.cache.control import PurgeResource
+from gatelayer.process.dashboard import DASHBOARD_PATH, DashboardPage
 from gatelayer.http.errors import reason_phrase
 from gatelayer.observe.exposition import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
@@ -108,10 +113,14 @@ class AdminGuard:
         self.names = frozenset(names)
         self.token = token
 
-    def check(self, request):
+    def check(self, request, need_token=True):
         """
         L{None} if C{request} may proceed, else C{(status, message,
         headers)} of the refusal.
+
+        @param need_token: whether the bearer token (when configured) is
+            checked; the dashboard page, which holds no data, is checked
+            for its Host only.
         """
         hosts = request.requestHeaders.getRawHeaders(b"host") or []
         if len(hosts) != 1:
@@ -121,7 +130,7 @@ class AdminGuard:
             shown = hosts[0].decode("ascii", "replace")[:100]
             return (421, f"Host {shown!r} is not this admin endpoint (use localhost, 127.0.0.1, "
                          "[::1] or the admin address)", ())
-        if self.token is None:
+        if self.token is None or not need_token:
             return None
         values = request.requestHeaders.getRawHeaders(b"authorization") or []
         if not values:
@@ -323,6 +332,7 @@ class AdminSite(server.Site):
         root.putChild(b"cache", PurgeResource(master))
         root.putChild(b"metrics", _Metrics(master))
         root.putChild(b"reload", _Reload(master))
+        root.putChild(b"", DashboardPage())
         super().__init__(root, reactor=reactor)
         self.guard = guard
 
@@ -332,7 +342,7 @@ class AdminSite(server.Site):
         """
         request.responseHeaders.removeHeader(b"server")
         request.setHeader(b"cache-control", b"no-store")
-        refusal = self.guard.check(request)
+        refusal = self.guard.check(request, need_token=request.path != DASHBOARD_PATH)
         if refusal is not None:
             request.site = self
             return _Refusal(*refusal)

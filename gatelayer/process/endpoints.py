@@ -101,9 +101,14 @@ class ListenersService(MasterPart):
 
     def status(self):
         """
-        C{{"listeners": {name: ["host:port", ...]}}} for C{/status}.
+        C{{"listeners": {name: ["host:port", ...]}}} for C{/status}, and
+        C{"listener_details"}: per listener its bound addresses and the
+        C{[tls:NAME]} it serves (L{None} for plain HTTP), for the dashboard.
         """
-        return {"listeners": {k: [f"{h}:{p}" for h, p in v] for k, v in self.addresses().items()}}
+        bound = {k: [f"{h}:{p}" for h, p in v] for k, v in self.addresses().items()}
+        details = {listener.name: {"binds": bound.get(listener.name, []), "tls": listener.tls}
+                   for listener in self.config.listeners}
+        return {"listeners": bound, "listener_details": details}
 
 
 class AdminService(MasterPart):

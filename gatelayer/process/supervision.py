@@ -324,6 +324,7 @@ class WorkersService(MasterPart):
             {
                 "slot": r.slot, "pid": r.pid, "state": r.state(),
                 "uptime": round(now - r.started, 3) if r.started and r.process else None,
+                "started_at": round(r.started, 3) if r.started and r.process else None,
                 "alive": r.process is not None, "restarts": r.restarts,
                 "connections": r.connections, "requests": r.requests, "active": r.active,
                 "last_heartbeat": (round(now - r.last_heartbeat, 3)

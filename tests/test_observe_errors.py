@@ -93,7 +93,7 @@ class RecentErrorsTests(SynchronousTestCase):
                       {"log_level": LogLevel.error, "log_format": "{missing}"},
                       {"log_level": LogLevel.error, "log_format": "{bad}", "bad": Bad()},
                       {"log_level": LogLevel.error, "log_format": "x", "log_failure": object()},
-                      {"worker_line": b"bytes, not text"},
+                      {"worker_level": "error", "log_level": LogLevel.error, "worker_message": b"bytes"},
                       {}):
             ring(event)
         ring({"log_level": LogLevel.error, "log_format": "after"})
@@ -102,18 +102,20 @@ class RecentErrorsTests(SynchronousTestCase):
     def test_worker_lines(self):
         """
         A relayed worker line at level error or critical is kept with its
-        message (without level and namespace) and the slot as source;
-        other lines (info, tracebacks, output not in the worker's log
-        format) are not.
+        message (without a traceback) and the slot as source; other lines
+        (info, output not in the worker's log format) are not.
         """
         ring = RecentErrors()
         record = WorkerRecord(slot=1, pid=4242)
         protocol = WorkerProcessProtocol(None, record, "")
         protocol.log = Logger(namespace="gatelayer.process.master", observer=ring)
-        protocol.childDataReceived(1, b"info gatelayer.http.proxy: fine\n"
-                                      b"error gatelayer.upstream.pool: upstream app: connect fail")
-        protocol.childDataReceived(1, b"ed\nTraceback (most recent call last):\n  File \"x\", line 1\n"
-                                      b"critical gatelayer.process.main: worker cannot use the config\n")
+        protocol.childDataReceived(2, b'{"level":"info","namespace":"gatelayer.http.proxy","message":"fine"}\n'
+                                      b'{"level":"error","namespace":"gatelayer.upstream.pool",'
+                                      b'"message":"upstream app: connect fail')
+        protocol.childDataReceived(2, b'ed"}\nTraceback (most recent call last):\n  File \"x\", line 1\n'
+                                      b'{"level":"critical","namespace":"gatelayer.process.main",'
+                                      b'"message":"worker cannot use the config\\nTraceback (most recent'
+                                      b' call last):\\n  File"}\n')
         protocol.childDataReceived(2, b"error: raw stderr without namespace\n")
         self.assertEqual([(e["source"], e["text"]) for e in ring.as_list()], [
             ("worker 1", "worker cannot use the config"),
@@ -128,7 +130,8 @@ class RecentErrorsTests(SynchronousTestCase):
         ring = RecentErrors()
         protocol = WorkerProcessProtocol(None, WorkerRecord(slot=0), "")
         protocol.log = Logger(observer=ring)
-        protocol.childDataReceived(1, b"warn gatelayer.x: slow\ninfo gatelayer.x: errors happen\n")
+        protocol.childDataReceived(2, b'{"level":"warn","namespace":"gatelayer.x","message":"slow"}\n'
+                                      b'{"level":"info","namespace":"gatelayer.x","message":"errors happen"}\n')
         self.assertEqual(ring.as_list(), [])
 
 

@@ -7,9 +7,9 @@ Two kinds of events reach it:
  - the master's own events at level C{error} or C{critical} (source
    C{"master"});
  - the lines its workers write, which the master relays into its log one
-   event per line (L{gatelayer.process.master.WorkerProcessProtocol}); a
-   worker line starting with C{error} or C{critical} (the worker's log
-   format, L{gatelayer.process.main}) is kept with source C{"worker N"}.
+   event per line at the worker's level
+   (L{gatelayer.observe.gatewaylog.worker_event}); those at level C{error}
+   or C{critical} are kept with source C{"worker N"}.
 
 Only the message is kept, never a traceback or the event's other fields,
 and it is cut to L{MAX_TEXT} characters: the ring is shown to whoever may
@@ -30,7 +30,6 @@ MAX_ERRORS = 50
 MAX_TEXT = 500
 
 _ERROR_LEVELS = frozenset({LogLevel.error, LogLevel.critical})
-_WORKER_LEVELS = ("error ", "critical ")
 
 
 def _cut(text):
@@ -64,16 +63,15 @@ class RecentErrors:
             self.entries.append(entry)
 
     def _entry(self, event):
-        line = event.get("worker_line")
-        if line is not None:
-            if not line.startswith(_WORKER_LEVELS):
+        if "worker_level" in event:
+            # A worker's line, relayed by the master at the worker's level
+            # (gatelayer.observe.gatewaylog.worker_event); the message only:
+            # a failure's traceback follows its first line.
+            if event.get("log_level") not in _ERROR_LEVELS:
                 return None
-            # "error gatelayer.some.module: the message"
-            _, _, rest = line.partition(" ")
-            namespace, colon, message = rest.partition(": ")
-            text = message if colon else rest
-            return {"time": event.get("log_time"), "source": f"worker {event.get('slot')}",
-                    "text": _cut(text)}
+            message = str(event.get("worker_message", "")).split("\n", 1)[0]
+            return {"time": event.get("log_time"), "source": f"worker {event.get('worker')}",
+                    "text": _cut(message)}
         if event.get("log_level") not in _ERROR_LEVELS:
             return None
         text = formatEvent(event)

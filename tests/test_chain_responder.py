@@ -15,7 +15,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal, Reply, RouteChain
+from gatelayer.chain import Exchange, IBodyFilter, IBodySink, IFilter, ITerminal, Reply, RouteChain, json_reply
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.static import FileStreamer
 from gatelayer.testing.server import (
@@ -361,6 +361,25 @@ class ResponderTests(SynchronousTestCase):
         self.assertEqual((status, body, headers[b"retry-after"]), (429, b"SLOW DOWN", [b"3"]))
         self.assertEqual(headers[b"x-seen"], [b"first"])
         self.assertEqual((first.chunks, later.chunks), ([b"slow down"], []))
+
+    def test_gateway_reply_carries_request_id(self):
+        """
+        An error a filter makes with C{json_reply} (a 429, a WAF's 403) gets
+        the request's id in its document, the same as the response header;
+        a filter's own bytes (no payload) are sent as they are.
+        """
+        refusing = HeaderFilter("refusing", self.calls, json_reply(
+            429, {"title": "Too Many Requests", "status": 429}, content_type=b"application/problem+json"))
+        self.filters(b"/hello", refusing)
+        status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
+        document = json.loads(body)
+        self.assertEqual(status, 429)
+        self.assertEqual(document["request_id"].encode("ascii"), headers[b"x-request-id"][0])
+        self.assertEqual((document["title"], headers[b"content-length"]),
+                         ("Too Many Requests", [b"%d" % (len(body),)]))
+        plain = HeaderFilter("plain", self.calls, Reply(403, b'{"mine":1}'))
+        self.filters(b"/hello", plain)
+        self.assertEqual(parse_response(self.gate.exchange(GET_HELLO))[2], b'{"mine":1}')
 
     def test_reply_error(self):
         """

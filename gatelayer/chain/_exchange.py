@@ -17,11 +17,15 @@ class Reply:
     A complete response produced by a filter or a direct-response route.
 
     @ivar headers: a sequence of C{(name, value)} byte-string pairs.
+    @ivar payload: for an error the gateway makes (L{json_reply}), the JSON
+        document of C{body}; the request's id is added to it when the reply
+        is sent (a constant reply serves every request).
     """
 
     status: int
     body: bytes = b""
     headers: tuple = ()
+    payload: dict = None
 
 
 def json_reply(status, payload, headers=(), content_type=b"application/json"):
@@ -30,7 +34,8 @@ def json_reply(status, payload, headers=(), content_type=b"application/json"):
     produces (never a traceback).
     """
     body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-    return Reply(status=status, body=body, headers=((b"content-type", content_type), *headers))
+    return Reply(status=status, body=body, headers=((b"content-type", content_type), *headers),
+                 payload=payload if status >= 400 else None)
 
 
 @define(slots=True)

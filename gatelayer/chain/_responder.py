@@ -28,10 +28,17 @@ def error_body(status, message, request_id=None):
     traceback): C{{"error": message, "status": status}}, with
     C{"request_id"} when the request has one (bytes or text).
     """
-    data = {"error": message, "status": status}
+    return error_document({"error": message, "status": status}, request_id)
+
+
+def error_document(data, request_id=None):
+    """
+    The JSON body of the gateway's error document C{data} (a dict), with
+    C{"request_id"} added when the request has one (bytes or text).
+    """
     if request_id:
-        data["request_id"] = (request_id.decode("ascii", "replace")
-                              if isinstance(request_id, bytes) else request_id)
+        data = dict(data, request_id=(request_id.decode("ascii", "replace")
+                                      if isinstance(request_id, bytes) else request_id))
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
 
 
@@ -150,8 +157,13 @@ class Responder:
     def reply(self, reply):
         """
         Answer with a complete L{gatelayer.chain.Reply} (a filter's answer).
+        An error the gateway made (C{reply.payload}) gets the request's id
+        in its document, as the gateway's other errors do.
         """
-        self.send(reply.status, reply.headers, reply.body)
+        body = reply.body
+        if reply.payload is not None and self.request_id:
+            body = error_document(reply.payload, self.request_id)
+        self.send(reply.status, reply.headers, body)
 
     def reply_error(self, status, message, headers=()):
         """

@@ -242,6 +242,27 @@ def _js(value):
     return _quote_json(value)
 
 
+#: JSON strings of the values that repeat from request to request (method,
+#: protocol, host, route, upstream and server names, client addresses,
+#: user agents, TLS fields), made once; emptied when it grows past
+#: L{_SEEN_LIMIT} so it follows the traffic of the moment.
+_SEEN = {}
+_SEEN_LIMIT = 4096
+
+
+def _jc(value):
+    """
+    L{_js} of a value likely to repeat, remembered.
+    """
+    found = _SEEN.get(value)
+    if found is None:
+        found = _js(value)
+        if len(_SEEN) >= _SEEN_LIMIT:
+            _SEEN.clear()
+        _SEEN[value] = found
+    return found
+
+
 def _num(value):
     return "null" if value is None else repr(round(value * 1000, 3))
 
@@ -255,7 +276,7 @@ def json_line(log, request, now):
     """
     routing = request.routing
     client = request.client
-    peer = _js(client.host) if client is not None else "null"
+    peer = _jc(client.host) if client is not None else "null"
     headers = request.requestHeaders
     agent = headers.getRawHeaders(b"user-agent")
     referer = headers.getRawHeaders(b"referer")
@@ -266,22 +287,22 @@ def json_line(log, request, now):
     retries = 0
     extra = ""
     if routing is not None:
-        request_id = _js(routing.request_id.decode("ascii", "replace"))
-        host = _js(routing.host or None)
+        request_id = _js(routing.request_id)
+        host = _jc(routing.host or None)
         duration = _num(now - routing.started)
         matched = routing.match.route
         if matched is not None:
-            route = _js(matched.spec.name)
+            route = _jc(matched.spec.name)
         exchange = routing.exchange
         if exchange is not None:
-            resolved = _js(exchange.client_ip)
+            resolved = _jc(exchange.client_ip)
             context = exchange.context
             if context:
-                consumer = _js(context.get("consumer"))
-                ratelimit = _js(context.get("ratelimit"))
+                consumer = _jc(context.get("consumer"))
+                ratelimit = _jc(context.get("ratelimit"))
         if routing.upstream_server is not None:
-            upstream = _js(routing.upstream)
-            server = _js(routing.upstream_server)
+            upstream = _jc(routing.upstream)
+            server = _jc(routing.upstream_server)
             retries = max(routing.tries - 1, 0)
             connect = _num(routing.upstream_connect)
             if routing.upstream_first_byte is not None and routing.upstream_started is not None:
@@ -290,11 +311,11 @@ def json_line(log, request, now):
             extra = "".join(",%s:%s" % (_js(name), _js(value)) for name, value in routing.log_fields
                             if name not in _FIELD_NAMES)
     line = _JSON_LINE % (
-        _quote_json(log.time(now)), request_id, resolved, peer, consumer, _js(request.method),
-        _js(log.target(request)), _js(request.clientproto), host, route, upstream, server,
+        _quote_json(log.time(now)), request_id, resolved, peer, consumer, _jc(request.method),
+        _js(log.target(request)), _jc(request.clientproto), host, route, upstream, server,
         getattr(request, "code", 0) or 0, getattr(request, "sentLength", 0), request.body_length(),
-        duration, connect, first, retries, ratelimit, _js(tls_version), _js(sni),
-        _js(agent[0] if agent else None), _js(referer[0] if referer else None), extra)
+        duration, connect, first, retries, ratelimit, _jc(tls_version), _jc(sni),
+        _jc(agent[0] if agent else None), _js(referer[0] if referer else None), extra)
     return line.encode("ascii")
 
 

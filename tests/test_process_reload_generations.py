@@ -88,6 +88,15 @@ class GenerationChangesTests(SynchronousTestCase):
             self.assertEqual(generation_changes(config(), new), [f"[gateway] {key} changed"], key)
             self.assertEqual(restart_problems(config(), new), [], key)
 
+    def test_tracing_rolls(self):
+        """
+        A changed [tracing] section (read by workers at start) rolls a
+        generation.
+        """
+        new = config(extra="[tracing]\nexporter = otlp\nendpoint = http://127.0.0.1:4318/v1/traces\n")
+        self.assertEqual(generation_changes(config(), new), ["[tracing] changed"])
+        self.assertEqual(restart_problems(config(), new), [])
+
     def test_master_gateway_keys_refused(self):
         """
         The keys the master reads at start are refused, naming section,

@@ -91,8 +91,8 @@ def generation_changes(old, new):
     that a reload applies it with a new generation of workers
     (L{gatelayer.process.generations}): the listeners (L{listener_changes}),
     the C{[tls:NAME]} sections (a TLS listener's policy and certificate
-    names are fixed when its context is built) and the C{[gateway]} keys of
-    L{GENERATION_KEYS}. One line each, e.g. C{"tls:main changed"} or
+    names are fixed when its context is built), the C{[gateway]} keys of
+    L{GENERATION_KEYS} and the C{[tracing]} section (its exporter). One line each, e.g. C{"tls:main changed"} or
     C{"[gateway] idle_timeout changed"}; empty when the running workers can
     take C{new} themselves.
     """
@@ -105,6 +105,8 @@ def generation_changes(old, new):
     for key in GENERATION_KEYS:
         if getattr(old.gateway, key) != getattr(new.gateway, key):
             lines.append(f"[gateway] {key} changed")
+    if old.tracing != new.tracing:
+        lines.append("[tracing] changed")
     return lines
 
 

@@ -17,6 +17,7 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from gatelayer.config import ConfigError
+from gatelayer.http.factory import DRAIN_IDLE_GRACE
 from gatelayer.http.lean import LeanChannel, LeanRequest
 from gatelayer.http1 import BadRequest, ChunkedDecoder, HeadScanner
 from gatelayer.http1 import parse_request_head as parse_head
@@ -559,8 +560,9 @@ class PersistenceTests(SynchronousTestCase):
 
     def test_drain(self):
         """
-        Draining closes an idle connection now and a busy one after its
-        response (which says Connection: close).
+        Draining closes a busy connection after its response (which says
+        Connection: close) and an idle one after a grace; a request
+        arriving on an idle one within the grace is answered first.
         """
         gate = LeanGateway(hold=True)
         idle_channel, idle = gate.connect()
@@ -568,12 +570,20 @@ class PersistenceTests(SynchronousTestCase):
         busy_channel.dataReceived(GOOD + b"\r\n")
         self.assertTrue(busy_channel.busy)
         self.assertFalse(idle_channel.busy)
+        late_channel, late = gate.connect()
         gate.factory.drain()
-        self.assertTrue(idle.disconnecting)
+        self.assertFalse(idle.disconnecting)
         self.assertFalse(busy.disconnecting)
         answer(gate.terminal.requests[0], b"last")
         self.assertEqual(parse_response(busy.value())[1][b"connection"], [b"close"])
         self.assertTrue(busy.disconnecting)
+        late_channel.dataReceived(GOOD + b"\r\n")
+        gate.reactor.advance(DRAIN_IDLE_GRACE)
+        self.assertTrue(idle.disconnecting)
+        self.assertFalse(late.disconnecting)
+        answer(gate.terminal.requests[1], b"late")
+        self.assertEqual(parse_response(late.value())[1][b"connection"], [b"close"])
+        self.assertTrue(late.disconnecting)
 
     def test_factory_registry(self):
         """

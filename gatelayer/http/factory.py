@@ -10,6 +10,13 @@ from gatelayer.http.lean import LeanChannel
 from gatelayer.http.request import GatewayRequest
 
 
+#: Seconds a draining worker leaves an idle keep-alive connection open: a
+#: client that sent its next request as the drain began (it could not know)
+#: is answered, with C{Connection: close}, instead of seeing the connection
+#: close under it.
+DRAIN_IDLE_GRACE = 1.0
+
+
 class GatewayHTTPFactory(http.HTTPFactory):
     """
     Builds L{GatewayChannel}s (or L{LeanChannel}s) for one listener and keeps the set of open
@@ -37,6 +44,7 @@ class GatewayHTTPFactory(http.HTTPFactory):
         self.channels = set()
         self.draining = False
         self.limits = limits
+        self._idle_close = None
 
     def buildProtocol(self, addr):
         """
@@ -100,6 +108,8 @@ class GatewayHTTPFactory(http.HTTPFactory):
             if self.limits is not None:
                 self.limits.closed(channel)
             self.gateway.connection_closed()
+            if not self.channels and self._idle_close is not None and self._idle_close.active():
+                self._idle_close.cancel()
 
     def request_done(self, channel):
         """
@@ -110,11 +120,17 @@ class GatewayHTTPFactory(http.HTTPFactory):
 
     def drain(self):
         """
-        Stop keeping connections alive: idle ones close now, busy ones after
-        their current response.
+        Stop keeping connections alive: busy ones close after their current
+        response (which says C{Connection: close}); idle ones the same if a
+        request arrives within L{DRAIN_IDLE_GRACE} seconds, else then.
         """
         self.draining = True
-        for channel in list(self.channels):
+        for channel in self.channels:
             channel.persistent = False
+        if self.channels and self._idle_close is None:
+            self._idle_close = self.reactor.callLater(DRAIN_IDLE_GRACE, self._close_idle)
+
+    def _close_idle(self):
+        for channel in list(self.channels):
             if not channel.busy:
                 channel.loseConnection()

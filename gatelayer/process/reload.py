@@ -24,24 +24,29 @@ from gatelayer.process.sockets import BindError
 from gatelayer.process.supervision import STARTUP_GRACE
 
 __all__ = [
-    "RESTART_KEYS", "ConfigReloader", "ReloadOutcome", "describe_changes", "listener_changes",
-    "restart_problems",
+    "GENERATION_KEYS", "RESTART_KEYS", "ConfigReloader", "ReloadOutcome", "describe_changes",
+    "generation_changes", "listener_changes", "restart_problems",
 ]
 
-#: C{[gateway]} keys the running processes read once at start: a reload
-#: that changes one is refused (restart the gateway to change them).
-RESTART_KEYS = (
-    "workers", "admin", "admin_token_file", "max_connections", "max_connections_per_ip",
-    "idle_timeout", "http_server", "access_log", "heartbeat_timeout",
-)
+#: C{[gateway]} keys the master reads once at start (its worker slots, its
+#: admin endpoint, its heartbeat watchdog): a reload that changes one is
+#: refused (restart the gateway to change them).
+RESTART_KEYS = ("workers", "admin", "admin_token_file", "heartbeat_timeout")
+
+#: C{[gateway]} keys a worker reads once at start (its connection limits,
+#: its HTTP server, its access log): a reload that changes one is applied
+#: by a new generation of workers (L{generation_changes}).
+GENERATION_KEYS = ("max_connections", "max_connections_per_ip", "idle_timeout", "http_server", "access_log")
 
 
 def restart_problems(old, new):
     """
     What C{new} changes that a reload cannot apply to a gateway running
-    C{old} (both L{gatelayer.config.model.GateConfig}): a C{[tls:NAME]}
-    section's settings, a C{[gateway]} key of L{RESTART_KEYS}, or the
-    algorithm of a rate limit kept in Redis under the same filter name. Each problem names the section and key.
+    C{old} (both L{gatelayer.config.model.GateConfig}): a C{[gateway]} key
+    of L{RESTART_KEYS}, or the algorithm of a rate limit kept in Redis
+    under the same filter name. Each problem names the section and key.
+    (C{[tls:NAME]} sections and L{GENERATION_KEYS} roll a new generation
+    of workers instead: L{generation_changes}.)
     """
     path = new.path
     problems = []
@@ -59,11 +64,6 @@ def restart_problems(old, new):
                 f"{path} [filter:{name}] algorithm: changed from {before.settings.algorithm} to "
                 f"{spec.settings.algorithm} on a Redis store, whose counters for this filter have the "
                 "other algorithm's form; give the filter a new name (its counters start afresh)")
-    for name in sorted(set(old.tls) | set(new.tls)):
-        if old.tls.get(name) != new.tls.get(name):
-            problems.append(f"{path} [tls:{name}]: changed; TLS settings are read at start only "
-                            "(restart the gateway to change them; certificate files are re-read "
-                            "on every reload)")
     return problems
 
 
@@ -82,6 +82,31 @@ def listener_changes(old, new):
         if before != after:
             what = "added" if before is None else "removed" if after is None else "changed"
             lines.append(f"listener:{name} {what}")
+    return lines
+
+
+def generation_changes(old, new):
+    """
+    What C{new} changes that the running workers read once, at start, so
+    that a reload applies it with a new generation of workers
+    (L{gatelayer.process.generations}): the listeners (L{listener_changes}),
+    the C{[tls:NAME]} sections (a TLS listener's policy and certificate
+    names are fixed when its context is built), the C{[gateway]} keys of
+    L{GENERATION_KEYS} and the C{[tracing]} section (its exporter). One line each, e.g. C{"tls:main changed"} or
+    C{"[gateway] idle_timeout changed"}; empty when the running workers can
+    take C{new} themselves.
+    """
+    lines = listener_changes(old, new)
+    for name in sorted(set(old.tls) | set(new.tls)):
+        before, after = old.tls.get(name), new.tls.get(name)
+        if before != after:
+            what = "added" if before is None else "removed" if after is None else "changed"
+            lines.append(f"tls:{name} {what}")
+    for key in GENERATION_KEYS:
+        if getattr(old.gateway, key) != getattr(new.gateway, key):
+            lines.append(f"[gateway] {key} changed")
+    if old.tracing != new.tracing:
+        lines.append("[tracing] changed")
     return lines
 
 
@@ -249,11 +274,14 @@ class ConfigReloader:
         try:
             checked = self._check(old.path, self.workers)
             problems = restart_problems(old, checked.config)
-            rolling = bool(listener_changes(old, checked.config))
+            rolling = generation_changes(old, checked.config)
             if rolling and not problems and master.supervisor.retired:
-                problems = [f"{old.path}: the listeners changed, but the previous generation of workers "
+                problems = [f"{old.path}: {', '.join(rolling)} (applied by a new generation of workers), "
+                            "but the previous generation of workers "
                             f"is still draining ({len(master.supervisor.retired)} left, at most "
                             f"{old.gateway.drain_timeout:g}s); reload again once it has exited"]
+            if rolling and not problems:
+                problems = self._prepare_parts(checked.config)
             if rolling and not problems:
                 unused = master.listeners.rebind(checked.config.listeners, checked.config.gateway.workers)
         except BindError as e:
@@ -273,12 +301,28 @@ class ConfigReloader:
             worker_problems = [f"applying the configuration failed: {e}"]
         return self._outcome(trigger, worker_problems, changes=changes, applied=True)
 
+    def _prepare_parts(self, new_config):
+        """
+        Before a new generation: the parts that load files for the workers
+        to come (certificates of new or changed C{[tls:NAME]} sections) load
+        them now, all or nothing.
+
+        @return: the problems, each naming file, section and key.
+        """
+        problems = []
+        for part in self.master.parts():
+            prepare = getattr(part, "prepare", None)
+            if prepare is not None:
+                problems.extend(prepare(new_config))
+        return problems
+
     @inlineCallbacks
     def _apply(self, checked, unused_sockets=None):
         master = self.master
         self.generation += 1
         self.digest = checked.digest
         master.take_config(checked)
+        missing = []
         if self.parts_for is not None:
             present = frozenset(master.child_names())
             missing = [part for part in self.parts_for(checked.config, present) if part.name not in present]
@@ -293,8 +337,11 @@ class ConfigReloader:
                     part.startService()
         yield master.reconfigure(checked.config)
         # Parts re-read what they load from files (certificates, IP lists)
-        # and push it to the workers.
-        yield DeferredList([maybeDeferred(part.reload) for part in master.parts()], consumeErrors=True)
+        # and push it to the workers. With a new generation, a part built
+        # just now has read its files, and only the new workers need them.
+        fresh = missing if unused_sockets is not None else []
+        yield DeferredList([maybeDeferred(part.reload) for part in master.parts() if part not in fresh],
+                           consumeErrors=True)
         if unused_sockets is not None:
             roll = GenerationRoll(master.supervisor, self.reactor, unused_sockets,
                                   max(STARTUP_GRACE, checked.config.gateway.heartbeat_timeout))

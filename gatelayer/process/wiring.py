@@ -11,6 +11,7 @@ of one, merged into /status), C{reload()} (SIGHUP) and
 C{reconfigure(new_config)}; it starts and stops as a service.
 """
 
+from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
 from gatelayer.config import ConfigError
@@ -138,6 +139,45 @@ class CertificateService(MasterPart):
         """
         self.name = "tls"
         self.part = part
+        self._prepared = None
+        self._held = False
+
+    def prepare(self, new_config):
+        """
+        A reload whose C{[tls:NAME]} sections differ from the running ones
+        (it is applied by a new generation of workers): load their
+        certificates now, all or nothing, for L{reconfigure} to serve.
+
+        @return: the problems, each naming the file, section and reason.
+        """
+        specs = dict(new_config.tls)
+        self._prepared = None
+        if specs == self.part.reloader.specs:
+            return []
+        sets, problems = self.part.reloader.prepare(specs)
+        if problems:
+            return [f"{new_config.path} [tls:{name}]: {error}" for name, error in problems]
+        self._prepared = (specs, sets)
+        return []
+
+    def reconfigure(self, new_config):
+        """
+        Serve the certificates L{prepare} loaded for C{new_config}'s
+        sections; the workers of the new generation get them as they start
+        (L{sync}), and the next L{reload} does not push them to the workers
+        of the old one, which do not know the new sections.
+        """
+        specs = dict(new_config.tls)
+        if specs == self.part.reloader.specs:
+            return
+        prepared, self._prepared = self._prepared, None
+        if prepared is None or prepared[0] != specs:
+            ok, result = self.part.reloader.reload(specs)
+            if not ok:
+                raise result
+        else:
+            self.part.reloader.install(*prepared)
+        self._held = True
 
     def sync(self, control):
         """
@@ -147,8 +187,13 @@ class CertificateService(MasterPart):
 
     def reload(self):
         """
-        Re-read every certificate; push them only if all are good.
+        Re-read every certificate; push them only if all are good. Right
+        after L{reconfigure} changed the sections, the certificates were
+        just read and only the new workers need them: nothing is pushed.
         """
+        if self._held:
+            self._held = False
+            return succeed((True, []))
         return self.part.reload()
 
     def status(self):

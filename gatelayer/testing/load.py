@@ -21,9 +21,14 @@ class KeepAliveLoad:
     @ivar failures: C{(client, error text)} per request that got no answer.
     """
 
-    def __init__(self, reactor, url, clients=8, limit=5000):
+    def __init__(self, reactor, url, clients=8, limit=5000, context_factory=None):
+        """
+        @param context_factory: the C{IPolicyForHTTPS} of an C{https} C{url}
+            (L{None}: the C{Agent}'s default).
+        """
         self.reactor = reactor
         self.url = url
+        self.context_factory = context_factory
         self.clients = clients
         self.limit = limit
         self.results = []
@@ -49,7 +54,7 @@ class KeepAliveLoad:
             if self._stopping:
                 break
             try:
-                response = yield fetch(self.reactor, self.url, pool=pool)
+                response = yield fetch(self.reactor, self.url, pool=pool, context_factory=self.context_factory)
             except Exception as e:
                 self.failures.append((index, repr(e)))
                 continue

@@ -354,6 +354,36 @@ class CertificateReloader:
             summary="; ".join(f"[tls:{n}] {len(s.entries)} file(s)" for n, s in sets.items()))
         return True, sets
 
+    def prepare(self, specs):
+        """
+        A new configuration's first step: load every certificate of
+        C{specs} (C{{tls name: TlsSpec}}) without serving them.
+
+        @return: C{(sets, problems)}: the sets when all are good (else
+            L{None}), and C{(tls name, error)} for each section that is not.
+        """
+        now = self._now()
+        sets, problems = {}, []
+        for name, spec in sorted(specs.items()):
+            try:
+                check_policy(spec)
+                sets[name] = self._load(spec, now)
+            except (CertificateError, PolicyError) as e:
+                problems.append((name, e))
+        return (None if problems else sets), problems
+
+    def install(self, specs, sets):
+        """
+        Serve C{sets}, prepared (L{prepare}) for C{specs}, from now on: the
+        sections of a new configuration.
+        """
+        self.specs = dict(specs)
+        self.current = sets
+        self.last_reload = {"at": self._now().isoformat(), "ok": True, "error": None}
+        self.log.info(
+            "certificates of the new configuration: {summary}",
+            summary="; ".join(f"[tls:{n}] {len(s.entries)} file(s)" for n, s in sorted(sets.items())))
+
     def push(self, protocols):
         """
         Send L{current} to every worker's control protocol in C{protocols}.

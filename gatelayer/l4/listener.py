@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from gatelayer.l4.clienthello import MAX_CLIENT_HELLO, SniTable
 from gatelayer.l4.relay import ClientRelay
 
-__all__ = ["L4Listener", "L4Settings", "OUTCOMES", "l4_heartbeat", "reconfigure_listeners"]
+__all__ = ["L4Listener", "L4Settings", "OUTCOMES", "heartbeat_counters", "l4_heartbeat", "reconfigure_listeners"]
 
 OUTCOMES = ("relayed", "no_server", "full", "connect_failed", "no_route", "bad_header", "bad_hello",
             "header_timeout", "untrusted", "idle_timeout", "closed_early")
@@ -202,6 +202,21 @@ def l4_heartbeat(factories):
     """
     counters = {f.settings.name: f.snapshot() for f in factories if isinstance(f, L4Listener)}
     return {"l4": json.dumps(counters)} if counters else {}
+
+
+def heartbeat_counters(text):
+    """
+    The per-listener counters of a heartbeat's C{l4} argument (see
+    L{l4_heartbeat}), or an empty dict when it has none or they do not
+    parse.
+    """
+    if not text:
+        return {}
+    try:
+        counters = json.loads(text)
+    except ValueError:
+        return {}
+    return counters if isinstance(counters, dict) else {}
 
 
 def reconfigure_listeners(factories, config, states):

@@ -17,9 +17,8 @@ import attrs
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
-from gatelayer.process.control import Drain
 from gatelayer.process.sockets import BindError, BoundSocket, SocketSet
-from gatelayer.process.supervision import KILL_GRACE, signal_process
+from gatelayer.process.supervision import KILL_GRACE, drain_worker, signal_process
 
 __all__ = ["GenerationRoll", "rebind"]
 
@@ -138,17 +137,12 @@ class GenerationRoll:
         timeout = supervisor.config.gateway.drain_timeout
         waits = []
         for record in self.old:
-            if record.respawn_call is not None and record.respawn_call.active():
-                record.respawn_call.cancel()
-            if record.process is None:
+            exited = drain_worker(record, timeout)
+            if exited is None:
                 continue
-            exited = Deferred()
-            record.exited.append(exited)
             waits.append(exited)
             self.log.info("worker {slot} (pid {pid}) of the previous generation drains",
                           slot=record.slot, pid=record.pid)
-            if record.control is not None and record.control.connected:
-                record.control.callRemote(Drain, timeout=timeout).addErrback(lambda f: None)
         kill = self.reactor.callLater(timeout + KILL_GRACE, self._kill_old)
 
         def gone(_):

@@ -17,7 +17,10 @@ from twisted.internet.defer import DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-__all__ = ["CHUNK", "CommitConfig", "ConfigChunk", "ConfigReceiver", "PrepareConfig", "push_config"]
+from gatelayer.process.supervision import drain_worker
+
+__all__ = ["CHUNK", "CommitConfig", "ConfigChunk", "ConfigReceiver", "PrepareConfig", "push_config",
+           "push_to_workers"]
 
 #: Bytes of configuration text per L{ConfigChunk}.
 CHUNK = 60000
@@ -145,3 +148,34 @@ class ConfigReceiver:
         self.prepared = None
         self._commit()
         return {}
+
+
+def push_to_workers(workers, generation, text, syncs, drain_timeout):
+    """
+    Hand every connected worker among C{workers} (the master's
+    L{gatelayer.process.supervision.WorkerRecord}s) configuration
+    C{generation} (L{push_config}), with C{syncs}: the state each master
+    part sends a new worker. A worker that cannot take it is drained within
+    C{drain_timeout} and replaced by a new one, which starts on it.
+
+    @return: a Deferred firing with a list of problems (one per worker
+        replaced).
+    """
+    records, pushes = [], []
+    for record in workers:
+        if record.control is None or not record.control.connected:
+            continue
+        records.append(record)
+        pushes.append(push_config(record.control, generation, text, syncs))
+
+    def replaced(results):
+        problems = []
+        for record, (ok, result) in zip(records, results):
+            if ok and not result:
+                continue
+            why = "; ".join(result) if ok else result.getErrorMessage()
+            problems.append(f"worker {record.slot} (pid {record.pid}) could not take configuration "
+                            f"{generation} ({why}); it is replaced by a new worker")
+            drain_worker(record, drain_timeout)
+        return problems
+    return DeferredList(pushes, consumeErrors=True).addCallback(replaced)

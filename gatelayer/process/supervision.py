@@ -12,13 +12,13 @@ policy reads in one place.
 """
 
 import errno
-import json
 
 from attrs import define, field
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from gatelayer.l4.listener import heartbeat_counters
 from gatelayer.observe.accesslog import STDOUT
 from gatelayer.process.control import Begin, Drain, Heartbeat, heartbeat_interval
 from gatelayer.service import MasterPart
@@ -170,7 +170,7 @@ class WorkersService(MasterPart):
                       refused_full=None, refused_per_ip=None, accept_errors=None, unanswered=None,
                       l4=None):
             record.last_heartbeat = self.reactor.seconds()
-            record.l4 = _l4_counters(l4)
+            record.l4 = heartbeat_counters(l4)
             record.connections, record.requests, record.active = connections, requests, active
             record.open_files = open_files
             record.paused = bool(paused)
@@ -252,36 +252,13 @@ class WorkersService(MasterPart):
 
     def push_config(self, generation, text):
         """
-        Hand every connected worker configuration C{generation}
-        (L{gatelayer.process.reconfigure.push_config}), with the state each
-        part sends a new worker. A worker that cannot take it is drained
-        and replaced by a new one, which starts on it.
-
-        @return: a Deferred firing with a list of problems (one per worker
-            replaced).
+        Hand every connected worker configuration C{generation}; see
+        L{gatelayer.process.reconfigure.push_to_workers}.
         """
-        from gatelayer.process.reconfigure import push_config
+        from gatelayer.process.reconfigure import push_to_workers
         syncs = [part.sync for part in self._parts() if part is not self]
-        records, pushes = [], []
-        for record in self.workers.values():
-            if record.control is None or not record.control.connected:
-                continue
-            records.append(record)
-            pushes.append(push_config(record.control, generation, text, syncs))
-
-        def replaced(results):
-            problems = []
-            for record, (ok, result) in zip(records, results):
-                if ok and not result:
-                    continue
-                why = "; ".join(result) if ok else result.getErrorMessage()
-                problems.append(f"worker {record.slot} (pid {record.pid}) could not take configuration "
-                                f"{generation} ({why}); it is replaced by a new worker")
-                if record.control is not None and record.control.connected:
-                    record.control.callRemote(Drain, timeout=self.config.gateway.drain_timeout
-                                              ).addErrback(lambda f: None)
-            return problems
-        return DeferredList(pushes, consumeErrors=True).addCallback(replaced)
+        return push_to_workers(list(self.workers.values()), generation, text, syncs,
+                               self.config.gateway.drain_timeout)
 
     def stopService(self):
         """
@@ -294,19 +271,9 @@ class WorkersService(MasterPart):
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
         timeout = self.config.gateway.drain_timeout
-        waits = []
-        for record in list(self.workers.values()) + self.retired:
-            if record.respawn_call is not None and record.respawn_call.active():
-                record.respawn_call.cancel()
-            if record.process is None:
-                continue
-            exited = Deferred()
-            record.exited.append(exited)
-            waits.append(exited)
-            if record.control is not None and record.control.connected:
-                record.control.callRemote(Drain, timeout=timeout).addErrback(lambda f: None)
-            else:
-                signal_process(record.process, "TERM")
+        waits = [exited for exited in (drain_worker(record, timeout)
+                                       for record in list(self.workers.values()) + self.retired)
+                 if exited is not None]
         kill_call = self.reactor.callLater(timeout + KILL_GRACE, self._kill_all)
 
         def finished(_):
@@ -492,6 +459,28 @@ class WorkersService(MasterPart):
                 signal_process(record.process, "KILL")
 
 
+def drain_worker(record, timeout):
+    """
+    Tell the worker of C{record} to stop accepting and finish its requests
+    within C{timeout} seconds (C{SIGTERM} when its control channel is gone);
+    a pending respawn of the slot is cancelled.
+
+    @return: a Deferred firing when the worker has exited, or L{None} when
+        no worker process runs.
+    """
+    if record.respawn_call is not None and record.respawn_call.active():
+        record.respawn_call.cancel()
+    if record.process is None:
+        return None
+    exited = Deferred()
+    record.exited.append(exited)
+    if record.control is not None and record.control.connected:
+        record.control.callRemote(Drain, timeout=timeout).addErrback(lambda f: None)
+    else:
+        signal_process(record.process, "TERM")
+    return exited
+
+
 def signal_process(process, name):
     """
     Send signal C{name} (C{"KILL"}, C{"TERM"}) to a worker C{process},
@@ -506,19 +495,6 @@ def signal_process(process, name):
 __all__ = [
     "BACKOFF_MAX", "BACKOFF_START", "CONTROL_IN", "CONTROL_OUT", "CRASH_LOOP", "FIRST_SOCKET_FD",
     "KILL_GRACE", "STABLE_AFTER", "STARTUP_GRACE", "WorkerRecord", "WorkersService",
-    "signal_process",
+    "drain_worker", "signal_process",
 ]
 
-
-def _l4_counters(text):
-    """
-    The per-listener layer 4 counters a heartbeat carries (JSON), or an
-    empty dict when it has none or they do not parse.
-    """
-    if not text:
-        return {}
-    try:
-        counters = json.loads(text)
-    except ValueError:
-        return {}
-    return counters if isinstance(counters, dict) else {}

@@ -322,6 +322,15 @@ class TlsFieldsTests(SynchronousTestCase):
             self.assertEqual((fields["tls_version"], fields["sni"]), (version, sni))
 
 
+class _StubChannel:
+    """
+    A connection of a TLS listener (the log reads TLS fields only there).
+    """
+
+    class factory:
+        scheme = "https"
+
+
 class _StubRequest:
     """
     What the log reads of a request, with any bytes a test wants.
@@ -338,6 +347,7 @@ class _StubRequest:
         self.sentLength = 0
         self.routing = None
         self.transport = None
+        self.channel = _StubChannel()
 
     def body_length(self):
         """

@@ -53,18 +53,26 @@ class _Clock:
     second is made once per second, not once per line.
     """
 
-    __slots__ = ("_second", "_text")
+    __slots__ = ("_second", "_text", "_milli", "_stamp")
 
     def __init__(self):
         self._second = None
         self._text = ""
+        self._milli = None
+        self._stamp = ""
 
     def format(self, now):
-        second = int(now)
+        milli = int(now * 1000)
+        if milli == self._milli:
+            # Several lines a millisecond under load: made once.
+            return self._stamp
+        second = milli // 1000
         if second != self._second:
             self._second = second
             self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return "%s.%03dZ" % (self._text, int((now - second) * 1000))
+        self._milli = milli
+        self._stamp = "%s.%03dZ" % (self._text, milli - second * 1000)
+        return self._stamp
 
 
 class AccessLog:
@@ -215,6 +223,10 @@ def _tls(request):
     The TLS version and server name of a TLS listener's connection, else
     C{(None, None)}.
     """
+    # twisted.web's request lets go of its channel once finished.
+    channel = getattr(request, "channel", None)
+    if channel is None or channel.factory.scheme != "https":
+        return None, None
     transport = request.transport
     if transport is None:
         return None, None

@@ -162,6 +162,26 @@ class WorkerReloadTests(SynchronousTestCase):
         self.assertEqual(new.requests, 2)
         self.assertEqual(new.connections, 2)
 
+    def test_switch_keeps_metrics_and_tells_l4_listeners(self):
+        """
+        The new gateway counts into the worker's one metrics object (so a
+        reload never restarts a counter), and the layer 4 listeners are
+        handed the new configuration and its upstream states.
+        """
+        old = self.worker.gateway
+        calls = []
+        self.patch(self.worker.ports_service, "reconfigure_l4",
+                   lambda config, states: calls.append((config, states)))
+        self.assertEqual(self.reloads.prepare(self.text("new")), [])
+        self.reloads.commit()
+        new = self.worker.gateway
+        self.assertIsNotNone(old.metrics)
+        self.assertIs(new.metrics, old.metrics)
+        self.assertEqual(len(calls), 1)
+        config, states = calls[0]
+        self.assertIs(config, self.worker.config)
+        self.assertEqual(states, self.worker.upstream_states())
+
     def test_bad_text_keeps_running(self):
         """
         A text the worker cannot use is answered with its problems and

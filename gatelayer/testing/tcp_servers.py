@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from zope.interface import implementer
 
-from gatelayer.testing.upstreams import UpstreamProcess
+from gatelayer.testing.upstreams import LoopbackServer, UpstreamProcess
 
 __all__ = ["EchoProcess", "EchoServer", "SourceServer", "exchange", "start_echo_servers"]
 
@@ -51,7 +51,7 @@ class EchoProtocol(Protocol):
         self.transport.loseConnection()
 
 
-class EchoServer:
+class EchoServer(LoopbackServer):
     """
     An echo server on 127.0.0.1 (port 0) in the test's own reactor.
 
@@ -70,27 +70,13 @@ class EchoServer:
         """
         factory = Factory.forProtocol(lambda: EchoProtocol(self))
         factory.noisy = False
-        self.port = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
-        return self.port.getHost().port
-
-    @property
-    def address(self):
-        """
-        C{127.0.0.1:PORT}.
-        """
-        return f"127.0.0.1:{self.port.getHost().port}"
+        return self._listen(factory, port)
 
     def stop(self):
         """
         Stop listening and drop open connections (safe to call again).
         """
-        for connection in self.connections:
-            if connection.transport is not None and connection.transport.connected:
-                connection.transport.abortConnection()
-        port, self.port = self.port, None
-        if port is None:
-            return succeed(None)
-        return port.stopListening()
+        return self._stop(connection.transport for connection in self.connections)
 
 
 class EchoProcess(UpstreamProcess):

@@ -111,7 +111,39 @@ def serve_quietly(reactor, resource_, port=0):
     return reactor.listenTCP(port, site, interface="127.0.0.1")
 
 
-class UpstreamServer:
+class LoopbackServer:
+    """
+    What the test servers in the test's own reactor share: listening on
+    127.0.0.1, their address, and stopping (safe to call again). A
+    subclass has C{reactor} and sets C{port} to L{None} at first.
+    """
+
+    def _listen(self, factory, port):
+        self.port = self.reactor.listenTCP(port, factory, interface="127.0.0.1")
+        return self.port.getHost().port
+
+    @property
+    def address(self):
+        """
+        C{127.0.0.1:PORT}.
+        """
+        return f"127.0.0.1:{self.port.getHost().port}"
+
+    def _stop(self, transports):
+        """
+        Drop the open connections' C{transports}, stop listening; returns a
+        Deferred.
+        """
+        for transport in transports:
+            if transport is not None and transport.connected:
+                transport.abortConnection()
+        port, self.port = self.port, None
+        if port is None:
+            return succeed(None)
+        return port.stopListening()
+
+
+class UpstreamServer(LoopbackServer):
     """
     An HTTP/1.1 keep-alive server answering every path with a JSON echo of
     the request (server name, method, uri, headers, body length), plus:
@@ -142,28 +174,13 @@ class UpstreamServer:
         """
         Listen on 127.0.0.1 (port 0: any); returns the port number.
         """
-        self.port = self.reactor.listenTCP(port, self.site, interface="127.0.0.1")
-        return self.port.getHost().port
-
-    @property
-    def address(self):
-        """
-        C{127.0.0.1:PORT}.
-        """
-        return f"127.0.0.1:{self.port.getHost().port}"
+        return self._listen(self.site, port)
 
     def stop(self):
         """
         Stop listening (and drop open connections); returns a Deferred.
         """
-        port, self.port = self.port, None
-        if port is None:
-            from twisted.internet.defer import succeed
-            return succeed(None)
-        for channel in list(self.channels):
-            if channel.transport is not None and channel.transport.connected:
-                channel.transport.abortConnection()
-        return port.stopListening()
+        return self._stop(channel.transport for channel in list(self.channels))
 
 
 class _UpstreamProcessProtocol(ProcessProtocol):

@@ -197,6 +197,39 @@ class JsonLineTests(AccessLogTests):
             self.assertEqual((fields["user_agent"], fields["referer"]), (shown, shown), raw)
             self.assertEqual(fields["status"], 200)
 
+    def test_kept_request_ids_escaped(self):
+        """
+        A request id kept from a trusted proxy may hold quotes and
+        backslashes (any visible ASCII): the line escapes them and stays one
+        valid JSON object; the gateway's own ids are written as they are.
+        """
+        gate = InMemoryGateway(with_server(CONFIG.replace(
+            "[gateway]\n", "[gateway]\ntrusted_proxies = 192.0.2.0/24\n"), self.http_server),
+                               with_upstreams=True)
+        gate.reactor.advance(1764547200.25)
+        gate.gateway.access_log = self.log
+        ids = [b'a"b', b"back\\slash", b'"},{"status":1', b"plain-id_1.2"]
+        for value in ids:
+            channel, _ = gate.connect(peer="192.0.2.9")
+            channel.dataReceived(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Request-Id: " + value + b"\r\n\r\n")
+        lines = self.lines()
+        self.assertEqual([json.loads(line)["request_id"] for line in lines], [v.decode() for v in ids])
+        self.assertEqual([json.loads(line)["status"] for line in lines], [200] * len(ids))
+
+    def test_path_bytes_escaped(self):
+        """
+        A path with escapes the canonical request keeps (C{%22}, non-ASCII
+        bytes after decoding) is written as valid JSON, with or without a
+        query.
+        """
+        for target in (b"/hello/%22quoted%22", b"/hello/caf%C3%A9", b"/hello/%FF?x=%22"):
+            self.gate.exchange(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        lines = self.lines()
+        self.assertEqual(len(lines), 3)
+        for line in lines:
+            line.decode("ascii")
+            self.assertTrue(json.loads(line)["path"].startswith("/hello/"))
+
     def test_retries_and_refused_connection(self):
         """
         A request whose upstream connection is refused: 502, one try, no
@@ -382,6 +415,9 @@ class WritingTests(SynchronousTestCase):
         self.assertEqual(log.time(1764547200.0), "2025-12-01T00:00:00.000Z")
         self.assertEqual(log.time(1764547200.999), "2025-12-01T00:00:00.999Z")
         self.assertEqual(log.time(1764547261.5), "2025-12-01T00:01:01.500Z")
+        self.assertEqual(len(calls), 2)
+        self.assertEqual(log.quoted_time(1764547261.5004), '"2025-12-01T00:01:01.500Z"')
+        self.assertEqual(log.quoted_time(1764547261.501), '"2025-12-01T00:01:01.501Z"')
         self.assertEqual(len(calls), 2)
 
     def test_batched(self):

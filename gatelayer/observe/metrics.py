@@ -140,13 +140,23 @@ class HistogramFamily:
         """
         series = self.values.get(labels)
         if series is None:
-            if len(self.values) >= SERIES_LIMIT:
-                labels = (OVERFLOW,) * self._width
-            series = self.values.get(labels)
-            if series is None:
-                series = self.values[labels] = list(self._empty)
+            series = self.series(labels)
         series[bisect_left(self.bounds, value)] += 1
         series[-1] += value
+
+    def series(self, labels):
+        """
+        The series C{labels} (a list the caller may count in), made empty
+        when it is new; the overflow series once the family is full.
+        """
+        series = self.values.get(labels)
+        if series is None:
+            if len(self.values) >= SERIES_LIMIT:
+                labels = (OVERFLOW,) * self._width
+                series = self.values.get(labels)
+            if series is None:
+                series = self.values[labels] = list(self._empty)
+        return series
 
 
 class _NoCounter:
@@ -184,18 +194,26 @@ class RequestMetrics:
     What the log phase needs of one route, computed once per configuration:
     its name, the upstream its requests are counted under, and the upstream
     of each server address when the route has several (a split route).
+
+    @ivar keys: C{(upstream, method, status index) -> requests_total label
+        tuple}, filled as requests come (a tuple built once, not per
+        request).
+    @ivar duration: this route's series of the request duration histogram,
+        bound by L{WorkerMetrics.use_config}.
+    @ivar upstream_times: C{upstream -> series} of the upstream response
+        histogram, filled as requests come.
     """
 
-    __slots__ = ("route", "label", "upstream", "by_address")
+    __slots__ = ("route", "label", "upstream", "by_address", "keys", "duration", "upstream_times")
 
     def __init__(self, route, upstream=NO_LABEL, by_address=None):
         self.route = route
         self.label = (route,)
         self.upstream = upstream
         self.by_address = by_address or {}
-
-
-_UNROUTED = RequestMetrics(NO_LABEL)
+        self.keys = {}
+        self.duration = None
+        self.upstream_times = {}
 
 
 class WorkerMetrics:
@@ -234,6 +252,7 @@ class WorkerMetrics:
         self.gauges = {}
         self.requests = 0
         self.routes = {}
+        self._unrouted = RequestMetrics(NO_LABEL)
         if config is not None:
             self.use_config(config)
 
@@ -243,6 +262,7 @@ class WorkerMetrics:
         keeps the counts).
         """
         self.routes = routes_of(config)
+        self._unrouted = RequestMetrics(NO_LABEL)
 
     def counter(self, name):
         """
@@ -254,21 +274,33 @@ class WorkerMetrics:
     def request_finished(self, request):
         """
         The log phase: count one finished (or abandoned) request.
+
+        Once per request, so written for cost: a route's label tuples and
+        histogram series are looked up once and kept on its
+        L{RequestMetrics}.
         """
         self.requests += 1
         routing = request.routing
-        if routing is None:
-            route = _UNROUTED
-        else:
-            spec = routing.match.route
-            route = _UNROUTED if spec is None else self.routes.get(spec.spec.name, _UNROUTED)
-        upstream = route.upstream
-        if routing is not None and routing.upstream_server is not None and route.by_address:
-            upstream = route.by_address.get(routing.upstream_server, upstream)
-        name = route.route
         code = request.code or 0
-        key = (name, upstream, METHODS.get(request.method, "OTHER"),
-               _CLASSES[code // 100] if 0 <= code < 600 else "0xx")
+        index = code // 100 if 0 <= code < 600 else 0
+        method = request.method
+        if routing is None:
+            route = self._unrouted
+            upstream = NO_LABEL
+        else:
+            matched = routing.match.route
+            route = self._unrouted if matched is None else (
+                self.routes.get(matched.spec.name) or self._unrouted)
+            upstream = route.upstream
+            if route.by_address and routing.upstream_server is not None:
+                upstream = route.by_address.get(routing.upstream_server, upstream)
+        keys = route.keys
+        key = keys.get((upstream, method, index))
+        if key is None:
+            key = keys[(upstream, method, index)] = (
+                route.route, upstream, METHODS.get(method, "OTHER"), _CLASSES[index])
+            if len(keys) > SERIES_LIMIT:
+                keys.clear()
         requests = self._requests
         try:
             requests[key] += 1
@@ -282,15 +314,20 @@ class WorkerMetrics:
         counts = self._received
         counts[label] = counts.get(label, 0) + request.body_length()
         elapsed = self._seconds() - routing.started
-        series = self._duration_values.get(label)
+        series = route.duration
         if series is None:
-            self._durations.observe(label, elapsed)
-        else:
+            series = route.duration = self._durations.series(label)
+        series[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+        series[-1] += elapsed
+        first = routing.upstream_first_byte
+        if first is not None and routing.upstream_started is not None:
+            series = route.upstream_times.get(upstream)
+            if series is None:
+                series = route.upstream_times[upstream] = self._upstream_times.series(
+                    (route.route, upstream))
+            elapsed = first - routing.upstream_started
             series[bisect_left(DURATION_BUCKETS, elapsed)] += 1
             series[-1] += elapsed
-        if routing.upstream_first_byte is not None and routing.upstream_started is not None:
-            self._upstream_times.observe((name, upstream),
-                                         routing.upstream_first_byte - routing.upstream_started)
         if routing.tries > 1:
             self._retries.inc((upstream,), routing.tries - 1)
 

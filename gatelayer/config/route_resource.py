@@ -1,0 +1,39 @@
+"""
+The C{resource} key of a C{[route:NAME]} section: a twisted.web resource
+mounted as the route's terminal, named C{package.module:attribute}.
+
+Only the spelling is checked here (the configuration imports nothing it
+names); whether the name leads to a resource is checked where the running
+system is, once in the master before a configuration is used
+(L{gatelayer.http.resource_load}) and again in each worker as it builds
+the route.
+"""
+
+import re
+
+__all__ = ["parse_resource_spec"]
+
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
+
+
+def parse_resource_spec(text):
+    """
+    Parse C{resource}: C{package.module:attribute}, where C{attribute} may
+    be dotted (C{app:api.resource}, a Klein app's method). Returns the
+    normalized text.
+
+    @raise ValueError: for anything that is not two dotted Python names
+        joined by one colon.
+    """
+    text = text.strip()
+    if not text:
+        raise ValueError("is empty (use package.module:attribute)")
+    module, colon, attribute = text.partition(":")
+    if not colon:
+        raise ValueError("has no ':' (use package.module:attribute)")
+    module, attribute = module.strip(), attribute.strip()
+    if not _DOTTED.match(module):
+        raise ValueError("names no module before ':' (use package.module:attribute)")
+    if not _DOTTED.match(attribute):
+        raise ValueError("names no attribute after ':' (use package.module:attribute)")
+    return f"{module}:{attribute}"

@@ -22,7 +22,7 @@ from gatelayer.config.route_upstreams import (
 )
 from gatelayer.config.route_match import hidden_header_problems, route_conditions
 from gatelayer.config.route_origin import origin_keys
-from gatelayer.config.route_resource import parse_resource_spec
+from gatelayer.config.route_resource import resource_key
 from gatelayer.config.tracing import TracingSpec, parse_sample_rate, parse_tracing
 
 BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
@@ -351,7 +351,7 @@ def _route(r):
     if mirror is not None and not r.has("upstream"):
         r.error("mirror", "only applies to a route with upstream")
     aggregate = parse_aggregate(r)
-    resource = r.get("resource", parse_resource_spec, None)
+    resource = resource_key(r)
     terminals = [k for k in ("respond", "static", "upstream", "aggregate", "resource") if r.has(k)]
     if not terminals:
         r.error(None, "needs one of respond, static, upstream, aggregate or resource")

@@ -11,7 +11,7 @@ the route.
 
 import re
 
-__all__ = ["parse_resource_spec"]
+__all__ = ["parse_resource_spec", "resource_key"]
 
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
@@ -37,3 +37,15 @@ def parse_resource_spec(text):
     if not _DOTTED.match(attribute):
         raise ValueError("names no attribute after ':' (use package.module:attribute)")
     return f"{module}:{attribute}"
+
+
+def resource_key(r):
+    """
+    Read C{resource} from the route's reader C{r}: the normalized name, or
+    L{None} when absent (an empty value is a problem, not an absence: the
+    key still counts as the route's terminal).
+    """
+    if r.has("resource") and not r.raw("resource").strip():
+        r.error("resource", "is empty (use package.module:attribute)")
+        return None
+    return r.get("resource", parse_resource_spec, None)

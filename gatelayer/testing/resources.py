@@ -7,6 +7,7 @@ one that raises, one that watches for its client going away.
 
 import json
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
@@ -52,6 +53,11 @@ class Echo(Resource):
         }
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"x-resource", b"echo")
+        if b"hop" in request.args:
+            # Framing and hop-by-hop headers the gateway must not pass on.
+            request.setHeader(b"connection", b"close, x-resource")
+            request.setHeader(b"keep-alive", b"timeout=1")
+            request.setHeader(b"transfer-encoding", b"chunked")
         request.addCookie(b"seen", b"yes", path=b"/")
         return json.dumps(document, sort_keys=True).encode("utf-8")
 
@@ -107,20 +113,26 @@ class ChunkProducer:
     """
     A push producer writing C{count} chunks of C{size} bytes (each the
     byte of its index modulo 26, from C{a}) as fast as it is let: it
-    writes until paused, goes on when resumed, and finishes the request
-    after the last chunk.
+    writes until paused, goes on when resumed, and after the last chunk
+    finishes the request (or, with C{finish} false, leaves that to whoever
+    waits on C{done}: a Klein handler returns it).
 
     @ivar sent: the chunks written so far.
     @ivar stopped: whether C{stopProducing} was called.
+    @ivar pauses: how many times it was paused.
+    @ivar done: a L{Deferred} firing after the last chunk.
     """
 
-    def __init__(self, request, count, size):
+    def __init__(self, request, count, size, finish=True):
         self.request = request
         self.count = count
         self.size = size
+        self.finish = finish
         self.sent = 0
+        self.pauses = 0
         self.paused = False
         self.stopped = False
+        self.done = Deferred()
 
     def start(self):
         """
@@ -141,13 +153,16 @@ class ChunkProducer:
         if self.sent == self.count and not self.stopped:
             self.stopped = True
             self.request.unregisterProducer()
-            self.request.finish()
+            if self.finish:
+                self.request.finish()
+            self.done.callback(None)
 
     def pauseProducing(self):
         """
         The client is slow.
         """
         self.paused = True
+        self.pauses += 1
 
     def stopProducing(self):
         """

@@ -157,6 +157,41 @@ class _PullAsPush:
             self.pull.stopProducing()
 
 
+@implementer(IPushProducer)
+class _StopOnce:
+    """
+    A resource's push producer as the connection sees it: stopped once,
+    whether the connection or the request notices the client leaving
+    first.
+    """
+
+    def __init__(self, producer):
+        self.producer = producer
+        self.stopped = False
+
+    def pauseProducing(self):
+        """
+        Pass the pause on.
+        """
+        if not self.stopped:
+            self.producer.pauseProducing()
+
+    def resumeProducing(self):
+        """
+        Pass the resume on.
+        """
+        if not self.stopped:
+            self.producer.resumeProducing()
+
+    def stopProducing(self):
+        """
+        Stop the producer, the first time only.
+        """
+        if not self.stopped:
+            self.stopped = True
+            self.producer.stopProducing()
+
+
 class ResourceRequest(Request):
     """
     A L{twisted.web.server.Request} answering through an exchange (see
@@ -308,7 +343,7 @@ class ResourceRequest(Request):
                 "was unregistered")
         self.producer = producer
         self.streamingProducer = streaming
-        push = self._push = producer if streaming else _PullAsPush(producer)
+        push = self._push = _StopOnce(producer) if streaming else _PullAsPush(producer)
         if self._disconnected:
             push.stopProducing()
             return
@@ -367,8 +402,8 @@ class ResourceRequest(Request):
         if push is None:
             return
         self._push = self.producer = None
-        if push.__class__ is _PullAsPush:
-            push.stopped = True
+        # Unregistered: nothing stops it any more.
+        push.stopped = True
         if self._sink is not None:
             self._sink.unregister_producer()
 
@@ -382,9 +417,6 @@ class ResourceRequest(Request):
         push, self._push = self._push, None
         self.producer = None
         if push is not None:
-            # Stopped here, once: the connection is told to forget it.
-            if self._sink is not None:
-                self._sink.unregister_producer()
             push.stopProducing()
         self._notify(Failure(ConnectionDone("the client went away")))
 

@@ -261,6 +261,9 @@ def tree():
     return root
 
 
+shared = Root()
+"""A resource itself rather than a factory: mounted as it is."""
+
 not_callable = 42
 """Neither a resource nor a factory (a configuration error's subject)."""
 

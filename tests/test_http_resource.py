@@ -8,6 +8,7 @@ import json
 import os
 
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.static import File
@@ -16,6 +17,7 @@ from zope.interface.verify import verifyObject
 
 from gatelayer.chain import IBodyFilter, ITerminal, Reply
 from gatelayer.http.resource import ResourceTerminal
+from gatelayer.http.resource_producers import PullAsPush, StopOnce
 from gatelayer.testing.server import InMemoryGateway, error_document, parse_response, set_filters
 from gatelayer.testing.transports import FillingTransport
 
@@ -348,6 +350,41 @@ class ResourceTerminalTests(SynchronousTestCase):
         self.assertIn(b"partial", transport.value())
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
 
+    def test_short_body_closes(self):
+        """
+        A resource finishing before it wrote the Content-Length it
+        announced gets its connection closed after what it wrote: never a
+        finished response the client would wait on or misread.
+        """
+        channel, transport = self.gate.connect()
+        channel.dataReceived(request(b"GET", b"/app/later"))
+        held = self.tree().later.pending.pop()
+        held.setHeader(b"content-length", b"10")
+        held.write(b"1234")
+        held.finish()
+        self.assertTrue(transport.disconnecting)
+        self.assertTrue(transport.value().endswith(b"\r\n\r\n1234"))
+        self.assertIn(b"Content-Length: 10\r\n", transport.value())
+
+    def test_long_body_cut(self):
+        """
+        Bytes past the announced Content-Length are not sent: the
+        response ends where it said, and the connection serves the next
+        request.
+        """
+        channel, transport = self.gate.connect()
+        channel.dataReceived(request(b"GET", b"/app/later"))
+        held = self.tree().later.pending.pop()
+        held.setHeader(b"content-length", b"6")
+        held.write(b"123")
+        held.write(b"456789")
+        held.write(b"more")
+        held.finish()
+        self.assertEqual(parse_response(transport.value())[::2], (200, b"123456"))
+        self.assertFalse(transport.disconnecting)
+        channel.dataReceived(request(b"GET", b"/app/"))
+        self.assertTrue(transport.value().endswith(b"root of the tree"))
+
     def test_client_gone(self):
         """
         When the client goes away, C{notifyFinish} fails with
@@ -541,3 +578,92 @@ class LeanResourceTerminalTests(ResourceTerminalTests):
     """
 
     http_server = "gatelayer"
+
+
+class RecordingPull:
+    """
+    A pull producer recording its calls; C{on_resume} is what a pull does.
+    """
+
+    def __init__(self):
+        self.resumes = 0
+        self.stops = 0
+        self.on_resume = None
+
+    def resumeProducing(self):
+        """
+        Count the pull and do what the test asked.
+        """
+        self.resumes += 1
+        if self.on_resume is not None:
+            self.on_resume()
+
+    def stopProducing(self):
+        """
+        Count the stop.
+        """
+        self.stops += 1
+
+
+class ProducerAdapterTests(SynchronousTestCase):
+    """
+    The producer adapters the resource request hands the connection
+    (L{gatelayer.http.resource_producers}).
+    """
+
+    def test_pull_until_paused(self):
+        """
+        A pull producer writing in each pull is pulled until the
+        connection pauses it, and again when resumed.
+        """
+        pull = RecordingPull()
+        push = PullAsPush(pull)
+        verifyObject(IPushProducer, push)
+
+        def write():
+            push.wrote()
+            if pull.resumes == 3:
+                push.pauseProducing()
+        pull.on_resume = write
+        push.resumeProducing()
+        self.assertEqual(pull.resumes, 3)
+        # Resumed: pull 4 writes, pull 5 does not (it will answer later).
+        pull.on_resume = lambda: push.wrote() if pull.resumes < 5 else None
+        push.resumeProducing()
+        self.assertEqual(pull.resumes, 5)
+
+    def test_pull_answering_later(self):
+        """
+        A pull producer that writes outside the pull is not spun on: it is
+        pulled again when its write arrives.
+        """
+        pull = RecordingPull()
+        push = PullAsPush(pull)
+        push.resumeProducing()
+        self.assertEqual(pull.resumes, 1)
+        push.wrote()
+        self.assertEqual(pull.resumes, 2)
+        push.pauseProducing()
+        push.wrote()
+        self.assertEqual(pull.resumes, 2)
+
+    def test_stopped_once(self):
+        """
+        Stopping reaches the producer once, however many times it is
+        asked; a stopped producer is neither pulled nor resumed.
+        """
+        pull = RecordingPull()
+        push = PullAsPush(pull)
+        push.stopProducing()
+        push.stopProducing()
+        push.resumeProducing()
+        self.assertEqual((pull.stops, pull.resumes), (1, 0))
+        inner = RecordingPull()
+        inner.pauseProducing = lambda: None
+        once = StopOnce(inner)
+        verifyObject(IPushProducer, once)
+        once.resumeProducing()
+        once.stopProducing()
+        once.stopProducing()
+        once.resumeProducing()
+        self.assertEqual((inner.stops, inner.resumes), (1, 1))

@@ -14,17 +14,18 @@ the resource as C{notifyFinish}'s errback and its producer's
 C{stopProducing}.
 """
 
+from io import BytesIO
 from urllib.parse import unquote_to_bytes
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import getChildForRequest
 from twisted.web.server import Request
-from zope.interface import implementer
+
+from gatelayer.http.resource_producers import PullAsPush, StopOnce
 
 __all__ = ["ResourceRequest"]
 
@@ -97,101 +98,6 @@ def _client_address(peer, client_ip):
     return kind("TCP", client_ip, port)
 
 
-@implementer(IPushProducer)
-class _PullAsPush:
-    """
-    A resource's pull producer (C{registerProducer(p, False)}, as
-    L{twisted.web.static.File} registers) driven as the push producer the
-    gateway's connection takes: asked for chunk after chunk until the
-    connection pauses it, asked again when it resumes. A producer that
-    answers a pull later (not in the call) is pulled again when its write
-    arrives.
-    """
-
-    def __init__(self, pull):
-        self.pull = pull
-        self.paused = False
-        self.stopped = False
-        self.pulling = False
-        self.writes = 0
-
-    def resumeProducing(self):
-        """
-        Pull chunks until paused, stopped, or the producer writes nothing
-        in the call.
-        """
-        self.paused = False
-        if self.pulling:
-            return
-        self.pulling = True
-        try:
-            while not self.paused and not self.stopped:
-                before = self.writes
-                self.pull.resumeProducing()
-                if self.writes == before:
-                    break
-        finally:
-            self.pulling = False
-
-    def wrote(self):
-        """
-        The producer wrote: count it, and pull on when the write came
-        outside a pull.
-        """
-        self.writes += 1
-        if not self.pulling and not self.paused and not self.stopped:
-            self.resumeProducing()
-
-    def pauseProducing(self):
-        """
-        The client is slow: pull no more until resumed.
-        """
-        self.paused = True
-
-    def stopProducing(self):
-        """
-        The client went away: stop the producer.
-        """
-        if not self.stopped:
-            self.stopped = True
-            self.pull.stopProducing()
-
-
-@implementer(IPushProducer)
-class _StopOnce:
-    """
-    A resource's push producer as the connection sees it: stopped once,
-    whether the connection or the request notices the client leaving
-    first.
-    """
-
-    def __init__(self, producer):
-        self.producer = producer
-        self.stopped = False
-
-    def pauseProducing(self):
-        """
-        Pass the pause on.
-        """
-        if not self.stopped:
-            self.producer.pauseProducing()
-
-    def resumeProducing(self):
-        """
-        Pass the resume on.
-        """
-        if not self.stopped:
-            self.producer.resumeProducing()
-
-    def stopProducing(self):
-        """
-        Stop the producer, the first time only.
-        """
-        if not self.stopped:
-            self.stopped = True
-            self.producer.stopProducing()
-
-
 class ResourceRequest(Request):
     """
     A L{twisted.web.server.Request} answering through an exchange (see
@@ -219,6 +125,7 @@ class ResourceRequest(Request):
         self._prefix_length = prefix_length
         self._sink = None
         self._push = None
+        self._announced = None
         self.requestHeaders = exchange.headers
         self.sitepath = []
 
@@ -230,7 +137,10 @@ class ResourceRequest(Request):
         """
         exchange = self.exchange
         exchange.on_client_lost(self._client_lost)
-        content = self.content = exchange.body
+        content = exchange.body
+        if content is None:
+            content = BytesIO()
+        self.content = content
         # requestReceived takes the body's length from the file's position.
         content.seek(0, 2)
         self.parseCookies()
@@ -311,9 +221,18 @@ class ResourceRequest(Request):
                 return
             self._start()
         push = self._push
-        if push is not None and push.__class__ is _PullAsPush:
+        if push is not None and push.__class__ is PullAsPush:
             push.wrote()
         if data and self.method != b"HEAD" and not self._inFakeHead:
+            announced = self._announced
+            if announced is not None and self.sentLength + len(data) > announced:
+                # Bytes past the announced length would be read as the
+                # start of the connection's next response.
+                self._log.warn("the resource of route {route} wrote more than the {length} bytes it "
+                               "announced on {path}: cut", route=self.route, length=announced, path=self.path)
+                data = data[:announced - self.sentLength]
+                if not data:
+                    return
             self.sentLength += len(data)
             self._sink.write(data)
 
@@ -328,7 +247,16 @@ class ResourceRequest(Request):
             self._start()
         self.finished = 1
         self._forget_producer()
-        self._sink.finish()
+        announced = self._announced
+        if announced is not None and self.sentLength < announced:
+            # Finishing would leave the client waiting for the missing
+            # bytes, or reading the next response as them: close instead.
+            self._log.warn("the resource of route {route} announced {length} bytes on {path} but wrote "
+                           "{sent}: connection closed", route=self.route, length=announced, path=self.path,
+                           sent=self.sentLength)
+            self.exchange.abort(flush=True)
+        else:
+            self._sink.finish()
         self._notify(None)
 
     def registerProducer(self, producer, streaming):
@@ -343,7 +271,7 @@ class ResourceRequest(Request):
                 "was unregistered")
         self.producer = producer
         self.streamingProducer = streaming
-        push = self._push = _StopOnce(producer) if streaming else _PullAsPush(producer)
+        push = self._push = StopOnce(producer) if streaming else PullAsPush(producer)
         if self._disconnected:
             push.stopProducing()
             return
@@ -393,6 +321,8 @@ class ResourceRequest(Request):
             self._log.error("the resource of route {route} answered {code} on {path}: sent as 502",
                             route=self.route, code=self.code, path=self.path)
             self.code = 502
+        if self.method != b"HEAD" and self.code not in _NO_CONTENT_TYPE:
+            self._announced = length
         self._sink = self.exchange.respond(self.code, headers, length)
         if self._push is not None and not self._sink.closed:
             self._sink.register_producer(self._push)

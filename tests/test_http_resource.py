@@ -4,6 +4,7 @@ twisted.web resource tree and a Klein app mounted on routes of a worker's
 HTTP side in memory, with both server channels.
 """
 
+import gzip
 import json
 import os
 
@@ -36,6 +37,13 @@ resource = gatelayer.testing.resources:tree
 [route:klein]
 path = /api
 resource = gatelayer.testing.klein_app:app.resource
+[filter:gz]
+type = compress
+encodings = gzip
+[route:gz]
+path = /gz/
+resource = gatelayer.testing.resources:tree
+filters = gz
 """
 
 
@@ -100,7 +108,7 @@ class ResourceTerminalTests(SynchronousTestCase):
     http_server = "twisted"
 
     def setUp(self):
-        self.gate = InMemoryGateway(CONFIG.format(server=self.http_server))
+        self.gate = InMemoryGateway(CONFIG.format(server=self.http_server), metrics=True)
 
     def route(self, path=b"/app/", method="GET"):
         """
@@ -508,6 +516,31 @@ class ResourceTerminalTests(SynchronousTestCase):
         self.assertEqual((status, body), (200, b"ROOT OF THE TREE"))
         self.assertEqual(headers[b"x-filtered"], [b"yes"])
         self.assertEqual(marking.statuses, [200])
+
+    def test_compressed_by_the_route(self):
+        """
+        A compress filter on the route compresses the resource's answer,
+        streamed ones included, as it does any terminal's.
+        """
+        status, headers, body = self.get(b"GET", b"/gz/echo", [(b"Accept-Encoding", b"gzip")])
+        self.assertEqual((status, headers[b"content-encoding"]), (200, [b"gzip"]))
+        self.assertEqual(json.loads(gzip.decompress(body))["prepath"], ["gz", "echo"])
+        status, headers, body = self.get(b"GET", b"/gz/stream?chunks=8&size=1000", [(b"Accept-Encoding", b"gzip")])
+        self.assertEqual(headers[b"content-encoding"], [b"gzip"])
+        self.assertEqual(gzip.decompress(body), b"".join(bytes([97 + i]) * 1000 for i in range(8)))
+
+    def test_counted(self):
+        """
+        The log phase counts the resource's answers under the route, with
+        the bytes sent.
+        """
+        self.get(b"GET", b"/app/echo")
+        self.get(b"GET", b"/app/nothing")
+        snapshot = self.gate.metrics.snapshot()
+        counts = {tuple(labels): value for labels, value in snapshot["gatelayer_requests_total"]}
+        self.assertEqual(counts, {("app", "-", "GET", "2xx"): 1, ("app", "-", "GET", "4xx"): 1})
+        sent = {tuple(labels): value for labels, value in snapshot["gatelayer_sent_bytes_total"]}
+        self.assertGreater(sent[("app",)], 200)
 
     def test_filter_refuses(self):
         """

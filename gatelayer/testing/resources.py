@@ -189,7 +189,7 @@ class Stream(Resource):
         """
         count = int(request.args.get(b"chunks", [b"4"])[0])
         size = int(request.args.get(b"size", [b"1000"])[0])
-        request.setHeader(b"content-type", b"application/octet-stream")
+        request.setHeader(b"content-type", b"text/plain; charset=us-ascii")
         producer = ChunkProducer(request, count, size)
         self.producers.append(producer)
         producer.start()

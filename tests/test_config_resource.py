@@ -102,6 +102,17 @@ class ResourceKeyTests(SynchronousTestCase):
                 self.assertIn(" and resource: a route has exactly one of respond, static, upstream, "
                               "aggregate, resource", problems)
 
+    def test_proxy_keys_refused(self):
+        """
+        The keys about forwarding a request are refused on a resource
+        route, naming the key.
+        """
+        for key, value in (("strip_prefix", "/r"), ("preserve_host", "no"), ("retry_non_idempotent", "yes")):
+            with self.subTest(key=key):
+                problems = config_problems(
+                    self, BASE + f"resource = gatelayer.testing.resources:tree\n{key} = {value}\n")
+                self.assertIn(f"[route:r] {key}: does not apply to a resource route", problems)
+
     def test_not_imported_by_the_parser(self):
         """
         Parsing checks the spelling only: a module that does not exist is

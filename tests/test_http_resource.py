@@ -47,6 +47,30 @@ filters = gz
 """
 
 
+# Request targets on a resource route that the canonical request refuses
+# or normalizes before the resource sees them.
+HOSTILE_TARGETS = [
+    b"/app/../echo/x",
+    b"/app/echo/../../../etc/passwd",
+    b"/app/%2e%2e/echo",
+    b"/app/%2E%2E/%2e%2e/echo",
+    b"/app/echo/.%2e/x",
+    b"/app/./echo/./x",
+    b"/app//echo///x",
+    b"/app/echo/a%2fb",
+    b"/app/echo/a%2Fb/..%2f..%2fx",
+    b"/app/echo/a%5cb",
+    b"/app/echo/..%5c..%5cx",
+    b"/app/echo/a%00b",
+    b"/app/echo/%c0%ae%c0%ae/x",
+    b"/app/echo/%ff",
+    b"/app/echo/\xc0\xae",
+    b"/app/echo/a\\b",
+    b"/app/echo/%252e%252e/x",
+    b"/app/echo?x=%00&y=../../",
+]
+
+
 def request(method, target, headers=(), body=None):
     """
     The bytes of one HTTP/1.1 request to host C{ex.com}.
@@ -180,6 +204,40 @@ class ResourceTerminalTests(SynchronousTestCase):
         """
         seen = self.echo(b"GET", b"/app/x/../echo//b")
         self.assertEqual((seen["prepath"], seen["postpath"]), (["app", "echo"], ["b"]))
+
+    def test_hostile_paths(self):
+        """
+        A hostile target never reaches the resource as written: the
+        gateway refuses it, or the resource sees its canonical form, with
+        no dot segment, no separator inside a segment and nothing outside
+        the route's prefix.
+        """
+        for target in HOSTILE_TARGETS:
+            with self.subTest(target=target):
+                status, _, body = self.get(b"GET", target)
+                if status != 200:
+                    self.assertIn(status, (400, 404))
+                    continue
+                try:
+                    seen = json.loads(body)
+                except ValueError:
+                    self.assertEqual(body, b"root of the tree")
+                    continue
+                segments = seen["prepath"] + seen["postpath"]
+                self.assertNotIn("..", segments)
+                self.assertNotIn(".", segments)
+                self.assertFalse([s for s in segments if "/" in s or "\\" in s or "\x00" in s], segments)
+                self.assertTrue(seen["path"].startswith(("/app/", "/echo")), seen["path"])
+
+    def test_one_resource_per_route(self):
+        """
+        The resource is made once when the gateway is built, not per
+        request: two requests reach the same object.
+        """
+        for _ in range(2):
+            channel, _ = self.gate.connect()
+            channel.dataReceived(request(b"GET", b"/app/later"))
+        self.assertEqual(len(self.tree().later.pending), 2)
 
     def test_index(self):
         """

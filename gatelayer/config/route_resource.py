@@ -13,6 +13,8 @@ import re
 
 __all__ = ["parse_resource_spec", "resource_key"]
 
+# Keys about forwarding a request that mean nothing to a resource.
+_PROXY_ONLY = ("strip_prefix", "preserve_host", "retry_non_idempotent")
 _DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
@@ -43,9 +45,17 @@ def resource_key(r):
     """
     Read C{resource} from the route's reader C{r}: the normalized name, or
     L{None} when absent (an empty value is a problem, not an absence: the
-    key still counts as the route's terminal).
+    key still counts as the route's terminal). The keys about forwarding
+    (C{strip_prefix}, C{preserve_host}, C{retry_non_idempotent}) are
+    refused beside it.
     """
-    if r.has("resource") and not r.raw("resource").strip():
+    if not r.has("resource"):
+        return None
+    for key in _PROXY_ONLY:
+        if r.has(key):
+            r.error(key, "does not apply to a resource route (the resource sees the route's path in "
+                         "request.prepath)" if key == "strip_prefix" else "does not apply to a resource route")
+    if not r.raw("resource").strip():
         r.error("resource", "is empty (use package.module:attribute)")
         return None
     return r.get("resource", parse_resource_spec, None)

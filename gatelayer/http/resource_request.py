@@ -145,7 +145,11 @@ class ResourceRequest(Request):
         content.seek(0, 2)
         self.parseCookies()
         uri = exchange.path + b"?" + exchange.query if exchange.query else exchange.path
-        self.requestReceived(exchange.method, uri, exchange.request.clientproto)
+        try:
+            self.requestReceived(exchange.method, uri, exchange.request.clientproto)
+        except Exception:
+            # Reading the body's arguments failed before the resource ran.
+            self.processingFailed(Failure())
 
     def process(self):
         """

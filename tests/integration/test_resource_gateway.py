@@ -11,7 +11,10 @@ import os
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
+from gatelayer.testing.certs import CertificateAuthority, tls_client_creator
 from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
 from gatelayer.testing.waiting import wait_until
@@ -27,6 +30,11 @@ admin = 127.0.0.1:0
 drain_timeout = 5s
 [listener:web]
 bind = 127.0.0.1:0
+[tls:main]
+certificates = certs/
+[listener:secure]
+bind = 127.0.0.1:0
+tls = main
 [filter:keys]
 type = api_key
 keys = {keys}
@@ -42,6 +50,20 @@ resource = gatelayer.testing.resources:tree
 path = /files/
 resource = {files_module}:files
 """
+
+
+@implementer(IPolicyForHTTPS)
+class _AnyCertificate:
+    """
+    A client TLS policy sending SNI C{www.example.com} and accepting the
+    gateway's test certificate.
+    """
+
+    def creatorForNetloc(self, hostname, port):
+        """
+        The permissive test creator.
+        """
+        return tls_client_creator(server_name="www.example.com")
 
 
 class ResourceGatewayTests(TestCase):
@@ -75,7 +97,9 @@ class ResourceGatewayTests(TestCase):
         path = os.pathsep.join(p for p in (modules, os.environ.get("PYTHONPATH")) if p)
         self.patch(os, "environ", dict(os.environ, PYTHONPATH=path))
         self.config = GATE.format(keys=keys, files_module=self.files_module)
-        self.gate = yield start_gateway(self, reactor, self.config, os.path.join(directory, "gate"))
+        gate_directory = os.path.join(directory, "gate")
+        CertificateAuthority().issue(["www.example.com"]).write(os.path.join(gate_directory, "certs", "www.pem"))
+        self.gate = yield start_gateway(self, reactor, self.config, gate_directory)
 
     def get(self, path, headers=None, method=b"GET", body=None):
         """
@@ -174,6 +198,21 @@ class ResourceGatewayTests(TestCase):
         self.assertEqual(response.header(b"set-cookie"), b"seen=yes; Path=/")
         response = yield self.get("/tree/stream?chunks=64&size=16384")
         self.assertEqual(response.body, b"".join(bytes([97 + i % 26]) * 16384 for i in range(64)))
+
+    @inlineCallbacks
+    def test_secure(self):
+        """
+        Over the TLS listener the resource sees a secure request: its URL
+        helpers say https, and the listener's port is the host's.
+        """
+        response = yield fetch(reactor, self.gate.url("secure", "/tree/echo", scheme="https"),
+                               context_factory=_AnyCertificate())
+        seen = response.json()
+        host, port = self.gate.address("secure")
+        self.assertEqual((seen["secure"], seen["host_port"]), (True, port))
+        self.assertEqual(seen["prepath_url"], f"https://{host}:{port}/tree/echo")
+        response = yield self.get("/tree/echo")
+        self.assertFalse(response.json()["secure"])
 
     @inlineCallbacks
     def test_static_file(self):

@@ -159,7 +159,7 @@ class AggregateConfigErrorTests(SynchronousTestCase):
         ("aggregate = a: users GET /a\npreserve_host = no\n",
          "[route:dash] preserve_host: does not apply to an aggregate route"),
         ("aggregate = a: users GET /a\nupstream = users\n",
-         "[route:dash]: has upstream and aggregate: a route has exactly one of respond, static, upstream, aggregate"),
+         "[route:dash]: has upstream and aggregate: a route has exactly one of respond, static, upstream, aggregate, resource"),
         ("respond = 200 x\npart_timeout = 1s\n", "[route:dash] part_timeout: only applies with aggregate"),
         ("upstream = users\ndeadline = 1s\non_part_error = fail\n",
          "[route:dash] deadline: only applies with aggregate"),

@@ -150,7 +150,7 @@ class ConfigErrorTests(SynchronousTestCase):
         ("[upstream:u]\nservers = 127.0.0.1:1 heavy\n", "unknown option 'heavy'"),
         ("[upstream:u]\n", "[upstream:u] servers: is required"),
         ("[upstream:u]\nservers = 127.0.0.1:1\nbalance = fastest\n", "[upstream:u] balance: 'fastest' is not one of"),
-        ("[route:r]\npath = /r\n", "[route:r]: needs one of respond, static, upstream or aggregate"),
+        ("[route:r]\npath = /r\n", "[route:r]: needs one of respond, static, upstream, aggregate or resource"),
         ("[route:r]\npath = /r\nrespond = 200\nupstream = u\n", "[route:r]: has respond and upstream"),
         ("[route:r]\npath = /r\nupstream = missing\n", "[route:r] upstream: no section [upstream:missing]"),
         ("[route:r]\npath = r\nrespond = 200\n", "[route:r] path: 'r' must start with /"),

@@ -22,6 +22,7 @@ from gatelayer.config.route_upstreams import (
 )
 from gatelayer.config.route_match import hidden_header_problems, route_conditions
 from gatelayer.config.route_origin import origin_keys
+from gatelayer.config.route_resource import resource_key
 from gatelayer.config.tracing import TracingSpec, parse_sample_rate, parse_tracing
 
 BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
@@ -350,12 +351,13 @@ def _route(r):
     if mirror is not None and not r.has("upstream"):
         r.error("mirror", "only applies to a route with upstream")
     aggregate = parse_aggregate(r)
-    terminals = [k for k in ("respond", "static", "upstream", "aggregate") if r.has(k)]
+    resource = resource_key(r)
+    terminals = [k for k in ("respond", "static", "upstream", "aggregate", "resource") if r.has(k)]
     if not terminals:
-        r.error(None, "needs one of respond, static, upstream or aggregate")
+        r.error(None, "needs one of respond, static, upstream, aggregate or resource")
     elif len(terminals) > 1:
         r.error(None, "has " + " and ".join(terminals)
-                + ": a route has exactly one of respond, static, upstream, aggregate")
+                + ": a route has exactly one of respond, static, upstream, aggregate, resource")
     route_methods = r.get("methods", methods, None)
     if r.has("aggregate"):
         # Parts are reads: the route answers GET and HEAD, and says 405 to the rest.
@@ -403,6 +405,7 @@ def _route(r):
         hide_headers=hide_headers,
         upgrades=frozenset({"websocket"}) if upgrades is None else upgrades,
         upgrade_timeout=upgrade_timeout or 3600.0,
+        resource=resource,
     )
 
 

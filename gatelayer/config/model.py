@@ -155,8 +155,8 @@ class UpstreamSpec:
 class RouteSpec:
     """
     A C{[route:NAME]} section: what it matches and its terminal (a direct
-    response, static files, an upstream or an aggregate of upstream calls),
-    with its filters.
+    response, static files, an upstream, an aggregate of upstream calls or
+    a twisted.web resource), with its filters.
 
     @ivar split: the versions of a weighted split, C{((name, weight), ...)}
         (C{upstream} is then L{None}); empty for one upstream.
@@ -178,6 +178,8 @@ class RouteSpec:
         to through the proxy (C{Upgrade}); empty for none.
     @ivar upgrade_timeout: seconds an upgraded connection may go without a
         byte either way.
+    @ivar resource: the C{package.module:attribute} name of a twisted.web
+        resource (or a factory of one) mounted as the terminal, or L{None}.
     """
 
     name: str
@@ -204,16 +206,20 @@ class RouteSpec:
     hide_headers: frozenset = frozenset()
     upgrades: frozenset = frozenset({"websocket"})
     upgrade_timeout: float = 3600.0
+    resource: str = None
 
     @property
     def terminal(self):
         """
         C{"respond"}, C{"static"}, C{"upstream"} (one upstream in
         C{upstream}, or the versions of a weighted split in C{split}:
-        C{(name, weight)} pairs, with C{upstream} L{None}) or C{"aggregate"}.
+        C{(name, weight)} pairs, with C{upstream} L{None}), C{"aggregate"}
+        or C{"resource"}.
         """
         if self.upstream is not None or self.split:
             return "upstream"
+        if self.resource is not None:
+            return "resource"
         if self.aggregate is not None:
             return "aggregate"
         if self.static is not None:

@@ -17,6 +17,7 @@ from gatelayer.http.aggregate import AggregateTerminal
 from gatelayer.http.contract import RequestRouting
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.errors import reason_phrase
+from gatelayer.http.resource import ResourceTerminal
 from gatelayer.http.split import route_terminal
 from gatelayer.http.static import StaticTerminal
 from gatelayer.net.forwarded import resolve_client_ip
@@ -179,6 +180,8 @@ class Gateway:
                 terminal = StaticTerminal(spec, reactor)
             elif spec.terminal == "aggregate":
                 terminal = AggregateTerminal(spec, self.upstreams, reactor)
+            elif spec.terminal == "resource":
+                terminal = ResourceTerminal(spec)
             else:
                 terminal = DirectTerminal(spec)
             limit = spec.max_body_size if spec.max_body_size is not None else default_limit

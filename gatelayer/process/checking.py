@@ -57,11 +57,13 @@ def check_config_file(path, workers=None):
         and key.
     """
     from gatelayer.filters import validate_filters
+    from gatelayer.http.resource_load import validate_resources
     from gatelayer.process.wiring import validate_runtime
 
     text = _read(path)
     config = parse_config_text(text, path)
     validate_filters(config)
+    validate_resources(config)
     if workers is not None:
         if workers < 1:
             raise ConfigError([f"--workers: {workers} must be at least 1"])

@@ -1,6 +1,7 @@
 """
-Redis store addresses: the C{redis://}, C{rediss://} and C{unix://} URL
-syntax of a rate-limit filter's C{store} key.
+Redis store addresses: the C{redis://}, C{rediss://}, C{unix://} and
+C{redis+sentinel://} URL syntax of a rate-limit filter's (and a cache's)
+C{store} key.
 
 Pure parsing with no I/O, shared by the config parser (which validates what
 the operator wrote) and the Redis store (which connects to it), so neither
@@ -8,20 +9,37 @@ imports the other.
 """
 
 import os.path
+import re
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from attrs import field, frozen
 
-__all__ = ["RedisAddress", "parse_store_url"]
+__all__ = ["DEFAULT_SENTINEL_PORT", "MAX_SENTINELS", "RedisAddress", "parse_store_url"]
+
+DEFAULT_SENTINEL_PORT = 26379
+"""The port of a Sentinel named without one."""
+
+MAX_SENTINELS = 16
+"""The most Sentinels one URL may name."""
+
+_SERVICE = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}\Z")
 
 
 @frozen
 class RedisAddress:
     """
     Where a Redis server is: C{redis://[[user]:password@]host:port/db},
-    C{rediss://...[?ca=PEM]} (TLS) or C{unix:///path.sock[?db=N]}.
+    C{rediss://...[?ca=PEM]} (TLS), C{unix:///path.sock[?db=N]}, or the
+    master of a service its Sentinels name:
+    C{redis+sentinel://[[user]:password@]host:port,host:port/SERVICE/db}.
 
-    @ivar scheme: C{"redis"}, C{"rediss"} or C{"unix"}.
+    @ivar scheme: C{"redis"}, C{"rediss"}, C{"unix"} or
+        C{"redis+sentinel"}.
+    @ivar sentinels: for C{redis+sentinel://}, the Sentinels' C{(host,
+        port)} pairs, in the order written (asked in that order).
+    @ivar service: for C{redis+sentinel://}, the name the Sentinels monitor
+        the master under.
     @ivar ca: for C{rediss://}, a PEM file of the certificate authority the
         server's certificate must chain to (default: the system's trust
         store).
@@ -37,6 +55,16 @@ class RedisAddress:
     username: str = None
     password: str = field(default=None, repr=False)
     ca: str = None
+    sentinels: tuple = ()
+    service: str = None
+
+    @property
+    def sentinel(self):
+        """
+        Whether the server is the master the Sentinels name
+        (C{redis+sentinel://}).
+        """
+        return self.scheme == "redis+sentinel"
 
     @property
     def tls(self):
@@ -51,8 +79,11 @@ class RedisAddress:
         """
         if self.scheme == "unix":
             return f"unix://{self.path}" + (f"?db={self.db}" if self.db else "")
-        host = f"[{self.host}]" if ":" in self.host else self.host
         auth = "***@" if self.password is not None else ""
+        if self.sentinel:
+            hosts = ",".join(f"{_bracketed(h)}:{p}" for h, p in self.sentinels)
+            return f"{self.scheme}://{auth}{hosts}/{self.service}/{self.db}"
+        host = _bracketed(self.host)
         ca = f"?ca={self.ca}" if self.ca else ""
         return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}{ca}"
 
@@ -68,6 +99,11 @@ def parse_store_url(text, base_dir=None):
     except ValueError:
         raise ValueError("is not a URL (use redis://host:port/db, rediss://... or unix:///path.sock)") from None
     scheme = parts.scheme.lower()
+    if scheme == "rediss+sentinel":
+        raise ValueError("is rediss+sentinel://, which is not supported (Sentinel URLs are redis+sentinel://, "
+                         "without TLS)")
+    if scheme == "redis+sentinel":
+        return _parse_sentinel(parts)
     query = parse_qs(parts.query)
     unknown = sorted(set(query) - {"db", "ca"})
     if unknown:
@@ -83,7 +119,7 @@ def parse_store_url(text, base_dir=None):
         db = _db(query.get("db", ["0"])[-1])
         return RedisAddress(scheme="unix", path=unquote(parts.path), db=db, port=0)
     if scheme not in ("redis", "rediss"):
-        raise ValueError("is not a redis://, rediss:// or unix:// URL")
+        raise ValueError("is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
     try:
         host, port = parts.hostname, parts.port
     except ValueError:
@@ -98,6 +134,79 @@ def parse_store_url(text, base_dir=None):
     password = unquote(parts.password) if parts.password is not None else None
     return RedisAddress(scheme=scheme, host=host, port=port or 6379, db=db,
                         username=username, password=password, ca=ca)
+
+
+def _parse_sentinel(parts):
+    """
+    The L{RedisAddress} of C{redis+sentinel://[[user]:password@]h:p,h:p/SERVICE[/db]}.
+    """
+    query = parse_qs(parts.query, keep_blank_values=True)
+    unknown = sorted(set(query) - {"db"})
+    if unknown:
+        raise ValueError(f"has the unknown query parameter {unknown[0]!r} (redis+sentinel:// knows only db)")
+    if parts.fragment:
+        raise ValueError("has a #fragment, which a Redis URL has no use for")
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) if user else None
+        password = unquote(secret) if colon else None
+        if password is None:
+            raise ValueError("has user@ without :password (write user:password@ or :password@)")
+    sentinels = tuple(_sentinel(item) for item in hostlist.split(","))
+    if len(sentinels) > MAX_SENTINELS:
+        raise ValueError(f"names {len(sentinels)} Sentinels (at most {MAX_SENTINELS})")
+    seen = set()
+    for sentinel in sentinels:
+        if sentinel in seen:
+            raise ValueError(f"names the Sentinel {_bracketed(sentinel[0])}:{sentinel[1]} twice")
+        seen.add(sentinel)
+    segments = parts.path.split("/")[1:] if parts.path.startswith("/") else []
+    if not segments or not segments[0]:
+        raise ValueError("names no service (redis+sentinel://host:port,host:port/SERVICE/db)")
+    if len(segments) > 2:
+        raise ValueError("has a path longer than /SERVICE/db")
+    service = unquote(segments[0])
+    if not _SERVICE.match(service):
+        raise ValueError(f"has the service name {service!r}: use letters, digits, '.', '_' and '-' (1 to 64)")
+    db_text = segments[1] if len(segments) == 2 else ""
+    if db_text and "db" in query:
+        raise ValueError("gives the database twice (path and ?db=)")
+    db = _db(db_text or query.get("db", ["0"])[-1])
+    return RedisAddress(scheme="redis+sentinel", port=0, db=db, username=username, password=password,
+                        sentinels=sentinels, service=service)
+
+
+def _sentinel(item):
+    """
+    One C{host[:port]} of a Sentinel list, as C{(host, port)}.
+    """
+    text = item.strip()
+    if not text:
+        raise ValueError("has an empty Sentinel in its host list")
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not host or not all(c in "0123456789abcdefABCDEF:." for c in host):
+            raise ValueError(f"has the Sentinel {text!r}, which is not [IPv6]:port")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"has the Sentinel {text!r}, which is not [IPv6]:port")
+        port_text = rest[1:] if rest else None
+    else:
+        host, colon, port_text = text.partition(":")
+        if not colon:
+            port_text = None
+        if not _HOST.match(host):
+            raise ValueError(f"has the Sentinel {text!r}, which is not host:port")
+    if port_text is None:
+        return host.lower(), DEFAULT_SENTINEL_PORT
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"has the Sentinel {text!r}, whose port is not a number from 1 to 65535")
+    return host.lower(), int(port_text)
+
+
+def _bracketed(host):
+    return f"[{host}]" if ":" in host else host
 
 
 def _db(text):

@@ -34,7 +34,8 @@ from zope.interface import implementer
 from gatelayer.net.redisurl import RedisAddress, parse_store_url
 from gatelayer.ratelimit.algorithms import Decision, gcra_interval_us, sliding_window_ms
 from gatelayer.ratelimit.interfaces import IRateLimitStore
-from gatelayer.ratelimit.sentinel import SentinelMasterEndpoint, is_readonly, master_role_protocol
+from gatelayer.ratelimit.sentinel import (
+    RECONNECT_MAX_DELAY, SentinelMasterEndpoint, is_readonly, master_role_protocol)
 
 __all__ = ["RedisStore", "BatchReplyError", "BATCH_SCRIPT", "BATCH_SCRIPT_SHA", "quota_spec", "redis_endpoint",
            "redis_pool"]
@@ -173,7 +174,8 @@ def redis_pool(reactor, address, pool_size=2, connect_timeout=1.0, reconnect_max
     A lazy txredisapi connection pool to C{address} (a L{RedisAddress}),
     connecting and reconnecting in the background, first after 0.1s, then
     backing off to C{reconnect_max_delay}. For a Sentinel address every
-    connection is checked to be to a master before the pool uses it.
+    connection is checked to be to a master before the pool uses it, and
+    the back-off stops at L{RECONNECT_MAX_DELAY} if that is shorter.
     """
     factory = txredisapi.RedisFactory(
         address.display(), address.db or None, pool_size, isLazy=True,
@@ -181,6 +183,7 @@ def redis_pool(reactor, address, pool_size=2, connect_timeout=1.0, reconnect_max
         username=address.username, charset=charset)
     if address.sentinel:
         factory.protocol = master_role_protocol(reactor, connect_timeout)
+        reconnect_max_delay = min(reconnect_max_delay, RECONNECT_MAX_DELAY)
     factory.initialDelay = 0.1
     factory.maxDelay = reconnect_max_delay
     factory.startConnecting(redis_endpoint(reactor, address, connect_timeout))

@@ -13,8 +13,8 @@ never writes to a replica.
 
 After a failover the old master's connections close (the process died, or
 the Sentinels killed its clients when they made it a replica), the pool
-reconnects with its back-off (at most the store's C{reconnect_max_delay}
-between attempts) and the next attempt finds the promoted replica. A
+reconnects with its back-off (at most L{RECONNECT_MAX_DELAY} between
+attempts) and the next attempt finds the promoted replica. A
 connection that outlived a demotion gets C{READONLY} errors; the stores
 drop their connections on one (L{is_readonly}), which sends them through
 the Sentinels again.
@@ -26,8 +26,6 @@ reactor before failing, which would hold limits off that long after the
 new master is up.
 """
 
-from functools import partial
-
 import txredisapi
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
@@ -37,10 +35,16 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 __all__ = [
-    "MasterNotFound", "MasterLocator", "MasterRoleProtocol", "SentinelMasterEndpoint", "SentinelReplyError",
+    "RECONNECT_MAX_DELAY", "MasterNotFound", "MasterLocator", "MasterRoleProtocol", "SentinelMasterEndpoint", "SentinelReplyError",
     "is_readonly", "master_role_protocol", "parse_reply", "sentinel_command"]
 
 _MAX_REPLY = 4096
+
+RECONNECT_MAX_DELAY = 0.5
+"""The longest wait (seconds) between two connection attempts of a Sentinel
+store's connections: an attempt is one question to a Sentinel and one
+connection on the local network, and a short wait is what lets the store
+find a promoted replica soon after the Sentinels have."""
 
 
 class MasterNotFound(Exception):
@@ -308,22 +312,19 @@ class MasterRoleProtocol(txredisapi.RedisProtocol):
 
     log = Logger()
 
-    def __init__(self, *args, clock, role_timeout, **kwargs):
-        """
-        @param clock: an C{IReactorTime} for the C{ROLE} answer's deadline.
-        @param role_timeout: seconds C{ROLE} may take before the
-            connection is dropped.
-        """
-        super().__init__(*args, **kwargs)
-        self._clock = clock
-        self._role_timeout = role_timeout
+    clock = None
+    """An C{IReactorTime} for the C{ROLE} answer's deadline (set by
+    L{master_role_protocol})."""
+
+    role_timeout = 1.0
+    """Seconds C{ROLE} may take before the connection is dropped."""
 
     def connectionMade(self):
         """
         Authenticate if needed, ask C{ROLE}, and go on as a usual
         connection only if the server is a master.
         """
-        timer = self._clock.callLater(self._role_timeout, self._role_timed_out)
+        timer = self.clock.callLater(self.role_timeout, self._role_timed_out)
         d = self.auth(self.password, self.username) if self.password is not None else succeed(None)
         d.addCallback(lambda _: self.role())
 
@@ -337,7 +338,7 @@ class MasterRoleProtocol(txredisapi.RedisProtocol):
 
     def _role_timed_out(self):
         self.log.warn("Redis at {peer} did not answer ROLE in {timeout}s: dropping the connection",
-                      peer=_peer(self.transport), timeout=self._role_timeout)
+                      peer=_peer(self.transport), timeout=self.role_timeout)
         self.transport.abortConnection()
 
     def _role(self, reply):
@@ -370,9 +371,11 @@ def _peer(transport):
 def master_role_protocol(clock, role_timeout):
     """
     The C{protocol} a txredisapi C{RedisFactory} builds for a Sentinel
-    store: L{MasterRoleProtocol} with its clock and deadline.
+    store: L{MasterRoleProtocol} with its clock and deadline. A class, not
+    a callable, because txredisapi's connection handler looks its commands
+    up on it.
     """
-    return partial(MasterRoleProtocol, clock=clock, role_timeout=role_timeout)
+    return type("MasterRoleProtocol", (MasterRoleProtocol,), {"clock": clock, "role_timeout": role_timeout})
 
 
 def is_readonly(failure):

@@ -94,16 +94,18 @@ def parse_store_url(text, base_dir=None):
     taken relative to C{base_dir} (the configuration file's directory).
     """
     text = text.strip()
+    scheme, separator, rest = text.partition("://")
+    if separator and scheme.lower() == "rediss+sentinel":
+        raise ValueError("is rediss+sentinel://, which is not supported (Sentinel URLs are redis+sentinel://, "
+                         "without TLS)")
+    if separator and scheme.lower() == "redis+sentinel":
+        # by hand: a list of hosts is no netloc urlsplit understands
+        return _parse_sentinel(rest)
     try:
         parts = urlsplit(text)
     except ValueError:
         raise ValueError("is not a URL (use redis://host:port/db, rediss://... or unix:///path.sock)") from None
     scheme = parts.scheme.lower()
-    if scheme == "rediss+sentinel":
-        raise ValueError("is rediss+sentinel://, which is not supported (Sentinel URLs are redis+sentinel://, "
-                         "without TLS)")
-    if scheme == "redis+sentinel":
-        return _parse_sentinel(parts)
     query = parse_qs(parts.query)
     unknown = sorted(set(query) - {"db", "ca"})
     if unknown:
@@ -136,17 +138,24 @@ def parse_store_url(text, base_dir=None):
                         username=username, password=password, ca=ca)
 
 
-def _parse_sentinel(parts):
+def _parse_sentinel(rest):
     """
-    The L{RedisAddress} of C{redis+sentinel://[[user]:password@]h:p,h:p/SERVICE[/db]}.
+    The L{RedisAddress} of C{redis+sentinel://[[user]:password@]h:p,h:p/SERVICE[/db]},
+    given what follows C{://}.
     """
-    query = parse_qs(parts.query, keep_blank_values=True)
+    rest, hash_sign, _ = rest.partition("#")
+    if hash_sign:
+        raise ValueError("has a #fragment, which a Redis URL has no use for")
+    rest, _, query_text = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    try:
+        query = parse_qs(query_text, keep_blank_values=True, strict_parsing=bool(query_text))
+    except ValueError:
+        raise ValueError("has a query that is not name=value pairs") from None
     unknown = sorted(set(query) - {"db"})
     if unknown:
         raise ValueError(f"has the unknown query parameter {unknown[0]!r} (redis+sentinel:// knows only db)")
-    if parts.fragment:
-        raise ValueError("has a #fragment, which a Redis URL has no use for")
-    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    userinfo, at, hostlist = netloc.rpartition("@")
     username = password = None
     if at:
         user, colon, secret = userinfo.partition(":")
@@ -162,7 +171,7 @@ def _parse_sentinel(parts):
         if sentinel in seen:
             raise ValueError(f"names the Sentinel {_bracketed(sentinel[0])}:{sentinel[1]} twice")
         seen.add(sentinel)
-    segments = parts.path.split("/")[1:] if parts.path.startswith("/") else []
+    segments = path.split("/") if slash else []
     if not segments or not segments[0]:
         raise ValueError("names no service (redis+sentinel://host:port,host:port/SERVICE/db)")
     if len(segments) > 2:

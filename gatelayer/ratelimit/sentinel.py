@@ -375,7 +375,10 @@ def master_role_protocol(clock, role_timeout):
     a callable, because txredisapi's connection handler looks its commands
     up on it.
     """
-    return type("MasterRoleProtocol", (MasterRoleProtocol,), {"clock": clock, "role_timeout": role_timeout})
+    # callLater: txredisapi's reply parser resumes after a bulk string on the
+    # next turn of the global reactor unless told which clock to use
+    return type("MasterRoleProtocol", (MasterRoleProtocol,),
+                {"clock": clock, "role_timeout": role_timeout, "callLater": clock.callLater})
 
 
 def is_readonly(failure):

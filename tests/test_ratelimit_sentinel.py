@@ -8,7 +8,7 @@ tests/integration/test_ratelimit_sentinel.py.
 """
 
 import txredisapi
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
@@ -252,6 +252,20 @@ class MasterLocatorTests(SynchronousTestCase):
         failure = self.failureResultOf(d, MasterNotFound)
         for name in ("s1:26379", "s2:26380", "s3:26381"):
             self.assertIn(name, failure.getErrorMessage())
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cancel(self):
+        """
+        Cancelling a search (the store closing) aborts the question in
+        flight and asks no other Sentinel.
+        """
+        locator = self.locator()
+        d = locator.locate()
+        query = self.endpoints.made[("s1", 26379)].protocols[0]
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        self.assertTrue(query.transport.disconnected)
+        self.assertEqual(self.endpoints.asked, [("s1", 26379)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_closed_without_answer(self):

@@ -16,7 +16,6 @@ others).
 
 import json
 
-import txredisapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 

@@ -188,8 +188,6 @@ class MasterLocator:
     @ivar sentinels: C{(host, port)} pairs in the order they are asked.
     """
 
-    log = Logger()
-
     def __init__(self, reactor, sentinels, service, timeout, connect_to=None):
         """
         @param timeout: seconds one Sentinel may take to connect and answer
@@ -214,7 +212,15 @@ class MasterLocator:
         count = len(self.sentinels)
         order = [(self._first + i) % count for i in range(count)]
         problems = []
-        result = Deferred()
+        asking = []
+        given_up = []
+
+        def cancel(result):
+            # the connection attempt was given up on (the store closed)
+            given_up.append(True)
+            while asking:
+                asking.pop().cancel()
+        result = Deferred(cancel)
 
         def ask(position):
             if position == count:
@@ -223,9 +229,13 @@ class MasterLocator:
                 return
             index = order[position]
             d = self._ask(self.sentinels[index])
+            asking.append(d)
             d.addCallbacks(answered, failed, callbackArgs=(position, index), errbackArgs=(position, index))
 
         def answered(address, position, index):
+            del asking[:]
+            if given_up:
+                return
             if address is None:
                 problems.append(f"{self._name(index)} does not know it")
                 ask(position + 1)
@@ -234,6 +244,9 @@ class MasterLocator:
             result.callback(address)
 
         def failed(failure, position, index):
+            del asking[:]
+            if given_up:
+                return
             problems.append(f"{self._name(index)}: {failure.getErrorMessage() or failure.type.__name__}")
             ask(position + 1)
 

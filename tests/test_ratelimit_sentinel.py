@@ -9,6 +9,7 @@ tests/integration/test_ratelimit_sentinel.py.
 
 import txredisapi
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
@@ -24,7 +25,7 @@ from gatelayer.net.redisurl import parse_store_url
 from gatelayer.ratelimit.redis_store import RedisStore, redis_endpoint, redis_pool
 from gatelayer.ratelimit.sentinel import (
     RECONNECT_MAX_DELAY, MasterLocator, MasterNotFound, MasterRoleProtocol, SentinelMasterEndpoint,
-    SentinelReplyError, is_readonly, master_role_protocol, parse_reply, sentinel_command)
+    SentinelReplyError, is_readonly, master_role_protocol, parse_reply, sentinel_command, tcp_or_tls)
 
 URL = "redis+sentinel://:pw@s1:26379,s2:26380,s3:26381/mymaster/2"
 SENTINELS = (("s1", 26379), ("s2", 26380), ("s3", 26381))
@@ -493,6 +494,24 @@ class PoolTests(SynchronousTestCase):
         self.addCleanup(plain.disconnect)
         self.assertIs(plain.protocol, txredisapi.RedisProtocol)
         self.assertEqual(plain.maxDelay, 2.0)
+
+    def test_tls_endpoints(self):
+        """
+        rediss+sentinel:// wraps every connection, to the Sentinels and to
+        the master, in TLS checking the host it connects to (no server
+        name is sent for an IP address); redis+sentinel:// is plain TCP.
+        """
+        reactor = MemoryReactorClock()
+        plain = tcp_or_tls(reactor, parse_store_url(URL), 1.0)("10.0.0.7", 6380)
+        self.assertIsInstance(plain, HostnameEndpoint)
+        tls = tcp_or_tls(reactor, parse_store_url("rediss+sentinel://s1/m/0"), 1.0)("10.0.0.7", 6380)
+        self.assertNotIsInstance(tls, HostnameEndpoint)
+        self.assertIsInstance(tls._wrappedEndpoint, HostnameEndpoint)
+        creator = tls._wrapperFactory(txredisapi.RedisFactory("x", None, 1))._connectionCreator
+        self.assertEqual((creator._hostname, creator._sendServerName), ("10.0.0.7", False))
+        endpoint = SentinelMasterEndpoint(reactor, parse_store_url("rediss+sentinel://s1/m/0"), 1.0)
+        self.assertNotIsInstance(endpoint.locator._connect_to("s1", 26379), HostnameEndpoint)
+        self.assertNotIsInstance(endpoint._connect_to("10.0.0.7", 6380), HostnameEndpoint)
 
     def test_stores_accept_sentinel_urls(self):
         """

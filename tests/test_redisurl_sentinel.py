@@ -27,6 +27,9 @@ ACCEPTED = [
                   sentinels=(("s1", 26379), ("s2", 26379)), service="m")),
     ("redis+sentinel://[::1]/m/",
      RedisAddress("redis+sentinel", None, 0, 0, sentinels=(("::1", 26379),), service="m")),
+    ("rediss+sentinel://:pw@s1,s2/m/1?ca=/etc/ca.pem",
+     RedisAddress("rediss+sentinel", None, 0, 1, password="pw", sentinels=(("s1", 26379), ("s2", 26379)),
+                  service="m", ca="/etc/ca.pem")),
 ]
 
 # (URL, what the message says); every one has the password "secret".
@@ -58,13 +61,14 @@ HOSTILE = [
     ("redis+sentinel://:secret@s1/m/x", "has the database 'x', which is not a number"),
     ("redis+sentinel://:secret@s1/m/-1", "has the database -1, which is out of range"),
     ("redis+sentinel://:secret@s1/m/1?db=2", "gives the database twice"),
-    ("redis+sentinel://:secret@s1/m/0?ca=ca.pem", "unknown query parameter 'ca'"),
+    ("redis+sentinel://:secret@s1/m/0?ca=ca.pem", "has ca, which only applies to rediss+sentinel:// (TLS)"),
+    ("rediss+sentinel://:secret@s1/m/0?ca=", "has an empty ca"),
+    ("rediss+sentinel://:secret@s1/m/0?tls=no", "has the unknown query parameter 'tls'"),
     ("redis+sentinel://:secret@s1/m/0?sentinel_password=x", "unknown query parameter 'sentinel_password'"),
     ("redis+sentinel://:secret@s1/m/0#frag", "has a #fragment"),
     ("redis+sentinel://app:secret@s1/m/0?x=1", "has the unknown query parameter 'x'"),
     ("redis+sentinel://app@s1/m/0", "has user@ without :password"),
-    ("rediss+sentinel://:secret@s1/m/0", "is rediss+sentinel://, which is not supported"),
-    ("sentinel://:secret@s1/m/0", "is not a redis://, rediss://, unix:// or redis+sentinel:// URL"),
+    ("sentinel://:secret@s1/m/0", "is not a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL"),
 ]
 
 
@@ -82,7 +86,7 @@ class SentinelUrlTests(SynchronousTestCase):
             address = parse_store_url(text)
             self.assertEqual(address, expected, text)
             self.assertTrue(address.sentinel)
-            self.assertFalse(address.tls)
+            self.assertEqual(address.tls, text.startswith("rediss"))
 
     def test_display(self):
         """
@@ -120,6 +124,24 @@ class SentinelUrlTests(SynchronousTestCase):
                     self.assertIn(message, problems[0])
                     self.assertIn("s1" if "s1" in text else "sentinel", problems[0])
                     self.assertNotIn("secret", problems[0])
+
+    def test_tls_ca(self):
+        """
+        rediss+sentinel:// may name a CA file, relative to the
+        configuration's directory, shown in the display form; a CA that is
+        not a file is a configuration error.
+        """
+        address = parse_store_url("rediss+sentinel://s1/m/0?ca=certs/ca.pem", "/etc/gatelayer")
+        self.assertEqual(address.ca, "/etc/gatelayer/certs/ca.pem")
+        self.assertEqual(address.display(), "rediss+sentinel://s1:26379/m/0?ca=/etc/gatelayer/certs/ca.pem")
+        for parse, section, extra in [(filter_ratelimit.parse_filter, "filter:rl", {"rate": "20/minute"}),
+                                      (filter_cache.parse_filter, "filter:c", {})]:
+            settings, problems = parse_section(
+                parse, section, dict(extra, store="rediss+sentinel://:secret@s1/m/0?ca=/no/such/ca.pem"))
+            self.assertEqual(len(problems), 1, problems)
+            self.assertIn(f"gate.ini [{section}] store: ", problems[0])
+            self.assertIn("which is not a file", problems[0])
+            self.assertNotIn("secret", problems[0])
 
     def test_config_accepts(self):
         """

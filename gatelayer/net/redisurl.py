@@ -32,15 +32,17 @@ class RedisAddress:
     Where a Redis server is: C{redis://[[user]:password@]host:port/db},
     C{rediss://...[?ca=PEM]} (TLS), C{unix:///path.sock[?db=N]}, or the
     master of a service its Sentinels name:
-    C{redis+sentinel://[[user]:password@]host:port,host:port/SERVICE/db}.
+    C{redis+sentinel://[[user]:password@]host:port,host:port/SERVICE/db}, or
+    with TLS to the Sentinels and the servers alike
+    C{rediss+sentinel://...[?ca=PEM]}.
 
-    @ivar scheme: C{"redis"}, C{"rediss"}, C{"unix"} or
-        C{"redis+sentinel"}.
+    @ivar scheme: C{"redis"}, C{"rediss"}, C{"unix"}, C{"redis+sentinel"}
+        or C{"rediss+sentinel"}.
     @ivar sentinels: for C{redis+sentinel://}, the Sentinels' C{(host,
         port)} pairs, in the order written (asked in that order).
     @ivar service: for C{redis+sentinel://}, the name the Sentinels monitor
         the master under.
-    @ivar ca: for C{rediss://}, a PEM file of the certificate authority the
+    @ivar ca: for C{rediss://} and C{rediss+sentinel://}, a PEM file of the certificate authority the
         server's certificate must chain to (default: the system's trust
         store).
     @ivar password: never shown in C{repr} or L{display}, so it stays out of
@@ -62,16 +64,17 @@ class RedisAddress:
     def sentinel(self):
         """
         Whether the server is the master the Sentinels name
-        (C{redis+sentinel://}).
+        (C{redis+sentinel://} or C{rediss+sentinel://}).
         """
-        return self.scheme == "redis+sentinel"
+        return self.scheme in ("redis+sentinel", "rediss+sentinel")
 
     @property
     def tls(self):
         """
-        Whether the connection is wrapped in TLS (C{rediss://}).
+        Whether the connections are wrapped in TLS (C{rediss://},
+        C{rediss+sentinel://}).
         """
-        return self.scheme == "rediss"
+        return self.scheme in ("rediss", "rediss+sentinel")
 
     def display(self):
         """
@@ -80,11 +83,11 @@ class RedisAddress:
         if self.scheme == "unix":
             return f"unix://{self.path}" + (f"?db={self.db}" if self.db else "")
         auth = "***@" if self.password is not None else ""
+        ca = f"?ca={self.ca}" if self.ca else ""
         if self.sentinel:
             hosts = ",".join(f"{_bracketed(h)}:{p}" for h, p in self.sentinels)
-            return f"{self.scheme}://{auth}{hosts}/{self.service}/{self.db}"
+            return f"{self.scheme}://{auth}{hosts}/{self.service}/{self.db}{ca}"
         host = _bracketed(self.host)
-        ca = f"?ca={self.ca}" if self.ca else ""
         return f"{self.scheme}://{auth}{host}:{self.port}/{self.db}{ca}"
 
 
@@ -95,12 +98,9 @@ def parse_store_url(text, base_dir=None):
     """
     text = text.strip()
     scheme, separator, rest = text.partition("://")
-    if separator and scheme.lower() == "rediss+sentinel":
-        raise ValueError("is rediss+sentinel://, which is not supported (Sentinel URLs are redis+sentinel://, "
-                         "without TLS)")
-    if separator and scheme.lower() == "redis+sentinel":
+    if separator and scheme.lower() in ("redis+sentinel", "rediss+sentinel"):
         # by hand: a list of hosts is no netloc urlsplit understands
-        return _parse_sentinel(rest)
+        return _parse_sentinel(scheme.lower(), rest, base_dir)
     try:
         parts = urlsplit(text)
     except ValueError:
@@ -121,7 +121,7 @@ def parse_store_url(text, base_dir=None):
         db = _db(query.get("db", ["0"])[-1])
         return RedisAddress(scheme="unix", path=unquote(parts.path), db=db, port=0)
     if scheme not in ("redis", "rediss"):
-        raise ValueError("is not a redis://, rediss://, unix:// or redis+sentinel:// URL")
+        raise ValueError("is not a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL")
     try:
         host, port = parts.hostname, parts.port
     except ValueError:
@@ -138,10 +138,10 @@ def parse_store_url(text, base_dir=None):
                         username=username, password=password, ca=ca)
 
 
-def _parse_sentinel(rest):
+def _parse_sentinel(scheme, rest, base_dir):
     """
-    The L{RedisAddress} of C{redis+sentinel://[[user]:password@]h:p,h:p/SERVICE[/db]},
-    given what follows C{://}.
+    The L{RedisAddress} of C{redis+sentinel://[[user]:password@]h:p,h:p/SERVICE[/db]}
+    (or C{rediss+sentinel://...[?ca=PEM]}), given what follows C{://}.
     """
     rest, hash_sign, _ = rest.partition("#")
     if hash_sign:
@@ -152,9 +152,18 @@ def _parse_sentinel(rest):
         query = parse_qs(query_text, keep_blank_values=True, strict_parsing=bool(query_text))
     except ValueError:
         raise ValueError("has a query that is not name=value pairs") from None
-    unknown = sorted(set(query) - {"db"})
+    known = {"db", "ca"} if scheme == "rediss+sentinel" else {"db"}
+    unknown = sorted(set(query) - known)
     if unknown:
-        raise ValueError(f"has the unknown query parameter {unknown[0]!r} (redis+sentinel:// knows only db)")
+        if unknown[0] == "ca":
+            raise ValueError("has ca, which only applies to rediss+sentinel:// (TLS)")
+        raise ValueError(f"has the unknown query parameter {unknown[0]!r} ({scheme}:// knows only "
+                         + " and ".join(sorted(known)) + ")")
+    ca = query.get("ca", [None])[-1]
+    if ca is not None:
+        if not ca:
+            raise ValueError("has an empty ca")
+        ca = os.path.normpath(os.path.join(base_dir or ".", os.path.expanduser(ca)))
     userinfo, at, hostlist = netloc.rpartition("@")
     username = password = None
     if at:
@@ -183,8 +192,8 @@ def _parse_sentinel(rest):
     if db_text and "db" in query:
         raise ValueError("gives the database twice (path and ?db=)")
     db = _db(db_text or query.get("db", ["0"])[-1])
-    return RedisAddress(scheme="redis+sentinel", port=0, db=db, username=username, password=password,
-                        sentinels=sentinels, service=service)
+    return RedisAddress(scheme=scheme, port=0, db=db, username=username, password=password,
+                        sentinels=sentinels, service=service, ca=ca)
 
 
 def _sentinel(item):

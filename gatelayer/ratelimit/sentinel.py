@@ -28,15 +28,16 @@ new master is up.
 
 import txredisapi
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.protocol import Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.logger import Logger
 from zope.interface import implementer
 
 __all__ = [
     "RECONNECT_MAX_DELAY", "MasterNotFound", "MasterLocator", "MasterRoleProtocol", "SentinelMasterEndpoint", "SentinelReplyError",
-    "is_readonly", "master_role_protocol", "parse_reply", "sentinel_command"]
+    "is_readonly", "master_role_protocol", "parse_reply", "sentinel_command", "tcp_or_tls"]
 
 _MAX_REPLY = 4096
 
@@ -278,15 +279,18 @@ class SentinelMasterEndpoint:
 
     def __init__(self, reactor, address, connect_timeout, locator=None, connect_to=None):
         """
-        @param address: a C{redis+sentinel} L{gatelayer.net.redisurl.RedisAddress}.
+        @param address: a C{redis+sentinel} or C{rediss+sentinel}
+            L{gatelayer.net.redisurl.RedisAddress}.
         @param locator: a L{MasterLocator} (made from C{address} by default).
         @param connect_to: makes the endpoint of a master's C{(host, port)};
-            a L{HostnameEndpoint} by default.
+            by default L{tcp_or_tls}'s for C{address}.
         """
         self._address = address
-        self.locator = locator or MasterLocator(reactor, address.sentinels, address.service, connect_timeout)
-        self._connect_to = connect_to or (
-            lambda host, port: HostnameEndpoint(reactor, host, port, timeout=connect_timeout))
+        if locator is None or connect_to is None:
+            default = tcp_or_tls(reactor, address, connect_timeout)
+        self.locator = locator or MasterLocator(
+            reactor, address.sentinels, address.service, connect_timeout, connect_to=default)
+        self._connect_to = connect_to or default
         self.master = None
 
     def connect(self, protocolFactory):
@@ -371,6 +375,27 @@ class MasterRoleProtocol(txredisapi.RedisProtocol):
             return txredisapi.RedisProtocol.connectionMade(self)
         self.transport.loseConnection()
         return None
+
+
+def tcp_or_tls(reactor, address, timeout):
+    """
+    What makes the client endpoint of a C{(host, port)} for C{address}'s
+    Sentinels and servers: TCP, wrapped in TLS for C{rediss+sentinel}, the
+    certificate checked against the host (a name, or the IP address a
+    Sentinel reports) and the address's C{ca} file or the system's trust
+    store. Reads the C{ca} file now, once.
+    """
+    trust = None
+    if address.tls and address.ca is not None:
+        with open(address.ca, "rb") as f:
+            trust = Certificate.loadPEM(f.read())
+
+    def endpoint(host, port):
+        tcp = HostnameEndpoint(reactor, host, port, timeout=timeout)
+        if not address.tls:
+            return tcp
+        return wrapClientTLS(optionsForClientTLS(host, trustRoot=trust), tcp)
+    return endpoint
 
 
 def _peer(transport):

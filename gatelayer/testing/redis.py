@@ -19,7 +19,7 @@ import time
 
 from gatelayer.testing.waiting import free_port
 
-__all__ = ["RedisServer", "SentinelCluster", "ask_redis", "redis_server_path", "resp_command"]
+__all__ = ["RedisServer", "SentinelCluster", "ask_redis", "redis_server_path", "resp_command", "write_certificates"]
 
 _CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 
@@ -49,10 +49,13 @@ class RedisServer:
         the CA in L{ca_path}.
     """
 
-    def __init__(self, executable=None, start_timeout=10.0, tls=False, extra_args=()):
+    def __init__(self, executable=None, start_timeout=10.0, tls=False, extra_args=(), certificates=None):
         """
         @param extra_args: more redis-server arguments (C{("--replicaof",
             "127.0.0.1", "6380")}, say).
+        @param certificates: with C{tls}, a directory already holding
+            C{ca.pem}, C{server.pem} and C{server.key} (several servers
+            sharing one CA); by default the server makes its own.
         """
         self.extra_args = tuple(extra_args)
         self.executable = executable or redis_server_path()
@@ -65,9 +68,10 @@ class RedisServer:
         self.process = None
         self.frozen = False
         self.tls = tls
-        self.ca_path = os.path.join(self.directory, "ca.pem")
-        if tls:
-            _write_certificates(self.directory)
+        self.certificates = certificates or self.directory
+        self.ca_path = os.path.join(self.certificates, "ca.pem")
+        if tls and certificates is None:
+            write_certificates(self.directory)
 
     @property
     def url(self):
@@ -112,8 +116,8 @@ class RedisServer:
             port = self.port or free_port()
             if self.tls:
                 ports = ["--port", "0", "--tls-port", str(port),
-                         "--tls-cert-file", os.path.join(self.directory, "server.pem"),
-                         "--tls-key-file", os.path.join(self.directory, "server.key"),
+                         "--tls-cert-file", os.path.join(self.certificates, "server.pem"),
+                         "--tls-key-file", os.path.join(self.certificates, "server.key"),
                          "--tls-ca-cert-file", self.ca_path, "--tls-auth-clients", "no"]
             else:
                 ports = ["--port", str(port)]
@@ -214,15 +218,19 @@ def resp_command(*words):
         + [f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words])
 
 
-def ask_redis(port, *words, timeout=2.0):
+def ask_redis(port, *words, timeout=2.0, ca=None):
     """
-    Send one command to the server on C{port} and return its parsed reply
-    (see L{gatelayer.ratelimit.sentinel.parse_reply}); L{None} when it cannot
-    be reached or does not answer in time.
+    Send one command to the server on C{port} of 127.0.0.1 (over TLS
+    trusting C{ca}, if given) and return its parsed reply (see
+    L{gatelayer.ratelimit.sentinel.parse_reply}); L{None} when it cannot be
+    reached or does not answer in time.
     """
     from gatelayer.ratelimit.sentinel import parse_reply
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if ca is not None:
+            sock = ssl.create_default_context(cafile=ca).wrap_socket(sock, server_hostname="127.0.0.1")
+        with sock as s:
             s.sendall(resp_command(*words))
             data = b""
             while True:
@@ -250,6 +258,10 @@ class SentinelCluster:
     started earlier could not be agreed on. Stopping kills only the
     processes this object started.
 
+    With C{tls}, every process (servers, replication, Sentinels) speaks
+    TLS only, with certificates for C{localhost} and C{127.0.0.1} from one
+    CA (L{ca_path}).
+
     @ivar master: the L{RedisServer} started as the master.
     @ivar replica: the L{RedisServer} started as its replica.
     @ivar sentinel_ports: the Sentinels' ports.
@@ -257,23 +269,37 @@ class SentinelCluster:
 
     SERVICE = "gatemaster"
 
-    def __init__(self, down_after=0.8, failover_timeout=4.0, start_timeout=30.0):
+    def __init__(self, down_after=0.8, failover_timeout=4.0, start_timeout=30.0, tls=False):
         self.down_after = down_after
         self.failover_timeout = failover_timeout
         self.start_timeout = start_timeout
-        self.master = RedisServer()
+        self.tls = tls
+        self.directory = tempfile.mkdtemp(prefix="gatelayer-sentinel-")
+        self.ca_path = os.path.join(self.directory, "ca.pem")
+        if tls:
+            write_certificates(self.directory)
+        self._certificates = self.directory if tls else None
+        self.master = RedisServer(tls=tls, certificates=self._certificates)
         self.replica = None
         self.sentinel_ports = []
         self._sentinels = []
-        self.directory = tempfile.mkdtemp(prefix="gatelayer-sentinel-")
 
     @property
     def url(self):
         """
-        C{redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/SERVICE/0}.
+        C{redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/SERVICE/0},
+        or with TLS C{rediss+sentinel://.../SERVICE/0?ca=...}.
         """
         hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        if self.tls:
+            return f"rediss+sentinel://{hosts}/{self.SERVICE}/0?ca={self.ca_path}"
         return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    def ask(self, port, *words):
+        """
+        L{ask_redis} of a process of this cluster (over TLS if it uses it).
+        """
+        return ask_redis(port, *words, ca=self.ca_path if self.tls else None)
 
     def start(self):
         """
@@ -281,7 +307,10 @@ class SentinelCluster:
         are ready for a failover.
         """
         self.master.start()
-        self.replica = RedisServer(extra_args=("--replicaof", "127.0.0.1", str(self.master.port)))
+        replication = ("--replicaof", "127.0.0.1", str(self.master.port))
+        if self.tls:
+            replication += ("--tls-replication", "yes")
+        self.replica = RedisServer(tls=self.tls, extra_args=replication, certificates=self._certificates)
         self.replica.start()
         self._wait(lambda: b"master_link_status:up" in self.replica.command("INFO", "replication"),
                    "the replica's link to the master")
@@ -294,8 +323,14 @@ class SentinelCluster:
         for attempt in range(3):
             port = free_port()
             path = os.path.join(self.directory, f"sentinel-{index}.conf")
+            if self.tls:
+                d = self.directory
+                ports = (f"port 0\ntls-port {port}\ntls-cert-file {d}/server.pem\ntls-key-file {d}/server.key\n"
+                         f"tls-ca-cert-file {d}/ca.pem\ntls-auth-clients no\ntls-replication yes\n")
+            else:
+                ports = f"port {port}\n"
             with open(path, "w") as f:
-                f.write(f"port {port}\nbind 127.0.0.1\ndaemonize no\n"
+                f.write(f"{ports}bind 127.0.0.1\ndaemonize no\n"
                         f"dir {self.directory}\nlogfile {self.directory}/sentinel-{index}.log\n"
                         f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 2\n"
                         f"sentinel down-after-milliseconds {self.SERVICE} {int(self.down_after * 1000)}\n"
@@ -306,7 +341,7 @@ class SentinelCluster:
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and process.poll() is None:
-                if ask_redis(port, "PING", timeout=0.5) == b"PONG":
+                if self.ask(port, "PING") == b"PONG":
                     self._sentinels.append(process)
                     self.sentinel_ports.append(port)
                     return
@@ -326,7 +361,7 @@ class SentinelCluster:
         What the Sentinel on C{port} says of the master (C{SENTINEL master
         SERVICE} as a dict of text), or L{None}.
         """
-        reply = ask_redis(port, "SENTINEL", "master", self.SERVICE)
+        reply = self.ask(port, "SENTINEL", "master", self.SERVICE)
         if not isinstance(reply, list):
             return None
         return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply) - 1, 2)}
@@ -337,7 +372,7 @@ class SentinelCluster:
         L{None}.
         """
         for port in self.sentinel_ports:
-            reply = ask_redis(port, "SENTINEL", "get-master-addr-by-name", self.SERVICE)
+            reply = self.ask(port, "SENTINEL", "get-master-addr-by-name", self.SERVICE)
             if isinstance(reply, list) and len(reply) == 2:
                 return int(reply[1])
         return None
@@ -347,7 +382,7 @@ class SentinelCluster:
         C{"master"} or C{"slave"}: what C{server} (a L{RedisServer}) says it
         is, or L{None} when it does not answer.
         """
-        reply = ask_redis(server.port, "ROLE")
+        reply = self.ask(server.port, "ROLE")
         return reply[0].decode() if isinstance(reply, list) and reply else None
 
     def _wait(self, condition, what):
@@ -377,7 +412,7 @@ def _kill(process):
     process.wait(timeout=10)
 
 
-def _write_certificates(directory):
+def write_certificates(directory):
     """
     Write a throw-away CA (C{ca.pem}) and a server certificate for
     localhost/127.0.0.1 it issued (C{server.pem}, C{server.key}).

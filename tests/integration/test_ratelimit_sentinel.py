@@ -5,19 +5,22 @@ loopback ports, the master killed with SIGKILL while a client keeps sending
 requests. What is checked: how long until the limits are enforced again
 through the promoted replica, that the answers in between are the
 configured C{on_store_error} behaviour, and that the limit is exact again
-afterwards, counting from what the replica had.
+afterwards, counting from what the replica had. The same failover over TLS
+(C{rediss+sentinel://}) is checked on the store itself.
 """
 
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.defer import TimeoutError, gatherResults, inlineCallbacks
 from twisted.logger import Logger
 from twisted.trial.unittest import TestCase
 
+from gatelayer.ratelimit.algorithms import Quota
+from gatelayer.ratelimit.redis_store import RedisStore
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.http import fetch
-from gatelayer.testing.redis import SentinelCluster, ask_redis
+from gatelayer.testing.redis import SentinelCluster, write_certificates, ask_redis
 from gatelayer.testing.waiting import sleep, wait_until
 
 RATE = 20
@@ -213,3 +216,65 @@ class SentinelFailoverTests(TestCase):
         self.assertIsNotNone(during.header(b"RateLimit"))
         self.assertBetween(probes, (200, True))
         self.assertLess(settled, BOUND)
+
+
+class SentinelTlsStoreTests(TestCase):
+    """
+    L{RedisStore} on C{rediss+sentinel://}: TLS to the Sentinels and to the
+    servers, whose certificates are checked against the IP address the
+    Sentinels report.
+    """
+
+    timeout = 90
+
+    @inlineCallbacks
+    def test_follows_failover_over_tls(self):
+        """
+        Exact over TLS before the failover; after the master is killed the
+        store reaches the promoted replica (within BOUND), a key exhausted
+        before is still exhausted and a new key gets exactly its quota.
+        """
+        cluster = SentinelCluster(tls=True).start()
+        self.addCleanup(cluster.stop)
+        store = RedisStore(reactor, cluster.url)
+        self.addCleanup(store.close)
+        quota = Quota(rate=RATE, period=3600.0)
+
+        @inlineCallbacks
+        def allowed(key, count):
+            decisions = yield gatherResults([store.take(KEY + key, quota) for _ in range(count)])
+            return sum(d.allowed for d in decisions)
+
+        @inlineCallbacks
+        def answers(key):
+            try:
+                decision = yield store.take(KEY + key, quota).addTimeout(0.5, reactor)
+            except Exception:
+                return False
+            return decision.allowed
+        yield wait_until(reactor, lambda: answers("first"), timeout=15, what="a first take over TLS")
+        self.assertEqual((yield allowed("before", RATE + 5)), RATE)
+
+        # a store trusting another CA never gets an answer
+        other = os.path.abspath(self.mktemp())
+        os.makedirs(other)
+        write_certificates(other)
+        stranger = RedisStore(reactor, cluster.url.replace(cluster.ca_path, os.path.join(other, "ca.pem")))
+        self.addCleanup(stranger.close)
+        for _ in range(3):
+            with self.assertRaises(TimeoutError):
+                yield stranger.take(KEY + "stranger", quota).addTimeout(0.5, reactor)
+        self.assertEqual(stranger.stats()["connections"], 0)
+
+        yield wait_until(reactor, lambda: cluster.ask(cluster.replica.port, "GET", KEY + "before") == (
+            cluster.ask(cluster.master.port, "GET", KEY + "before")), what="the counter reaching the replica")
+
+        cluster.master.kill()
+        killed = reactor.seconds()
+        probes = iter(range(1000))
+        yield wait_until(reactor, lambda: answers(f"probe-{next(probes)}"), timeout=BOUND, interval=0.1,
+                         what="a take through the promoted replica")
+        self.assertLess(reactor.seconds() - killed, BOUND)
+        self.assertEqual(cluster.role(cluster.replica), "master")
+        self.assertEqual((yield allowed("before", 5)), 0)
+        self.assertEqual((yield allowed("after", RATE + 5)), RATE)

@@ -19,6 +19,9 @@ connection that outlived a demotion gets C{READONLY} errors; the stores
 drop their connections on one (L{is_readonly}), which sends them through
 the Sentinels again.
 
+With C{rediss+sentinel://} every connection, to a Sentinel or to a server,
+is TLS (L{tcp_or_tls}).
+
 txredisapi ships a C{Sentinel} class too; it is not used because it asks
 every Sentinel for every master at once and, when none reports a healthy
 master (the seconds of a failover), waits ten seconds on the global
@@ -36,8 +39,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 __all__ = [
-    "RECONNECT_MAX_DELAY", "MasterNotFound", "MasterLocator", "MasterRoleProtocol", "SentinelMasterEndpoint", "SentinelReplyError",
-    "is_readonly", "master_role_protocol", "parse_reply", "sentinel_command", "tcp_or_tls"]
+    "RECONNECT_MAX_DELAY", "MasterLocator", "MasterNotFound", "MasterRoleProtocol", "SentinelMasterEndpoint",
+    "SentinelReplyError", "is_readonly", "master_role_protocol", "parse_reply", "sentinel_command", "tcp_or_tls"]
 
 _MAX_REPLY = 4096
 

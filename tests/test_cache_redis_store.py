@@ -6,8 +6,10 @@ filter answering from the shared store. The store against a real server
 is in tests/integration/test_cache_redis.py.
 """
 
+import txredisapi
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http_headers import Headers
@@ -94,6 +96,25 @@ class FakeRedis:
         return self._reply(self.scan_pages.pop(0))
 
 
+class FakePooled:
+    """
+    A pooled connection over a L{StringTransport}.
+    """
+
+    def __init__(self):
+        self.transport = StringTransport()
+
+
+class FakePool:
+    """
+    The part of a txredisapi factory the store uses to reconnect: its pool.
+    """
+
+    def __init__(self, pool):
+        self.pool = pool
+        self.disconnectCalled = True
+
+
 class EncodingTests(SynchronousTestCase):
     """
     L{encode_entry} and L{decode_entry}.
@@ -134,6 +155,23 @@ class RedisCacheStoreTests(SynchronousTestCase):
         Request headers with C{Accept-Language: language}.
         """
         return Headers({b"Accept-Language": [language]})
+
+    def test_readonly_reconnects(self):
+        """
+        A write refused with READONLY (the master was demoted by a
+        failover) is dropped like any failed write, and the connections are
+        closed so the pool connects to the master again; other errors keep
+        them.
+        """
+        connection = FakePooled()
+        self.store.factory = FakePool([connection])
+        self.redis.error = txredisapi.ResponseError("ERR other")
+        self.successResultOf(self.store.put(b"/a", b"", _entry(vary=b"")))
+        self.assertFalse(connection.transport.disconnecting)
+        self.redis.error = txredisapi.ResponseError("READONLY You can't write against a read only replica.")
+        self.assertIsNone(self.successResultOf(self.store.put(b"/a", b"", _entry(vary=b""))))
+        self.assertTrue(connection.transport.disconnecting)
+        self.assertEqual(self.store.counters["write_errors"], 2)
 
     def test_put_and_fetch(self):
         """

@@ -98,7 +98,7 @@ class ParseFilterTests(SynchronousTestCase):
             "[filter:rl] rate: '10/fortnight' has the unknown unit 'fortnight'",
             "[filter:rl] burst: '-1' must be at least 0",
             "[filter:rl] algorithm: 'leaky' is not one of gcra, sliding_window",
-            "[filter:rl] store: 'http://x' is not a redis://, rediss:// or unix:// URL",
+            "[filter:rl] store: 'http://x' is not a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL",
             "[filter:rl] store_timeout: '2m' must be from 1ms to 60s",
             "[filter:rl] on_store_error: 'maybe' is not one of open, closed, local",
             "[filter:rl] mode: 'loud' is not one of enforce, shadow",

@@ -339,6 +339,32 @@ class RedisStoreTests(SynchronousTestCase):
         stats = self.store.stats()
         self.assertEqual((stats["abandoned"], stats["reconnects_forced"]), (3, 1))
 
+    def test_readonly_drops_connections(self):
+        """
+        A batch refused with READONLY (a connection to a master since
+        demoted to a replica) fails its takes and drops the connections,
+        so the pool connects to the master again.
+        """
+        self.redis.error = txredisapi.ResponseError("READONLY You can't write against a read only replica.")
+        connections = [FakeConnection(), FakeConnection()]
+        self.store._factory.pool.extend(connections)
+        self.addCleanup(self.store._factory.pool.clear)
+        d = self.fire(self.store.take("k", GCRA))
+        self.failureResultOf(d, txredisapi.ResponseError)
+        self.assertTrue(all(c.transport.aborted for c in connections))
+        self.assertEqual(self.store.stats()["reconnects_forced"], 1)
+
+    def test_other_errors_keep_connections(self):
+        """
+        Any other error reply leaves the connections alone.
+        """
+        self.redis.error = txredisapi.ResponseError("ERR something else")
+        connections = [FakeConnection()]
+        self.store._factory.pool.extend(connections)
+        self.addCleanup(self.store._factory.pool.clear)
+        self.failureResultOf(self.fire(self.store.take("k", GCRA)), txredisapi.ResponseError)
+        self.assertFalse(connections[0].transport.aborted)
+
     def test_stall_counts_commands(self):
         """
         Takes abandoned together, in one command, count as one stalled

@@ -16,13 +16,13 @@ others).
 
 import json
 
-import txredisapi
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from gatelayer.cache.entry import Entry
 from gatelayer.cache.policy import variant_of
 from gatelayer.net.redisurl import RedisAddress, parse_store_url
+from gatelayer.ratelimit.sentinel import is_readonly
 
 __all__ = [
     "COMPLAINT_INTERVAL", "PURGE_TIMEOUT", "RedisCacheStore", "WRITE_TIMEOUT", "decode_entry",
@@ -104,17 +104,10 @@ def connect(reactor, address, connect_timeout=1.0, pool_size=2):
     """
     A lazy txredisapi connection pool to C{address} (a L{RedisAddress}),
     connecting and reconnecting in the background as the rate-limit store's
-    does.
+    does (following the master for a C{redis+sentinel://} address).
     """
-    from gatelayer.ratelimit.redis_store import redis_endpoint
-    factory = txredisapi.RedisFactory(
-        address.display(), address.db or None, pool_size, isLazy=True,
-        handler=txredisapi.ConnectionHandler, password=address.password, username=address.username,
-        charset=None)
-    factory.initialDelay = 0.1
-    factory.maxDelay = 2.0
-    factory.startConnecting(redis_endpoint(reactor, address, connect_timeout))
-    return factory
+    from gatelayer.ratelimit.redis_store import redis_pool
+    return redis_pool(reactor, address, pool_size, connect_timeout, charset=None)
 
 
 class RedisCacheStore:
@@ -194,6 +187,8 @@ class RedisCacheStore:
         def failed(failure):
             if timer.active():
                 timer.cancel()
+            if is_readonly(failure):
+                self._reconnect()
             if not result.called:
                 self.counters[counter] += 1
                 self._complain(what, failure.getErrorMessage())
@@ -206,6 +201,17 @@ class RedisCacheStore:
         sent.append(d)
         d.addCallbacks(answered, failed)
         return result
+
+    def _reconnect(self):
+        """
+        Drop the connections after Redis answered as a replica (a master
+        demoted by a failover), so the pool connects to the master again
+        (through the Sentinels for a C{redis+sentinel://} store).
+        """
+        if self.factory is not None:
+            for connection in list(self.factory.pool):
+                if connection.transport is not None:
+                    connection.transport.loseConnection()
 
     def fetch(self, primary, headers):
         """

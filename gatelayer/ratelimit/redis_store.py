@@ -13,8 +13,10 @@ each key's expiry itself, so no key outlives its usefulness.
 Batching is what keeps the filter cheap: one command, one reply and one
 Deferred chain in the client per turn instead of per request.
 
-The connection pool is txredisapi's lazy pool: it connects and reconnects in
-the background, and a take while no connection is up waits (bounded by the
+The connection pool is txredisapi's lazy pool (L{redis_pool}): it connects
+and reconnects in the background (to whichever server the Sentinels name
+the master, for a C{redis+sentinel://} URL: see
+L{gatelayer.ratelimit.sentinel}), and a take while no connection is up waits (bounded by the
 caller's timeout, see L{gatelayer.ratelimit.breaker.GuardedStore}) instead of
 failing. txredisapi schedules its reconnect timers on the global reactor; in
 a gateway process that is the reactor given here.
@@ -32,8 +34,11 @@ from zope.interface import implementer
 from gatelayer.net.redisurl import RedisAddress, parse_store_url
 from gatelayer.ratelimit.algorithms import Decision, gcra_interval_us, sliding_window_ms
 from gatelayer.ratelimit.interfaces import IRateLimitStore
+from gatelayer.ratelimit.sentinel import (
+    RECONNECT_MAX_DELAY, SentinelMasterEndpoint, is_readonly, master_role_protocol)
 
-__all__ = ["RedisStore", "BatchReplyError", "BATCH_SCRIPT", "BATCH_SCRIPT_SHA", "quota_spec", "redis_endpoint"]
+__all__ = ["RedisStore", "BatchReplyError", "BATCH_SCRIPT", "BATCH_SCRIPT_SHA", "quota_spec", "redis_endpoint",
+           "redis_pool"]
 
 # One decision per key of KEYS, in order, all at the server's one TIME.
 # ARGV[i] is the quota of take i: "g <interval_us> <limit>" (GCRA, mirroring
@@ -145,10 +150,12 @@ def redis_endpoint(reactor, address, connect_timeout):
     """
     The client endpoint for C{address} (a L{RedisAddress}): TCP, TCP wrapped
     in TLS with the server's certificate checked against the host name (and
-    against the address's C{ca} file, or the system's trust store), or a
-    Unix socket. Reads the C{ca} file: call it when the store is made, not
-    per request.
+    against the address's C{ca} file, or the system's trust store), a
+    Unix socket, or the master the Sentinels name. Reads the C{ca} file:
+    call it when the store is made, not per request.
     """
+    if address.sentinel:
+        return SentinelMasterEndpoint(reactor, address, connect_timeout)
     if address.scheme == "unix":
         return UNIXClientEndpoint(reactor, address.path, timeout=connect_timeout)
     endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout=connect_timeout)
@@ -159,6 +166,28 @@ def redis_endpoint(reactor, address, connect_timeout):
                 trust = Certificate.loadPEM(f.read())
         endpoint = wrapClientTLS(optionsForClientTLS(address.host, trustRoot=trust), endpoint)
     return endpoint
+
+
+def redis_pool(reactor, address, pool_size=2, connect_timeout=1.0, reconnect_max_delay=2.0,
+               charset="utf-8"):
+    """
+    A lazy txredisapi connection pool to C{address} (a L{RedisAddress}),
+    connecting and reconnecting in the background, first after 0.1s, then
+    backing off to C{reconnect_max_delay}. For a Sentinel address every
+    connection is checked to be to a master before the pool uses it, and
+    the back-off stops at L{RECONNECT_MAX_DELAY} if that is shorter.
+    """
+    factory = txredisapi.RedisFactory(
+        address.display(), address.db or None, pool_size, isLazy=True,
+        handler=txredisapi.ConnectionHandler, password=address.password,
+        username=address.username, charset=charset)
+    if address.sentinel:
+        factory.protocol = master_role_protocol(reactor, connect_timeout)
+        reconnect_max_delay = min(reconnect_max_delay, RECONNECT_MAX_DELAY)
+    factory.initialDelay = 0.1
+    factory.maxDelay = reconnect_max_delay
+    factory.startConnecting(redis_endpoint(reactor, address, connect_timeout))
+    return factory
 
 
 class _Batch:
@@ -210,8 +239,8 @@ class RedisStore:
 
     @param reactor: the reactor to connect with, and whose C{callLater(0)}
         ends a batch: the takes of one reactor turn go as one command.
-    @param url: a C{redis://}, C{rediss://} or C{unix://} URL, or a parsed
-        L{RedisAddress}.
+    @param url: a C{redis://}, C{rediss://}, C{unix://} or
+        C{redis+sentinel://} URL, or a parsed L{RedisAddress}.
     @param pool_size: connections kept open (commands are pipelined on
         them, so a few suffice).
     @param stall_limit: after this many commands in a row had every take
@@ -243,13 +272,7 @@ class RedisStore:
         self.counters = {"takes": 0, "allowed": 0, "rejected": 0, "script_loads": 0,
                          "failures": 0, "abandoned": 0, "reconnects_forced": 0,
                          "batches": 0}
-        factory = txredisapi.RedisFactory(
-            self.address.display(), self.address.db or None, pool_size, isLazy=True,
-            handler=txredisapi.ConnectionHandler, password=self.address.password,
-            username=self.address.username)
-        factory.initialDelay = 0.1
-        factory.maxDelay = reconnect_max_delay
-        factory.startConnecting(redis_endpoint(reactor, self.address, connect_timeout))
+        factory = redis_pool(reactor, self.address, pool_size, connect_timeout, reconnect_max_delay)
         self._factory = factory
         self._redis = factory.handler
 
@@ -354,6 +377,9 @@ class RedisStore:
         counters["rejected"] += delivered - allowed_count
 
     def _batch_failed(self, failure, results):
+        if is_readonly(failure):
+            # a connection to a master since demoted: find the new one
+            self._drop_connections("answers as a replica (READONLY)")
         for result in results:
             if not result.called:
                 self.counters["failures"] += 1
@@ -367,16 +393,16 @@ class RedisStore:
         self._stalled += 1
         if self._stalled >= self._stall_limit:
             self._stalled = 0
-            self._drop_connections()
+            self._drop_connections("stopped answering")
 
-    def _drop_connections(self):
+    def _drop_connections(self, why):
         connections = [c for c in self._factory.pool if c.transport is not None]
         if not connections:
             return
         self.counters["reconnects_forced"] += 1
         self.log.warn(
-            "Redis {address} stopped answering: dropping {count} connection(s) to reconnect",
-            address=self.address.display(), count=len(connections))
+            "Redis {address} {why}: dropping {count} connection(s) to reconnect",
+            address=self.address.display(), why=why, count=len(connections))
         for connection in connections:
             connection.transport.abortConnection()
 

@@ -2,7 +2,8 @@
 A real redis-server for integration tests: started on a free loopback port in
 a temporary directory, and killable, freezable (SIGSTOP), thawable (SIGCONT)
 and restartable on the same port, to test how the gateway behaves when Redis
-dies or hangs.
+dies or hangs; and a Sentinel-watched pair of them (L{SentinelCluster}: a
+master, a replica and three Sentinels) to test a failover.
 """
 
 import datetime
@@ -18,7 +19,7 @@ import time
 
 from gatelayer.testing.waiting import free_port
 
-__all__ = ["RedisServer", "redis_server_path"]
+__all__ = ["RedisServer", "SentinelCluster", "ask_redis", "redis_server_path", "resp_command", "write_certificates"]
 
 _CANDIDATES = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 
@@ -48,7 +49,15 @@ class RedisServer:
         the CA in L{ca_path}.
     """
 
-    def __init__(self, executable=None, start_timeout=10.0, tls=False):
+    def __init__(self, executable=None, start_timeout=10.0, tls=False, extra_args=(), certificates=None):
+        """
+        @param extra_args: more redis-server arguments (C{("--replicaof",
+            "127.0.0.1", "6380")}, say).
+        @param certificates: with C{tls}, a directory already holding
+            C{ca.pem}, C{server.pem} and C{server.key} (several servers
+            sharing one CA); by default the server makes its own.
+        """
+        self.extra_args = tuple(extra_args)
         self.executable = executable or redis_server_path()
         if self.executable is None:
             raise RuntimeError("redis-server is not installed")
@@ -59,9 +68,10 @@ class RedisServer:
         self.process = None
         self.frozen = False
         self.tls = tls
-        self.ca_path = os.path.join(self.directory, "ca.pem")
-        if tls:
-            _write_certificates(self.directory)
+        self.certificates = certificates or self.directory
+        self.ca_path = os.path.join(self.certificates, "ca.pem")
+        if tls and certificates is None:
+            write_certificates(self.directory)
 
     @property
     def url(self):
@@ -106,8 +116,8 @@ class RedisServer:
             port = self.port or free_port()
             if self.tls:
                 ports = ["--port", "0", "--tls-port", str(port),
-                         "--tls-cert-file", os.path.join(self.directory, "server.pem"),
-                         "--tls-key-file", os.path.join(self.directory, "server.key"),
+                         "--tls-cert-file", os.path.join(self.certificates, "server.pem"),
+                         "--tls-key-file", os.path.join(self.certificates, "server.key"),
                          "--tls-ca-cert-file", self.ca_path, "--tls-auth-clients", "no"]
             else:
                 ports = ["--port", str(port)]
@@ -115,7 +125,8 @@ class RedisServer:
                 [self.executable, *ports, "--bind", "127.0.0.1",
                  "--save", "", "--appendonly", "no", "--daemonize", "no",
                  "--dir", self.directory, "--unixsocket", self.socket_path,
-                 "--unixsocketperm", "700", "--logfile", os.path.join(self.directory, "redis.log")],
+                 "--unixsocketperm", "700", "--logfile", os.path.join(self.directory, "redis.log"),
+                 *self.extra_args],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.frozen = False
             if self._wait_ready(port):
@@ -179,11 +190,8 @@ class RedisServer:
         Send one command over a fresh blocking connection and return the raw
         reply bytes (enough for FLUSHALL, SCRIPT FLUSH, DBSIZE in tests).
         """
-        request = b"".join(
-            [f"*{len(words)}\r\n".encode()]
-            + [f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words])
         with self._connect(self.port, 5) as s:
-            s.sendall(request)
+            s.sendall(resp_command(*words))
             return s.recv(65536)
 
     def _connect(self, port, timeout):
@@ -201,7 +209,210 @@ class RedisServer:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def _write_certificates(directory):
+def resp_command(*words):
+    """
+    The RESP bytes of the command C{words} (text).
+    """
+    return b"".join(
+        [f"*{len(words)}\r\n".encode()]
+        + [f"${len(w.encode())}\r\n{w}\r\n".encode() for w in words])
+
+
+def ask_redis(port, *words, timeout=2.0, ca=None):
+    """
+    Send one command to the server on C{port} of 127.0.0.1 (over TLS
+    trusting C{ca}, if given) and return its parsed reply (see
+    L{gatelayer.ratelimit.sentinel.parse_reply}); L{None} when it cannot be
+    reached or does not answer in time.
+    """
+    from gatelayer.ratelimit.sentinel import parse_reply
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if ca is not None:
+            sock = ssl.create_default_context(cafile=ca).wrap_socket(sock, server_hostname="127.0.0.1")
+        with sock as s:
+            s.sendall(resp_command(*words))
+            data = b""
+            while True:
+                parsed = parse_reply(data)
+                if parsed is not None:
+                    return parsed[0]
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+    except OSError:
+        return None
+
+
+class SentinelCluster:
+    """
+    A Redis service C{SERVICE} watched by three Sentinels, all on free
+    loopback ports: a master, one replica of it and three
+    C{redis-server --sentinel} processes agreeing (quorum 2) that the master
+    is down after C{down_after} seconds without an answer, so that killing
+    the master promotes the replica within a few seconds.
+
+    Starting blocks (bounded) until the replica is in sync and every
+    Sentinel knows the replica and the two other Sentinels: a failover
+    started earlier could not be agreed on. Stopping kills only the
+    processes this object started.
+
+    With C{tls}, every process (servers, replication, Sentinels) speaks
+    TLS only, with certificates for C{localhost} and C{127.0.0.1} from one
+    CA (L{ca_path}).
+
+    @ivar master: the L{RedisServer} started as the master.
+    @ivar replica: the L{RedisServer} started as its replica.
+    @ivar sentinel_ports: the Sentinels' ports.
+    """
+
+    SERVICE = "gatemaster"
+
+    def __init__(self, down_after=0.8, failover_timeout=4.0, start_timeout=30.0, tls=False):
+        self.down_after = down_after
+        self.failover_timeout = failover_timeout
+        self.start_timeout = start_timeout
+        self.tls = tls
+        self.directory = tempfile.mkdtemp(prefix="gatelayer-sentinel-")
+        self.ca_path = os.path.join(self.directory, "ca.pem")
+        if tls:
+            write_certificates(self.directory)
+        self._certificates = self.directory if tls else None
+        self.master = RedisServer(tls=tls, certificates=self._certificates)
+        self.replica = None
+        self.sentinel_ports = []
+        self._sentinels = []
+
+    @property
+    def url(self):
+        """
+        C{redis+sentinel://127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3/SERVICE/0},
+        or with TLS C{rediss+sentinel://.../SERVICE/0?ca=...}.
+        """
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        if self.tls:
+            return f"rediss+sentinel://{hosts}/{self.SERVICE}/0?ca={self.ca_path}"
+        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+
+    def ask(self, port, *words):
+        """
+        L{ask_redis} of a process of this cluster (over TLS if it uses it).
+        """
+        return ask_redis(port, *words, ca=self.ca_path if self.tls else None)
+
+    def start(self):
+        """
+        Start the master, the replica and the Sentinels and wait until they
+        are ready for a failover.
+        """
+        self.master.start()
+        replication = ("--replicaof", "127.0.0.1", str(self.master.port))
+        if self.tls:
+            replication += ("--tls-replication", "yes")
+        self.replica = RedisServer(tls=self.tls, extra_args=replication, certificates=self._certificates)
+        self.replica.start()
+        self._wait(lambda: b"master_link_status:up" in self.replica.command("INFO", "replication"),
+                   "the replica's link to the master")
+        for index in range(3):
+            self._start_sentinel(index)
+        self._wait(self._sentinels_agree, "three Sentinels knowing the master, the replica and each other")
+        return self
+
+    def _start_sentinel(self, index):
+        for attempt in range(3):
+            port = free_port()
+            path = os.path.join(self.directory, f"sentinel-{index}.conf")
+            if self.tls:
+                d = self.directory
+                ports = (f"port 0\ntls-port {port}\ntls-cert-file {d}/server.pem\ntls-key-file {d}/server.key\n"
+                         f"tls-ca-cert-file {d}/ca.pem\ntls-auth-clients no\ntls-replication yes\n")
+            else:
+                ports = f"port {port}\n"
+            with open(path, "w") as f:
+                f.write(f"{ports}bind 127.0.0.1\ndaemonize no\n"
+                        f"dir {self.directory}\nlogfile {self.directory}/sentinel-{index}.log\n"
+                        f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.master.port} 2\n"
+                        f"sentinel down-after-milliseconds {self.SERVICE} {int(self.down_after * 1000)}\n"
+                        f"sentinel failover-timeout {self.SERVICE} {int(self.failover_timeout * 1000)}\n"
+                        f"sentinel parallel-syncs {self.SERVICE} 1\n")
+            process = subprocess.Popen(
+                [self.master.executable, path, "--sentinel"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and process.poll() is None:
+                if self.ask(port, "PING") == b"PONG":
+                    self._sentinels.append(process)
+                    self.sentinel_ports.append(port)
+                    return
+                time.sleep(0.02)
+            _kill(process)
+        raise RuntimeError(f"redis-server --sentinel did not start; see {self.directory}")
+
+    def _sentinels_agree(self):
+        for port in self.sentinel_ports:
+            state = self.sentinel_state(port)
+            if state is None or int(state.get("num-slaves", 0)) < 1 or int(state.get("num-other-sentinels", 0)) < 2:
+                return False
+        return True
+
+    def sentinel_state(self, port):
+        """
+        What the Sentinel on C{port} says of the master (C{SENTINEL master
+        SERVICE} as a dict of text), or L{None}.
+        """
+        reply = self.ask(port, "SENTINEL", "master", self.SERVICE)
+        if not isinstance(reply, list):
+            return None
+        return {reply[i].decode(): reply[i + 1].decode() for i in range(0, len(reply) - 1, 2)}
+
+    def master_port(self):
+        """
+        The port the first Sentinel that answers names as the master's, or
+        L{None}.
+        """
+        for port in self.sentinel_ports:
+            reply = self.ask(port, "SENTINEL", "get-master-addr-by-name", self.SERVICE)
+            if isinstance(reply, list) and len(reply) == 2:
+                return int(reply[1])
+        return None
+
+    def role(self, server):
+        """
+        C{"master"} or C{"slave"}: what C{server} (a L{RedisServer}) says it
+        is, or L{None} when it does not answer.
+        """
+        reply = self.ask(server.port, "ROLE")
+        return reply[0].decode() if isinstance(reply, list) and reply else None
+
+    def _wait(self, condition, what):
+        deadline = time.monotonic() + self.start_timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not happen in {self.start_timeout:g}s; see {self.directory}")
+            time.sleep(0.05)
+
+    def stop(self):
+        """
+        Kill every process this cluster started and remove its files. Safe
+        to call twice.
+        """
+        for process in self._sentinels:
+            _kill(process)
+        self._sentinels = []
+        for server in (self.master, self.replica):
+            if server is not None:
+                server.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _kill(process):
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+def write_certificates(directory):
     """
     Write a throw-away CA (C{ca.pem}) and a server certificate for
     localhost/127.0.0.1 it issued (C{server.pem}, C{server.key}).

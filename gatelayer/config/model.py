@@ -92,15 +92,17 @@ class ServerSpec:
     weight: int = 1
     backup: bool = False
     down: bool = False
+    #: C{host:port} (C{[host]:port} for IPv6), the name servers are known
+    #: by in logs, metrics and /status, and the key of per-server state:
+    #: made once, not per request.
+    address: str = field(init=False, eq=False, repr=False)
 
-    @property
-    def address(self):
-        """
-        C{host:port}, the name servers are known by in logs and /status.
-        """
+    def __attrs_post_init__(self):
         if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+            address = f"[{self.host}]:{self.port}"
+        else:
+            address = f"{self.host}:{self.port}"
+        object.__setattr__(self, "address", address)
 
 
 @frozen

@@ -16,7 +16,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from OpenSSL import SSL
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from zope.interface import implementer
 
 from gatelayer.testing.certs import IssuedCertificate, generate_key, write_pem
 from gatelayer.testing.waiting import free_port
@@ -27,6 +30,7 @@ __all__ = [
     "unsuccessful_response",
     "FakeResponder",
     "OpenSSLResponder",
+    "StaplingClientCreator",
 ]
 
 _ONE_DAY = datetime.timedelta(days=1)
@@ -271,3 +275,35 @@ class OpenSSLResponder:
                 self.process.kill()
             self.process.wait()
         self.process = None
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class StaplingClientCreator:
+    """
+    A permissive TLS client creator (any certificate accepted) that asks
+    for the OCSP status and keeps what the server stapled.
+
+    @ivar stapled: per handshake, the stapled response (C{b""}: none).
+    """
+
+    def __init__(self, server_name=None):
+        self.server_name = server_name
+        self.stapled = []
+        self.context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        self.context.set_verify(SSL.VERIFY_NONE, lambda *a: True)
+        self.context.set_alpn_protos([b"http/1.1"])
+        self.context.set_ocsp_client_callback(self._received)
+
+    def _received(self, connection, response, data):
+        self.stapled.append(bytes(response))
+        return True
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        """
+        A client connection sending SNI and the status request.
+        """
+        connection = SSL.Connection(self.context, None)
+        if self.server_name is not None:
+            connection.set_tlsext_host_name(self.server_name.encode("idna"))
+        connection.request_ocsp()
+        return connection

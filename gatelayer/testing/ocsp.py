@@ -7,7 +7,6 @@ loopback for integration tests.
 
 import datetime
 import os
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,9 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from gatelayer.testing.certs import IssuedCertificate, generate_key, write_pem
@@ -31,6 +32,7 @@ __all__ = [
     "FakeResponder",
     "OpenSSLResponder",
     "StaplingClientCreator",
+    "stapled_response",
 ]
 
 _ONE_DAY = datetime.timedelta(days=1)
@@ -182,8 +184,9 @@ class OpenSSLResponder:
     is retried on another if something took it meanwhile. Starting blocks
     until the port answers, which is acceptable in integration tests only.
 
-    @ivar port: the port (fixed at the first start).
-    @ivar url: C{http://127.0.0.1:PORT/}, for C{ocsp_url} of the leaves.
+    @ivar port: the port (fixed once started).
+    @ivar url: C{http://127.0.0.1:PORT/}, for C{ocsp_url} of the leaves
+        (see L{start}'s C{issue}).
     """
 
     def __init__(self, ca, signer, minutes=1):
@@ -221,8 +224,8 @@ class OpenSSLResponder:
 
     def add(self, issued, revoked=False):
         """
-        List C{issued} in the index, valid or revoked (an hour ago). A
-        running responder reads the index again only when restarted.
+        List C{issued} in the index, valid or revoked (an hour ago). The
+        responder reads the index when it starts.
         """
         certificate = issued.certificate
         expires = _index_date(certificate.not_valid_after_utc)
@@ -243,24 +246,39 @@ class OpenSSLResponder:
         """
         return self.process is not None and self.process.poll() is None
 
-    def start(self, timeout=10.0):
+    def start(self, issue=None, timeout=10.0):
         """
         Start answering (on the same port after a L{stop}).
+
+        @param issue: for a first start, C{issue(url)} issuing the
+            certificates that name the responder's URL, returning
+            C{[(issued, revoked)]} for the index: it is called again for a
+            new port when the first one was taken meanwhile.
+        @return: what C{issue} returned (else L{None}).
         """
-        for attempt in range(3):
-            self.process = subprocess.Popen(
-                ["openssl", "ocsp", "-index", self.index, "-port", str(self.port), "-ignore_err",
-                 "-rsigner", os.path.join(self.directory, "signer.pem"),
-                 "-rkey", os.path.join(self.directory, "signer.key"),
-                 "-CA", os.path.join(self.directory, "ca.pem"), "-nmin", str(self.minutes)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log_path = os.path.join(self.directory, "ocsp.log")
+        for attempt in range(3 if issue is not None else 1):
+            issued = None
+            if issue is not None:
+                self.rows = []
+                issued = issue(self.url)
+                for certificate, revoked in issued:
+                    self.add(certificate, revoked)
+            with open(log_path, "wb") as log:
+                self.process = subprocess.Popen(
+                    ["openssl", "ocsp", "-index", self.index, "-port", str(self.port), "-ignore_err",
+                     "-rsigner", os.path.join(self.directory, "signer.pem"),
+                     "-rkey", os.path.join(self.directory, "signer.key"),
+                     "-CA", os.path.join(self.directory, "ca.pem"), "-nmin", str(self.minutes)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+            # A probe connection would hold the one-at-a-time responder:
+            # its own word that it listens is awaited instead.
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.running:
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                    return self
-                except OSError:
-                    time.sleep(0.05)
+                with open(log_path, "rb") as log:
+                    if b"waiting for OCSP client connections" in log.read():
+                        return issued
+                time.sleep(0.05)
             self.stop()
             # The port was taken between picking and binding: try another.
             self.port = free_port()
@@ -307,3 +325,47 @@ class StaplingClientCreator:
             connection.set_tlsext_host_name(self.server_name.encode("idna"))
         connection.request_ocsp()
         return connection
+
+
+@implementer(IHandshakeListener)
+class _StatusProbe(Protocol):
+    # Closes once the handshake is done; fires when the connection is gone.
+    def __init__(self, done):
+        self.done = done
+
+    def handshakeCompleted(self):
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        if not self.done.called:
+            self.done.callback(None)
+
+
+class _ProbeFactory(ClientFactory):
+    def __init__(self, done):
+        self.done = done
+
+    def buildProtocol(self, addr):
+        return _StatusProbe(self.done)
+
+    def clientConnectionFailed(self, connector, reason):
+        self.done.errback(reason)
+
+
+def stapled_response(reactor, address, server_name, timeout=10.0):
+    """
+    Connect to C{address} (C{(host, port)}) over TLS sending C{server_name}
+    and asking for the certificate status; fire with what the server
+    stapled (C{b""}: nothing), or fail when no handshake completed.
+    """
+    creator = StaplingClientCreator(server_name)
+    done = Deferred()
+    factory = TLSMemoryBIOFactory(creator, True, _ProbeFactory(done), clock=reactor)
+    host, port = address
+    reactor.connectTCP(host, port, factory, timeout=timeout)
+
+    def answer(_):
+        if not creator.stapled:
+            raise RuntimeError(f"no TLS handshake completed with {host}:{port}")
+        return creator.stapled[0]
+    return done.addTimeout(timeout, reactor).addCallback(answer)

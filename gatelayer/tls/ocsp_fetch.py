@@ -14,7 +14,7 @@ reload of many certificates does not storm a responder.
 import datetime
 from io import BytesIO
 
-from twisted.internet.defer import DeferredSemaphore, maybeDeferred
+from twisted.internet.defer import CancelledError, DeferredSemaphore, TimeoutError, maybeDeferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import Agent, FileBodyProducer
@@ -115,6 +115,17 @@ class _Tracked:
             if timer is not None and timer.active():
                 timer.cancel()
         self.timer = self.expiry = None
+
+
+def _describe(failure):
+    # The HTTP client wraps the real reason (refused, reset) in a list; a
+    # timeout has no message of its own.
+    reasons = getattr(failure.value, "reasons", None)
+    if reasons:
+        failure = reasons[0]
+    if failure.check(TimeoutError, CancelledError):
+        return "no answer in time"
+    return failure.getErrorMessage() or failure.type.__name__
 
 
 def _moment(seconds):
@@ -287,9 +298,7 @@ class OCSPStapler:
     def _failed(self, failure, tracked):
         if not self._current(tracked):
             return
-        value = failure.value
-        reasons = getattr(value, "reasons", None)
-        reason = reasons[0].getErrorMessage() if reasons else (failure.getErrorMessage() or failure.type.__name__)
+        reason = _describe(failure)
         tracked.failures += 1
         tracked.last_error = reason
         tracked.last_fetch = self._now().isoformat()

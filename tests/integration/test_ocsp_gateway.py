@@ -11,6 +11,7 @@ C{--check} and by a reload, which keeps the old response).
 
 import datetime
 import os
+import signal
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -166,6 +167,52 @@ class OCSPGatewayTests(TestCase):
                          ("auto", True, responder.url, None))
         self.assertEqual(row["response"]["status"], "good")
         self.assertEqual(datetime.datetime.fromisoformat(row["response"]["next_update"]), staple.next_update)
+
+    @inlineCallbacks
+    def test_respawn_and_rotation(self):
+        """
+        A respawned worker staples from its first connection on (it gets
+        the response before it serves), and a certificate rotated in on
+        SIGHUP is stapled with a response fetched for it.
+        """
+        responder, leaf = self.responder()
+        yield self.start("auto")
+        der = yield self.wait_stapled()
+        victim = (yield self.status())["workers"][0]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        policy = _StaplingPolicy()
+
+        @inlineCallbacks
+        def respawned_serves():
+            worker = (yield self.status())["workers"][0]
+            if worker["pid"] == victim or not worker["alive"]:
+                return False
+            response = yield fetch(reactor, self.gate.url("secure", "/", scheme="https"), context_factory=policy)
+            self.assertEqual((response.status, policy.creator.stapled[-1]), (200, der))
+            return (yield self.status())["workers"][0]["requests"] > 0
+        yield wait_until(reactor, respawned_serves, timeout=DEADLINE, interval=0.1,
+                         what="the respawned worker serving")
+        # The responder reads its index at start: list the new certificate
+        # and start it again on the same port.
+        responder.stop()
+        rotated = self.leaf(responder.url)
+        responder.add(rotated)
+        responder.start()
+        before = (yield self.status())["reload"]["last"]
+        self.gate.signal("HUP")
+
+        @inlineCallbacks
+        def reloaded():
+            return (yield self.status())["reload"]["last"] != before
+        yield wait_until(reactor, reloaded, timeout=DEADLINE, what="the reload")
+
+        @inlineCallbacks
+        def rotated_stapled():
+            stapled = yield self.stapled()
+            return stapled and stapled != der and check_response(
+                stapled, rotated.certificate, self.ca.certificate, _now()).status == "good"
+        yield wait_until(reactor, rotated_stapled, timeout=DEADLINE, interval=0.2,
+                         what="the rotated certificate stapled")
 
     @inlineCallbacks
     def test_responder_down_kept_until_expiry(self):

@@ -8,15 +8,19 @@ import datetime
 import os
 
 from cryptography.hazmat.primitives import hashes
+from twisted.internet.defer import Deferred, TimeoutError, succeed
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.client import ResponseDone
 
 from gatelayer.config.model import TlsSpec
 from gatelayer.testing.certs import CertificateAuthority, write_pem
 from gatelayer.testing.ocsp import FakeResponder, ocsp_response, unsuccessful_response
 from gatelayer.tls.ocsp import OCSPError
-from gatelayer.tls.ocsp_fetch import OCSPStapler, read_staple_file
+from gatelayer.tls.ocsp_fetch import MAX_RESPONSE_SIZE, OCSPStapler, http_post, read_staple_file
 from gatelayer.tls.store import load_certificate_set
 
 # Everything is dated around a fixed moment the clock starts at: nothing
@@ -316,3 +320,70 @@ class FileTests(_Case):
                                       certificate_set, _NOW)
                 self.assertIn(f"[tls:main] ocsp_staple: {path}", str(e))
                 self.assertIn(reason, str(e))
+
+
+class _Response:
+    """
+    An C{IResponse} stand-in delivering C{body} at once.
+    """
+
+    def __init__(self, code, body):
+        self.code = code
+        self.body = body
+
+    def deliverBody(self, protocol):
+        protocol.makeConnection(StringTransport())
+        if self.body:
+            protocol.dataReceived(self.body)
+        protocol.connectionLost(Failure(ResponseDone()))
+
+
+class _Agent:
+    """
+    An C{IAgent} answering every request with C{response} (or never, for
+    L{None}), keeping what it was asked.
+    """
+
+    def __init__(self, response):
+        self.response = response
+        self.requests = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        self.requests.append((method, uri, headers, bodyProducer))
+        return Deferred() if self.response is None else succeed(self.response)
+
+
+class HTTPPostTests(SynchronousTestCase):
+    """
+    L{http_post} POSTs the request and takes only a bounded 200 answer in
+    time.
+    """
+
+    def test_post(self):
+        """
+        The request goes out as an C{application/ocsp-request} POST of its
+        length; a 200 answer's body is the response.
+        """
+        agent = _Agent(_Response(200, b"DER"))
+        d = http_post(agent, Clock(), "http://127.0.0.1:9/", b"request", 10.0)
+        self.assertEqual(self.successResultOf(d), b"DER")
+        [(method, uri, headers, producer)] = agent.requests
+        self.assertEqual((method, uri, producer.length), (b"POST", b"http://127.0.0.1:9/", 7))
+        self.assertEqual(headers.getRawHeaders(b"content-type"), [b"application/ocsp-request"])
+
+    def test_refused_answers(self):
+        """
+        Another status, an oversized body and silence past the timeout all
+        fail the fetch.
+        """
+        for response, reason in [(_Response(503, b"busy"), "HTTP 503"),
+                                 (_Response(200, b"x" * (MAX_RESPONSE_SIZE + 1)), "larger than")]:
+            with self.subTest(reason):
+                d = http_post(_Agent(response), Clock(), "http://127.0.0.1:9/", b"r", 10.0)
+                self.assertIn(reason, self.failureResultOf(d).getErrorMessage())
+        clock = Clock()
+        d = http_post(_Agent(None), clock, "http://127.0.0.1:9/", b"r", 10.0)
+        self.assertNoResult(d)
+        clock.advance(10)
+        self.failureResultOf(d, TimeoutError)
+        self.assertEqual(clock.getDelayedCalls(), [])

@@ -6,8 +6,10 @@ context of the certificate SNI picked, only inside their validity.
 
 import datetime
 import os
+from types import SimpleNamespace
 
 from cryptography.hazmat.primitives import hashes
+from twisted.application.service import MultiService, Service
 from twisted.internet.task import Clock
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -190,3 +192,26 @@ class TransferTests(_Section):
         self.clock.advance(3600)
         pump.flush()
         self.assertEqual(self.handshake(creator, "www.example.com"), [later])
+
+    def test_part_added_beside_running_tls(self):
+        """
+        A part made without a reloader (a reload turned stapling on while
+        the C{tls} part ran) follows the C{tls} part beside it in the tree
+        once started.
+        """
+        spec = self.spec(_WWW)
+        reloader = CertificateReloader({"main": spec}, self.clock)
+        reloader.load()
+        tree = MultiService()
+        tls = Service()
+        tls.setName("tls")
+        tls.part = SimpleNamespace(reloader=reloader)
+        tls.setServiceParent(tree)
+        responder = FakeResponder({_URL: _staple(_WWW).der})
+        part = StaplingPart(None, self.clock, lambda: [], post=responder.post)
+        part.setServiceParent(tree)
+        self.assertEqual(responder.requests, [])
+        part.startService()
+        self.addCleanup(part.stopService)
+        self.assertEqual(len(responder.requests), 1)
+        self.assertEqual([f for f, _ in part.stapler.staples()], [_fingerprint(_WWW)])

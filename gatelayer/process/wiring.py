@@ -220,10 +220,11 @@ def master_parts(config, reactor, controls, skip=frozenset()):
     if config.tls and "tls" not in skip:
         certificates = CertificatePart(config, reactor, controls)
         parts.append(CertificateService(certificates))
-        # Stapling follows the certificates of the part just made; it is
-        # idle while no section sets ocsp_staple.
+    if any(spec.ocsp_staple for spec in config.tls.values()) and "ocsp" not in skip:
+        # Stapling follows the certificates the tls part serves: the one
+        # just made, or (a reload turning stapling on) the running one.
         from gatelayer.tls.ocsp_control import StaplingPart
-        parts.append(StaplingPart(certificates.reloader, reactor, controls))
+        parts.append(StaplingPart(certificates.reloader if certificates else None, reactor, controls))
     if config.upstreams and "health" not in skip:
         health = HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config))
         parts.append(health)

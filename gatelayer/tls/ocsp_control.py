@@ -134,6 +134,8 @@ class StaplingPart(MasterPart):
         """
         @param reloader: the C{tls} part's certificate reloader; the
             sections and certificates are read from it, after it reloaded.
+            L{None}: the one of the C{tls} part beside this one in the
+            master's tree (added by a reload while that part ran).
         @param controls: a callable returning the connected workers' control
             protocols.
         @param stapler_options: passed to L{OCSPStapler} (tests give an
@@ -143,7 +145,13 @@ class StaplingPart(MasterPart):
         self._reloader = reloader
         self._controls = controls
         self.stapler = OCSPStapler(reactor, self._changed, **stapler_options)
-        self.stapler.update(reloader.specs, reloader.current)
+        if reloader is not None:
+            self.stapler.update(reloader.specs, reloader.current)
+
+    def _follow(self):
+        if self._reloader is None:
+            self._reloader = self.parent.getServiceNamed("tls").part.reloader
+        self.stapler.update(self._reloader.specs, self._reloader.current)
 
     def _changed(self, fingerprint, staple):
         for control in self._controls():
@@ -157,6 +165,8 @@ class StaplingPart(MasterPart):
         Start fetching.
         """
         super().startService()
+        if self._reloader is None:
+            self._follow()
         self.stapler.start()
 
     def stopService(self):
@@ -177,7 +187,7 @@ class StaplingPart(MasterPart):
         SIGHUP (after the C{tls} part reloaded): follow the certificates now
         served, fetch for new ones, read the files again.
         """
-        self.stapler.update(self._reloader.specs, self._reloader.current)
+        self._follow()
 
     def reconfigure(self, new_config):
         """

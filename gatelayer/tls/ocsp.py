@@ -236,9 +236,10 @@ def check_response(der, certificate, issuer, now):
         status = single.certificate_status
         this_update, next_update = single.this_update_utc, single.next_update_utc
         revoked_at = single.revocation_time_utc if status == ocsp.OCSPCertStatus.REVOKED else None
+    except OCSPError:
+        raise
     except (ValueError, UnsupportedAlgorithm) as e:
-        if isinstance(e, OCSPError):
-            raise
+        # A field cryptography cannot decode (an unknown hash, a bad time).
         raise OCSPError(f"it cannot be read ({e})") from None
     if status == ocsp.OCSPCertStatus.UNKNOWN:
         raise OCSPError("the responder does not know the certificate (status unknown)")

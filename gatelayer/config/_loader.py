@@ -216,7 +216,22 @@ def _tls(r):
         min_version=r.get("min_version", _tls_version, "TLSv1.2") or "TLSv1.2",
         ciphers=ca,
         hsts=r.get("hsts", None, None),
+        ocsp_staple=_ocsp_staple(r),
     )
+
+
+def _ocsp_staple(r):
+    # off (default), auto, or a DER response file relative to the config.
+    text = r.get("ocsp_staple", None, "off")
+    if text is None or text.lower() in ("off", "no", "false"):
+        return None
+    if text.lower() == "auto":
+        return "auto"
+    path = r.path("ocsp_staple")
+    if not os.path.isfile(path):
+        r.error("ocsp_staple", "is not off, auto or an existing file (a DER OCSP response)", path)
+        return None
+    return path
 
 
 def _tls_version(text):

@@ -79,6 +79,9 @@ class TlsSpec:
     min_version: str = "TLSv1.2"
     ciphers: str = None
     hsts: str = None
+    #: OCSP stapling: L{None} (off), C{"auto"} (fetched from the
+    #: certificates' responders) or the path of a DER response file.
+    ocsp_staple: str = None
 
 
 @frozen

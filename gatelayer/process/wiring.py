@@ -11,6 +11,8 @@ of one, merged into /status), C{reload()} (SIGHUP) and
 C{reconfigure(new_config)}; it starts and stops as a service.
 """
 
+import datetime
+
 from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
@@ -20,6 +22,7 @@ from gatelayer.process.reconfigure import ConfigReceiver
 from gatelayer.service import MasterPart
 from gatelayer.tls.parts import CertificatePart, upstream_tls_creators
 from gatelayer.tls.parts import worker_tls as tls_worker
+from gatelayer.tls.ocsp import OCSPError
 from gatelayer.tls.policy import PolicyError, check_policy
 from gatelayer.tls.store import CertificateError, load_certificate_set
 from gatelayer.tls.upstream import upstream_tls_creator
@@ -217,6 +220,11 @@ def master_parts(config, reactor, controls, skip=frozenset()):
     if config.tls and "tls" not in skip:
         certificates = CertificatePart(config, reactor, controls)
         parts.append(CertificateService(certificates))
+    if any(spec.ocsp_staple for spec in config.tls.values()) and "ocsp" not in skip:
+        # Stapling follows the certificates the tls part serves: the one
+        # just made, or (a reload turning stapling on) the running one.
+        from gatelayer.tls.ocsp_control import StaplingPart
+        parts.append(StaplingPart(certificates.reloader if certificates else None, reactor, controls))
     if config.upstreams and "health" not in skip:
         health = HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config))
         parts.append(health)
@@ -266,9 +274,14 @@ def validate_runtime(config):
     for name, spec in config.tls.items():
         try:
             check_policy(spec)
-            load_certificate_set(spec)
+            certificate_set = load_certificate_set(spec)
+            if spec.ocsp_staple and spec.ocsp_staple != "auto":
+                from gatelayer.tls.ocsp_fetch import read_staple_file
+                read_staple_file(spec, certificate_set, datetime.datetime.now(datetime.timezone.utc))
         except (CertificateError, PolicyError) as e:
             problems.append(f"{config.path} [tls:{name}]: {e}")
+        except OCSPError as e:
+            problems.append(f"{config.path} {e}")
     for name, spec in config.upstreams.items():
         if spec.tls:
             try:

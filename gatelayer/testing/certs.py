@@ -23,7 +23,7 @@ import os
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
@@ -226,7 +226,7 @@ class CertificateAuthority:
         return write_pem(path, self.cert_pem(), mode=0o644)
 
     def issue(self, names=(), common_name=None, key_type="ec", not_before=None, not_after=None,
-              days=30, ip_addresses=(), client=False, server=True):
+              days=30, ip_addresses=(), client=False, server=True, ocsp_url=None):
         """
         Issue a leaf certificate.
 
@@ -241,6 +241,8 @@ class CertificateAuthority:
         @param ip_addresses: subjectAltName IP entries.
         @param client: include the clientAuth extended key usage.
         @param server: include the serverAuth extended key usage.
+        @param ocsp_url: an OCSP responder URL for the authorityInfoAccess
+            extension (what OCSP stapling fetches from).
         """
         now = _utcnow()
         not_before = not_before or (now - _ONE_DAY)
@@ -270,6 +272,9 @@ class CertificateAuthority:
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         if usages:
             builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+        if ocsp_url is not None:
+            builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
         certificate = builder.sign(self.key, _sign_hash(self.key))
         return IssuedCertificate(certificate, key, self.chain)
 

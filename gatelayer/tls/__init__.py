@@ -8,6 +8,8 @@ The pieces, each in its own module:
  - L{policy}: protocol versions, ciphers and ALPN of every server context;
  - L{sni}: L{SNIServerCreator}, the connection creator of TLS listeners;
  - L{control}: the master/worker certificate reload over AMP;
+ - L{ocsp}, L{ocsp_fetch}, L{ocsp_control}: OCSP stapling (checking a
+   response, the master's fetches and files, the workers' staples);
  - L{upstream}: client TLS from the gateway to upstream servers;
  - L{parts}: how the master and worker processes use all of the above.
 """

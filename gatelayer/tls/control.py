@@ -159,12 +159,15 @@ class CertificateReceiver:
         creator gets one on its first transfer (a new worker starts empty and
         is served its certificates by the master).
     @ivar generation: the last transfer applied (0: none yet).
+    @ivar staples: the L{gatelayer.tls.ocsp_control.StapleBook} new
+        creators staple from, or L{None}.
     """
 
     log = Logger()
 
-    def __init__(self, specs, creators=None):
+    def __init__(self, specs, creators=None, staples=None):
         self.specs = dict(specs)
+        self.staples = staples
         self.creators = creators if creators is not None else {}
         self.generation = 0
         self._pending = {}
@@ -240,7 +243,7 @@ class CertificateReceiver:
                 certificate_set = CertificateSet.from_wire(spec, blobs)
                 creator = self.creators.get(name)
                 if creator is None:
-                    prepared[name] = (None, SNIServerCreator(spec, certificate_set))
+                    prepared[name] = (None, SNIServerCreator(spec, certificate_set, self.staples))
                 else:
                     prepared[name] = (creator, creator.prepare(certificate_set))
         except (CertificateError, PolicyError, SSL.Error) as e:

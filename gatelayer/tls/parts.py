@@ -11,6 +11,7 @@ C{/status} page.
 from twisted.logger import Logger
 
 from .control import CertificateReceiver, CertificateReloader, push_certificates
+from .ocsp_control import StapleBook
 from .sni import wrap_server_factory
 from .upstream import upstream_tls_creator
 
@@ -80,7 +81,8 @@ def worker_tls(config, control, reactor):
     listener's factory, C{tls_creator_for(upstream_spec)} gives the upstream
     TLS creator function (or L{None} without C{tls = yes}).
     """
-    receiver = CertificateReceiver(config.tls).register(control)
+    staples = StapleBook(reactor).register(control)
+    receiver = CertificateReceiver(config.tls, staples=staples).register(control)
 
     def tls_wrapper(listener, factory):
         creator = receiver.creators.get(listener.tls)

@@ -66,8 +66,14 @@ class SNIServerCreator:
 
     log = Logger()
 
-    def __init__(self, spec, certificate_set):
+    def __init__(self, spec, certificate_set, staples=None):
+        """
+        @param staples: a L{gatelayer.tls.ocsp_control.StapleBook} that
+            staples OCSP responses on each certificate's context when the
+            section has C{ocsp_staple}, or L{None}.
+        """
         self.spec = spec
+        self._staples = staples if spec.ocsp_staple else None
         self.refused = 0
         self.selected = {"exact": 0, "wildcard": 0, "default": 0}
         self._front = server_context(spec)
@@ -90,6 +96,8 @@ class SNIServerCreator:
             context = previous.get(entry.pem)
             if context is None:
                 context = certificate_context(self.spec, entry)
+                if self._staples is not None:
+                    self._staples.attach(context, entry)
             contexts[entry.pem] = context
         return _Selection(certificate_set, contexts)
 

@@ -21,14 +21,15 @@ filter that raises, fails or does not answer within its C{timeout} gets its
 request a 500 problem and is logged with its name: the worker goes on.
 """
 
-from attrs import field, frozen
+import attrs
 
 from gatelayer.chain import (
     PROBLEM_JSON, IBodyFilter, IExchange, IFilter, ILogFilter, Reply, json_reply, problem_reply,
 )
 from gatelayer.config.filter_keys import (
-    PATH, REQUIRED, Key, Settings, boolean, choice, duration, integer, list_of, parse_keys, size, text,
+    PATH, REQUIRED, Key, Settings, boolean, choice, duration, integer, list_of, size, text,
 )
+from gatelayer.config.filter_keys import parse_keys as _parse_keys
 
 __all__ = [
     "DEFAULT_TIMEOUT", "PATH", "PROBLEM_JSON", "REQUIRED", "FilterType", "IBodyFilter", "IExchange", "IFilter",
@@ -50,7 +51,7 @@ def _keys(keys):
     return keys
 
 
-@frozen
+@attrs.frozen
 class FilterType:
     """
     A filter type from another package: the keys its section has, how its
@@ -71,7 +72,7 @@ class FilterType:
         (seconds; L{None}: no bound).
     """
 
-    keys: tuple = field(converter=_keys)
+    keys: tuple = attrs.field(converter=_keys)
     build: object
     check: object = None
     default_timeout: float = DEFAULT_TIMEOUT
@@ -80,7 +81,7 @@ class FilterType:
         """
         Read a section of this type (the loader calls this).
         """
-        return parse_keys(reader, self.keys, self.check)
+        return _parse_keys(reader, self.keys, self.check)
 
     def build_filter(self, spec, services):
         """

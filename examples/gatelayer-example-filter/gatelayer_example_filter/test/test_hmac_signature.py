@@ -12,9 +12,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from gatelayer.config import ConfigError, parse_config_text
-from gatelayer.config.filtertypes import FilterTypes
 from gatelayer.filters.api import IFilter
 from gatelayer.testing.exchange import request_exchange
+from gatelayer.testing.filtertypes import registered
 
 from gatelayer_example_filter import HmacSignatureFilter, filter_type, sign
 
@@ -34,22 +34,6 @@ type = hmac_signature
 """
 
 
-class _EntryPoint:
-    """
-    The one entry point the tests register, as the package metadata does.
-    """
-
-    name = "hmac_signature"
-    value = "gatelayer_example_filter:filter_type"
-    dist = None
-
-    def load(self):
-        """
-        The filter type.
-        """
-        return filter_type
-
-
 def load(test, keys):
     """
     Parse a config whose C{[filter:signed]} has C{keys} (text lines); the
@@ -62,7 +46,7 @@ def load(test, keys):
     with open(os.path.join(directory, "short"), "wb") as f:
         f.write(b"too short")
     return parse_config_text(CONFIG.format(keys=keys), os.path.join(directory, "gate.ini"),
-                             filter_types=FilterTypes([_EntryPoint()]))
+                             filter_types=registered(hmac_signature=filter_type))
 
 
 class SettingsTests(SynchronousTestCase):

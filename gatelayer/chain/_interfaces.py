@@ -20,9 +20,12 @@ class IFilter(Interface):
         Inspect or change the request in C{exchange} (an L{Exchange}).
 
         @return: L{None} to go on to the next filter; a L{Reply} to answer at
-            once (the remaining filters and the terminal are skipped); or a
-            L{Deferred} firing with either. Synchronous results are preferred
-            on the hot path: they cost no Deferred.
+            once (the remaining filters and the terminal are skipped); a
+            L{Deferred} firing with either; or a coroutine (C{async def}),
+            run as one. Synchronous results are preferred on the hot path:
+            they cost no Deferred and no timer. An asynchronous result is
+            waited for at most the filter's C{timeout}; raising, failing or
+            timing out answers the request with the gateway's 500 problem.
         """
 
     def on_response(exchange):
@@ -30,6 +33,8 @@ class IFilter(Interface):
         Called on the way back (reverse order) for every filter whose
         C{on_request} ran, before the response head is written: add to
         C{exchange.response_headers}. Must not block; returns nothing.
+        Raising replaces the response with the gateway's 500 problem (the
+        response it was to shape is not sent).
         """
 
 

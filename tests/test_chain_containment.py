@@ -425,3 +425,65 @@ class GatewayContainmentTests(SynchronousTestCase):
         self.assertNotIn(b"secret-filter-name", body)
         self.assertEqual(json.loads(body)["status"], 500)
         self.flushLoggedErrors(ZeroDivisionError)
+
+
+PROXY_CONFIG = """
+[gateway]
+http_server = {server}
+[listener:web]
+bind = 127.0.0.1:8080
+[upstream:app]
+servers = 10.0.0.1:80
+[route:api]
+path = /api/
+upstream = app
+[route:hello]
+path = /hello
+respond = 200 hello
+"""
+
+
+class ProxiedContainmentTests(SynchronousTestCase):
+    """
+    A response-head hook failing on a proxied response: the client gets the
+    500 problem instead of the upstream's response, the upstream connection
+    is let go, and the client connection serves the next request.
+    """
+
+    http_server = "twisted"
+
+    def test_response_phase_raise_on_proxied_response(self):
+        """
+        The upstream's streamed response never reaches the client; the
+        problem does, and the same connection answers the next request.
+        """
+        from gatelayer.testing.server import accept_upstream
+        gate = InMemoryGateway(PROXY_CONFIG.format(server=self.http_server), with_upstreams=True)
+        route = gate.gateway.table.match("", b"/api/x", "GET").route
+
+        def breaks(exchange):
+            raise ZeroDivisionError("bug in a response phase")
+        set_filters(gate.gateway, route, [Scripted("broken", on_response=breaks)])
+        channel, client = gate.connect()
+        channel.dataReceived(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream, protocol = accept_upstream(gate.reactor)
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        protocol.dataReceived(b"6\r\n world\r\n0\r\n\r\n")
+        status, headers, body = parse_response(client.value())
+        self.assertEqual(status, 500)
+        self.assertEqual(error_document(body, headers), PROBLEM)
+        self.assertNotIn(b"hello", client.value())
+        self.assertTrue(upstream.disconnecting)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+        client.clear()
+        channel.dataReceived(GET_HELLO)
+        status, _, body = parse_response(client.value())
+        self.assertEqual((status, body), (200, b"hello"))
+
+
+class LeanProxiedContainmentTests(ProxiedContainmentTests):
+    """
+    The same through gatelayer's own HTTP/1.1 server channel.
+    """
+
+    http_server = "gatelayer"

@@ -376,9 +376,14 @@ class Responder:
 
     def register_producer(self, producer):
         """
-        Register the body's push producer with the client connection.
+        Register the body's push producer with the client connection
+        (ignored once the response is over: answered in the terminal's
+        place, or the client gone).
         """
-        self.request.registerProducer(producer, True)
+        request = self.request
+        if request.finished or request.disconnected:
+            return
+        request.registerProducer(producer, True)
 
     def unregister_producer(self):
         """

@@ -399,22 +399,57 @@ class ResponderTests(SynchronousTestCase):
         self.filters(b"/hello", HeaderFilter("a", self.calls), Broken("b", self.calls))
         status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
         self.assertEqual(status, 500)
-        self.assertEqual(error_document(body, headers), {"error": "internal error in a filter", "status": 500})
+        self.assertEqual(headers[b"content-type"], [b"application/problem+json"])
+        self.assertEqual(error_document(body, headers), {
+            "type": "about:blank", "title": "Internal Server Error", "status": 500, "detail": "a filter failed"})
         self.assertEqual(headers[b"x-seen"], [b"b", b"a"])
         self.assertNotIn(b"server", headers)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
-    def test_body_filter_failing_cuts(self):
+    def test_body_filter_failing_before_head_answers_500(self):
         """
-        A body hook that raises cuts the client connection (the body is not
-        sent half-transformed), and is logged.
+        A body hook that raises before anything of the response went out
+        makes the answer the gateway's 500 problem (the body is never sent
+        half-transformed), and is logged.
         """
         self.filters(b"/hello", BrokenBodyFilter("broken", self.calls))
         channel, transport = self.gate.connect()
         channel.dataReceived(GET_HELLO)
         self.assertNotIn(b"hello", transport.value())
+        status, headers, body = parse_response(transport.value())
+        self.assertEqual(status, 500)
+        self.assertEqual(error_document(body, headers)["detail"], "a filter failed")
+        self.assertFalse(transport.disconnected)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_body_filter_failing_mid_body_cuts(self):
+        """
+        A body hook that raises once the head is out can only cut the client
+        connection: the client sees a truncated response, and the failure is
+        logged.
+        """
+        class LateBroken(UpperFilter):
+            """
+            A body filter failing on its second chunk.
+            """
+
+            def on_response_body(self, exchange, data):
+                """
+                Pass the first chunk, fail on the next.
+                """
+                if self.chunks:
+                    raise ZeroDivisionError("bug in a body filter")
+                return UpperFilter.on_response_body(self, exchange, data)
+        self.filters(b"/api/x", LateBroken("late", self.calls))
+        channel, client = self.gate.connect()
+        channel.dataReceived(b"GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream, protocol = accept_upstream(self.reactor)
+        protocol.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        self.assertIn(b"HELLO", client.value())
+        protocol.dataReceived(b"6\r\n world\r\n0\r\n\r\n")
+        self.assertNotIn(b"WORLD", client.value())
         # aborted (StringTransport sets disconnected only in abortConnection)
-        self.assertTrue(transport.disconnected)
+        self.assertTrue(client.disconnected)
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     def test_proxy_streams_through_body_filter(self):

@@ -7,8 +7,10 @@ import json
 from io import BytesIO
 
 from attrs import define, field, frozen
+from zope.interface import implementer
 
-from gatelayer.chain._responder import NO_FILTERS, Responder
+from gatelayer.chain._interfaces import IExchange
+from gatelayer.chain._responder import NO_FILTERS, PROBLEM_JSON, Responder
 
 
 @frozen
@@ -38,6 +40,24 @@ def json_reply(status, payload, headers=(), content_type=b"application/json"):
                  payload=payload if status >= 400 else None)
 
 
+def problem_reply(status, title, detail=None, headers=(), **members):
+    """
+    An RFC 9457 problem details L{Reply} (C{application/problem+json}):
+    C{{"type": "about:blank", "title": title, "status": status, "detail":
+    detail, ...members}}; the request's id is added when it is sent, as to
+    the gateway's own errors.
+
+    @param members: further members of the document (JSON values), e.g.
+        C{reason="stale timestamp"}.
+    """
+    payload = {"type": "about:blank", "title": title, "status": status}
+    if detail is not None:
+        payload["detail"] = detail
+    payload.update(members)
+    return json_reply(status, payload, headers, content_type=PROBLEM_JSON)
+
+
+@implementer(IExchange)
 @define(slots=True)
 class Exchange(Responder):
     """

@@ -20,9 +20,12 @@ class IFilter(Interface):
         Inspect or change the request in C{exchange} (an L{Exchange}).
 
         @return: L{None} to go on to the next filter; a L{Reply} to answer at
-            once (the remaining filters and the terminal are skipped); or a
-            L{Deferred} firing with either. Synchronous results are preferred
-            on the hot path: they cost no Deferred.
+            once (the remaining filters and the terminal are skipped); a
+            L{Deferred} firing with either; or a coroutine (C{async def}),
+            run as one. Synchronous results are preferred on the hot path:
+            they cost no Deferred and no timer. An asynchronous result is
+            waited for at most the filter's C{timeout}; raising, failing or
+            timing out answers the request with the gateway's 500 problem.
         """
 
     def on_response(exchange):
@@ -30,6 +33,8 @@ class IFilter(Interface):
         Called on the way back (reverse order) for every filter whose
         C{on_request} ran, before the response head is written: add to
         C{exchange.response_headers}. Must not block; returns nothing.
+        Raising replaces the response with the gateway's 500 problem (the
+        response it was to shape is not sent).
         """
 
 
@@ -70,6 +75,64 @@ class IBodyFilter(IFilter):
         """
         The body is complete: return any bytes still held back (or C{b""});
         L{None} once the filter answered in the terminal's place.
+        """
+
+
+class ILogFilter(IFilter):
+    """
+    A filter that also has a log phase: called once per request whose
+    request phase it ran, when the request is over (the response finished
+    or the client went away), after the access log line; for counting,
+    auditing or releasing what the request held.
+
+    Optional, like L{IBodyFilter}: checked once when a route's chain is
+    built. The hooks run in reverse order; one that raises is logged with
+    its filter's name and the others still run (the response is gone: there
+    is nothing left to answer).
+    """
+
+    def on_log(exchange):
+        """
+        The request of C{exchange} is over; C{exchange.status} is the status
+        sent (0 when the client went away first). Returns nothing.
+        """
+
+
+class IExchange(Interface):
+    """
+    What a filter may read and change of a request and its response: the
+    stable part of L{gatelayer.chain.Exchange} (its other attributes serve
+    the gateway and may change between versions).
+    """
+
+    method = Attribute("The request method, bytes (C{b\"GET\"}).")
+    path = Attribute("The normalized request path without the query, bytes.")
+    query = Attribute("The query string without C{?}, bytes (may be empty).")
+    headers = Attribute(
+        "The request headers (a L{twisted.web.http_headers.Headers}); what a filter sets or removes is "
+        "what goes upstream.")
+    client_ip = Attribute("The client address, resolved through the gateway's trusted proxies (text).")
+    peer_ip = Attribute("The address of the TCP peer (text).")
+    scheme = Attribute("C{\"http\"} or C{\"https\"}.")
+    host = Attribute("The requested host, lower case, without port (text; may be empty).")
+    route = Attribute("The name of the matched route.")
+    request_id = Attribute("The request's id (bytes), as returned to the client and logged.")
+    context = Attribute("A dict of facts filters pass to later filters (C{\"consumer\"}, ...).")
+    response_headers = Attribute(
+        "A list of C{(name, value)} byte pairs added to the response; a filter appends to it in any phase "
+        "before the head is sent.")
+    status = Attribute("The response status once known (response, body and log phases), else 0.")
+    body = Attribute("The request body: a file object positioned at its start.")
+    trailers = Attribute("The trailer fields of a chunked request body, C{(name, value)} byte pairs.")
+
+    def body_length():
+        """
+        How many request body bytes there are.
+        """
+
+    def replace_body(data):
+        """
+        Send C{data} (bytes) upstream instead of the client's request body.
         """
 
 

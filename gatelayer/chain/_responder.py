@@ -14,11 +14,19 @@ import json
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gatelayer.chain._interfaces import IBodyFilter, IBodySink
+from gatelayer.chain._interfaces import IBodyFilter, IBodySink, ILogFilter
 
-__all__ = ["Responder", "RouteChain", "error_body"]
+__all__ = ["FILTER_FAILED", "PROBLEM_JSON", "Responder", "RouteChain", "error_body"]
 
 _JSON = [b"application/json"]
+PROBLEM_JSON = b"application/problem+json"
+"""The media type of RFC 9457 problem details."""
+FILTER_FAILED = {"type": "about:blank", "title": "Internal Server Error", "status": 500,
+                 "detail": "a filter failed"}
+"""The problem document of a request a filter failed (raised, errbacked,
+timed out): the filter's name and the traceback go to the gateway log, never
+to the client, who gets the request id to quote."""
+_PROBLEM_HEADERS = ((b"content-type", PROBLEM_JSON),)
 _log = Logger(namespace="gatelayer.chain")
 
 
@@ -55,25 +63,38 @@ class RouteChain:
         whatever the terminal set, an upstream's say, is kept).
     @ivar request_id_header: the header name (bytes) the exchange's
         C{request_id} is returned in (replacing an upstream's).
+    @ivar timeouts: for each filter, how long (seconds) its asynchronous
+        request phase may take, or L{None} for no bound.
+    @ivar clock: the L{twisted.internet.interfaces.IReactorTime} timing
+        them (L{None}: no timeouts).
+    @ivar log_hooks: the indexes in C{filters} of the filters providing
+        L{ILogFilter}, in request order.
     """
 
-    __slots__ = ("filters", "body_hooks", "server_header", "request_id_header")
+    __slots__ = ("filters", "body_hooks", "server_header", "request_id_header", "timeouts", "clock",
+                 "log_hooks")
 
     def __init__(self, filters=(), body_hooks=(), server_header=None,
-                 request_id_header=b"X-Request-Id"):
+                 request_id_header=b"X-Request-Id", timeouts=(), clock=None, log_hooks=()):
         self.filters = tuple(filters)
         self.body_hooks = tuple(body_hooks)
         self.server_header = server_header
         self.request_id_header = request_id_header
+        self.timeouts = tuple(timeouts)
+        self.clock = clock
+        self.log_hooks = tuple(log_hooks)
 
     @classmethod
-    def build(cls, filters, server_header=None, request_id_header=b"X-Request-Id"):
+    def build(cls, filters, server_header=None, request_id_header=b"X-Request-Id", timeouts=(), clock=None):
         """
-        The chain of C{filters}, with the body-hook capability checked once.
+        The chain of C{filters}, with the body-hook and log-hook
+        capabilities checked once; C{timeouts} (one per filter, L{None} for
+        none) are timed with C{clock}.
         """
         filters = tuple(filters)
         hooks = tuple(i for i, flt in enumerate(filters) if IBodyFilter.providedBy(flt))
-        return cls(filters, hooks, server_header, request_id_header)
+        log_hooks = tuple(i for i, flt in enumerate(filters) if ILogFilter.providedBy(flt))
+        return cls(filters, hooks, server_header, request_id_header, timeouts, clock, log_hooks)
 
     def __repr__(self):
         return "<RouteChain %s>" % (", ".join(getattr(f, "name", repr(f)) for f in self.filters),)
@@ -123,7 +144,8 @@ class Responder:
         @return: the L{IBodySink} to write the body to (the exchange itself:
             no allocation per response).
         """
-        self._head(status, headers, length)
+        if self._head(status, headers, length):
+            return self._filter_failed()
         raw = self.request.responseHeaders
         server = self.chain.server_header
         if server is not None:
@@ -138,7 +160,9 @@ class Responder:
         filter's reply, a small file): as C{respond(status, headers,
         len(body))}, then the body is written and the response finished.
         """
-        self._head(status, headers, len(body))
+        if self._head(status, headers, len(body)):
+            self._filter_failed()
+            return
         request = self.request
         raw = request.responseHeaders
         server = self.chain.server_header
@@ -165,21 +189,30 @@ class Responder:
             body = error_document(reply.payload, self.request_id)
         self.send(reply.status, reply.headers, body)
 
-    def reply_error(self, status, message, headers=()):
+    def reply_error(self, status, message, headers=(), problem=None):
         """
         Answer with the gateway's own short JSON error (nothing happens once
         the client is gone or the response is over). C{headers} are added
         first; the filters' response-head phase runs as for any answer. As
         before the responder existed, the gateway's errors carry no
         C{Server} header.
+
+        @param problem: a problem document (dict) sent as
+            C{application/problem+json} in place of C{message}'s error (a
+            filter's failure: L{FILTER_FAILED}).
         """
         request = self.request
         if request.disconnected or request.finished:
             return
-        body = error_body(status, message, self.request_id)
-        self._head(status, headers, len(body))
+        if problem is None:
+            body, content_type = error_body(status, message, self.request_id), _JSON
+        else:
+            body, content_type = error_document(problem, self.request_id), [PROBLEM_JSON]
+        if self._head(status, headers, len(body)):
+            self._filter_failed()
+            return
         raw = request.responseHeaders
-        raw.setRawHeaders(b"content-type", _JSON)
+        raw.setRawHeaders(b"content-type", content_type)
         if not self.body_filters or not self._drops_length:
             raw.setRawHeaders(b"content-length", [b"%d" % (len(body),)])
         self.write(body)
@@ -192,7 +225,9 @@ class Responder:
         client connection to C{relay} (a L{gatelayer.http.upgrade.Relay}):
         from now on its bytes are the new protocol's, not HTTP.
         """
-        self._head(101, headers)
+        if self._head(101, headers):
+            self._filter_failed()
+            return
         server = self.chain.server_header
         if server is not None:
             self.request.responseHeaders.setRawHeaders(b"server", [server])
@@ -238,7 +273,16 @@ class Responder:
             stop()
         return True
 
+    def _filter_failed(self):
+        # A response-head hook raised: the response it was to shape (maybe
+        # missing a header the filter must add or remove) is not sent; the
+        # client gets the 500 problem instead, and the terminal is stopped.
+        self.answer_instead(500, _PROBLEM_HEADERS, error_document(FILTER_FAILED, self.request_id))
+        return self
+
     def _head(self, status, headers, length=None):
+        # Returns whether a filter's response-head hook raised.
+        failed = False
         self.status = status
         request = self.request
         request.setResponseCode(status)
@@ -257,7 +301,9 @@ class Responder:
                 try:
                     filters[index].on_response(self)
                 except Exception:
-                    _log.failure("response phase of filter {name} failed", name=filters[index].name)
+                    _log.failure("response phase of filter {filter} failed (request {request_id})",
+                                 filter=filters[index].name, request_id=self.request_id.decode("ascii", "replace"))
+                    failed = True
             if chain.body_hooks:
                 declined = self.body_declined
                 self.body_filters = tuple(
@@ -270,6 +316,7 @@ class Responder:
             raw.addRawHeader(name, value)
         if self.request_id:
             raw.setRawHeaders(self.chain.request_id_header, [self.request_id])
+        return failed
 
     @property
     def _drops_length(self):
@@ -329,9 +376,14 @@ class Responder:
 
     def register_producer(self, producer):
         """
-        Register the body's push producer with the client connection.
+        Register the body's push producer with the client connection
+        (ignored once the response is over: answered in the terminal's
+        place, or the client gone).
         """
-        self.request.registerProducer(producer, True)
+        request = self.request
+        if request.finished or request.disconnected:
+            return
+        request.registerProducer(producer, True)
 
     def unregister_producer(self):
         """
@@ -396,10 +448,14 @@ class Responder:
         return data
 
     def _body_failed(self, flt):
-        # The head is out: a broken body filter can only cut the response
-        # (passing on bytes it may have half-transformed would corrupt the
-        # body silently); what the terminal still writes is dropped.
-        _log.failure("response body phase of filter {name} failed", name=flt.name)
+        # Before the head is out the client gets the 500 problem; after it,
+        # a broken body filter can only cut the response (passing on bytes
+        # it may have half-transformed would corrupt the body silently).
+        # What the terminal still writes is dropped.
+        _log.failure("response body phase of filter {filter} failed (request {request_id})",
+                     filter=flt.name, request_id=self.request_id.decode("ascii", "replace"))
+        if self.answer_instead(500, _PROBLEM_HEADERS, error_document(FILTER_FAILED, self.request_id)):
+            return
         self.body_filters = (_DROP,)
         self.abort()
 

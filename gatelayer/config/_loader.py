@@ -10,7 +10,7 @@ import re
 from gatelayer.config import values as v
 from gatelayer.config.aggregate import aggregate_problems, parse_aggregate
 from gatelayer.config._errors import ConfigError
-from gatelayer.config.filtertypes import FILTER_TYPES, settings_parser
+from gatelayer.config.filtertypes import FilterTypes, FilterTypeError
 from gatelayer.config.listener_l4 import l4_listener_keys, l4_problems, send_proxy_key
 from gatelayer.config.model import (
     FilterSpec, GateConfig, GatewaySpec, HealthSpec, ListenerSpec, RouteSpec,
@@ -51,10 +51,13 @@ def load_config(path):
     return parse_config_text(text, path)
 
 
-def parse_config_text(text, path="gate.ini", cpu_count=None):
+def parse_config_text(text, path="gate.ini", cpu_count=None, filter_types=None):
     """
     Validate configuration C{text}; relative paths in it are taken relative to
     the directory of C{path}.
+
+    @param filter_types: the L{FilterTypes} C{[filter:NAME] type} names
+        are found in; L{None} reads the installed entry points.
     """
     parser = configparser.ConfigParser(
         interpolation=None, inline_comment_prefixes=(";", "#"), strict=True,
@@ -87,7 +90,8 @@ def parse_config_text(text, path="gate.ini", cpu_count=None):
     tls = {r.name: _tls(r) for r in of_kind("tls")}
     listeners = tuple(_listener(r) for r in of_kind("listener"))
     upstreams = {r.name: _upstream(r) for r in of_kind("upstream")}
-    filters = {r.name: _filter(r) for r in of_kind("filter")}
+    kinds = filter_types if filter_types is not None else FilterTypes() if of_kind("filter") else None
+    filters = {r.name: _filter(r, kinds) for r in of_kind("filter")}
     routes = tuple(_route(r) for r in of_kind("route"))
     tracing = parse_tracing(readers["tracing"]) if "tracing" in readers else TracingSpec()
     # The [gateway] reader is in readers when the file has the section: finish
@@ -454,15 +458,36 @@ def _host_pattern(text):
     return host
 
 
-def _filter(r):
+def _filter(r, kinds):
     filter_type = r.get("type", None)
-    settings = None
+    settings = factory = timeout = None
     if filter_type is not None:
-        parse = settings_parser(filter_type)
-        if parse is None:
-            r.error("type", "is not a filter type (" + ", ".join(sorted(FILTER_TYPES)) + ")", filter_type)
+        problem = None
+        if filter_type not in kinds:
+            problem = "is not a filter type (" + kinds.describe_known() + ")"
+        else:
+            try:
+                factory = kinds.load(filter_type)
+            except FilterTypeError as e:
+                problem = str(e)
+        if problem is not None:
+            r.error("type", problem, filter_type)
             for key in list(r._items):
                 r.raw(key)
         else:
-            settings = parse(r)
-    return FilterSpec(name=r.name, type=filter_type, settings=settings)
+            try:
+                settings = factory.parse_filter(r)
+            except Exception as e:
+                # A plugin's bug reading its section is a problem of this
+                # section, reported with the rest, not a crash of --check.
+                r.error(None, f"the filter type {filter_type!r} failed to read the section: "
+                              f"{type(e).__name__}: {e}")
+            timeout = r.get("timeout", _filter_timeout, factory.default_timeout)
+    return FilterSpec(name=r.name, type=filter_type, settings=settings, timeout=timeout, factory=factory)
+
+
+def _filter_timeout(text):
+    seconds = v.parse_duration(text)
+    if not 0 < seconds <= 3600:
+        raise ValueError("must be more than 0s and at most 1h")
+    return seconds

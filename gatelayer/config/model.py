@@ -236,11 +236,20 @@ class RouteSpec:
 class FilterSpec:
     """
     A C{[filter:NAME]} section: its type and the type's own parsed settings.
+
+    @ivar timeout: how long (seconds) the filter's request phase may take
+        when it answers asynchronously, or L{None} for no bound (the
+        C{timeout} key, else the type's C{default_timeout}).
+    @ivar factory: the filter type that read the section and builds the
+        filter (see L{gatelayer.config.filtertypes}); L{None} for a spec
+        made without the loader, which names a built-in type.
     """
 
     name: str
     type: str
     settings: object = None
+    timeout: float = None
+    factory: object = field(default=None, eq=False, repr=False)
 
 
 @frozen

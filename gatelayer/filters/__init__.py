@@ -1,5 +1,8 @@
 """
 Filters: one module per filter type, each exposing C{build_filter(spec, services)}.
+The built-in types are registered as entry points of the group
+C{gatelayer.filters} (L{gatelayer.filters.builtin}), as other packages'
+filter types are (L{gatelayer.filters.api}).
 
 C{spec} is the L{gatelayer.config.model.FilterSpec} (its C{settings} is what the
 type's config parser returned); C{services} is a L{FilterServices} giving the
@@ -71,10 +74,16 @@ class FilterServices:
 
 def build_filter(spec, services):
     """
-    Build the runtime filter (an L{gatelayer.chain.IFilter}) for C{spec}.
+    Build the runtime filter (an L{gatelayer.chain.IFilter}) for C{spec}
+    through the filter type that read it (C{spec.factory}: a built-in type
+    or one an installed distribution registers); a spec made without the
+    loader (tests) names a built-in type.
     """
-    module = importlib.import_module(FILTER_MODULES[spec.type])
-    return module.build_filter(spec, services)
+    factory = spec.factory
+    if factory is None:
+        module = importlib.import_module(FILTER_MODULES[spec.type])
+        return module.build_filter(spec, services)
+    return factory.build_filter(spec, services)
 
 
 def validate_filters(config):

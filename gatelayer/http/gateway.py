@@ -7,7 +7,9 @@ from attrs import evolve, frozen
 from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 
-from gatelayer.chain import Exchange, RouteChain, error_body, run_request_phase
+from gatelayer.chain import (
+    FILTER_FAILED, Exchange, RouteChain, error_body, report_failure, run_log_phase, run_request_phase,
+)
 from gatelayer.http.canonical import (
     SUSPECT_PATH, HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
 )
@@ -188,7 +190,9 @@ class Gateway:
             filters = tuple(self.filters[n] for n in spec.filters)
             runtime = RouteRuntime(spec, filters, terminal, limit,
                                    RouteChain.build(filters, self._server_header,
-                                                    self.request_id_header))
+                                                    self.request_id_header,
+                                                    [config.filters[n].timeout for n in spec.filters],
+                                                    reactor))
             entries.append((spec, runtime))
             preflight_entries.append((_with_preflight(spec, config), runtime))
         self.table = RouteTable(entries, header_key=_raw_header_name)
@@ -326,15 +330,15 @@ class Gateway:
             exchange.ran = ran
             if trace is not None:
                 trace.filters_ended = self._seconds()
+            failed = isinstance(reply, Exception)
+            if failed:
+                report_failure(route.filters[ran - 1], reply, routing.request_id)
             if request.disconnected:
                 return
             if reply is None:
                 route.terminal.serve(exchange)
-            elif isinstance(reply, Exception):
-                self.log.failure("filter failed on {path} (request {request_id})", path=request.path,
-                                 failure=_failure_of(reply),
-                                 request_id=routing.request_id.decode("ascii", "replace"))
-                exchange.reply_error(500, "internal error in a filter")
+            elif failed:
+                exchange.reply_error(500, None, problem=FILTER_FAILED)
             else:
                 exchange.reply(reply)
 
@@ -397,6 +401,9 @@ class Gateway:
             self._record_spans(request)
         routing = request.routing
         if routing is not None:
+            exchange = routing.exchange
+            if exchange is not None and exchange.chain.log_hooks:
+                run_log_phase(exchange)
             routing.exchange = None
         if self.active == 0 and self.idle_callbacks:
             self._fire_idle()
@@ -477,10 +484,3 @@ def _check_sni(request, host):
     if sni is None or sni.decode("ascii", "replace").lower().rstrip(".") != host:
         raise BadRequest(421, "the request's host does not match the TLS server name")
 
-
-def _failure_of(error):
-    from twisted.python.failure import Failure
-    try:
-        return Failure(error)
-    except Exception:
-        return Failure(RuntimeError(repr(error)))

@@ -15,8 +15,10 @@ __all__ = ["BufferedRequest", "raw_headers", "request_exchange"]
 class BufferedRequest:
     """
     The part of a request a filter reads of its body: the buffered body
-    (a file object) and its length.
+    (a file object), its length and its trailers (none).
     """
+
+    trailers = ()
 
     def __init__(self, body, content=None):
         self.content = content if content is not None else BytesIO(body)

@@ -92,16 +92,20 @@ def feed(protocol, data, bytewise=False):
         protocol.dataReceived(data[i:i + 1])
 
 
-def set_filters(gateway, route, filters):
+def set_filters(gateway, route, filters, timeouts=(), clock=None):
     """
     Give the built route C{route} of C{gateway} (a
     L{gatelayer.http.gateway.RouteRuntime}) the filters C{filters}: the
     request phase and the exchange's responder both see them.
+
+    @param timeouts: the filters' C{timeout}s (one per filter, L{None} for
+        none), timed with C{clock}.
     """
     from gatelayer.chain import RouteChain
     filters = tuple(filters)
     object.__setattr__(route, "filters", filters)
-    object.__setattr__(route, "chain", RouteChain.build(filters, gateway._server_header))
+    object.__setattr__(route, "chain", RouteChain.build(
+        filters, gateway._server_header, gateway.request_id_header, timeouts, clock))
 
 
 def with_server(config_text, http_server):

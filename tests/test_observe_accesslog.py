@@ -440,6 +440,66 @@ class WritingTests(SynchronousTestCase):
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"one\ntwo\n")
 
+    def test_lines_made_in_batches(self):
+        """
+        A request's end captures its values; lines are made once
+        C{BATCH} requests wait (or at the flush), and written at the flush.
+        """
+        gate = InMemoryGateway(CONFIG, with_upstreams=True)
+        path = os.path.abspath(self.mktemp())
+        log = AccessLog(path, gate.reactor)
+        self.addCleanup(log.close)
+        gate.gateway.access_log = log
+        for _ in range(accesslog.BATCH - 1):
+            gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual((len(log._pending), len(log._lines)), (accesslog.BATCH - 1, 0))
+        gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual((len(log._pending), len(log._lines)), (0, accesslog.BATCH))
+        gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(os.path.getsize(path), 0)
+        gate.reactor.advance(1.0)
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+        self.assertEqual(len(lines), accesslog.BATCH + 1)
+        self.assertEqual({json.loads(line)["route"] for line in lines}, {"hello"})
+
+    def test_values_of_the_end(self):
+        """
+        The line shows the request as it was when it ended, even if its
+        routing record changes before the line is made.
+        """
+        gate = InMemoryGateway(CONFIG, with_upstreams=True)
+        path = os.path.abspath(self.mktemp())
+        log = AccessLog(path, gate.reactor)
+        gate.gateway.access_log = log
+        finished = []
+        original = gate.gateway.request_finished
+        gate.gateway.request_finished = lambda request: (finished.append(request), original(request))
+        gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        finished[0].routing.upstream_server = "10.9.9.9:1"
+        finished[0].routing.tries = 5
+        log.close()
+        with open(path, "rb") as f:
+            line = json.loads(f.read())
+        self.assertEqual((line["upstream_server"], line["retries"]), (None, 0))
+
+    def test_unmakeable_line_counted(self):
+        """
+        A line that cannot be made is left out and counted; the others are
+        written.
+        """
+        reactor = MemoryReactorClock()
+        path = os.path.abspath(self.mktemp())
+        log = AccessLog(path, reactor)
+        log._pending.append(("not", "a", "record"))
+        gate = InMemoryGateway(CONFIG, reactor=reactor, with_upstreams=True)
+        gate.gateway.access_log = log
+        gate.exchange(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+        log.close()
+        with open(path, "rb") as f:
+            self.assertEqual(len(f.read().splitlines()), 1)
+        self.assertEqual(log.unwritable, 1)
+
     def test_reopen(self):
         """
         After a rename, C{reopen} writes the collected lines to the renamed

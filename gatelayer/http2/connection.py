@@ -244,8 +244,8 @@ class H2Channel(Protocol):
         if length and length[0].isdigit() and int(length[0]) > limit:
             self._answer_early(sid, request, 413, "request body larger than %d bytes" % (limit,))
             return
-        if event.stream_ended is not None:
-            self._dispatch(request)
+        # The end of the stream, if it came with the head, is handled as
+        # its StreamEnded event.
 
     def _data_received(self, event):
         sid = event.stream_id
@@ -254,7 +254,7 @@ class H2Channel(Protocol):
             self._h2.acknowledge_received_data(event.flow_controlled_length, sid)
         except (StreamClosedError, ProtocolError):
             pass
-        if request is None or request.startedWriting or request.finished:
+        if request is None or request.dispatched or request.startedWriting:
             return
         if not request.store(event.data):
             limit = request.routing.body_limit
@@ -268,7 +268,7 @@ class H2Channel(Protocol):
 
     def _stream_ended(self, event):
         request = self._streams.get(event.stream_id)
-        if request is not None and not request.startedWriting and not request.finished:
+        if request is not None and not request.dispatched and not request.startedWriting:
             self._dispatch(request)
 
     def _stream_reset(self, event):
@@ -325,6 +325,7 @@ class H2Channel(Protocol):
             pass
 
     def _dispatch(self, request):
+        request.dispatched = True
         request.content.seek(0)
         try:
             self.factory.gateway.handle(request)

@@ -127,6 +127,7 @@ class H2Request:
     _ending = False
     _producer_paused = False
     ended = False
+    dispatched = False
 
     def __init__(self, connection, stream_id, method, uri, headers):
         self._connection = connection

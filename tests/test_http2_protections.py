@@ -224,6 +224,28 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual([(f.error_code, f.last_stream_id) for f in self.goaways(client)], [(0, 1)])
         self.assertTrue(client.transport.disconnecting)
 
+    def test_body_timeout(self):
+        """
+        A stream whose body stops coming for C{[gateway] body_timeout}
+        seconds is answered 408 (its slot freed); one whose body keeps
+        coming is not, and no timer is left once it is in.
+        """
+        client = open_h2(self.gate)
+        stalled = client.request(b"/api/up", method=b"POST", body=b"a", end=False)
+        moving = client.request(b"/api/up", method=b"POST", body=b"b", end=False)
+        for _ in range(3):
+            self.reactor.advance(20)
+            client.conn.send_data(moving, b"b")
+            client.send()
+            client.receive()
+        self.assertEqual(client.answer(stalled).status, 408)
+        self.assertIsNone(client.answer(moving).status)
+        self.assertEqual(sorted(client.channel._streams), [moving])
+        client.conn.end_stream(moving)
+        client.send()
+        self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.func == client.channel._body_timed_out],
+                         [])
+
     def test_drain(self):
         """
         A drain sends GOAWAY naming the last stream taken; that stream

@@ -19,7 +19,7 @@ from h2.events import (
     ConnectionTerminated, DataReceived, PingReceived, RemoteSettingsChanged, RequestReceived,
     StreamEnded, StreamReset, TrailersReceived, WindowUpdated,
 )
-from h2.exceptions import FlowControlError, ProtocolError, StreamClosedError
+from h2.exceptions import ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 from twisted.internet.interfaces import IPushProducer
@@ -32,6 +32,7 @@ from gatelayer.chain import error_body
 from gatelayer.http1 import BadRequest
 from gatelayer.http2.floods import FloodCounter
 from gatelayer.http2.request_head import RequestHeadError, request_head
+from gatelayer.http2.sending import ResponseSending
 from gatelayer.http2.stream import H2Request
 
 __all__ = ["H2Channel"]
@@ -57,7 +58,7 @@ class _ServerConnection(H2Connection):
 
 
 @implementer(IPushProducer)
-class H2Channel(Protocol):
+class H2Channel(ResponseSending, Protocol):
     """
     One HTTP/2 client connection.
 
@@ -68,6 +69,8 @@ class H2Channel(Protocol):
     @ivar settings: the listener's L{gatelayer.config.listener_h2.H2Settings}.
     @ivar clock: the reactor (C{callLater}, C{seconds}).
     @ivar idle_timeout: seconds a connection without a stream stays open.
+    @ivar body_timeout: seconds a request body may pause (C{[gateway]
+        body_timeout}) before its stream is answered 408.
     @ivar peer: the client's address.
     @ivar write_paused: whether the transport asked to stop writing.
     @ivar extra_headers: the listener's own response headers, lower case.
@@ -94,6 +97,7 @@ class H2Channel(Protocol):
         self._pings = FloodCounter(settings.max_pings, window)
         self._settings_frames = FloodCounter(settings.max_settings, window)
         self._persistent = True
+        self.body_timeout = factory.gateway.config.gateway.body_timeout
 
     # -- the connection ----------------------------------------------------
 
@@ -245,7 +249,9 @@ class H2Channel(Protocol):
             self._answer_early(sid, request, 413, "request body larger than %d bytes" % (limit,))
             return
         # The end of the stream, if it came with the head, is handled as
-        # its StreamEnded event.
+        # its StreamEnded event; a body must keep coming meanwhile.
+        if event.stream_ended is None:
+            request.body_timer = self.clock.callLater(self.body_timeout, self._body_timed_out, request)
 
     def _data_received(self, event):
         sid = event.stream_id
@@ -256,6 +262,8 @@ class H2Channel(Protocol):
             pass
         if request is None or request.dispatched or request.startedWriting:
             return
+        if request.body_timer is not None:
+            request.body_timer.reset(self.body_timeout)
         if not request.store(event.data):
             limit = request.routing.body_limit
             self._answer_early(sid, request, 413, "request body larger than %d bytes" % (limit,))
@@ -324,8 +332,16 @@ class H2Channel(Protocol):
         except (StreamClosedError, ProtocolError):
             pass
 
+    def _body_timed_out(self, request):
+        request.body_timer = None
+        sid = request.stream_id
+        if self._streams.get(sid) is request and not request.dispatched and not request.startedWriting:
+            self._answer_early(sid, request, 408, "request body timed out")
+            self._flush()
+
     def _dispatch(self, request):
         request.dispatched = True
+        request.cancel_body_timer()
         request.content.seek(0)
         try:
             self.factory.gateway.handle(request)
@@ -360,93 +376,6 @@ class H2Channel(Protocol):
         request.responseHeaders.setRawHeaders(request_id[0], [request_id[1]])
         request.write(body)
         request.finish()
-
-    # -- output (called by the streams) ------------------------------------
-
-    def send_head(self, request, head, end_stream):
-        """
-        Send the response head of C{request}'s stream.
-        """
-        if self._dead:
-            return
-        try:
-            self._h2.send_headers(request.stream_id, head, end_stream=end_stream)
-        except (ProtocolError, StreamClosedError, ValueError, TypeError) as error:
-            self.log.warn("HTTP/2 response head refused on stream {stream}: {error}",
-                          stream=request.stream_id, error=str(error))
-            self.reset_stream(request, ErrorCodes.INTERNAL_ERROR)
-            return
-        if end_stream:
-            self._ended(request)
-        self._flush()
-
-    def send_pending(self, request):
-        """
-        Send what the windows admit of C{request}'s waiting body; end the
-        stream (with its trailers) when it finished and nothing waits.
-        """
-        sid = request.stream_id
-        if self._dead or self._streams.get(sid) is not request:
-            return
-        conn = self._h2
-        try:
-            while request.pending_size:
-                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if room <= 0:
-                    break
-                data = request.take(room)
-                last = request.ending and not request.pending_size and not request.end_trailers()
-                conn.send_data(sid, data, end_stream=last)
-                if last:
-                    self._ended(request)
-                    self._flush()
-                    return
-            if request.ending and not request.pending_size:
-                trailers = request.end_trailers()
-                if trailers:
-                    conn.send_headers(sid, trailers, end_stream=True)
-                else:
-                    conn.send_data(sid, b"", end_stream=True)
-                self._ended(request)
-        except (ProtocolError, StreamClosedError, FlowControlError, ValueError) as error:
-            self.log.warn("HTTP/2 stream {stream} cut: {error}", stream=sid, error=str(error))
-            self.reset_stream(request, ErrorCodes.INTERNAL_ERROR)
-            return
-        request.update_producer()
-        self._flush()
-
-    def _send_all_pending(self):
-        for request in list(self._streams.values()):
-            if request.pending_size or request.ending:
-                self.send_pending(request)
-
-    def reset_stream(self, request, code=ErrorCodes.INTERNAL_ERROR):
-        """
-        Reset C{request}'s stream (a response that cannot complete): the
-        other streams go on.
-        """
-        sid = request.stream_id
-        if self._streams.get(sid) is request:
-            del self._streams[sid]
-            if not self._dead:
-                self._refuse(sid, code)
-                self._flush()
-            request.lost()
-            self._stream_gone()
-
-    def _ended(self, request):
-        self._streams.pop(request.stream_id, None)
-        request.completed()
-        self._stream_gone()
-
-    def _stream_gone(self):
-        if not self._streams:
-            if self._goaway_id is not None:
-                self._flush()
-                self._close()
-            else:
-                self._arm_idle()
-        self.factory.request_done(self)
 
     # -- the transport's producer -------------------------------------------
 

@@ -128,6 +128,7 @@ class H2Request:
     _producer_paused = False
     ended = False
     dispatched = False
+    body_timer = None
 
     def __init__(self, connection, stream_id, method, uri, headers):
         self._connection = connection
@@ -414,11 +415,20 @@ class H2Request:
         connection.send_head(self, head, end_stream)
         return end_stream
 
+    def cancel_body_timer(self):
+        """
+        Stop waiting for the request body (it is in, or the stream is over).
+        """
+        timer, self.body_timer = self.body_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def _completed_response(self):
         """
         The last frame of the response went out (or the response had no
         body): the gateway's bookkeeping.
         """
+        self.cancel_body_timer()
         self._on_lost = None
         self._done()
         notify, self._notify = self._notify, None
@@ -441,6 +451,7 @@ class H2Request:
         if self._disconnected or self._completed:
             return
         self._disconnected = True
+        self.cancel_body_timer()
         self._pending = []
         self._pending_size = 0
         callback, self._on_lost = self._on_lost, None

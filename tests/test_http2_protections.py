@@ -5,7 +5,7 @@ and hostile request heads, each sent whole and one byte at a time.
 """
 
 from h2.errors import ErrorCodes
-from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, PingFrame, SettingsFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -270,6 +270,32 @@ class LifecycleTests(SynchronousTestCase):
         self.assertIn("END_STREAM", data[-1].flags)
         self.assertEqual(len(client.stream_frames(sid, HeadersFrame)), 1)
         self.assertTrue(client.transport.disconnecting)
+
+    def test_drain_client_reset(self):
+        """
+        While draining, a client resetting the last stream in flight lets
+        the connection close.
+        """
+        client = open_h2(self.gate)
+        sid = client.request(b"/api/slow")
+        self.gate.factory.drain()
+        client.receive()
+        client.send(data=RstStreamFrame(sid, error_code=ErrorCodes.CANCEL).serialize())
+        self.assertTrue(client.transport.disconnecting)
+
+    def test_internal_fault(self):
+        """
+        A fault of the gateway's own while handling a frame ends that
+        connection with GOAWAY INTERNAL_ERROR and is logged; nothing
+        escapes to the transport.
+        """
+        def broken(request, method, uri):
+            raise ZeroDivisionError("a bug")
+        self.gate.gateway.early_route = broken
+        client = open_h2(self.gate)
+        client.request(b"/hello")
+        self.assertEqual(client.goaway.error_code, ErrorCodes.INTERNAL_ERROR)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
     def test_drain_idle(self):
         """

@@ -216,8 +216,17 @@ class H2Channel(ResponseSending, Protocol):
             if self._dead:
                 return
             handler = self._HANDLERS.get(type(event))
-            if handler is not None:
+            if handler is None:
+                continue
+            try:
                 handler(self, event)
+            except Exception:
+                # A fault of the gateway's own: the connection ends, the
+                # worker and the other connections go on.
+                self.log.failure("HTTP/2 connection from {peer} failed on {event}",
+                                 peer=getattr(self.peer, "host", None), event=type(event).__name__)
+                self._goaway(ErrorCodes.INTERNAL_ERROR, "internal error")
+                return
         self._flush()
         if not self._streams:
             self._arm_idle()
@@ -283,6 +292,7 @@ class H2Channel(ResponseSending, Protocol):
         request = self._streams.pop(event.stream_id, None)
         if request is not None:
             request.lost()
+            self._stream_gone()
         if event.remote_reset:
             self._count_reset()
 

@@ -26,6 +26,7 @@ from bench._targets import (
     Context, Direct, Gatelayer, HAProxy, Nginx, Scenario, StockTwisted, Unavailable, admin_status,
     worker_spread,
 )
+from bench._h2load import h2load_argv, parse_h2load
 from bench._wrk import WrkOutputError, parse_wrk, wrk_argv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,6 +56,8 @@ def scenarios():
                   "gatelayer-2w+waf"), headers=("Accept-Encoding: gzip",)),
         Scenario("observe", "small response: metrics off, metrics on, metrics and the access log", "/small",
                  ("direct", "nginx", "gatelayer-2w+nometrics", "gatelayer-2w", "gatelayer-2w+accesslog")),
+        Scenario("h2", "small response over HTTP/2 (TLS, h2load, 10 streams per connection)", "/small",
+                 ("nginx", "gatelayer-1w", "gatelayer-2w"), tls=True, http2=True, connections=(32,)),
         Scenario("tcp", "small response over keep-alive HTTP, relayed at layer 4 (mode tcp)", "/small",
                  TCP_TARGETS),
         Scenario("tcp-1mb", "1 MB response over keep-alive HTTP, relayed at layer 4 (mode tcp)",
@@ -172,11 +175,12 @@ class Bench:
         plan = [(s, selected_targets(s, options)) for s in options.scenarios]
         needs_redis = any("redis" in t for _, targets in plan for t in targets)
         try:
-            tools = installer.ensure(["nginx", "haproxy", "wrk"])
+            tools = installer.ensure(["nginx", "haproxy", "wrk"]
+                                     + (["h2load"] if any(s.http2 for s, _ in plan) else []))
         except InstallError as e:
             self.say(f"bench: {e}")
             return 2
-        cells = sum(len(t) for _, t in plan) * len(options.connection_counts)
+        cells = sum(len(t) * len(s.connections or options.connection_counts) for s, t in plan)
         estimate = cells * (options.duration + options.warmup + 1.5)
         self.say(f"bench: {cells} cells, about {estimate / 60:.1f} minutes "
                  f"({options.warmup:g}s warm-up + {options.duration:g}s per cell)")
@@ -280,7 +284,7 @@ class Bench:
         ctx.redis_problem = "redis-server did not answer PING within 10s"
 
     def _measure_target(self, ctx, scenario, target):
-        counts = self.options.connection_counts
+        counts = scenario.connections or self.options.connection_counts
         self.say(f"-- {target.name}")
         try:
             started = target.start(ctx, scenario)
@@ -318,10 +322,15 @@ class Bench:
         headers = list(scenario.headers) + [f"{k}: {v}" for k, v in ctx.auth_headers(scenario).items()]
 
         def load(seconds):
-            argv = wrk_argv(url, connections, seconds, options.threads, headers, wrk=ctx.tools["wrk"])
+            if scenario.http2:
+                argv = h2load_argv(url, connections, scenario.streams, seconds, options.threads, headers,
+                                   h2load=ctx.tools["h2load"])
+            else:
+                argv = wrk_argv(url, connections, seconds, options.threads, headers, wrk=ctx.tools["wrk"])
             result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     timeout=seconds + 30)
-            return parse_wrk(result.stdout.decode("utf-8", "replace"))
+            text = result.stdout.decode("utf-8", "replace")
+            return parse_h2load(text) if scenario.http2 else parse_wrk(text)
 
         row = Row(scenario.name, target.name, connections)
         try:

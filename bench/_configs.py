@@ -6,6 +6,7 @@ material they need. Pure text builders, plus two small file writers.
 
 import datetime
 import os
+import re
 
 SMALL_BODY = "hello from the upstream\n"
 JSON_BODY = '{"id":7,"name":"widget","price":12.5,"tags":["a","b"],"internal":{"cost":3}}'
@@ -172,11 +173,28 @@ http {{
 """
 
 
-def nginx_proxy_conf(prefix, port, tls_port, cert, key, upstream_port, workers=2):
+def nginx_http2_style(version):
+    """
+    How the nginx of C{version} (what C{nginx -v} prints) turns HTTP/2 on:
+    C{"on"} (the C{http2 on;} directive, nginx 1.25.1 and later) or
+    C{"listen"} (the C{http2} parameter of C{listen}, before).
+    """
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", version)
+    if match is None:
+        return "on"
+    return "on" if tuple(int(n) for n in match.groups()) >= (1, 25, 1) else "listen"
+
+
+def nginx_proxy_conf(prefix, port, tls_port, cert, key, upstream_port, workers=2, http2=None):
     """
     nginx as the reverse proxy operators would pick: C{workers} workers,
     HTTP/1.1 to the upstream with an idle keep-alive pool per worker.
+
+    @param http2: L{None} (HTTP/1.1 only), or how to turn HTTP/2 on for the
+        TLS listener (see L{nginx_http2_style}).
     """
+    listen_http2 = " http2" if http2 == "listen" else ""
+    http2_on = "        http2 on;\n" if http2 == "on" else ""
     return _nginx_common(prefix, "nginx", workers) + f"""\
 http {{
 {_nginx_http_common(prefix, "nginx")}\
@@ -187,7 +205,8 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
-        listen 127.0.0.1:{tls_port} ssl backlog=4096;
+        listen 127.0.0.1:{tls_port} ssl{listen_http2} backlog=4096;
+{http2_on}\
         ssl_certificate {cert};
         ssl_certificate_key {key};
         location / {{

@@ -13,6 +13,7 @@ TOOLS = {
     "nginx": "nginx",
     "haproxy": "haproxy",
     "wrk": "wrk",
+    "h2load": "nghttp2-client",
     "redis-server": "redis-server",
     "pypy3": "pypy3",
 }

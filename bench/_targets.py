@@ -10,6 +10,7 @@ import sys
 import attrs
 
 from bench import _configs
+from bench._install import tool_version
 from bench._procs import NotReady, free_port, http_get, wait_ready
 
 
@@ -24,7 +25,10 @@ class Unavailable(Exception):
 class Scenario:
     """
     One kind of load: the path wrk requests, over TLS or not, with which
-    extra request headers, and the targets it compares.
+    extra request headers, and the targets it compares. An C{http2} one is
+    loaded by h2load instead, with up to C{streams} concurrent streams per
+    connection. C{connections}, when set, replaces the run's connection
+    counts for this scenario.
     """
 
     name: str
@@ -34,6 +38,9 @@ class Scenario:
     tls: bool = False
     headers: tuple = ()
     needs_auth: bool = False
+    http2: bool = False
+    streams: int = 10
+    connections: tuple = None
 
 
 @attrs.define
@@ -150,7 +157,9 @@ class Nginx(Target):
         conf = os.path.join(ctx.tmp, "nginx-proxy.conf")
         os.makedirs(os.path.join(ctx.tmp, "nginx-temp"), exist_ok=True)
         with open(conf, "w") as f:
-            f.write(_configs.nginx_proxy_conf(ctx.tmp, port, tls_port, ctx.cert, ctx.key, ctx.upstream_port))
+            http2 = _configs.nginx_http2_style(tool_version(ctx.tools["nginx"])) if scenario.http2 else None
+            f.write(_configs.nginx_proxy_conf(ctx.tmp, port, tls_port, ctx.cert, ctx.key, ctx.upstream_port,
+                                              http2=http2))
         process = ctx.supervisor.start("nginx-proxy", nginx_argv(ctx, conf, "nginx"))
         return self._ready(ctx, scenario, process, port, tls_port)
 

@@ -11,7 +11,7 @@ import zlib
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from bench import _cli, _configs, _procs, _report, _targets, _wrk
+from bench import _cli, _configs, _h2load, _procs, _report, _targets, _wrk
 from bench._install import InstallError, Installer
 from bench._pypy import requirements
 from gatelayer.config import parse_config_text
@@ -92,6 +92,98 @@ class ParseWrkTests(SynchronousTestCase):
                                 "-H", "Connection: close", "https://127.0.0.1:9/x"])
         self.assertIn("-t1", _wrk.wrk_argv("http://127.0.0.1:9/", 1, 0.2, 2))
         self.assertIn("-d1s", _wrk.wrk_argv("http://127.0.0.1:9/", 1, 0.2, 2))
+
+
+H2LOAD_REPORT = """\
+starting benchmark...
+spawning thread #0: 16 total client(s). Timing-based test with 0s of warm-up time and 2s of main duration for measurements.
+Application protocol: h2
+
+finished in 2.00s, 12345.50 req/s, 1.20MB/s
+requests: 24691 total, 24701 started, 24691 done, 24680 succeeded, 11 failed, 3 errored, 2 timeout
+status codes: 24680 2xx, 0 3xx, 4 4xx, 7 5xx
+traffic: 2.40MB (2516545) total, 241.17KB (246955) headers (space savings 94.12%), 578.63KB (592520) data
+                     min         max         mean         sd        +/- sd
+time for request:      226us     35.11ms      6.56ms      3.02ms    76.50%
+time for connect:     2.31ms      9.87ms      5.01ms      2.11ms    62.50%
+time to 1st byte:     9.12ms     20.02ms     13.01ms      3.33ms    68.75%
+req/s           :     748.02      800.23      771.59       14.29    68.75%
+"""
+
+
+class H2loadTests(SynchronousTestCase):
+    """
+    The h2 scenario's load: h2load's command line and report.
+    """
+
+    def test_argv(self):
+        """
+        Connections, streams per connection (C{-m}) and a timed run
+        (C{-D}), headers passed, never more threads than connections.
+        """
+        argv = _h2load.h2load_argv("https://127.0.0.1:9/small", 32, 10, 5, 2, ["X-A: b"], h2load="/bin/h2load")
+        self.assertEqual(argv, ["/bin/h2load", "-t2", "-c32", "-m10", "-D5", "-H", "X-A: b",
+                                "https://127.0.0.1:9/small"])
+        self.assertIn("-t1", _h2load.h2load_argv("https://127.0.0.1:9/", 1, 10, 0.2))
+        self.assertIn("-D1", _h2load.h2load_argv("https://127.0.0.1:9/", 1, 10, 0.2))
+
+    def test_report(self):
+        """
+        The rate, the completed requests, the mean and maximum time for a
+        request (in the p50 and p99 places: h2load has no percentiles) and
+        the errors are read.
+        """
+        result = _h2load.parse_h2load(H2LOAD_REPORT)
+        self.assertEqual((result.rps, result.requests, result.seconds), (12345.5, 24691, 2.0))
+        self.assertAlmostEqual(result.p50_ms, 6.56)
+        self.assertAlmostEqual(result.p99_ms, 35.11)
+        self.assertEqual(result.non_2xx, 11)
+        self.assertEqual(result.socket_errors, {"failed": 11, "errored": 3, "timeout": 2})
+        self.assertEqual(result.errors, 27)
+
+    def test_incomplete(self):
+        """
+        A report without its totals (h2load could not connect) is an
+        error naming its last line.
+        """
+        error = self.assertRaises(_wrk.WrkOutputError, _h2load.parse_h2load, "starting benchmark...\nNo protocol negotiated\n")
+        self.assertIn("No protocol negotiated", str(error))
+
+    def test_scenario(self):
+        """
+        The h2 scenario runs over TLS with h2load at 32 connections and 10
+        streams each, against nginx and gatelayer.
+        """
+        (h2,) = [s for s in _cli.scenarios() if s.name == "h2"]
+        self.assertEqual((h2.tls, h2.http2, h2.streams, h2.connections), (True, True, 10, (32,)))
+        self.assertEqual(h2.targets, ("nginx", "gatelayer-1w", "gatelayer-2w"))
+
+    def test_nginx_http2(self):
+        """
+        nginx gets C{http2 on;} from 1.25.1 and the C{listen ... http2}
+        parameter before; without HTTP/2 neither.
+        """
+        self.assertEqual(_configs.nginx_http2_style("nginx version: nginx/1.22.1"), "listen")
+        self.assertEqual(_configs.nginx_http2_style("nginx version: nginx/1.25.1"), "on")
+        self.assertEqual(_configs.nginx_http2_style("nginx version: nginx/1.27.0 (Ubuntu)"), "on")
+        on = _configs.nginx_proxy_conf("/t", 3, 4, "/c", "/k", 1, http2="on")
+        listen = _configs.nginx_proxy_conf("/t", 3, 4, "/c", "/k", 1, http2="listen")
+        plain = _configs.nginx_proxy_conf("/t", 3, 4, "/c", "/k", 1)
+        self.assertIn("\n        http2 on;\n", on)
+        self.assertIn("listen 127.0.0.1:4 ssl http2 backlog=4096;", listen)
+        self.assertNotIn("http2", plain)
+        self.assertEqual(on.replace("        http2 on;\n", ""), plain)
+
+    def test_gatelayer_tls_offers_h2(self):
+        """
+        The generated TLS listener of gatelayer offers HTTP/2 (the default).
+        """
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        _, _, pem = _configs.write_certificate(directory)
+        text = _configs.gatelayer_ini(2, 8080, 9000, 9901, tls=(8443, pem))
+        config = parse_config_text(text, os.path.join(directory, "gate.ini"))
+        self.assertEqual([listener.http2 for listener in config.listeners], [False, True])
 
 
 class GeneratedConfigTests(SynchronousTestCase):
@@ -537,12 +629,13 @@ class CommandLineTests(SynchronousTestCase):
 
     def test_defaults(self):
         """
-        By default every scenario runs at 32 and 128 connections.
+        By default every scenario runs at 32 and 128 connections (h2 at
+        its own 32).
         """
         options = _cli.parse_args([])
         self.assertEqual([s.name for s in options.scenarios],
-                         ["small", "1mb", "tls", "tls-close", "filters", "api", "edge", "observe", "tcp",
-                          "tcp-1mb"])
+                         ["small", "1mb", "tls", "tls-close", "filters", "api", "edge", "observe", "h2",
+                          "tcp", "tcp-1mb"])
         self.assertEqual(options.connection_counts, [32, 128])
 
     def test_quick(self):

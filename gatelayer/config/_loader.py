@@ -12,6 +12,7 @@ from gatelayer.config.aggregate import aggregate_problems, parse_aggregate
 from gatelayer.config._errors import ConfigError
 from gatelayer.config.filtertypes import FilterTypes, FilterTypeError
 from gatelayer.config.listener_l4 import l4_listener_keys, l4_problems, send_proxy_key
+from gatelayer.config.listener_h2 import h2_listener_keys
 from gatelayer.config.model import (
     FilterSpec, GateConfig, GatewaySpec, HealthSpec, ListenerSpec, RouteSpec,
     ServerSpec, TlsSpec, UpstreamSpec,
@@ -192,12 +193,14 @@ def _or(value, default):
 def _listener(r):
     def binds(text):
         return tuple(v.parse_hostport(item, allow_port_zero=True) for item in v.parse_list(text))
+    l4 = l4_listener_keys(r)
     return ListenerSpec(
         name=r.name,
         binds=r.get("bind", binds) or (),
         tls=r.get("tls", None, None),
         redirect_https=r.get("redirect_https", v.parse_port, None),
-        **l4_listener_keys(r),
+        **l4,
+        **h2_listener_keys(r, l4["mode"]),
     )
 
 

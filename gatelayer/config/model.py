@@ -5,6 +5,7 @@ C{gate.ini}. A reload builds a new L{GateConfig}; nothing mutates one.
 
 from attrs import field, frozen
 
+from gatelayer.config.listener_h2 import H2Settings
 from gatelayer.config.tracing import TracingSpec
 
 
@@ -52,6 +53,8 @@ class ListenerSpec:
         header and the ClientHello.
     @ivar l4_idle_timeout: seconds a relayed connection may go without a
         byte either way (the listener's C{idle_timeout}).
+    @ivar http2: whether HTTP/2 is offered through ALPN (TLS listeners).
+    @ivar h2: the L{H2Settings} of its HTTP/2 connections.
     """
 
     name: str
@@ -64,6 +67,8 @@ class ListenerSpec:
     accept_proxy: bool = False
     header_timeout: float = 10.0
     l4_idle_timeout: float = 300.0
+    http2: bool = False
+    h2: H2Settings = H2Settings()
 
 
 @frozen

@@ -8,6 +8,7 @@ from gatelayer.http.channel import GatewayChannel
 from gatelayer.http.date import HTTPDate
 from gatelayer.http.lean import LeanChannel
 from gatelayer.http.request import GatewayRequest
+from gatelayer.http2 import ProtocolChoice
 
 
 #: Seconds a draining worker leaves an idle keep-alive connection open: a
@@ -49,8 +50,16 @@ class GatewayHTTPFactory(http.HTTPFactory):
     def buildProtocol(self, addr):
         """
         A channel with the gateway's limits: twisted.web's parser, or the
-        lean one when C{[gateway] http_server = gatelayer}.
+        lean one when C{[gateway] http_server = gatelayer}; on a listener
+        with C{http2}, the choice between it and HTTP/2 once the TLS
+        handshake is done (L{gatelayer.http2.ProtocolChoice}).
         """
+        if self.listener.http2:
+            return ProtocolChoice(self, self._http1_channel, self.reactor,
+                                  self.gateway.config.gateway.header_timeout)
+        return self._http1_channel()
+
+    def _http1_channel(self):
         if self.gateway.config.gateway.http_server == "gatelayer":
             channel = LeanChannel()
             channel.factory = self

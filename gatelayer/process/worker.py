@@ -35,6 +35,7 @@ from gatelayer.process.worker_services import (
     UpstreamsService,
 )
 from gatelayer.service import OrderedMultiService
+from gatelayer.tls.policy import ALPN_HTTP1, ALPN_PROTOCOLS
 
 
 def new_pool(spec, reactor, tls_creator_for=None):
@@ -261,6 +262,7 @@ class Worker(OrderedMultiService):
             wrapped = factory
             if listener.tls:
                 wrapped = self._tls_wrapper(listener, factory)
+                wrapped.alpn_protocols = ALPN_PROTOCOLS if listener.http2 else ALPN_HTTP1
                 if self.metrics is not None:
                     wrapped.on_handshake = TlsHandshakeCounter(self.metrics, listener.name)
             # The limits decide before any protocol (TLS included) is built.

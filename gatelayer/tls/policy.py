@@ -15,6 +15,7 @@ __all__ = [
     "PolicyError",
     "MODERN_CIPHERS",
     "ALPN_PROTOCOLS",
+    "ALPN_HTTP1",
     "minimum_version",
     "server_context",
     "check_policy",
@@ -32,8 +33,12 @@ MODERN_CIPHERS = ":".join([
     "ECDHE-RSA-CHACHA20-POLY1305",
 ])
 
-#: What the listeners speak over TLS; gatelayer serves HTTP/1.1.
-ALPN_PROTOCOLS = (b"http/1.1",)
+#: What the listeners speak over TLS, in the server's order of preference:
+#: HTTP/2 where the listener has C{http2} on, else HTTP/1.1.
+ALPN_PROTOCOLS = (b"h2", b"http/1.1")
+
+#: What a listener without HTTP/2 offers.
+ALPN_HTTP1 = (b"http/1.1",)
 
 _VERSIONS = {
     "TLSv1.2": SSL.TLS1_2_VERSION,
@@ -71,7 +76,12 @@ def minimum_version(spec):
 
 
 def _select_alpn(connection, offered):
-    for protocol in ALPN_PROTOCOLS:
+    # The contexts of a [tls:NAME] section are shared by its listeners: what
+    # one offers is on its TLS factory (alpn_protocols), reached through
+    # the connection's wrapper.
+    wrapper = connection.get_app_data()
+    factory = getattr(wrapper, "factory", None)
+    for protocol in getattr(factory, "alpn_protocols", ALPN_HTTP1):
         if protocol in offered:
             return protocol
     # A client offering only h2 (say) still gets a connection; it simply has

@@ -133,7 +133,10 @@ class SNIServerCreator:
         A new server connection on the front context; the certificate is
         picked once the ClientHello arrives.
         """
-        return SSL.Connection(self._front, None)
+        connection = SSL.Connection(self._front, None)
+        # ALPN asks the wrapper's factory what the listener offers.
+        connection.set_app_data(tlsProtocol)
+        return connection
 
     def select(self, server_name):
         """
@@ -214,10 +217,13 @@ class ServerTLSFactory(TLSMemoryBIOFactory):
     @ivar on_handshake: called with C{True} for each completed handshake
         and C{False} for each connection closed before its handshake
         completed (the worker's metrics), or L{None}.
+    @ivar alpn_protocols: what ALPN may settle on for this listener.
     """
 
     protocol = _CountedTLS
     on_handshake = None
+    #: The ALPN protocols this listener offers, in order of preference.
+    alpn_protocols = (b"http/1.1",)
 
 
 def wrap_server_factory(creator, factory, clock):

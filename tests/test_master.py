@@ -638,7 +638,7 @@ class ServiceTreeTests(SynchronousTestCase):
         """
         from gatelayer.service import IMasterPart
         self.assertEqual(self.master.child_names(),
-                         ["listeners", "tls", "health", "ratelimit", "metrics", "admin", "workers"])
+                         ["listeners", "tls", "tickets", "health", "ratelimit", "metrics", "admin", "workers"])
         for child in self.master:
             verifyObject(IMasterPart, child)
         self.assertIs(self.master.getServiceNamed("workers"), self.master.supervisor)
@@ -654,7 +654,7 @@ class ServiceTreeTests(SynchronousTestCase):
             self.patch(child, "startService", lambda child=child, start=child.startService: (
                 started.append(child.name), start()))
         self.master.startService()
-        self.assertEqual(started, ["listeners", "tls", "health", "ratelimit", "metrics", "admin", "workers"])
+        self.assertEqual(started, ["listeners", "tls", "tickets", "health", "ratelimit", "metrics", "admin", "workers"])
         self.assertEqual(self.reactor.adoptedPorts, [(99, 2, "site")])
         self.assertEqual(len(self.spawner.processes), 2)
         self.assertTrue(self.master.getServiceNamed("health").monitor._running)
@@ -676,7 +676,7 @@ class ServiceTreeTests(SynchronousTestCase):
         for process in self.spawner.processes:
             process.exit(0)
         self.successResultOf(d)
-        self.assertEqual(stopped, ["workers", "admin", "metrics", "ratelimit", "health", "tls", "listeners"])
+        self.assertEqual(stopped, ["workers", "admin", "metrics", "ratelimit", "health", "tickets", "tls", "listeners"])
         self.assertEqual(self.master.sockets.sockets, [])
         self.assertFalse(self.master.getServiceNamed("health").monitor._running)
         self.assertEqual([c for c in self.reactor.getDelayedCalls() if c.active()], [])
@@ -691,7 +691,7 @@ class ServiceTreeTests(SynchronousTestCase):
         new = object()
         self.successResultOf(self.master.reconfigure(new))
         self.assertEqual(reached, [(name, new) for name in
-                                   ["listeners", "tls", "health", "ratelimit", "metrics", "admin", "workers"]])
+                                   ["listeners", "tls", "tickets", "health", "ratelimit", "metrics", "admin", "workers"]])
 
     def test_health_reconfigure(self):
         """

@@ -14,6 +14,7 @@ from gatelayer.config.filtertypes import FilterTypes, FilterTypeError
 from gatelayer.config.listener_l4 import l4_listener_keys, l4_problems, send_proxy_key
 from gatelayer.config.listener_h2 import h2_listener_keys
 from gatelayer.config.model import (
+    DEFAULT_TLS_GROUPS,
     FilterSpec, GateConfig, GatewaySpec, HealthSpec, ListenerSpec, RouteSpec,
     ServerSpec, TlsSpec, UpstreamSpec,
 )
@@ -224,6 +225,10 @@ def _tls(r):
         ciphers=ca,
         hsts=r.get("hsts", None, None),
         ocsp_staple=_ocsp_staple(r),
+        groups=r.get("groups", _tls_groups, None) or DEFAULT_TLS_GROUPS,
+        prefer_server_ciphers=r.get("prefer_server_ciphers", v.parse_bool, None),
+        session_tickets=r.get("session_tickets", v.parse_bool, True),
+        ticket_key_rotation=r.get("ticket_key_rotation", _ticket_rotation, 3600.0) or 3600.0,
     )
 
 
@@ -239,6 +244,23 @@ def _ocsp_staple(r):
         r.error("ocsp_staple", "is not off, auto or an existing file (a DER OCSP response)", path)
         return None
     return path
+
+
+def _tls_groups(text):
+    names = v.parse_list(text)
+    if not names:
+        raise ValueError("names no key exchange group")
+    for name in names:
+        if not re.match(r"^[A-Za-z0-9_\-]{1,64}$", name):
+            raise ValueError(f"has {name!r}, not a group name (e.g. X25519, P-256, P-384)")
+    return names
+
+
+def _ticket_rotation(text):
+    seconds = v.parse_duration(text)
+    if not 1 <= seconds <= 7 * 86400:
+        raise ValueError("must be between 1s and 7d")
+    return seconds
 
 
 def _tls_version(text):

@@ -71,6 +71,10 @@ class ListenerSpec:
     h2: H2Settings = H2Settings()
 
 
+#: Key exchange groups of Mozilla's "intermediate" TLS profile, in order.
+DEFAULT_TLS_GROUPS = ("X25519", "P-256", "P-384")
+
+
 @frozen
 class TlsSpec:
     """
@@ -87,6 +91,10 @@ class TlsSpec:
     #: OCSP stapling: L{None} (off), C{"auto"} (fetched from the
     #: certificates' responders) or the path of a DER response file.
     ocsp_staple: str = None
+    groups: tuple = DEFAULT_TLS_GROUPS
+    prefer_server_ciphers: bool = None
+    session_tickets: bool = True
+    ticket_key_rotation: float = 3600.0
 
 
 @frozen

@@ -8,7 +8,7 @@ stopped in the reverse one, each waiting for the one after it:
  - C{listeners} (L{gatelayer.process.endpoints.ListenersService}): the
    sockets every worker adopts; closed last.
  - the master parts given to it, each an
-   L{gatelayer.service.IMasterPart} (C{tls}, C{health},
+   L{gatelayer.service.IMasterPart} (C{tls}, C{tickets}, C{health},
    C{ratelimit}, built by L{gatelayer.process.wiring.master_parts}).
  - C{admin} (L{gatelayer.process.endpoints.AdminService}).
  - C{workers} (L{gatelayer.process.supervision.WorkersService}): spawned

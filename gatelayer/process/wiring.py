@@ -225,6 +225,9 @@ def master_parts(config, reactor, controls, skip=frozenset()):
         # just made, or (a reload turning stapling on) the running one.
         from gatelayer.tls.ocsp_control import StaplingPart
         parts.append(StaplingPart(certificates.reloader if certificates else None, reactor, controls))
+    if config.tls and "tickets" not in skip:
+        from gatelayer.tls.ticket_control import TicketKeyPart
+        parts.append(TicketKeyPart(config, reactor, controls))
     if config.upstreams and "health" not in skip:
         health = HealthPart(controls, config, reactor, tls_creators=upstream_tls_creators(config))
         parts.append(health)

@@ -161,13 +161,16 @@ class CertificateReceiver:
     @ivar generation: the last transfer applied (0: none yet).
     @ivar staples: the L{gatelayer.tls.ocsp_control.StapleBook} new
         creators staple from, or L{None}.
+    @ivar tickets: a callable giving the session ticket key ring of a
+        section (or L{None}) for the creators this receiver makes.
     """
 
     log = Logger()
 
-    def __init__(self, specs, creators=None, staples=None):
+    def __init__(self, specs, creators=None, staples=None, tickets=None):
         self.specs = dict(specs)
         self.staples = staples
+        self.tickets = tickets if tickets is not None else (lambda name: None)
         self.creators = creators if creators is not None else {}
         self.generation = 0
         self._pending = {}
@@ -243,7 +246,8 @@ class CertificateReceiver:
                 certificate_set = CertificateSet.from_wire(spec, blobs)
                 creator = self.creators.get(name)
                 if creator is None:
-                    prepared[name] = (None, SNIServerCreator(spec, certificate_set, self.staples))
+                    prepared[name] = (None, SNIServerCreator(spec, certificate_set, self.staples,
+                                                                  self.tickets(name)))
                 else:
                     prepared[name] = (creator, creator.prepare(certificate_set))
         except (CertificateError, PolicyError, SSL.Error) as e:

@@ -13,6 +13,7 @@ from twisted.logger import Logger
 from .control import CertificateReceiver, CertificateReloader, push_certificates
 from .ocsp_control import StapleBook
 from .sni import wrap_server_factory
+from .ticket_control import TicketKeyReceiver
 from .upstream import upstream_tls_creator
 
 __all__ = ["CertificatePart", "worker_tls", "upstream_tls_creators"]
@@ -82,7 +83,8 @@ def worker_tls(config, control, reactor):
     TLS creator function (or L{None} without C{tls = yes}).
     """
     staples = StapleBook(reactor).register(control)
-    receiver = CertificateReceiver(config.tls, staples=staples).register(control)
+    tickets = TicketKeyReceiver(config.tls).register(control)
+    receiver = CertificateReceiver(config.tls, staples=staples, tickets=tickets.ring_for).register(control)
 
     def tls_wrapper(listener, factory):
         creator = receiver.creators.get(listener.tls)
@@ -92,6 +94,7 @@ def worker_tls(config, control, reactor):
         return wrap_server_factory(creator, factory, reactor)
 
     tls_wrapper.receiver = receiver
+    tls_wrapper.tickets = tickets
     return tls_wrapper, upstream_tls_creator
 
 

@@ -7,9 +7,11 @@ Older protocols than TLS 1.2 are never offered, whatever the configuration
 says; the only choice is whether TLS 1.2 is still accepted.
 """
 
+import functools
 import hashlib
 
 from OpenSSL import SSL
+from OpenSSL._util import lib as _lib
 
 __all__ = [
     "PolicyError",
@@ -45,11 +47,14 @@ _VERSIONS = {
     "TLSv1.3": SSL.TLS1_3_VERSION,
 }
 
-# Options every server context gets: no TLS compression (CRIME), our cipher
-# order rather than the client's, no renegotiation (a DoS lever), and fresh
-# ECDH keys per handshake.
-_OPTIONS = SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_SINGLE_ECDH_USE
+# Options every server context gets: no TLS compression (CRIME), no
+# renegotiation (a DoS lever), and fresh ECDH keys per handshake. Whose
+# cipher order wins is decided per section (prefer_server_ciphers).
+_OPTIONS = SSL.OP_NO_COMPRESSION | SSL.OP_SINGLE_ECDH_USE
 _OPTIONS |= getattr(SSL, "OP_NO_RENEGOTIATION", 0)
+
+# TLS 1.2 suites that are AEAD, by the words OpenSSL names them with.
+_AEAD_MARKS = ("GCM", "CHACHA20", "CCM")
 
 
 class PolicyError(ValueError):
@@ -99,10 +104,12 @@ def session_id_for(spec):
 
 def server_context(spec):
     """
-    A new server L{SSL.Context} with the policy of C{spec} (versions, ciphers,
-    ALPN, session cache) and no certificate yet.
+    A new server L{SSL.Context} with the policy of C{spec} (versions, ciphers
+    and whose order wins, key exchange groups, ALPN, session cache, tickets
+    on or off) and no certificate yet.
 
-    @raise PolicyError: when C{spec.ciphers} selects no cipher.
+    @raise PolicyError: when C{spec.ciphers} selects no cipher or
+        C{spec.groups} names a group OpenSSL does not know.
     """
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_options(_OPTIONS)
@@ -113,11 +120,55 @@ def server_context(spec):
     except (SSL.Error, UnicodeEncodeError):
         raise PolicyError(
             f"[tls:{spec.name}] ciphers: {ciphers!r} selects no cipher OpenSSL knows") from None
+    _apply_groups(context, spec)
+    if _prefers_server_order(spec, ciphers):
+        context.set_options(SSL.OP_CIPHER_SERVER_PREFERENCE)
+    if not spec.session_tickets:
+        context.set_options(SSL.OP_NO_TICKET)
     context.set_alpn_select_callback(_select_alpn)
     context.set_session_id(session_id_for(spec))
     context.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
     context.set_timeout(300)
     return context
+
+
+def _apply_groups(context, spec):
+    groups = ":".join(spec.groups)
+    try:
+        accepted = _lib.SSL_CTX_set1_curves_list(context._context, groups.encode("ascii")) == 1
+    except UnicodeEncodeError:
+        accepted = False
+    if not accepted:
+        _lib.ERR_clear_error()
+        probe = SSL.Context(SSL.TLS_SERVER_METHOD)
+        unknown = [name for name in spec.groups
+                   if not name.isascii() or _lib.SSL_CTX_set1_curves_list(probe._context, name.encode()) != 1]
+        _lib.ERR_clear_error()
+        raise PolicyError(
+            f"[tls:{spec.name}] groups: {', '.join(spec.groups)!r}: OpenSSL knows no group "
+            f"{', '.join(map(repr, unknown or spec.groups))} (use e.g. X25519, P-256, P-384)")
+
+
+def _prefers_server_order(spec, ciphers):
+    """
+    Whether the server's cipher order wins: C{prefer_server_ciphers} when
+    set; otherwise only when some TLS 1.2 suite is not AEAD (with AEAD
+    suites only, the client's order is as safe and lets it pick what its
+    hardware does fastest, as Mozilla's intermediate profile advises).
+    """
+    if spec.prefer_server_ciphers is not None:
+        return spec.prefer_server_ciphers
+    return not _only_aead(ciphers)
+
+
+@functools.lru_cache(maxsize=64)
+def _only_aead(ciphers):
+    # A context that made a connection can no longer be changed: ask a
+    # throwaway one which suites the string selects.
+    probe = SSL.Context(SSL.TLS_SERVER_METHOD)
+    probe.set_cipher_list(ciphers.encode("ascii"))
+    suites = [name for name in SSL.Connection(probe, None).get_cipher_list() if not name.startswith("TLS_")]
+    return all(any(mark in name for mark in _AEAD_MARKS) for name in suites)
 
 
 def check_policy(spec):

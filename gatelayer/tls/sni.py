@@ -25,12 +25,16 @@ from .policy import server_context
 __all__ = ["SNIServerCreator", "ServerTLSFactory", "wrap_server_factory", "certificate_context"]
 
 
-def certificate_context(spec, entry):
+def certificate_context(spec, entry, tickets=None):
     """
     A server context with the policy of C{spec} serving the certificate,
-    chain and key of C{entry} (a L{gatelayer.tls.store.CertificateEntry}).
+    chain and key of C{entry} (a L{gatelayer.tls.store.CertificateEntry}),
+    taking its session ticket keys from C{tickets} (a
+    L{gatelayer.tls.tickets.TicketKeyRing}) when given.
     """
     context = server_context(spec)
+    if tickets is not None:
+        tickets.install(context)
     context.use_certificate(entry.certificate)
     for extra in entry.chain:
         context.add_extra_chain_cert(extra)
@@ -62,21 +66,30 @@ class SNIServerCreator:
     @ivar refused: how many handshakes strict SNI refused (for metrics).
     @ivar selected: counts of how certificates were chosen, by C{"exact"},
         C{"wildcard"} and C{"default"}.
+    @ivar tickets: the L{gatelayer.tls.tickets.TicketKeyRing} every context
+        takes its session ticket keys from (shared by the workers), or
+        L{None} for OpenSSL's own keys.
     """
 
     log = Logger()
 
-    def __init__(self, spec, certificate_set, staples=None):
+    def __init__(self, spec, certificate_set, staples=None, tickets=None):
         """
         @param staples: a L{gatelayer.tls.ocsp_control.StapleBook} that
             staples OCSP responses on each certificate's context when the
             section has C{ocsp_staple}, or L{None}.
+        @param tickets: the section's session ticket key ring, or L{None}.
         """
         self.spec = spec
         self._staples = staples if spec.ocsp_staple else None
+        self.tickets = tickets
         self.refused = 0
         self.selected = {"exact": 0, "wildcard": 0, "default": 0}
         self._front = server_context(spec)
+        if tickets is not None:
+            # OpenSSL takes ticket keys from the context a connection began
+            # on (this one), whichever certificate context SNI then chose.
+            tickets.install(self._front)
         self._front.set_tlsext_servername_callback(self._server_name_received)
         self._selection = self._build(certificate_set, {})
 
@@ -95,7 +108,7 @@ class SNIServerCreator:
         for entry in certificate_set.entries:
             context = previous.get(entry.pem)
             if context is None:
-                context = certificate_context(self.spec, entry)
+                context = certificate_context(self.spec, entry, self.tickets)
                 if self._staples is not None:
                     self._staples.attach(context, entry)
             contexts[entry.pem] = context
@@ -200,8 +213,15 @@ class _CountedTLS(BufferingTLSTransport):
     def connectionLost(self, reason):
         """
         A connection closed before its handshake completed is a failed
-        handshake.
+        handshake. One that completed keeps its session resumable even when
+        the client left without close_notify (OpenSSL drops the session of a
+        connection freed before a shutdown was sent; a fatal alert has
+        already dropped it, so this never revives a broken session). The
+        application then sees the end of the stream as a clean close; an
+        HTTP request cut short is incomplete either way.
         """
+        if self._handshakeDone and self._tlsConnection is not None:
+            self._tlsConnection.set_shutdown(SSL.SENT_SHUTDOWN | SSL.RECEIVED_SHUTDOWN)
         if not self._told:
             self._told = True
             on_handshake = self.factory.on_handshake

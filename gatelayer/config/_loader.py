@@ -14,9 +14,7 @@ from gatelayer.config.filtertypes import FilterTypes, FilterTypeError
 from gatelayer.config.listener_l4 import l4_listener_keys, l4_problems, send_proxy_key
 from gatelayer.config.listener_h2 import h2_listener_keys
 from gatelayer.config.model import (
-    DEFAULT_TLS_GROUPS,
-    FilterSpec, GateConfig, GatewaySpec, HealthSpec, ListenerSpec, RouteSpec,
-    ServerSpec, TlsSpec, UpstreamSpec,
+    FilterSpec, GateConfig, GatewaySpec, HealthSpec, ListenerSpec, RouteSpec, ServerSpec, UpstreamSpec,
 )
 from gatelayer.config.reader import SectionReader
 from gatelayer.config.route_upstreams import (
@@ -25,12 +23,12 @@ from gatelayer.config.route_upstreams import (
 from gatelayer.config.route_match import hidden_header_problems, route_conditions
 from gatelayer.config.route_origin import origin_keys
 from gatelayer.config.route_resource import resource_key
+from gatelayer.config.tls_section import parse_tls_section
 from gatelayer.config.tracing import TracingSpec, parse_sample_rate, parse_tracing
 
 BALANCERS = ("round_robin", "weighted", "least_conn", "ip_hash", "random2")
 RETRY_ON = ("connect_error", "timeout", "502", "503", "504")
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
-TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+(?:/[!#$%&'*+\-.^_`|~0-9a-z]+)?")
 KINDS = ("gateway", "listener", "tls", "upstream", "route", "filter", "tracing")
 # Sections of one instance, without a name.
@@ -89,7 +87,7 @@ def parse_config_text(text, path="gate.ini", cpu_count=None, filter_types=None):
 
     gateway_reader = readers.get("gateway") or SectionReader(path, "gateway", {}, problems, base_dir)
     gateway = _gateway(gateway_reader, cpu_count)
-    tls = {r.name: _tls(r) for r in of_kind("tls")}
+    tls = {r.name: parse_tls_section(r) for r in of_kind("tls")}
     listeners = tuple(_listener(r) for r in of_kind("listener"))
     upstreams = {r.name: _upstream(r) for r in of_kind("upstream")}
     kinds = filter_types if filter_types is not None else FilterTypes() if of_kind("filter") else None
@@ -203,71 +201,6 @@ def _listener(r):
         **l4,
         **h2_listener_keys(r, l4["mode"]),
     )
-
-
-def _tls(r):
-    certificates = r.get("certificates", v.parse_list)
-    resolved = tuple(
-        os.path.normpath(os.path.join(r.base_dir, os.path.expanduser(c))) for c in certificates or ())
-    for p in resolved:
-        if not os.path.exists(p):
-            r.error("certificates", "does not exist", p)
-    default = r.path("default", None)
-    if default is not None and not os.path.isfile(default):
-        r.error("default", "is not a file", default)
-    ca = r.get("ciphers", None, None)
-    return TlsSpec(
-        name=r.name,
-        certificates=resolved,
-        default=default,
-        strict_sni=r.get("strict_sni", v.parse_bool, False),
-        min_version=r.get("min_version", _tls_version, "TLSv1.2") or "TLSv1.2",
-        ciphers=ca,
-        hsts=r.get("hsts", None, None),
-        ocsp_staple=_ocsp_staple(r),
-        groups=r.get("groups", _tls_groups, None) or DEFAULT_TLS_GROUPS,
-        prefer_server_ciphers=r.get("prefer_server_ciphers", v.parse_bool, None),
-        session_tickets=r.get("session_tickets", v.parse_bool, True),
-        ticket_key_rotation=r.get("ticket_key_rotation", _ticket_rotation, 3600.0) or 3600.0,
-    )
-
-
-def _ocsp_staple(r):
-    # off (default), auto, or a DER response file relative to the config.
-    text = r.get("ocsp_staple", None, "off")
-    if text is None or text.lower() in ("off", "no", "false"):
-        return None
-    if text.lower() == "auto":
-        return "auto"
-    path = r.path("ocsp_staple")
-    if not os.path.isfile(path):
-        r.error("ocsp_staple", "is not off, auto or an existing file (a DER OCSP response)", path)
-        return None
-    return path
-
-
-def _tls_groups(text):
-    names = v.parse_list(text)
-    if not names:
-        raise ValueError("names no key exchange group")
-    for name in names:
-        if not re.match(r"^[A-Za-z0-9_\-]{1,64}$", name):
-            raise ValueError(f"has {name!r}, not a group name (e.g. X25519, P-256, P-384)")
-    return names
-
-
-def _ticket_rotation(text):
-    seconds = v.parse_duration(text)
-    if not 1 <= seconds <= 7 * 86400:
-        raise ValueError("must be between 1s and 7d")
-    return seconds
-
-
-def _tls_version(text):
-    for version in TLS_VERSIONS:
-        if text.lower() == version.lower():
-            return version
-    raise ValueError("is not a supported TLS version (TLSv1.2 or TLSv1.3; older ones are never offered)")
 
 
 def parse_server(text):

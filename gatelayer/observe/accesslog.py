@@ -200,27 +200,3 @@ def _write_all(fd, data):
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
-
-
-def _chunks(lines):
-    """
-    C{lines} (bytes ending in a newline) joined into pieces of at most
-    C{_PIPE_BUF} bytes, each a run of whole lines (a longer line alone).
-    """
-    piece, size = [], 0
-    for line in lines:
-        if piece and size + len(line) > _PIPE_BUF:
-            yield b"".join(piece)
-            piece, size = [], 0
-        piece.append(line)
-        size += len(line)
-    if piece:
-        yield b"".join(piece)
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-

@@ -11,8 +11,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from gatelayer.ratelimit.algorithms import decide, quota_of
+from gatelayer.ratelimit.algorithms import decide, gcra_interval_us, quota_of
 from gatelayer.ratelimit.interfaces import IRateLimitStore
+from gatelayer.ratelimit.leases import lease_terms
 
 __all__ = ["MemoryStore"]
 
@@ -36,7 +37,8 @@ class MemoryStore:
         self._clock = clock
         self._entries = {}
         self._max_keys = max_keys
-        self._counters = {"takes": 0, "allowed": 0, "rejected": 0, "swept": 0, "evicted": 0}
+        self._counters = {"takes": 0, "allowed": 0, "rejected": 0, "swept": 0, "evicted": 0,
+                          "leases": 0, "given_back": 0}
         self._sweeper = LoopingCall(self.sweep)
         self._sweeper.clock = clock
         self._sweeper.start(sweep_interval, now=False)
@@ -68,6 +70,76 @@ class MemoryStore:
         self._counters["allowed" if decision.allowed else "rejected"] += 1
         return decision
 
+    take_local = take_now
+
+    def take_lease(self, key, quota, want=8):
+        """
+        L{take_now}, and when it allowed the take and the key is far from
+        its limit, a lease: at most C{want} more takes made at once (see
+        L{gatelayer.ratelimit.leases}), counted as taken and allowed.
+
+        @return: C{(decision, terms)} with C{terms} as from
+            L{gatelayer.ratelimit.leases.lease_terms} (a count of C{0}: no
+            lease).
+        """
+        quota = quota_of(quota)
+        decision = self.take_now(key, quota)
+        now = self._now_us()
+        terms = lease_terms(decision, quota, now, want)
+        count = terms[0]
+        if count:
+            state, expires = self._entries[key]
+            if quota.algorithm == "gcra":
+                state += count * gcra_interval_us(quota.rate, quota.period)
+                expires = state
+            else:
+                state = (state[0], state[1] + count, state[2])
+            self._entries[key] = (state, expires)
+            self._counters["takes"] += count
+            self._counters["allowed"] += count
+            self._counters["leases"] += 1
+        return decision, terms
+
+    def give_back(self, key, quota, count, window=0):
+        """
+        Undo C{count} takes of a lease that were not used: the key gets
+        them back (never more than a whole quota) and the counters forget
+        them.
+
+        @param window: the sliding window's index at the grant; tokens of a
+            window that is over are not given back (they no longer count).
+        """
+        quota = quota_of(quota)
+        self._counters["takes"] -= count
+        self._counters["allowed"] -= count
+        self._counters["given_back"] += count
+        entry = self._entries.get(key)
+        if entry is None:
+            return
+        state, expires = entry
+        now = self._now_us()
+        if expires <= now:
+            return
+        if quota.algorithm == "gcra":
+            if state.__class__ is tuple:
+                return
+            state -= count * gcra_interval_us(quota.rate, quota.period)
+            if state <= now:
+                del self._entries[key]
+            else:
+                self._entries[key] = (state, state)
+            return
+        if state.__class__ is not tuple:
+            return
+        index, current, previous = state
+        if index == window:
+            current = max(0, current - count)
+        elif index == window + 1:
+            previous = max(0, previous - count)
+        else:
+            return
+        self._entries[key] = ((index, current, previous), expires)
+
     def _make_room(self, now):
         self.sweep()
         excess = len(self._entries) - self._max_keys + 1
@@ -94,7 +166,8 @@ class MemoryStore:
 
     def stats(self):
         """
-        Counters for metrics: takes, allowed, rejected, swept, evicted, keys.
+        Counters for metrics: takes, allowed, rejected, swept, evicted,
+        leases (granted), given_back (unused leased takes returned), keys.
         """
         return dict(self._counters, keys=len(self._entries))
 

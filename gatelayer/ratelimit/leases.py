@@ -93,8 +93,9 @@ class Lease:
         self.left = count
         self.used = 0
         self.remaining = remaining
-        self.reset = reset
-        self.step = step
+        # whole microseconds, as the master's decisions are made of
+        self.reset = round(reset * 1_000_000)
+        self.step = round(step * 1_000_000)
         self.granted = granted
         self.expires = granted + life
         self.window = window
@@ -115,8 +116,10 @@ class Lease:
         self.left -= 1
         self.used += 1
         self.last_used = now
-        reset = self.reset + self.used * self.step - (now - self.granted)
-        return Decision(True, self.remaining - self.used, 0.0, max(0.0, reset))
+        reset = (self.reset + self.used * self.step) / 1_000_000
+        if now > self.granted:
+            reset = max(0.0, reset - (now - self.granted))
+        return Decision(True, self.remaining - self.used, 0.0, reset)
 
 
 class LeaseTable:

@@ -21,7 +21,7 @@ from gatelayer.process.control import ControlProtocol
 from gatelayer.ratelimit.algorithms import Decision, Quota
 from gatelayer.ratelimit.breaker import GuardedStore
 from gatelayer.ratelimit.control import RateLimitGiveBack, RateLimitTakeBatch, register_master_responders
-from gatelayer.ratelimit.leases import LEASE_IDLE, LEASE_LIFE, LEASE_MIN, LeaseTable, lease_terms
+from gatelayer.ratelimit.leases import LEASE_GRACE, LEASE_IDLE, LEASE_LIFE, LEASE_MIN, LeaseTable, lease_terms
 from gatelayer.ratelimit.master_store import MasterStore
 from gatelayer.ratelimit.memory_store import MemoryStore
 from gatelayer.testing.exchange import raw_headers
@@ -77,15 +77,15 @@ class LeaseTermsTests(SynchronousTestCase):
     def test_gcra_terms(self):
         """
         Under GCRA each leased take adds one emission interval to reset,
-        and the lease ends no later than the quota would be whole again.
+        and the lease lives L{LEASE_LIFE} (it is a reservation: the quota
+        refilling meanwhile does not hand its takes out twice).
         """
         count, step, life, window = lease_terms(Decision(True, 99, 0.0, 0.6), GCRA, 0, 8)
         self.assertEqual((count, step, window), (8, 0.6, 0))
         self.assertEqual(life, LEASE_LIFE)
         fast = Quota(rate=1000, period=1.0)
         count, step, life, _ = lease_terms(Decision(True, 999, 0.0, 0.001), fast, 0, 50)
-        self.assertEqual((count, step), (50, 0.001))
-        self.assertAlmostEqual(life, 0.051)
+        self.assertEqual((count, step, life), (50, 0.001, LEASE_LIFE))
 
     def test_window_terms(self):
         """
@@ -138,25 +138,52 @@ class MemoryStoreLeaseTests(SynchronousTestCase):
 
     def test_give_back_gcra(self):
         """
-        Unused leased takes given back are available again, and the
-        counters forget them.
+        A GCRA lease reserves its takes; at its end the unused ones are
+        available again, the used ones are charged, and the counters forget
+        the unused.
         """
-        decision, (count, *_) = self.store.take_lease("k", GCRA, 8)
+        decision, (count, _, _, _, lease) = self.store.take_lease("k", GCRA, 8)
         self.assertEqual((decision.remaining, count), (99, 8))
         self.assertEqual(self.store.take_now("k", GCRA).remaining, 90)
-        self.store.give_back("k", GCRA, 5)
+        self.store.give_back("k", GCRA, 5, 0, 3, lease)
         self.assertEqual(self.store.take_now("k", GCRA).remaining, 94)
         stats = self.store.stats()
         self.assertEqual((stats["takes"], stats["allowed"], stats["given_back"]), (6, 6, 5))
+
+    def test_reservation_does_not_refill(self):
+        """
+        While a GCRA lease is out, the quota refilling does not free its
+        takes: a full quota of time later, the reserved takes still count;
+        the used ones are charged when the lease ends, not before.
+        """
+        _, (count, _, _, _, lease) = self.store.take_lease("k", GCRA, 8)
+        self.clock.advance(0.5)
+        decision = self.store.take_now("k", GCRA)
+        self.assertEqual(decision.remaining, 99 - count - 1)
+        self.assertAlmostEqual(decision.reset, 0.7 + count * 0.6)
+        self.store.give_back("k", GCRA, 0, 0, count, lease)
+        self.assertEqual(self.store.take_now("k", GCRA).remaining, 99 - count - 2)
+
+    def test_unreported_lease_charged_whole(self):
+        """
+        A GCRA lease whose worker never reports is charged whole once its
+        life and grace are over; a late report changes nothing.
+        """
+        _, (count, _, _, _, lease) = self.store.take_lease("k", GCRA, 8)
+        self.clock.advance(LEASE_LIFE + LEASE_GRACE)
+        self.store.sweep()
+        self.assertEqual(self.store.take_now("k", GCRA).remaining, 99 - count)
+        self.store.give_back("k", GCRA, count, 0, 0, lease)
+        self.assertEqual(self.store.take_now("k", GCRA).remaining, 99 - count - 1)
 
     def test_give_back_never_overfills(self):
         """
         Giving back after the quota has come back whole leaves it whole,
         not more.
         """
-        self.store.take_lease("k", GCRA, 8)
-        self.clock.advance(120)
-        self.store.give_back("k", GCRA, 8)
+        _, (count, _, _, _, lease) = self.store.take_lease("k", GCRA, 8)
+        self.clock.advance(LEASE_LIFE)
+        self.store.give_back("k", GCRA, count, 0, 0, lease)
         self.assertEqual(self.store.take_now("k", GCRA).remaining, 99)
 
     def test_give_back_sliding_window(self):
@@ -222,7 +249,7 @@ class LeaseTableTests(SynchronousTestCase):
         self.clock.advance(LEASE_IDLE * 0.8)
         self.assertEqual(self.returned, [])
         self.clock.advance(LEASE_IDLE * 0.3)
-        self.assertEqual(self.returned, [("k", self.spec, 3, 0)])
+        self.assertEqual(self.returned, [("k", self.spec, 3, 0, 1, 0)])
         self.assertIsNone(self.table.use("k", self.spec))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
@@ -236,7 +263,7 @@ class LeaseTableTests(SynchronousTestCase):
             self.assertIsNotNone(self.table.use("k", self.spec))
         self.clock.advance(0.01)
         self.assertIsNone(self.table.use("k", self.spec))
-        self.assertEqual(self.returned, [("k", self.spec, 990, 0)])
+        self.assertEqual(self.returned, [("k", self.spec, 990, 0, 10, 0)])
 
     def test_other_quota(self):
         """
@@ -245,7 +272,7 @@ class LeaseTableTests(SynchronousTestCase):
         """
         self.grant()
         self.assertIsNone(self.table.use("k", spec_of(WINDOW)))
-        self.assertEqual(self.returned, [("k", self.spec, 4, 0)])
+        self.assertEqual(self.returned, [("k", self.spec, 4, 0, 0, 0)])
 
     def test_close(self):
         """
@@ -255,7 +282,7 @@ class LeaseTableTests(SynchronousTestCase):
         self.grant(key="b")
         self.table.use("a", self.spec)
         self.table.close()
-        self.assertEqual(sorted(self.returned), [("a", self.spec, 3, 0), ("b", self.spec, 4, 0)])
+        self.assertEqual(sorted(self.returned), [("a", self.spec, 3, 0, 1, 0), ("b", self.spec, 4, 0, 0, 0)])
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_demand_and_sizes(self):
@@ -275,7 +302,7 @@ class LeaseTableTests(SynchronousTestCase):
         self.table.answered("a", self.spec, Decision(True, 50, 0.0, 1.0), (8, 0.6, 1.0, 0), START)
         self.table.use("a", self.spec)
         self.clock.advance(LEASE_IDLE)
-        self.assertEqual(self.returned, [("a", self.spec, 7, 0)])
+        self.assertEqual(self.returned, [("a", self.spec, 7, 0, 1, 0)])
         self.assertEqual(self.table.wants(["a", "a", "b", "b"], self.clock.seconds()),
                          {"a": LEASE_MIN, "b": LEASE_MIN})
 
@@ -402,7 +429,7 @@ class LeasedMasterStoreTests(SynchronousTestCase):
         self.turn()
         gave = [kw for c, kw in self.sent if c is RateLimitGiveBack]
         self.assertEqual(len(gave), 1)
-        self.assertEqual(json.loads(gave[0]["leases"]), [["k", 100, 60.0, 0, "gcra", LEASE_MIN, 0]])
+        self.assertEqual(json.loads(gave[0]["leases"]), [["k", 100, 60.0, 0, "gcra", LEASE_MIN, 0, 0, 1]])
         self.assertEqual(self.memory.stats()["given_back"], LEASE_MIN)
         other, _ = self.workers[1]
         d = other.take("k", GCRA)

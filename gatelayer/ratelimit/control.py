@@ -54,9 +54,9 @@ class RateLimitTakeBatch(amp.Command):
 
     A take may carry a sixth element, a count, asking for a lease of at
     most that many takes (see
-    L{gatelayer.ratelimit.leases}); its answer then has four more: the
-    lease's count, step, life and window, as from
-    L{gatelayer.ratelimit.leases.lease_terms}.
+    L{gatelayer.ratelimit.leases}); its answer then has four or five more:
+    the lease's count, step, life and window, as from
+    L{gatelayer.ratelimit.leases.lease_terms}, and a GCRA lease's id.
     """
 
     commandName = b"RateLimitTakeBatch"
@@ -67,8 +67,8 @@ class RateLimitTakeBatch(amp.Command):
 
 class RateLimitGiveBack(amp.Command):
     """
-    Worker -> master: the unused takes of expired leases, as one JSON array
-    of C{[key, rate, period, burst, algorithm, count, window]}.
+    Worker -> master: the ends of leases, as one JSON array of C{[key, rate,
+    period, burst, algorithm, unused, window, used, lease id]}.
     """
 
     commandName = b"RateLimitGiveBack"
@@ -129,8 +129,8 @@ def register_master_responders(protocol, store):
             items = json.loads(leases)
         except ValueError:
             raise ValueError("leases are not a JSON array") from None
-        for key, rate, period, burst, algorithm, count, window in items:
-            store.give_back(key, quota_for(rate, period, burst, algorithm), count, window)
+        for key, rate, period, burst, algorithm, count, window, *rest in items:
+            store.give_back(key, quota_for(rate, period, burst, algorithm), count, window, *rest[:2])
         return {}
 
     protocol.register(RateLimitTake, take)

@@ -4,33 +4,43 @@ the master made for it in advance, instead of asking the master for each
 request.
 
 When a worker asks for one, the master, right after a take it allowed,
-makes C{n} more takes of the same key at once (exactly as C{n} requests
-arriving at that moment would) and hands them to the worker. The worker
-then lets its next C{n} requests of that key through without a round trip,
-each with the decision the master computed for it, and gives back what it
-has not used when the lease expires. Since the leased takes are counted in
-the master before any of them is used, the host can never admit more than
-the quota: the sum of outstanding leases is part of the count.
+sets C{n} more takes of the same key aside for it: exactly the decisions
+C{n} requests arriving at that moment would get, handed to the worker. The
+worker then lets its next C{n} requests of that key through without a round
+trip, each with the decision the master made for it, and when the lease
+ends says how many it used and gives back the rest. The host can never
+admit more than the quota: what is set aside counts as taken for every
+other request until the lease ends. Under GCRA a lease is a reservation:
+the requests used are charged to the key when the lease ends (later than
+they came, which is never less strict), so a quota that refills while the
+lease lasts does not hand its takes out twice; a reservation whose worker
+never reports (a worker that died) is charged whole after L{LEASE_LIFE}
+plus L{LEASE_GRACE} seconds. Under the sliding window the takes are
+counted in the current window at once, and the lease ends with the window.
 
 Leases are only granted far from the limit: from the part of what remains
 above a margin of a quarter of the quota, and each lease at most half of
 that part, so that near the limit every take is decided by the master
 alone, in arrival order. A lease ends when it is used up, after
 L{LEASE_IDLE} seconds without a take of its key, after L{LEASE_LIFE}
-seconds, and no later than the quota would be whole again after it (GCRA)
-or than the current window lasts (sliding window): past that point a take
-made at the time of use could differ from the one made in advance.
+seconds, or (sliding window) with its window.
 """
 
 import math
 
 from gatelayer.ratelimit.algorithms import Decision, gcra_interval_us, sliding_window_ms
 
-__all__ = ["LEASE_IDLE", "LEASE_LIFE", "LEASE_MIN", "LEASE_SPAN", "Lease", "LeaseTable", "lease_terms"]
+__all__ = [
+    "LEASE_GRACE", "LEASE_IDLE", "LEASE_LIFE", "LEASE_MIN", "LEASE_SPAN", "Lease", "LeaseTable", "lease_terms",
+]
 
 LEASE_LIFE = 1.0
 """The longest a lease lives, in seconds. Unused takes are given back to
 the master when it ends."""
+
+LEASE_GRACE = 1.0
+"""How much longer than L{LEASE_LIFE} the master waits for a worker to
+report a GCRA lease before it charges the whole lease."""
 
 LEASE_IDLE = 0.25
 """A lease whose key had no take for this many seconds ends (its unused
@@ -69,9 +79,7 @@ def lease_terms(decision, quota, now_us, want=LEASE_MIN):
         return 0, 0.0, 0.0, 0
     count = min(spare, want, max(LEASE_MIN, math.ceil(quota.rate * LEASE_SPAN / quota.period)))
     if quota.algorithm == "gcra":
-        step = gcra_interval_us(quota.rate, quota.period) / 1_000_000
-        life = min(LEASE_LIFE, decision.reset + count * step)
-        return count, step, life, 0
+        return count, gcra_interval_us(quota.rate, quota.period) / 1_000_000, LEASE_LIFE, 0
     window_ms = sliding_window_ms(quota.period)
     window = (now_us // 1000) // window_ms
     return count, 0.0, min(LEASE_LIFE, decision.reset), window
@@ -86,9 +94,9 @@ class Lease:
     """
 
     __slots__ = ("spec", "left", "used", "remaining", "reset", "step", "granted", "expires",
-                 "window", "call", "last_used")
+                 "window", "call", "last_used", "ident")
 
-    def __init__(self, spec, count, remaining, reset, step, granted, life, window):
+    def __init__(self, spec, count, remaining, reset, step, granted, life, window, ident=0):
         self.spec = spec
         self.left = count
         self.used = 0
@@ -99,6 +107,7 @@ class Lease:
         self.granted = granted
         self.expires = granted + life
         self.window = window
+        self.ident = ident
         self.call = None
         self.last_used = granted
 
@@ -130,8 +139,9 @@ class LeaseTable:
     lease is being asked for (served from the lease when it comes, so that
     a granted lease is used at once rather than lying idle).
 
-    Expired leases with unused takes are handed to C{give_back} as C{(key,
-    spec, count, window)}.
+    Ended leases with unused takes, or reserved ones (GCRA: the master
+    learns what was used), are handed to C{give_back} as C{(key, spec,
+    unused, window, used, ident)}.
     """
 
     MAX_KEYS = 4096
@@ -237,11 +247,15 @@ class LeaseTable:
         (as from L{lease_terms}); C{granted} is when the worker asked, so
         that the lease never outlives the master's reckoning.
         """
-        count, step, life, window = terms
+        count, step, life, window = terms[:4]
+        ident = terms[4] if len(terms) > 4 else 0
         old = self._leases.get(key)
         if old is not None:
             self._end(key, old)
-        lease = Lease(spec, count, decision.remaining, decision.reset, step, granted, life, window)
+        lease = Lease(spec, count, decision.remaining, decision.reset, step, granted, life, window, ident)
+        # idle from its arrival: a master slow to answer must not make it
+        # arrive idle already
+        lease.last_used = max(granted, self._clock.seconds())
         self._leases[key] = lease
         self._arm(key, lease)
 
@@ -267,8 +281,8 @@ class LeaseTable:
         # up, as large as what was used when it was not.
         size = lease.used + lease.left
         self._sizes[key] = size * 2 if lease.left <= 0 else max(LEASE_MIN, lease.used)
-        if lease.left > 0:
-            self._give_back(key, lease.spec, lease.left, lease.window)
+        if lease.left > 0 or lease.ident:
+            self._give_back(key, lease.spec, lease.left, lease.window, lease.used, lease.ident)
             lease.left = 0
 
     def close(self):

@@ -143,8 +143,8 @@ class MasterStore:
         # As above: every outcome is consumed here, never left to AMP.
         asked.addCallbacks(answered, failed)
 
-    def _returned(self, key, spec, count, window):
-        self._returns.append([key, *spec, count, window])
+    def _returned(self, key, spec, count, window, used, lease):
+        self._returns.append([key, *spec, count, window, used, lease])
         if self._flush_call is None:
             self._flush_call = self._clock.callLater(0, self._flush)
 

@@ -135,8 +135,15 @@ class RateLimitFilter:
         C{source=value} part per configured source, joined with C{|}; a
         source the request lacks is replaced by the client address.
         """
+        sources = self.settings.key
+        if len(sources) == 1:
+            source = sources[0]
+            if source == "ip":
+                return f"ip={exchange.client_ip}"
+            value = self._value(source, exchange)
+            return f"{source}={value}" if value is not None else f"ip={exchange.client_ip}"
         parts = []
-        for source in self.settings.key:
+        for source in sources:
             value = self._value(source, exchange)
             part = f"{source}={value}" if value is not None else f"ip={exchange.client_ip}"
             if part not in parts:

@@ -168,7 +168,8 @@ class LeaseTable:
         if lease is None:
             return None
         now = self._clock.seconds()
-        if lease.spec != spec or now >= lease.ends_at():
+        if (lease.spec is not spec and lease.spec != spec) or now >= lease.expires \
+                or now - lease.last_used >= LEASE_IDLE:
             self._end(key, lease)
             return None
         decision = lease.use(now)

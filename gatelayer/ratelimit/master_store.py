@@ -40,6 +40,7 @@ class MasterStore:
         self._pending_bytes = 0
         self._flush_call = None
         self._returns = []
+        self._specs = {}
         self._leases = LeaseTable(clock, self._returned) if clock is not None else None
 
     def take_local(self, key, quota):
@@ -47,9 +48,22 @@ class MasterStore:
         The decision for C{key} from this worker's lease, at once, or
         L{None} when there is none (the take must then ask the master).
         """
-        if self._leases is None or not self._leases:
+        leases = self._leases
+        if leases is None or not leases:
             return None
-        return self._leases.use(key, (quota.rate, float(quota.period), quota.burst, quota.algorithm))
+        return leases.use(key, self._spec_of(quota))
+
+    def _spec_of(self, quota):
+        # The filter passes the same quota object on every take: keep its
+        # tuple rather than build one per request.
+        cached = self._specs.get(id(quota))
+        if cached is not None and cached[0] is quota:
+            return cached[1]
+        spec = (quota.rate, float(quota.period), quota.burst, quota.algorithm)
+        if len(self._specs) > 64:
+            self._specs.clear()
+        self._specs[id(quota)] = (quota, spec)
+        return spec
 
     def take(self, key, quota):
         """
@@ -63,7 +77,7 @@ class MasterStore:
             return fail(ConnectionError("the control channel to the master is closed"))
         if self._clock is not None:
             result = Deferred()
-            spec = (quota.rate, float(quota.period), quota.burst, quota.algorithm)
+            spec = self._spec_of(quota)
             if not self._leases.hold(key, spec, result):
                 self._enqueue(key, spec, result)
             return result

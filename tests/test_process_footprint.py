@@ -8,10 +8,12 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 from twisted.trial.unittest import SynchronousTestCase
 
 from gatelayer.process.footprint import leave_out_tls, needs_tls, reload_problem, tls_left_out
+from gatelayer.process.wiring import SharedStateResponders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIPPED = os.path.join(ROOT, "etc", "gate.ini")
@@ -175,3 +177,56 @@ class WorkerImportsTests(SynchronousTestCase):
         modules = worker_modules(path)
         self.assertIn("OpenSSL", modules)
         self.assertIn("gatelayer.tls.parts", modules)
+
+
+class _Recording:
+    """
+    A control channel that records the commands responders are registered
+    for.
+    """
+
+    def __init__(self):
+        self.names = []
+
+    def register(self, command, responder):
+        self.names.append(command.commandName)
+
+
+def _config(*types):
+    return SimpleNamespace(filters={f"f{i}": SimpleNamespace(type=t) for i, t in enumerate(types)})
+
+
+class SharedStateRespondersTests(SynchronousTestCase):
+    """
+    L{SharedStateResponders}: a worker answers the shared state of the
+    filter types its configuration has, registered once each.
+    """
+
+    def setUp(self):
+        self.control = _Recording()
+        worker = SimpleNamespace(gateway=None, reloads=SimpleNamespace(incoming=lambda: None))
+        self.shared = SharedStateResponders(self.control, worker)
+
+    def test_none_without_such_filters(self):
+        """
+        A configuration without cache, IP-list or JWT filters registers
+        nothing.
+        """
+        self.shared.register_for(_config("rate_limit", "cors"))
+        self.assertEqual((self.control.names, self.shared.registered), ([], set()))
+
+    def test_each_type_once(self):
+        """
+        Each filter type's responders are registered when a configuration
+        first has it (at start or on a reload), and never twice.
+        """
+        self.shared.register_for(_config("jwt"))
+        after_jwt = list(self.control.names)
+        self.assertTrue(after_jwt)
+        self.shared.register_for(_config("jwt", "cache", "ip_filter"))
+        self.assertEqual(self.shared.registered, {"jwt", "cache", "ip_filter"})
+        self.assertEqual(self.control.names[:len(after_jwt)], after_jwt)
+        self.assertEqual(len(self.control.names), len(set(self.control.names)))
+        count = len(self.control.names)
+        self.shared.register_for(_config("cache", "jwt", "ip_filter"))
+        self.assertEqual(len(self.control.names), count)

@@ -311,7 +311,8 @@ class LeaseTableTests(SynchronousTestCase):
         Takes held while a lease is asked for are served from it when it
         comes, in order; those it cannot serve, and all of them when no
         lease comes, are handed back to be asked for; cancelled ones are
-        skipped.
+        skipped; a take is not held on an ask the master has left
+        unanswered for L{LEASE_LIFE}.
         """
         self.assertEqual(self.table.wants(["k", "k"], START), {"k": LEASE_MIN})
         held = [Deferred() for _ in range(4)]
@@ -328,6 +329,11 @@ class LeaseTableTests(SynchronousTestCase):
         self.table.hold("k", self.spec, waiting)
         self.assertEqual(self.table.answered("k", self.spec, Decision(True, 5, 0.0, 1.0), None, START),
                          [(self.spec, waiting)])
+        self.clock.advance(LEASE_IDLE)
+        self.assertEqual(self.table.wants(["k", "k"], self.clock.seconds()), {"k": 4})  # 2 used up, doubled
+        self.assertTrue(self.table.hold("k", self.spec, Deferred()))
+        self.clock.advance(LEASE_LIFE + 0.1)
+        self.assertFalse(self.table.hold("k", self.spec, Deferred()))
 
 
 class LeasedMasterStoreTests(SynchronousTestCase):

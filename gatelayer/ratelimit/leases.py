@@ -151,6 +151,7 @@ class LeaseTable:
         self._give_back = give_back
         self._leases = {}
         self._asking = {}
+        self._asked_at = {}
         self._recent = {}
         self._sizes = {}
         self._denied = {}
@@ -180,10 +181,12 @@ class LeaseTable:
     def hold(self, key, spec, result):
         """
         Keep the take C{result} (a Deferred) for C{key} aside when a lease
-        for C{key} is being asked for; C{False} when none is.
+        for C{key} is being asked for; C{False} when none is, or when the
+        master has not answered that for L{LEASE_LIFE} seconds (the take
+        then asks the master itself rather than wait on).
         """
         waiting = self._asking.get(key)
-        if waiting is None:
+        if waiting is None or self._clock.seconds() - self._asked_at.get(key, 0.0) > LEASE_LIFE:
             return False
         waiting.append((spec, result))
         return True
@@ -196,7 +199,7 @@ class LeaseTable:
         L{LEASE_IDLE} before it) and not refused a lease within
         L{LEASE_IDLE}. Their later takes are held (L{hold}) until the answer.
         """
-        for table in (self._recent, self._sizes, self._denied):
+        for table in (self._recent, self._sizes, self._denied, self._asked_at):
             if len(table) > self.MAX_KEYS:
                 table.clear()
         recent, denied = self._recent, self._denied
@@ -210,6 +213,7 @@ class LeaseTable:
             recent[key] = now
         for key in wanted:
             self._asking[key] = []
+            self._asked_at[key] = now
         return wanted
 
     def answered(self, key, spec, decision, terms, asked_at):

@@ -47,11 +47,14 @@ LEASE_IDLE = 0.25
 takes go back to the master, where other workers can have them)."""
 
 LEASE_SPAN = 0.1
-"""A lease covers what the quota refills in this many seconds..."""
+"""A lease covers at most what the quota refills in this many seconds (or
+L{LEASE_MIN} takes when that is more), and never more than half the spare
+part above the margin."""
 
 LEASE_MIN = 8
-"""...or this many takes, when that is more (and never more than the spare
-part above the margin)."""
+"""The size of a key's first lease in a worker; each lease used up doubles
+the next one, one that ended unused makes the next as large as what it
+used (but not below this)."""
 
 _MARGIN_PART = 4
 _SPLIT = 2

@@ -21,7 +21,7 @@ from bench._install import InstallError, Installer, tool_version
 from bench._l4 import TCP_TARGETS, GatelayerTcp, HAProxyTcp
 from bench._procs import NotReady, Supervisor, UsageSampler, machine_cpu, tree_cpu, wait_ready
 from bench._pypy import PyPyUnavailable, prepare_pypy
-from bench._report import Row, add_ratios, filter_costs, format_table, write_results
+from bench._report import Row, add_ratios, filter_costs, format_table, worker_rss, write_results
 from bench._targets import (
     Context, Direct, Gatelayer, HAProxy, Nginx, Scenario, StockTwisted, Unavailable, admin_status,
     worker_spread,
@@ -364,6 +364,8 @@ class Bench:
             row.rss_mb = round(sampler.peak_rss_kb / 1024, 1)
             row.rss_growth_mb = round((sampler.peak_rss_kb - sampler.first_rss_kb) / 1024, 1)
             row.rss_by_process_mb = sorted(round(kb / 1024, 1) for kb in sampler.peak_by_pid.values())
+            row.rss_workers_mb = sorted(round(kb / 1024, 1) for pid, kb in sampler.peak_by_pid.items()
+                                        if pid != started.process.pid)
             if result.requests:
                 row.cpu_us_per_request = round(sampler.cpu_seconds / result.requests * 1e6, 1)
         return row
@@ -377,6 +379,10 @@ class Bench:
             self.say("\nfilter cost (req/s lost against gatelayer-2w with no filter): " +
                      ", ".join(f"{t} @{c}: {cost:.0%}" + ("" if clean else " (with errors)")
                                for t, c, cost, clean in costs))
+        workers = worker_rss(self.rows)
+        if workers:
+            self.say("\nworker RSS (peak under load, MB, master left out): " +
+                     ", ".join(f"{t} @{c}: " + " / ".join(f"{mb:.1f}" for mb in mbs) for t, c, mbs in workers))
         self.meta["started"] = started_at.isoformat(timespec="seconds")
         self.meta["filter_costs"] = costs
         stamp = started_at.strftime("%Y%m%d-%H%M%S")

@@ -29,6 +29,7 @@ class Row:
     error_detail: dict = None
     rss_mb: float = None
     rss_by_process_mb: list = None
+    rss_workers_mb: list = None
     rss_growth_mb: float = None
     cpu_us_per_request: float = None
     other_cpu_pct: float = None
@@ -90,6 +91,16 @@ def filter_costs(rows, scenario="filters", base_target="gatelayer-2w"):
                 r.target.startswith(base_target) and b is not None:
             costs.append((r.target, r.connections, round(1 - r.rps / b.rps, 3), bool(clean(r) and clean(b))))
     return costs
+
+
+def worker_rss(rows, prefix="gatelayer"):
+    """
+    C{[(target, connections, [MB, ...])]}: the peak RSS under load of each
+    worker (every process of the tree but the one started, the master) of
+    the measured rows whose target starts with C{prefix}.
+    """
+    return [(r.target, r.connections, r.rss_workers_mb) for r in rows
+            if r.measured and r.rss_workers_mb and r.target.startswith(prefix)]
 
 
 NOTE_WIDTH = 120

@@ -351,6 +351,18 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(_report.filter_costs(rows), [("gatelayer-2w+jwt", 32, 0.1, True),
                                                        ("gatelayer-2w+limit", 32, -0.2, False)])
 
+    def test_worker_rss(self):
+        """
+        The workers' RSS is reported for measured gatelayer rows that have
+        it, not for other targets or unmeasured rows.
+        """
+        rows = [row("filters", "gatelayer-2w", 32, 10000.0), row("filters", "nginx", 32, 30000.0),
+                row("filters", "gatelayer-2w+jwt", 32, 9000.0), _report.Row("filters", "gatelayer-1w", 32)]
+        rows[0].rss_workers_mb = [40.1, 40.3]
+        rows[1].rss_workers_mb = [5.0]
+        rows[3].rss_workers_mb = [41.0]
+        self.assertEqual(_report.worker_rss(rows), [("gatelayer-2w", 32, [40.1, 40.3])])
+
     def test_table(self):
         """
         The text table has one line per row, numbers formatted, and a long

@@ -116,6 +116,7 @@ class RateLimitFilter:
         self.settings = settings
         self._quota = quota_of(settings)
         self._store = store
+        self._take_local = getattr(store, "take_local", None)
         self._fallback = fallback
         self._clock = clock
         self._prefix = f"{KEY_PREFIX}{name}:"
@@ -134,8 +135,15 @@ class RateLimitFilter:
         C{source=value} part per configured source, joined with C{|}; a
         source the request lacks is replaced by the client address.
         """
+        sources = self.settings.key
+        if len(sources) == 1:
+            source = sources[0]
+            if source == "ip":
+                return f"ip={exchange.client_ip}"
+            value = self._value(source, exchange)
+            return f"{source}={value}" if value is not None else f"ip={exchange.client_ip}"
         parts = []
-        for source in self.settings.key:
+        for source in sources:
             value = self._value(source, exchange)
             part = f"{source}={value}" if value is not None else f"ip={exchange.client_ip}"
             if part not in parts:
@@ -168,9 +176,15 @@ class RateLimitFilter:
     def on_request(self, exchange):
         """
         Take from the store and pass (adding C{RateLimit} headers) or answer
-        429; synchronous when the store answers at once.
+        429; synchronous, without a Deferred, when the store can answer at
+        once (a lease of the embedded store, a memory store).
         """
         key = self._prefix + self.key_for(exchange)
+        local = self._take_local
+        if local is not None:
+            decision = local(key, self._quota)
+            if decision is not None:
+                return self._decided(decision, exchange, key)
         d = self._store.take(key, self._quota)
         d.addCallbacks(self._decided, self._unavailable,
                        callbackArgs=(exchange, key), errbackArgs=(exchange, key))

@@ -48,6 +48,11 @@ def main(argv=None):
     globalLogBeginner.beginLoggingTo([accept_errors], redirectStandardIO=False)
     text = sys.stdin.buffer.read().decode("utf-8")
 
+    # Before the reactor: a configuration without TLS leaves OpenSSL out.
+    from gatelayer.process.footprint import leave_out_tls, needs_tls
+    if not needs_tls(text):
+        leave_out_tls()
+
     from twisted.internet import reactor
     from twisted.internet.stdio import StandardIO
 

@@ -17,7 +17,6 @@ from twisted.internet.defer import DeferredList, inlineCallbacks, maybeDeferred
 from twisted.logger import Logger
 from twisted.protocols import amp
 
-from gatelayer.process.supervision import drain_worker
 
 __all__ = ["CHUNK", "CommitConfig", "ConfigChunk", "ConfigReceiver", "PrepareConfig", "push_config",
            "push_to_workers"]
@@ -161,6 +160,7 @@ def push_to_workers(workers, generation, text, syncs, drain_timeout):
     @return: a Deferred firing with a list of problems (one per worker
         replaced).
     """
+    from gatelayer.process.supervision import drain_worker  # master-only: not loaded by workers
     records, pushes = [], []
     for record in workers:
         if record.control is None or not record.control.connected:

@@ -20,12 +20,6 @@ from gatelayer.config import ConfigError
 from gatelayer.process.control import ReopenLogs
 from gatelayer.process.reconfigure import ConfigReceiver
 from gatelayer.service import MasterPart
-from gatelayer.tls.parts import CertificatePart, upstream_tls_creators
-from gatelayer.tls.parts import worker_tls as tls_worker
-from gatelayer.tls.ocsp import OCSPError
-from gatelayer.tls.policy import PolicyError, check_policy
-from gatelayer.tls.store import CertificateError, load_certificate_set
-from gatelayer.tls.upstream import upstream_tls_creator
 
 from gatelayer.upstream.control import (
     collect_status, push_all_states, push_health_change, register_worker_responders,
@@ -39,8 +33,13 @@ def worker_tls(config, control, reactor):
     """
     For a worker: the TLS listener wrapper and the upstream TLS creator
     factory (the certificate transfer responders are registered on
-    C{control}; the master fills them before the worker begins).
+    C{control}; the master fills them before the worker begins). A worker
+    started without TLS (L{gatelayer.process.footprint}) has neither.
     """
+    from gatelayer.process.footprint import tls_left_out
+    if tls_left_out():
+        return None, None
+    from gatelayer.tls.parts import worker_tls as tls_worker
     return tls_worker(config, control, reactor)
 
 
@@ -50,19 +49,57 @@ def register_worker(config, control, worker):
     """
     # While a new configuration is being prepared, the master's state
     # (health verdicts, IP lists) goes to its gateway (see
-    # gatelayer.process.worker_reload). The responders are registered
-    # whatever the first configuration has: a reload may add the filters.
+    # gatelayer.process.worker_reload).
     reloads = worker.reloads
     control.register(ReopenLogs, worker.reopen_logs)
     register_worker_responders(control, reloads.incoming_states)
-    from gatelayer.cache.control import register_worker_responders as cache_responders
-    from gatelayer.cache.control import worker_cache_filters
-    cache_responders(control, lambda: worker_cache_filters(worker.gateway))
-    from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
-    take_ip_lists(control, lambda: reloads.incoming().filters)
-    from gatelayer.filters.jwks_shared import register_worker_responders as take_jwks
-    take_jwks(control, lambda: reloads.incoming().filters)
-    ConfigReceiver(reloads.prepare, reloads.commit).register(control)
+    shared = SharedStateResponders(control, worker)
+    shared.register_for(config)
+
+    def prepare(text):
+        problems = reloads.prepare(text)
+        if not problems and reloads.pending is not None:
+            # before the master sends the new configuration's shared state
+            shared.register_for(reloads.pending[0])
+        return problems
+    ConfigReceiver(prepare, reloads.commit).register(control)
+
+
+class SharedStateResponders:
+    """
+    The responders of a worker for the state its master shares among
+    workers of filters (cache purges, IP lists, JWKS keys), registered for
+    the filter types a configuration has: at start, and when a reload that
+    adds one is prepared (before the master sends that state). A worker
+    without such filters never loads their modules (the JWKS one loads the
+    JWT library and C{cryptography}, the cache one C{twisted.web.server}).
+    """
+
+    def __init__(self, control, worker):
+        self._control = control
+        self._worker = worker
+        self.registered = set()
+
+    def register_for(self, config):
+        """
+        Register what C{config}'s filter types need and is not registered
+        yet.
+        """
+        types = {spec.type for spec in config.filters.values()}
+        control, worker, reloads = self._control, self._worker, self._worker.reloads
+        if "cache" in types and "cache" not in self.registered:
+            from gatelayer.cache.control import register_worker_responders as cache_responders
+            from gatelayer.cache.control import worker_cache_filters
+            cache_responders(control, lambda: worker_cache_filters(worker.gateway))
+            self.registered.add("cache")
+        if "ip_filter" in types and "ip_filter" not in self.registered:
+            from gatelayer.filters.iplists import register_worker_responders as take_ip_lists
+            take_ip_lists(control, lambda: reloads.incoming().filters)
+            self.registered.add("ip_filter")
+        if "jwt" in types and "jwt" not in self.registered:
+            from gatelayer.filters.jwks_shared import register_worker_responders as take_jwks
+            take_jwks(control, lambda: reloads.incoming().filters)
+            self.registered.add("jwt")
 
 
 class HealthPart(MasterPart):
@@ -107,6 +144,7 @@ class HealthPart(MasterPart):
         verdicts (L{HealthMonitor.reconfigure}); TLS upstreams are probed
         with their C{ca} and C{client_certificate} as read now.
         """
+        from gatelayer.tls.parts import upstream_tls_creators
         self.config = new_config
         self.monitor.set_tls_creators(upstream_tls_creators(new_config))
         return self.monitor.reconfigure(new_config.upstreams)
@@ -214,6 +252,7 @@ def master_parts(config, reactor, controls, skip=frozenset()):
         protocols.
     @param skip: names of parts not to build (a reload: those running).
     """
+    from gatelayer.tls.parts import CertificatePart, upstream_tls_creators
     parts = []
     filter_types = {spec.type for spec in config.filters.values()}
     certificates = health = None
@@ -273,6 +312,10 @@ def validate_runtime(config):
     keys and stores the config names. Raises L{ConfigError} listing every
     problem.
     """
+    from gatelayer.tls.policy import PolicyError, check_policy
+    from gatelayer.tls.store import CertificateError, load_certificate_set
+    from gatelayer.tls.upstream import upstream_tls_creator
+    from gatelayer.tls.ocsp import OCSPError
     problems = []
     for name, spec in config.tls.items():
         try:

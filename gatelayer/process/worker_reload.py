@@ -103,6 +103,10 @@ class WorkerReload:
         self.discard()
         if worker.draining:
             return ["the worker is draining"]
+        from gatelayer.process.footprint import reload_problem
+        problem = reload_problem(text)
+        if problem is not None:
+            return [problem]
         try:
             config = self._parse(text, worker.config.path)
         except ConfigError as e:

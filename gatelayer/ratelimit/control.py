@@ -12,7 +12,10 @@ from gatelayer.ratelimit.algorithms import ALGORITHMS, Quota
 from gatelayer.ratelimit.memory_store import MemoryStore
 from gatelayer.service import MasterPart
 
-__all__ = ["EmbeddedStorePart", "RateLimitTake", "RateLimitTakeBatch", "register_master_responders"]
+__all__ = [
+    "EmbeddedStorePart", "RateLimitGiveBack", "RateLimitTake", "RateLimitTakeBatch",
+    "register_master_responders",
+]
 
 
 class RateLimitTake(amp.Command):
@@ -48,11 +51,29 @@ class RateLimitTakeBatch(amp.Command):
     algorithm]} (and the answers as C{[allowed, remaining, retry_after,
     reset]}): one value to parse instead of a box per take, which is what
     the master, serving every worker, spends its time on.
+
+    A take may carry a sixth element, a count, asking for a lease of at
+    most that many takes (see
+    L{gatelayer.ratelimit.leases}); its answer then has four or five more:
+    the lease's count, step, life and window, as from
+    L{gatelayer.ratelimit.leases.lease_terms}, and a GCRA lease's id.
     """
 
     commandName = b"RateLimitTakeBatch"
     arguments = [(b"takes", amp.String())]
     response = [(b"decisions", amp.String())]
+    errors = {ValueError: b"BAD_QUOTA"}
+
+
+class RateLimitGiveBack(amp.Command):
+    """
+    Worker -> master: the ends of leases, as one JSON array of C{[key, rate,
+    period, burst, algorithm, unused, window, used, lease id]}.
+    """
+
+    commandName = b"RateLimitGiveBack"
+    arguments = [(b"leases", amp.String())]
+    response = []
     errors = {ValueError: b"BAD_QUOTA"}
 
 
@@ -64,7 +85,7 @@ def register_master_responders(protocol, store):
     """
     quotas = {}
 
-    def take(key, rate, period, burst, algorithm):
+    def quota_for(rate, period, burst, algorithm):
         spec = (rate, period, burst, algorithm)
         quota = quotas.get(spec)
         if quota is None:
@@ -73,7 +94,10 @@ def register_master_responders(protocol, store):
             if len(quotas) > 1000:
                 quotas.clear()
             quota = quotas[spec] = Quota(rate=rate, period=period, burst=burst, algorithm=algorithm)
-        decision = store.take_now(key, quota)
+        return quota
+
+    def take(key, rate, period, burst, algorithm):
+        decision = store.take_now(key, quota_for(rate, period, burst, algorithm))
         return {
             "allowed": decision.allowed,
             "remaining": decision.remaining,
@@ -87,13 +111,31 @@ def register_master_responders(protocol, store):
         except ValueError:
             raise ValueError("takes are not a JSON array") from None
         answers = []
-        for key, rate, period, burst, algorithm in items:
-            decided = take(key, rate, period, burst, algorithm)
-            answers.append((decided["allowed"], decided["remaining"], decided["retry_after"], decided["reset"]))
+        for item in items:
+            quota = quota_for(*item[1:5])
+            if len(item) > 5 and item[5]:
+                decision, terms = store.take_lease(item[0], quota, int(item[5]))
+                if terms[0]:
+                    answers.append((decision.allowed, decision.remaining, decision.retry_after,
+                                    decision.reset, *terms))
+                    continue
+            else:
+                decision = store.take_now(item[0], quota)
+            answers.append((decision.allowed, decision.remaining, decision.retry_after, decision.reset))
         return {"decisions": json.dumps(answers, separators=(",", ":")).encode("ascii")}
+
+    def give_back(leases):
+        try:
+            items = json.loads(leases)
+        except ValueError:
+            raise ValueError("leases are not a JSON array") from None
+        for key, rate, period, burst, algorithm, count, window, *rest in items:
+            store.give_back(key, quota_for(rate, period, burst, algorithm), count, window, *rest[:2])
+        return {}
 
     protocol.register(RateLimitTake, take)
     protocol.register(RateLimitTakeBatch, take_batch)
+    protocol.register(RateLimitGiveBack, give_back)
 
 
 class EmbeddedStorePart(MasterPart):

@@ -282,6 +282,48 @@ store_timeout = 2s
         self.assertEqual(status["ratelimit"]["rejected"], 240)
 
 
+class LeaseTests(RateLimitGatewayTestCase):
+    """
+    The embedded store hands busy keys far from their limit to the workers
+    as leases: the count stays exact, the headers the same as the master's.
+    """
+
+    @inlineCallbacks
+    def exact_with_leases(self, algorithm):
+        """
+        400 requests at once over both workers with a limit of 200: exactly
+        200 pass, their remaining counts each once, although part of them
+        were answered from leases (the master granted some); the master's
+        counters account for every request.
+        """
+        gates = yield self.start_gateways(gate_config({"leased": f"""
+key = global
+rate = 200/hour
+algorithm = {algorithm}
+store_timeout = 2s
+"""}))
+        responses = yield self.burst(gates, "/leased/x", 400)
+        self.assertExact(responses, "leased", 200, 3600, admitted=200)
+        served = yield self.served_by_workers(gates[0], 400)
+        self.assertTrue(all(n > 0 for n in served), served)
+        status = yield self.status(gates[0])
+        counts = status["ratelimit"]
+        self.assertGreater(counts["leases"], 0)
+        self.assertEqual((counts["takes"], counts["allowed"], counts["rejected"]), (400, 200, 200))
+
+    def test_gcra(self):
+        """
+        Exact with leases under GCRA.
+        """
+        return self.exact_with_leases("gcra")
+
+    def test_sliding_window(self):
+        """
+        Exact with leases under the sliding window.
+        """
+        return self.exact_with_leases("sliding_window")
+
+
 # one filter per on_store_error mode, all on the same Redis ({url}),
 # counting per X-Client header
 FAILURE_FILTERS = {

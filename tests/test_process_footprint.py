@@ -92,7 +92,8 @@ class NeedsTlsTests(SynchronousTestCase):
     def test_table(self):
         """
         Any mention of a TLS word outside comment lines needs TLS, in any
-        case; comment lines and plain configurations do not.
+        case, and so does a filter type that is not built in or a mounted
+        resource; comment lines and plain configurations do not.
         """
         cases = [
             ("[listener:web]\nbind = 127.0.0.1:80\n", False),
@@ -105,6 +106,10 @@ class NeedsTlsTests(SynchronousTestCase):
             ("; a comment about tls and https\n[route:a]\npath = /\n", False),
             ("  # ssl someday\n[route:a]\npath = /\n", False),
             ("[route:a]\npath = /\nrespond = 200 ok ; no tls here\n", True),
+            ("[filter:h]\ntype = hmac_signature\nsecret_file = s\n", True),
+            ("[filter:l]\ntype = rate_limit ; built in\nrate = 1/s\n", False),
+            ("[filter:c]\ntype = cors\n", False),
+            ("[route:k]\npath = /\nresource = app.site:root\n", True),
         ]
         for text, expected in cases:
             with self.subTest(text):

@@ -19,7 +19,6 @@ from gatelayer.http.aggregate import AggregateTerminal
 from gatelayer.http.contract import RequestRouting
 from gatelayer.http.direct import DirectTerminal
 from gatelayer.http.errors import reason_phrase
-from gatelayer.http.resource import ResourceTerminal
 from gatelayer.http.split import route_terminal
 from gatelayer.http.static import StaticTerminal
 from gatelayer.net.forwarded import resolve_client_ip
@@ -183,6 +182,8 @@ class Gateway:
             elif spec.terminal == "aggregate":
                 terminal = AggregateTerminal(spec, self.upstreams, reactor)
             elif spec.terminal == "resource":
+                # twisted.web.server is loaded only by workers that mount resources.
+                from gatelayer.http.resource import ResourceTerminal
                 terminal = ResourceTerminal(spec)
             else:
                 terminal = DirectTerminal(spec)

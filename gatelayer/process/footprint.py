@@ -31,10 +31,23 @@ _TLS_MODULE = "OpenSSL"
 
 def needs_tls(text):
     """
-    Whether the configuration C{text} may use TLS anywhere.
+    Whether the configuration C{text} may use TLS anywhere: a word of
+    L{TLS_WORDS}, or code the gateway does not know (a filter type from
+    another package, a mounted twisted.web resource), whose needs it
+    cannot tell.
     """
-    lines = (line for line in text.lower().splitlines() if not line.lstrip().startswith((";", "#")))
-    return any(word in line for line in lines for word in TLS_WORDS)
+    from gatelayer.config.filtertypes import BUILTIN
+    for line in text.lower().splitlines():
+        if line.lstrip().startswith((";", "#")):
+            continue
+        if any(word in line for word in TLS_WORDS):
+            return True
+        key, sep, value = line.partition("=")
+        if sep:
+            key = key.strip()
+            if key == "resource" or (key == "type" and value.split(";")[0].strip() not in BUILTIN):
+                return True
+    return False
 
 
 def leave_out_tls(modules=None):

@@ -35,7 +35,6 @@ from gatelayer.process.worker_services import (
     UpstreamsService,
 )
 from gatelayer.service import OrderedMultiService
-from gatelayer.tls.policy import ALPN_HTTP1, ALPN_PROTOCOLS
 
 
 def new_pool(spec, reactor, tls_creator_for=None):
@@ -261,6 +260,8 @@ class Worker(OrderedMultiService):
                                          limits=self.limits)
             wrapped = factory
             if listener.tls:
+                # Only a worker with TLS listeners loads OpenSSL (see footprint.py).
+                from gatelayer.tls.policy import ALPN_HTTP1, ALPN_PROTOCOLS
                 wrapped = self._tls_wrapper(listener, factory)
                 wrapped.alpn_protocols = ALPN_PROTOCOLS if listener.http2 else ALPN_HTTP1
                 if self.metrics is not None:

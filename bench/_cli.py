@@ -21,7 +21,9 @@ from bench._install import InstallError, Installer, tool_version
 from bench._l4 import TCP_TARGETS, GatelayerTcp, HAProxyTcp
 from bench._procs import NotReady, Supervisor, UsageSampler, machine_cpu, tree_cpu, wait_ready
 from bench._pypy import PyPyUnavailable, prepare_pypy
-from bench._report import Row, add_ratios, filter_costs, format_table, worker_rss, write_results
+from bench._report import (
+    OBSERVE_TARGET, Row, add_ratios, filter_costs, format_table, observe_costs, worker_rss, write_results,
+)
 from bench._targets import (
     Context, Direct, Gatelayer, HAProxy, Nginx, Scenario, StockTwisted, Unavailable, admin_status,
     worker_spread,
@@ -379,6 +381,14 @@ class Bench:
             self.say("\nfilter cost (req/s lost against gatelayer-2w with no filter): " +
                      ", ".join(f"{t} @{c}: {cost:.0%}" + ("" if clean else " (with errors)")
                                for t, c, cost, clean in costs))
+        observe = observe_costs(self.rows)
+        if observe:
+            self.say(f"\nmetrics + JSON access log cost (against neither; target under {OBSERVE_TARGET:.0%} of req/s): "
+                     + ", ".join(f"@{c}: {cost:.1%} of req/s"
+                                 + (f", CPU per request {cpu:+.1%}" if cpu is not None else "")
+                                 + (" (met)" if cost < OBSERVE_TARGET else " (NOT met)")
+                                 for c, cost, cpu in observe))
+        self.meta["observe_costs"] = observe
         workers = worker_rss(self.rows)
         if workers:
             self.say("\nworker RSS (peak under load, MB, master left out): " +

@@ -93,6 +93,33 @@ def filter_costs(rows, scenario="filters", base_target="gatelayer-2w"):
     return costs
 
 
+OBSERVE_TARGET = 0.10
+"""The most metrics and the JSON access log together may cost (req/s lost)."""
+
+
+def observe_costs(rows, scenario="observe", base="gatelayer-2w+nometrics",
+                  observed="gatelayer-2w+accesslog"):
+    """
+    C{[(connections, rps_cost, cpu_cost)]}: what metrics and the JSON access
+    log together cost at each connection count of C{scenario}: the share of
+    req/s lost (C{observed} against C{base}, which has neither) and the
+    share of CPU per request added (L{None} when a row has no CPU figure).
+    """
+    def by_conns(target):
+        return {r.connections: r for r in rows
+                if r.scenario == scenario and r.target == target and r.measured and r.rps}
+
+    bases, seen = by_conns(base), by_conns(observed)
+    out = []
+    for conns in sorted(set(bases) & set(seen)):
+        b, o = bases[conns], seen[conns]
+        cpu = None
+        if b.cpu_us_per_request and o.cpu_us_per_request:
+            cpu = round(o.cpu_us_per_request / b.cpu_us_per_request - 1, 3)
+        out.append((conns, round(1 - o.rps / b.rps, 3), cpu))
+    return out
+
+
 def worker_rss(rows, prefix="gatelayer"):
     """
     C{[(target, connections, [MB, ...])]}: the peak RSS under load of each

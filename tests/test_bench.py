@@ -351,6 +351,22 @@ class ReportTests(SynchronousTestCase):
         self.assertEqual(_report.filter_costs(rows), [("gatelayer-2w+jwt", 32, 0.1, True),
                                                        ("gatelayer-2w+limit", 32, -0.2, False)])
 
+    def test_observe_costs(self):
+        """
+        Metrics and the access log cost the req/s the access-log row lost
+        against the row with neither, and the CPU per request it added;
+        a connection count missing either row is left out.
+        """
+        rows = [row("observe", "gatelayer-2w+nometrics", 32, 10000.0),
+                row("observe", "gatelayer-2w+accesslog", 32, 9200.0),
+                row("observe", "gatelayer-2w+nometrics", 128, 8000.0),
+                row("observe", "gatelayer-2w+accesslog", 256, 1.0),
+                row("small", "gatelayer-2w+accesslog", 128, 1.0)]
+        rows[0].cpu_us_per_request, rows[1].cpu_us_per_request = 200.0, 215.0
+        self.assertEqual(_report.observe_costs(rows), [(32, 0.08, 0.075)])
+        rows[1].cpu_us_per_request = None
+        self.assertEqual(_report.observe_costs(rows), [(32, 0.08, None)])
+
     def test_worker_rss(self):
         """
         The workers' RSS is reported for measured gatelayer rows that have

@@ -83,6 +83,10 @@ class RouteProxy:
 
     __slots__ = ("upstream", "spec", "origin")
 
+    #: An HTTP/2 stream's body may be streamed to this terminal as it
+    #: arrives (see L{gatelayer.http2.upload}).
+    streams_request_body = True
+
     def __init__(self, upstream, spec):
         self.upstream = upstream
         self.spec = spec
@@ -167,11 +171,23 @@ class ProxiedRequest:
             headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
         self.trailers_wanted = wants_trailers(headers.getRawHeaders(b"te"))
         self.request_trailers = ()
-        if exchange.trailers:
-            self._forward_trailers(headers.getRawHeaders(b"trailer"))
         self.target = upstream_target(spec, exchange)
-        self.body = upstream_body(exchange)
-        self.retryable = may_retry_method(method, spec)
+        upload = getattr(exchange.request, "upload", None)
+        if upload is not None:
+            if upload.failed:
+                # The stream was answered or reset while the filters ran.
+                return
+            # A body sent as it arrives cannot be sent again.
+            self.body = upload
+            self.retryable = False
+            upload.on_abort = self.client_lost
+            if upload.chunked and headers.getRawHeaders(b"trailer"):
+                self.headers.append((b"Trailer", b", ".join(headers.getRawHeaders(b"trailer"))))
+        else:
+            if exchange.trailers:
+                self._forward_trailers(headers.getRawHeaders(b"trailer"))
+            self.body = upstream_body(exchange)
+            self.retryable = may_retry_method(method, spec)
         exchange.on_client_lost(self.client_lost)
         self.attempt()
 
@@ -215,7 +231,7 @@ class ProxiedRequest:
             self.headers[0] = (b"Host", self.host_header)
         else:
             self.headers[0] = (b"Host", server.address.encode("ascii"))
-        if not isinstance(self.body, (bytes, type(None))):
+        if hasattr(self.body, "seek"):
             self.body.seek(0)
         state.request_started(server)
         self.in_flight = True
@@ -241,6 +257,9 @@ class ProxiedRequest:
         allows it; one that never left may always go elsewhere.
         """
         if self.head_sent or (sent and not self.retryable):
+            return None
+        if getattr(self.body, "started", False):
+            # Part of a streamed body went to the server that failed.
             return None
         return self.terminal.state.retry_target(kind, self.exchange.client_ip, self.tried)
 

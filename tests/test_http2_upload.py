@@ -14,7 +14,9 @@ from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from gatelayer.config import parse_config_text
 from gatelayer.http2.upload import BODY_BLIND_FILTERS, StreamedBody
+from gatelayer.testing.config import config_problems
 from gatelayer.testing.h2 import open_h2
 from gatelayer.testing.server import InMemoryGateway, accept_upstream
 
@@ -290,6 +292,34 @@ class StreamedUploadTests(SynchronousTestCase):
         self.assertIn(b"\r\nContent-Length: 6", head)
         self.assertEqual(body, b"abcdef")
 
+    def test_request_buffering(self):
+        """
+        A route saying C{request_buffering = yes} keeps the body whole
+        first though it could stream it.
+        """
+        gate = InMemoryGateway(CONFIG.replace("path = /api/\n", "path = /api/\nrequest_buffering = yes\n"),
+                               with_upstreams=True)
+        client = open_h2(gate)
+        sid = client.request(b"/api/up", method=b"POST", body=b"abc", end=False)
+        self.assertEqual(gate.reactor.tcpClients, [])
+        client.conn.send_data(sid, b"def", end_stream=True)
+        client.send()
+        upstream, _ = accept_upstream(gate.reactor)
+        self.assertTrue(upstream.value().endswith(b"\r\nContent-Length: 6\r\n\r\nabcdef"))
+
+    def test_body_blind_filter_streams(self):
+        """
+        A route whose filters never read the body (an C{ip_filter}) still
+        streams it.
+        """
+        text = CONFIG.replace("[route:api]\n", "[filter:lan]\ntype = ip_filter\nallow = 127.0.0.0/8\n"
+                                                "[route:api]\nfilters = lan\n")
+        gate = InMemoryGateway(text, with_upstreams=True)
+        client = open_h2(gate)
+        client.request(b"/api/up", method=b"POST", body=b"abc", end=False)
+        upstream, _ = accept_upstream(gate.reactor)
+        self.assertTrue(upstream.value().endswith(b"\r\n\r\n3\r\nabc\r\n"))
+
     def test_body_blind_filters(self):
         """
         Only built-in filter types that never look at the body are taken
@@ -333,3 +363,41 @@ class StreamedBodyTests(SynchronousTestCase):
         quiet.on_abort = lambda: calls.append(2)
         quiet.fail_quietly()
         self.assertEqual(calls, [1])
+
+
+class RequestBufferingConfigTests(SynchronousTestCase):
+    """
+    The route key C{request_buffering}.
+    """
+
+    BASE = ("[gateway]\n[listener:web]\nbind = 127.0.0.1:8443\n[upstream:app]\nservers = 10.0.0.1:80\n"
+            "[route:r]\npath = /\n")
+
+    def test_parsed(self):
+        """
+        C{yes} and C{no} are read; the default is C{no} (stream where
+        possible).
+        """
+        for value, expected in (("yes", True), ("no", False)):
+            config = parse_config_text(self.BASE + "upstream = app\nrequest_buffering = %s\n" % (value,),
+                                       "/etc/gate/gate.ini")
+            self.assertIs(config.routes[0].request_buffering, expected)
+        config = parse_config_text(self.BASE + "upstream = app\n", "/etc/gate/gate.ini")
+        self.assertIs(config.routes[0].request_buffering, False)
+
+    def test_refused(self):
+        """
+        A value that is not a boolean, and the key on a route without
+        C{upstream}, are errors naming the section, key and value.
+        """
+        cases = [
+            ("upstream = app\nrequest_buffering = sometimes\n",
+             "[route:r] request_buffering: 'sometimes' is not yes or no"),
+            ("upstream = app\nrequest_buffering = 2\n", "[route:r] request_buffering: '2' is not yes or no"),
+            ("respond = 200 ok\nrequest_buffering = yes\n",
+             "[route:r] request_buffering: only applies to a route with upstream"),
+        ]
+        for body, expected in cases:
+            with self.subTest(body=body):
+                text = config_problems(self, self.BASE + body, "/etc/gate/gate.ini")
+                self.assertIn(expected, text)

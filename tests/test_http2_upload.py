@@ -10,7 +10,7 @@ keep the body whole first.
 
 from h2.errors import ErrorCodes
 from hyperframe.frame import WindowUpdateFrame
-from twisted.internet.error import ConnectionLost
+from twisted.internet.error import ConnectionLost, ConnectionRefusedError
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -319,6 +319,40 @@ class StreamedUploadTests(SynchronousTestCase):
         client.request(b"/api/up", method=b"POST", body=b"abc", end=False)
         upstream, _ = accept_upstream(gate.reactor)
         self.assertTrue(upstream.value().endswith(b"\r\n\r\n3\r\nabc\r\n"))
+
+    def test_connect_failure_before_start(self):
+        """
+        A connect failure before anything of the request went upstream
+        still tries another server, which gets the whole body (what arrived
+        meanwhile waited, unacknowledged).
+        """
+        gate = InMemoryGateway(CONFIG.replace("servers = 10.0.0.1:80", "servers = 10.0.0.1:80, 10.0.0.2:80"),
+                               with_upstreams=True)
+        client = open_h2(gate)
+        sid = client.request(b"/api/up", method=b"POST", body=b"abc", end=False)
+        gate.reactor.tcpClients[0][2].clientConnectionFailed(
+            gate.reactor.connectors[0], Failure(ConnectionRefusedError()))
+        client.conn.send_data(sid, b"def", end_stream=True)
+        client.send()
+        self.assertEqual(len(gate.reactor.tcpClients), 2)
+        upstream, _ = accept_upstream(gate.reactor, 1)
+        self.assertTrue(upstream.value().endswith(b"\r\n\r\n3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n"))
+
+    def test_filter_answers(self):
+        """
+        A filter answering the stream itself (an C{ip_filter} refusing the
+        client) while the body streams: the answer goes out, the rest of
+        the body is refused with RST_STREAM NO_ERROR, nothing goes upstream.
+        """
+        text = CONFIG.replace("[route:api]\n", "[filter:lan]\ntype = ip_filter\ndeny = 127.0.0.0/8\n"
+                                                "[route:api]\nfilters = lan\n")
+        gate = InMemoryGateway(text, with_upstreams=True)
+        client = open_h2(gate)
+        sid = client.request(b"/api/up", method=b"POST", body=b"abc", end=False)
+        answer = client.answer(sid)
+        self.assertEqual((answer.status, answer.ended, answer.reset), (403, True, ErrorCodes.NO_ERROR))
+        self.assertEqual(gate.reactor.tcpClients, [])
+        self.assertEqual(gate.gateway.active, 0)
 
     def test_body_blind_filters(self):
         """

@@ -119,13 +119,17 @@ class ProxiedRequest:
     connection failure or an invalid response, and a server's own response
     (a 503 with its Retry-After, say) relayed whole even when C{retry_on}
     lists its status.
+
+    An HTTP/2 stream's body streamed as it arrives (C{upload}, a
+    L{gatelayer.upstream.interfaces.IStreamedBody}) is never sent twice:
+    once part of it reached a server there is no retry.
     """
 
     __slots__ = (
         "terminal", "spec", "exchange", "server", "tried", "handle",
         "headers", "target", "body", "retryable", "head_sent", "in_flight", "discarding",
         "host_header", "next_server", "relayed_failure", "origin", "trailers_wanted",
-        "request_trailers",
+        "request_trailers", "upload",
     )
 
     def __init__(self, terminal, route_spec, exchange, origin=None):
@@ -148,6 +152,7 @@ class ProxiedRequest:
         self.discarding = False
         self.next_server = None
         self.relayed_failure = None
+        self.upload = None
 
     def start(self):
         """
@@ -172,7 +177,7 @@ class ProxiedRequest:
         self.trailers_wanted = wants_trailers(headers.getRawHeaders(b"te"))
         self.request_trailers = ()
         self.target = upstream_target(spec, exchange)
-        upload = getattr(exchange.request, "upload", None)
+        upload = self.upload = getattr(exchange.request, "upload", None)
         if upload is not None:
             if upload.failed:
                 # The stream was answered or reset while the filters ran.
@@ -231,7 +236,7 @@ class ProxiedRequest:
             self.headers[0] = (b"Host", self.host_header)
         else:
             self.headers[0] = (b"Host", server.address.encode("ascii"))
-        if hasattr(self.body, "seek"):
+        if self.body is not None and not isinstance(self.body, bytes) and self.upload is None:
             self.body.seek(0)
         state.request_started(server)
         self.in_flight = True
@@ -258,7 +263,7 @@ class ProxiedRequest:
         """
         if self.head_sent or (sent and not self.retryable):
             return None
-        if getattr(self.body, "started", False):
+        if self.upload is not None and self.upload.started:
             # Part of a streamed body went to the server that failed.
             return None
         return self.terminal.state.retry_target(kind, self.exchange.client_ip, self.tried)

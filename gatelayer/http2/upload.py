@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from gatelayer.http1 import allowed_trailers, last_chunk
+from gatelayer.upstream.interfaces import IStreamedBody
 
 __all__ = ["BODY_BLIND_FILTERS", "StreamedBody", "UploadReceiving", "declared_length", "streamable"]
 
@@ -49,7 +50,7 @@ def streamable(gateway, request):
     return all(specs[name].type in BODY_BLIND_FILTERS for name in route.spec.filters)
 
 
-@implementer(IPushProducer)
+@implementer(IPushProducer, IStreamedBody)
 class StreamedBody:
     """
     The request body of one HTTP/2 stream on its way upstream.

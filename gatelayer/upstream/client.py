@@ -21,7 +21,7 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from gatelayer.http1 import BODY_METHODS, body_length, build_request_head, last_chunk
-from gatelayer.upstream.interfaces import IConnectionOwner, IResponseSink
+from gatelayer.upstream.interfaces import IConnectionOwner, IResponseSink, IStreamedBody
 from gatelayer.upstream.request import _PIECE, UpstreamRequest, _FileBody
 from gatelayer.upstream.response import (
     _CLOSED, _CONNECTING, _HEAD, _IDLE, _UNTIL_CLOSE, MAX_HEAD_SIZE, ResponseReader,
@@ -211,7 +211,7 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         method = request.method
         self._no_body = method == b"HEAD"
         body = request.body
-        if hasattr(body, "stream_to"):
+        if IStreamedBody.providedBy(body):
             self._send_streamed(request, body)
         elif request.trailers:
             self._send_chunked(request, body)

@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from gatelayer.config import parse_config_text
+from gatelayer.config.listener_h2 import H2Settings
 from gatelayer.http2.upload import BODY_BLIND_FILTERS, StreamedBody
 from gatelayer.testing.config import config_problems
 from gatelayer.testing.h2 import open_h2
@@ -155,19 +156,42 @@ class StreamedUploadTests(SynchronousTestCase):
         self.send(second, b"y" * 40000, end=True)
         self.assertEqual(other.value().partition(b"\r\n\r\n")[2].count(b"y"), 40000)
 
+    def test_reset_gives_window_back(self):
+        """
+        Bytes a reset stream held unacknowledged (its upstream connection
+        not up yet) are given back to the connection's window: with two
+        streams allowed (a 131070-byte connection window), 60000 held bytes
+        and 10000 more on a second stream bring a connection WINDOW_UPDATE
+        opening it whole again.
+        """
+        client = open_h2(self.gate, H2Settings(max_concurrent_streams=2))
+        window = client.conn.outbound_flow_control_window
+        self.assertEqual(window, 2 * 65535)
+        first = client.request(b"/api/up", method=b"POST", body=b"x" * 10000, end=False)
+        for _ in range(5):
+            client.conn.send_data(first, b"x" * 10000)
+        client.conn.reset_stream(first, ErrorCodes.CANCEL)
+        client.send()
+        second = client.request(b"/api/up", method=b"POST", body=b"y" * 10000, end=False)
+        accept_upstream(self.reactor)
+        client.receive()
+        self.assertEqual(client.conn.outbound_flow_control_window, window)
+        self.assertEqual(client.answer(second).reset, None)
+
     def test_trailers(self):
         """
         Trailer fields the client declared in C{trailer} go upstream after
-        the last chunk, named in a C{Trailer} header; undeclared ones are
-        dropped.
+        the last chunk, named in a C{Trailer} header; undeclared ones, and
+        names that may never be trailers, are dropped.
         """
-        sid = self.post(headers=[(b"trailer", b"x-check"), (b"content-length", b"3")], body=b"abc")
+        sid = self.post(headers=[(b"trailer", b"x-check, Content-Length"), (b"content-length", b"3")],
+                        body=b"abc")
         upstream, _ = accept_upstream(self.reactor)
         self.client.conn.send_headers(sid, [(b"x-check", b"ok"), (b"x-other", b"no")],
                                       end_stream=True)
         self.client.send()
         head, _, body = upstream.value().partition(b"\r\n\r\n")
-        self.assertIn(b"\r\nTrailer: x-check", head)
+        self.assertIn(b"\r\nTrailer: x-check\r\n", head + b"\r\n")
         self.assertIn(b"\r\nTransfer-Encoding: chunked", head)
         self.assertEqual(body, b"3\r\nabc\r\n0\r\nx-check: ok\r\n\r\n")
 

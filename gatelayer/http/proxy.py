@@ -186,8 +186,8 @@ class ProxiedRequest:
             self.body = upload
             self.retryable = False
             upload.on_abort = self.client_lost
-            if upload.chunked and headers.getRawHeaders(b"trailer"):
-                self.headers.append((b"Trailer", b", ".join(headers.getRawHeaders(b"trailer"))))
+            if upload.trailer_names:
+                self.headers.append((b"Trailer", b", ".join(sorted(upload.trailer_names))))
         else:
             if exchange.trailers:
                 self._forward_trailers(headers.getRawHeaders(b"trailer"))

@@ -463,6 +463,9 @@ class H2Request:
             return
         self._disconnected = True
         self.cancel_body_timer()
+        if self.upload is not None:
+            # What waits unacknowledged is given back to the connection.
+            self.upload.fail()
         self._pending = []
         self._pending_size = 0
         callback, self._on_lost = self._on_lost, None

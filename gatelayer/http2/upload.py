@@ -11,12 +11,14 @@ is written and nothing acknowledged, so the client stops at its window and
 the gateway holds at most about one window per stream.
 """
 
+from collections import deque
+
 from h2.errors import ErrorCodes
 from h2.exceptions import ProtocolError, StreamClosedError
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from gatelayer.http1 import allowed_trailers, last_chunk
+from gatelayer.http1 import allowed_trailers, last_chunk, token_set
 from gatelayer.upstream.interfaces import IStreamedBody
 
 __all__ = ["BODY_BLIND_FILTERS", "StreamedBody", "UploadReceiving", "declared_length", "streamable"]
@@ -40,7 +42,7 @@ def streamable(gateway, request):
     route = routing.match.route if routing is not None else None
     if route is None or not getattr(route.terminal, "streams_request_body", False):
         return False
-    if getattr(route.spec, "request_buffering", False):
+    if route.spec.request_buffering:
         return False
     if request.channel.factory.listener.redirect_https is not None:
         return False
@@ -70,6 +72,9 @@ class StreamedBody:
         reset); a terminal that finds it so does nothing.
     @ivar on_abort: called (no arguments) when the upload is given up, by
         the proxy to abandon its upstream exchange; or L{None}.
+    @ivar trailer_names: the lower-case names of the trailer fields the
+        client declared (in C{trailer}) that may go upstream; a frozenset,
+        empty for none.
     """
 
     started = False
@@ -84,14 +89,14 @@ class StreamedBody:
         @param acknowledge: called with a flow-controlled size once those
             bytes are written upstream (reopens the client's window).
         @param length: the declared body length, or L{None}.
-        @param declared_trailers: the lower-case field names the client
-            declared in C{trailer} (a set; empty for none).
+        @param declared_trailers: the lower-case names of the trailer
+            fields that may go upstream (a frozenset; empty for none).
         """
         self._acknowledge = acknowledge
         self.length = length
-        self._declared = declared_trailers
+        self.trailer_names = declared_trailers
         self.chunked = length is None or bool(declared_trailers)
-        self._queue = []
+        self._queue = deque()
         self._trailers = ()
 
     def receive(self, data, flow):
@@ -112,8 +117,8 @@ class StreamedBody:
         (C{(name, value)} pairs) or none.
         """
         self._ended = True
-        if self._declared and trailers:
-            self._trailers = allowed_trailers(trailers, self._declared)
+        if self.trailer_names and trailers:
+            self._trailers = allowed_trailers(trailers, self.trailer_names)
         self._pump()
 
     def fail(self):
@@ -124,7 +129,7 @@ class StreamedBody:
             return
         self.failed = True
         self._connection = None
-        queue, self._queue = self._queue, []
+        queue, self._queue = self._queue, deque()
         for _, flow in queue:
             self._acknowledge(flow)
         callback, self.on_abort = self.on_abort, None
@@ -178,7 +183,7 @@ class StreamedBody:
     def _pump(self):
         connection = self._connection
         while connection is not None and self._queue and not self._paused:
-            data, flow = self._queue.pop(0)
+            data, flow = self._queue.popleft()
             if data:
                 if self.chunked:
                     connection.transport.writeSequence((b"%x\r\n" % (len(data),), data, b"\r\n"))
@@ -229,11 +234,12 @@ class UploadReceiving:
         arrives.
         """
         sid = request.stream_id
-        declared = {name.strip().lower() for value in request.requestHeaders.getRawHeaders(b"trailer", [])
-                    for name in value.split(b",") if name.strip()}
+        declared = token_set(request.requestHeaders.getRawHeaders(b"trailer"))
+        # Names that may never be trailers (framing, routing) are not
+        # announced upstream, and their fields are dropped.
+        names = frozenset(name for name in declared if allowed_trailers(((name, b""),)))
         request.upload = StreamedBody(
-            lambda flow: self._acknowledge(sid, flow), declared_length(request.requestHeaders),
-            frozenset(declared))
+            lambda flow: self._acknowledge(sid, flow), declared_length(request.requestHeaders), names)
         self._dispatch(request)
         if self._streams.get(sid) is request and not request.upload.complete:
             # The body must keep coming while it is streamed too.

@@ -107,16 +107,16 @@ class H2RequestTests(SynchronousTestCase):
 
     def test_request_body(self):
         """
-        A body sent in several DATA frames goes upstream whole, with its
-        length.
+        A body sent in several DATA frames without C{content-length} goes
+        upstream chunked, a chunk per DATA frame.
         """
         sid = self.client.request(b"/api/up", method=b"POST", body=b"abc", end=False)
         self.client.conn.send_data(sid, b"def", end_stream=True)
         self.client.send()
         upstream, protocol = accept_upstream(self.reactor)
         head, body = upstream_request(upstream)
-        self.assertIn(b"\r\nContent-Length: 6", head)
-        self.assertEqual(body, b"abcdef")
+        self.assertIn(b"\r\nTransfer-Encoding: chunked", head)
+        self.assertEqual(body, b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n")
 
     def test_request_body_too_large(self):
         """
@@ -130,7 +130,10 @@ class H2RequestTests(SynchronousTestCase):
         answer = self.client.answer(sid)
         self.assertEqual(answer.status, 413)
         self.assertEqual(answer.reset, ErrorCodes.NO_ERROR)
-        self.assertEqual(self.reactor.tcpClients, [])
+        # The upstream request was abandoned before its connection was up:
+        # nothing is sent on it.
+        upstream, _ = accept_upstream(self.reactor)
+        self.assertEqual(upstream.value(), b"")
 
     def test_declared_length_too_large(self):
         """

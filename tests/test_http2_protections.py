@@ -226,10 +226,14 @@ class LifecycleTests(SynchronousTestCase):
 
     def test_body_timeout(self):
         """
-        A stream whose body stops coming for C{[gateway] body_timeout}
-        seconds is answered 408 (its slot freed); one whose body keeps
-        coming is not, and no timer is left once it is in.
+        A stream whose body (kept whole: C{request_buffering}) stops coming
+        for C{[gateway] body_timeout} seconds is answered 408 (its slot
+        freed); one whose body keeps coming is not, and no timer is left
+        once it is in.
         """
+        buffered = CONFIG.replace("upstream = app\n", "upstream = app\nrequest_buffering = yes\n")
+        self.gate = InMemoryGateway(buffered, with_upstreams=True)
+        self.reactor = self.gate.reactor
         client = open_h2(self.gate)
         stalled = client.request(b"/api/up", method=b"POST", body=b"a", end=False)
         moving = client.request(b"/api/up", method=b"POST", body=b"b", end=False)

@@ -351,7 +351,7 @@ def _route(r):
     rewrite_location, hide_headers = origin_keys(r)
     upgrades = r.get("upgrades", _upgrades, None)
     upgrade_timeout = r.get("upgrade_timeout", v.parse_duration, None)
-    for key in ("upgrades", "upgrade_timeout"):
+    for key in ("upgrades", "upgrade_timeout", "request_buffering"):
         if r.has(key) and not r.has("upstream"):
             r.error(key, "only applies to a route with upstream")
     strip = r.get("strip_prefix", None, None)
@@ -383,6 +383,7 @@ def _route(r):
         upgrades=frozenset({"websocket"}) if upgrades is None else upgrades,
         upgrade_timeout=upgrade_timeout or 3600.0,
         resource=resource,
+        request_buffering=r.get("request_buffering", v.parse_bool, False),
     )
 
 

@@ -198,6 +198,9 @@ class RouteSpec:
         byte either way.
     @ivar resource: the C{package.module:attribute} name of a twisted.web
         resource (or a factory of one) mounted as the terminal, or L{None}.
+    @ivar request_buffering: whether an HTTP/2 stream's request body is
+        kept whole before the request goes upstream even where it could be
+        streamed (see L{gatelayer.http2.upload}).
     """
 
     name: str
@@ -225,6 +228,7 @@ class RouteSpec:
     upgrades: frozenset = frozenset({"websocket"})
     upgrade_timeout: float = 3600.0
     resource: str = None
+    request_buffering: bool = False
 
     @property
     def terminal(self):

@@ -83,6 +83,10 @@ class RouteProxy:
 
     __slots__ = ("upstream", "spec", "origin")
 
+    #: An HTTP/2 stream's body may be streamed to this terminal as it
+    #: arrives (see L{gatelayer.http2.upload}).
+    streams_request_body = True
+
     def __init__(self, upstream, spec):
         self.upstream = upstream
         self.spec = spec
@@ -115,13 +119,17 @@ class ProxiedRequest:
     connection failure or an invalid response, and a server's own response
     (a 503 with its Retry-After, say) relayed whole even when C{retry_on}
     lists its status.
+
+    An HTTP/2 stream's body streamed as it arrives (C{upload}, a
+    L{gatelayer.upstream.interfaces.IStreamedBody}) is never sent twice:
+    once part of it reached a server there is no retry.
     """
 
     __slots__ = (
         "terminal", "spec", "exchange", "server", "tried", "handle",
         "headers", "target", "body", "retryable", "head_sent", "in_flight", "discarding",
         "host_header", "next_server", "relayed_failure", "origin", "trailers_wanted",
-        "request_trailers",
+        "request_trailers", "upload",
     )
 
     def __init__(self, terminal, route_spec, exchange, origin=None):
@@ -144,6 +152,7 @@ class ProxiedRequest:
         self.discarding = False
         self.next_server = None
         self.relayed_failure = None
+        self.upload = None
 
     def start(self):
         """
@@ -167,11 +176,23 @@ class ProxiedRequest:
             headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
         self.trailers_wanted = wants_trailers(headers.getRawHeaders(b"te"))
         self.request_trailers = ()
-        if exchange.trailers:
-            self._forward_trailers(headers.getRawHeaders(b"trailer"))
         self.target = upstream_target(spec, exchange)
-        self.body = upstream_body(exchange)
-        self.retryable = may_retry_method(method, spec)
+        upload = self.upload = getattr(exchange.request, "upload", None)
+        if upload is not None:
+            if upload.failed:
+                # The stream was answered or reset while the filters ran.
+                return
+            # A body sent as it arrives cannot be sent again.
+            self.body = upload
+            self.retryable = False
+            upload.on_abort = self.client_lost
+            if upload.trailer_names:
+                self.headers.append((b"Trailer", b", ".join(sorted(upload.trailer_names))))
+        else:
+            if exchange.trailers:
+                self._forward_trailers(headers.getRawHeaders(b"trailer"))
+            self.body = upstream_body(exchange)
+            self.retryable = may_retry_method(method, spec)
         exchange.on_client_lost(self.client_lost)
         self.attempt()
 
@@ -215,7 +236,7 @@ class ProxiedRequest:
             self.headers[0] = (b"Host", self.host_header)
         else:
             self.headers[0] = (b"Host", server.address.encode("ascii"))
-        if not isinstance(self.body, (bytes, type(None))):
+        if self.body is not None and not isinstance(self.body, bytes) and self.upload is None:
             self.body.seek(0)
         state.request_started(server)
         self.in_flight = True
@@ -241,6 +262,9 @@ class ProxiedRequest:
         allows it; one that never left may always go elsewhere.
         """
         if self.head_sent or (sent and not self.retryable):
+            return None
+        if self.upload is not None and self.upload.started:
+            # Part of a streamed body went to the server that failed.
             return None
         return self.terminal.state.retry_target(kind, self.exchange.client_ip, self.tried)
 

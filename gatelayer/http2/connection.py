@@ -34,10 +34,14 @@ from gatelayer.http2.floods import FloodCounter
 from gatelayer.http2.request_head import RequestHeadError, request_head
 from gatelayer.http2.sending import ResponseSending
 from gatelayer.http2.stream import H2Request
+from gatelayer.http2.upload import UploadReceiving, streamable
 
 __all__ = ["H2Channel"]
 
 _JSON = b"application/json"
+# The initial stream window (RFC 9113 6.9.2) and the largest window.
+_STREAM_WINDOW = 65535
+_MAX_WINDOW = 2 ** 31 - 1
 
 
 class _ServerConnection(H2Connection):
@@ -58,7 +62,7 @@ class _ServerConnection(H2Connection):
 
 
 @implementer(IPushProducer)
-class H2Channel(ResponseSending, Protocol):
+class H2Channel(ResponseSending, UploadReceiving, Protocol):
     """
     One HTTP/2 client connection.
 
@@ -121,6 +125,12 @@ class H2Channel(ResponseSending, Protocol):
         })
         conn.decoder.max_header_list_size = settings.max_header_list_size
         conn.initiate_connection()
+        # A streamed body is acknowledged only as its upstream takes it:
+        # the connection's window holds a stream window per stream, so one
+        # slow upstream does not stall the connection's other streams.
+        extra = min((settings.max_concurrent_streams - 1) * _STREAM_WINDOW, _MAX_WINDOW - _STREAM_WINDOW)
+        if extra > 0:
+            conn.increment_flow_control_window(extra)
         self.transport.registerProducer(self, True)
         factory.channel_opened(self)
         self._flush()
@@ -260,11 +270,17 @@ class H2Channel(ResponseSending, Protocol):
         # The end of the stream, if it came with the head, is handled as
         # its StreamEnded event; a body must keep coming meanwhile.
         if event.stream_ended is None:
-            request.body_timer = self.clock.callLater(self.body_timeout, self._body_timed_out, request)
+            if streamable(gateway, request):
+                self._start_upload(request)
+            else:
+                request.body_timer = self.clock.callLater(self.body_timeout, self._body_timed_out, request)
 
     def _data_received(self, event):
         sid = event.stream_id
         request = self._streams.get(sid)
+        if request is not None and request.upload is not None:
+            self._upload_data(request, event)
+            return
         try:
             self._h2.acknowledge_received_data(event.flow_controlled_length, sid)
         except (StreamClosedError, ProtocolError):
@@ -285,7 +301,10 @@ class H2Channel(ResponseSending, Protocol):
 
     def _stream_ended(self, event):
         request = self._streams.get(event.stream_id)
-        if request is not None and not request.dispatched and not request.startedWriting:
+        if request is not None and request.upload is not None:
+            request.cancel_body_timer()
+            request.upload.end(request.trailers)
+        elif request is not None and not request.dispatched and not request.startedWriting:
             self._dispatch(request)
 
     def _stream_reset(self, event):
@@ -345,7 +364,9 @@ class H2Channel(ResponseSending, Protocol):
     def _body_timed_out(self, request):
         request.body_timer = None
         sid = request.stream_id
-        if self._streams.get(sid) is request and not request.dispatched and not request.startedWriting:
+        if self._streams.get(sid) is request and request.upload is not None:
+            self._upload_failed(request, 408, "request body timed out")
+        elif self._streams.get(sid) is request and not request.dispatched and not request.startedWriting:
             self._answer_early(sid, request, 408, "request body timed out")
             self._flush()
 

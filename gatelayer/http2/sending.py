@@ -90,6 +90,12 @@ class ResponseSending:
 
     def _ended(self, request):
         self._streams.pop(request.stream_id, None)
+        upload = request.upload
+        if upload is not None and not upload.complete:
+            # The response is complete before the streamed body: the rest
+            # of it is not wanted (RFC 9113 8.1).
+            upload.fail_quietly()
+            self._refuse(request.stream_id, ErrorCodes.NO_ERROR)
         request.completed()
         self._stream_gone()
 

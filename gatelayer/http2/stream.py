@@ -129,6 +129,9 @@ class H2Request:
     ended = False
     dispatched = False
     body_timer = None
+    #: The L{gatelayer.http2.upload.StreamedBody} when the body is streamed
+    #: upstream as it arrives, else L{None} (kept whole first).
+    upload = None
 
     def __init__(self, connection, stream_id, method, uri, headers):
         self._connection = connection
@@ -212,6 +215,14 @@ class H2Request:
                 self._notify = []
             self._notify.append(d)
         return d
+
+    def count_body(self, size):
+        """
+        Count C{size} more body bytes received (of a streamed body, which
+        is not kept); returns the total.
+        """
+        self._received += size
+        return self._received
 
     def store(self, data):
         """
@@ -452,6 +463,9 @@ class H2Request:
             return
         self._disconnected = True
         self.cancel_body_timer()
+        if self.upload is not None:
+            # What waits unacknowledged is given back to the connection.
+            self.upload.fail()
         self._pending = []
         self._pending_size = 0
         callback, self._on_lost = self._on_lost, None

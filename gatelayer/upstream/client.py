@@ -21,7 +21,7 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from gatelayer.http1 import BODY_METHODS, body_length, build_request_head, last_chunk
-from gatelayer.upstream.interfaces import IConnectionOwner, IResponseSink
+from gatelayer.upstream.interfaces import IConnectionOwner, IResponseSink, IStreamedBody
 from gatelayer.upstream.request import _PIECE, UpstreamRequest, _FileBody
 from gatelayer.upstream.response import (
     _CLOSED, _CONNECTING, _HEAD, _IDLE, _UNTIL_CLOSE, MAX_HEAD_SIZE, ResponseReader,
@@ -211,7 +211,9 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         method = request.method
         self._no_body = method == b"HEAD"
         body = request.body
-        if request.trailers:
+        if IStreamedBody.providedBy(body):
+            self._send_streamed(request, body)
+        elif request.trailers:
             self._send_chunked(request, body)
         elif body is None:
             head = build_request_head(
@@ -265,6 +267,20 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         self._producer = _FileBody(self, body, length, self._clock, tail)
         self.transport.registerProducer(self._producer, True)
         self._producer.resumeProducing()
+
+    def _send_streamed(self, request, body):
+        """
+        Send C{request} whose body arrives while it is sent (an HTTP/2
+        stream's, L{gatelayer.http2.upload.StreamedBody}): with its length,
+        or chunked; the body writes on the transport as its producer.
+        """
+        self.transport.write(build_request_head(
+            request.method, request.target, request.headers,
+            None if body.chunked else body.length, self._host, not self._keepalive,
+            chunked=body.chunked))
+        self._producer = body
+        self.transport.registerProducer(body, True)
+        body.stream_to(self)
 
     def body_progress(self):
         """

@@ -2,9 +2,9 @@
 The interfaces between the upstream client, its pool and the proxy terminal.
 """
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
-__all__ = ["IResponseSink", "IConnectionOwner"]
+__all__ = ["IResponseSink", "IConnectionOwner", "IStreamedBody"]
 
 
 class IResponseSink(Interface):
@@ -98,4 +98,30 @@ class IConnectionOwner(Interface):
         """
         C{request} reached its end (completed, failed or cancelled); called
         once per request.
+        """
+
+
+class IStreamedBody(Interface):
+    """
+    A request body that arrives while the request is sent (an HTTP/2
+    stream's, L{gatelayer.http2.upload.StreamedBody}): given to
+    L{UpstreamPool.request} in place of bytes or a file. It is never resent
+    (the request is not idempotent for the pool).
+
+    The connection writes the head (with C{length}, or chunked), registers
+    the body as its transport's push producer and calls C{stream_to}; the
+    body then writes on C{connection.transport}, calls
+    C{connection.body_progress()} after each write and
+    C{connection.body_sent()} once complete (the last chunk and trailer
+    fields included). C{stopProducing} means the connection gave up.
+    """
+
+    length = Attribute("The body's length (int) when known and sent as Content-Length, else L{None}.")
+    chunked = Attribute("Whether the body goes chunked (C{length} is then not sent).")
+    started = Attribute("Whether C{stream_to} was called (part of the request reached a server).")
+
+    def stream_to(connection):
+        """
+        The request head is written on C{connection}: write the body there
+        as it arrives.
         """

@@ -4,7 +4,6 @@ loopback, real upstream servers, real signals.
 """
 
 import os
-import platform
 import signal
 
 from twisted.internet import reactor, task
@@ -12,7 +11,7 @@ from twisted.internet.defer import DeferredList, inlineCallbacks
 from twisted.trial.unittest import TestCase
 
 from gatelayer.testing.gateway import start_gateway
-from gatelayer.testing.http import fetch, slow_read_peak_rss
+from gatelayer.testing.http import fetch, rss_growth_limit_kb, slow_read_peak_rss
 from gatelayer.testing.upstreams import UpstreamServer
 
 
@@ -169,30 +168,19 @@ class GatewayIntegrationTests(TestCase):
     def test_streamed_download_bounded_memory(self):
         """
         A 256 MB download to a slow client streams with back-pressure: the
-        workers' memory grows by a few MB at most (by a bounded few tens on
-        PyPy, whose collector frees in batches). A 32 MB download first
-        warms the worker up, so that what is measured is the streaming and
-        not PyPy's JIT compiling the path and sizing its heap.
+        workers' memory grows by a few MB at most.
         """
         a = self.upstream("a")
         yield self.start(gate_config([a], workers=1, read_timeout="30s"))
         status = yield self.status()
         pid = status["workers"][0]["pid"]
-        warm, _, _ = yield slow_read_peak_rss(
-            reactor, self.gate.address("web"),
-            b"GET /big?mb=32 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", pid, chunk=8 * 1024 * 1024)
-        self.assertGreater(warm.received, 32 * 1024 * 1024)
         reader, before, peak = yield slow_read_peak_rss(
             reactor, self.gate.address("web"),
             b"GET /big?mb=256 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", pid, chunk=8 * 1024 * 1024)
         received = reader.received
         self.assertTrue(reader.head.startswith(b"HTTP/1.1 200"), reader.head)
         self.assertGreater(received, 256 * 1024 * 1024)
-        # PyPy's collector frees large buffers at its next major collection,
-        # once the heap has grown by its major-collect factor (1.82): bounded,
-        # but by tens of MB rather than a few (about 30 MB measured).
-        limit = 48 * 1024 if platform.python_implementation() == "PyPy" else 16 * 1024
-        self.assertLess(peak - before, limit, f"worker RSS grew from {before} KB to {peak} KB")
+        self.assertLess(peak - before, rss_growth_limit_kb(16 * 1024), f"worker RSS grew from {before} KB to {peak} KB")
 
     @inlineCallbacks
     def test_master_killed_workers_exit(self):

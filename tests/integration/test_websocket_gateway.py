@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from gatelayer.auth.apikeys import hash_key
 from gatelayer.testing.gateway import start_gateway
-from gatelayer.testing.http import fetch, slow_read_peak_rss
+from gatelayer.testing.http import fetch, rss_growth_limit_kb, slow_read_peak_rss
 from gatelayer.testing.server import with_server
 from gatelayer.testing.waiting import wait_until
 from gatelayer.testing.websocket import WebSocketServerProcess, in_thread, ws_url
@@ -164,7 +164,7 @@ class WebSocketGatewayTests(TestCase):
             reactor, self.gate.address("web"), handshake, pid, chunk=4 * 1024 * 1024)
         self.assertTrue(reader.head.startswith(b"HTTP/1.1 101 "), reader.head)
         self.assertGreater(reader.received, 64 * 1024 * 1024)
-        self.assertLess(peak - before, 16 * 1024, f"worker RSS grew from {before} KB to {peak} KB")
+        self.assertLess(peak - before, rss_growth_limit_kb(16 * 1024), f"worker RSS grew from {before} KB to {peak} KB")
 
     @inlineCallbacks
     def test_handshake_without_credentials_refused(self):

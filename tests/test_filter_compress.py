@@ -357,7 +357,8 @@ class DecodeTests(SynchronousTestCase):
         """
         for coding, data in ENCODED.items():
             self.assertEqual(decode_body(coding, data, len(TEXT)), TEXT, coding)
-        self.assertEqual(decode_body("deflate", zlib.compress(TEXT, wbits=-15), len(TEXT)), TEXT)
+        raw = zlib.compressobj(wbits=-15)  # zlib.compress takes wbits from Python 3.11 on only
+        self.assertEqual(decode_body("deflate", raw.compress(TEXT) + raw.flush(), len(TEXT)), TEXT)
         self.assertEqual(decode_body("gzip", gzip.compress(b"ab") + gzip.compress(b"cd"), 4), b"abcd")
         self.assertEqual(decode_body("zstd", ENCODED["zstd"] * 2, 2 * len(TEXT)), TEXT * 2)
 

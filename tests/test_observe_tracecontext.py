@@ -211,3 +211,25 @@ class TracePropagatorTests(SynchronousTestCase):
             propagator.start({})
         self.assertLessEqual(len(reads), 3)
 
+    def test_ids_without_the_system_source(self):
+        """
+        When the system's random source cannot be read (PyPy opens
+        /dev/urandom, which fails once a worker is out of file descriptors),
+        ids still come, from the generator seeded at start, and the next
+        refill reads the system source again.
+        """
+        reads = []
+
+        def urandom(size):
+            reads.append(size)
+            if len(reads) == 1:
+                raise OSError(24, "Too many open files", "/dev/urandom")
+            return bytes(range(1, 25)) * (size // 24 + 1)
+        propagator = TracePropagator(seed=1)
+        propagator._urandom = urandom
+        first = propagator.start({})
+        self.assertEqual(len(first.trace_id), 32)
+        self.assertNotEqual(first.trace_id, b"0" * 32)
+        for _ in range(2000):
+            propagator.start({})
+        self.assertEqual(len(reads), 2)

@@ -162,6 +162,7 @@ class TracePropagator:
         generator = random.Random(os.urandom(16) if seed is None else seed)
         self._random = generator.random
         self._urandom = os.urandom if seed is None else generator.randbytes
+        self._randbytes = generator.randbytes
         self._pool = b""
         self._taken = 0
 
@@ -173,7 +174,14 @@ class TracePropagator:
         start = self._taken
         end = start + length
         if end > len(self._pool):
-            self._pool = binascii.hexlify(self._urandom(_POOL_BYTES))
+            try:
+                data = self._urandom(_POOL_BYTES)
+            except OSError:
+                # PyPy reads /dev/urandom through a file descriptor: a worker
+                # out of descriptors (EMFILE) still serves, with ids from its
+                # generator seeded by the system at start.
+                data = self._randbytes(_POOL_BYTES)
+            self._pool = binascii.hexlify(data)
             start, end = 0, length
         self._taken = end
         return self._pool[start:end]

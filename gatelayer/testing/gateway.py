@@ -12,6 +12,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 
 import gatelayer
+from gatelayer.testing.waiting import scaled
 
 
 class _MasterProtocol(ProcessProtocol):
@@ -74,6 +75,7 @@ class GatewayProcess:
         self.protocol = _MasterProtocol()
         self.transport = self.reactor.spawnProcess(
             self.protocol, sys.executable, argv, env=env, path=self.directory)
+        timeout = scaled(timeout)
         deadline = self.reactor.seconds() + timeout
         while not os.path.exists(self.ready_path):
             if self.protocol.exit_code is not None or self.protocol.ended.called:

@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 import gatelayer
 from gatelayer.http1 import ChunkedDecoder, parse_request_head
+from gatelayer.testing.waiting import scaled
 
 
 class _Echo(resource.Resource):
@@ -160,12 +161,20 @@ class UpstreamServer(LoopbackServer):
         self.site = server.Site(_Echo(self))
         self.site.log = lambda request: None
         self.site.noisy = False
-        self.channels = weakref.WeakSet()
+        # The connections' transports: twisted.web's channel wrapper has no
+        # transport attribute of its own. Weak, so closed ones go away (on
+        # PyPy only at its next collection: stopping skips closed ones).
+        self.transports = weakref.WeakSet()
         build = self.site.buildProtocol
 
         def build_protocol(addr):
             protocol = build(addr)
-            self.channels.add(protocol)
+            make_connection = protocol.makeConnection
+
+            def made(transport):
+                self.transports.add(transport)
+                make_connection(transport)
+            protocol.makeConnection = made
             return protocol
         self.site.buildProtocol = build_protocol
         self.port = None
@@ -180,7 +189,7 @@ class UpstreamServer(LoopbackServer):
         """
         Stop listening (and drop open connections); returns a Deferred.
         """
-        return self._stop(channel.transport for channel in list(self.channels))
+        return self._stop(list(self.transports))
 
 
 class _UpstreamProcessProtocol(ProcessProtocol):
@@ -270,6 +279,7 @@ class UpstreamProcess:
             protocol, sys.executable,
             [sys.executable, "-m", self.program, self.name, str(port)],
             env=env)
+        timeout = scaled(timeout)
         timer = self.reactor.callLater(timeout, banner.cancel)
         try:
             line = yield banner

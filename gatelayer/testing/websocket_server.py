@@ -80,6 +80,8 @@ def main(argv):
         return 2
     port = int(argv[1]) if len(argv) == 2 else 0
     loop = asyncio.new_event_loop()
+    # Python 3.9 (PyPy's) binds an Event to the current loop when it is made.
+    asyncio.set_event_loop(loop)
     stopped = asyncio.Event()
 
     def watch_stdin():

@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 from gatelayer.l4.proxyproto import encode_v2
 from gatelayer.testing.certs import CertificateAuthority, server_tls_options
 from gatelayer.testing.gateway import start_gateway
-from gatelayer.testing.http import fetch, rss_kb, send_raw
+from gatelayer.testing.http import fetch, rss_growth_limit_kb, rss_kb, send_raw
 from gatelayer.testing.redis import RedisServer
 from gatelayer.testing.tcp_servers import EchoServer, SourceServer, exchange, start_echo_servers
 from gatelayer.testing.upstreams import UpstreamServer
@@ -190,7 +190,7 @@ class TcpRelayTests(TestCase):
         held = source.sent
         grown = rss_kb(pid) - before
         self.assertLess(held, 40 * 1024 * 1024)
-        self.assertLess(grown, 16 * 1024)
+        self.assertLess(grown, rss_growth_limit_kb(16 * 1024))
         client.transport.resumeProducing()
         yield wait_until(reactor, lambda: client.received >= total, timeout=60,
                          what="all 96 MB to arrive")

@@ -21,6 +21,7 @@ from twisted.trial.unittest import TestCase
 import gatelayer
 from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
+from gatelayer.testing.waiting import scaled
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(gatelayer.__file__)))
 
@@ -221,8 +222,10 @@ class GatewayTestCase(TestCase):
     @inlineCallbacks
     def wait_until(self, check, what, timeout=20.0):
         """
-        Poll C{check} (may return a Deferred) every 0.1s until it is true.
+        Poll C{check} (may return a Deferred) every 0.1s until it is true,
+        for at most C{timeout} seconds L{scaled} for this interpreter.
         """
+        timeout = scaled(timeout)
         deadline = reactor.seconds() + timeout
         while True:
             result = yield check()

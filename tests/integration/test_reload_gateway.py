@@ -12,7 +12,7 @@ from gatelayer.testing.gateway import start_gateway
 from gatelayer.testing.http import fetch
 from gatelayer.testing.load import KeepAliveLoad
 from gatelayer.testing.upstreams import start_upstreams
-from gatelayer.testing.waiting import free_port, wait_until
+from gatelayer.testing.waiting import free_port, scaled, wait_until
 from tests.integration.test_metrics_gateway import families
 
 DEADLINE = 30.0
@@ -27,7 +27,7 @@ def gate_config(servers, routes=""):
 [gateway]
 workers = 2
 admin = 127.0.0.1:0
-drain_timeout = 5s
+drain_timeout = {scaled(5):g}s
 
 [listener:web]
 bind = 127.0.0.1:0
@@ -205,7 +205,8 @@ class ReloadGatewayTests(TestCase):
         """
         old_host, old_port = self.gate.address("web")
         new_port = free_port()
-        slow = fetch(reactor, self.gate.url("web", "/slow?delay=3"))
+        # Longer than a new generation takes to start (cold processes, slower on PyPy).
+        slow = fetch(reactor, self.gate.url("web", f"/slow?delay={scaled(3):g}"))
         yield wait_until(reactor, lambda: self.active_requests(), DEADLINE, what="the slow request in flight")
         self.rewrite(gate_config(self.a.address).replace("bind = 127.0.0.1:0", f"bind = 127.0.0.1:{new_port}"))
         last = yield self.reload(2)

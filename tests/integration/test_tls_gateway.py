@@ -34,7 +34,7 @@ from gatelayer.testing.certs import (
 from gatelayer.testing.gateway import GatewayProcess
 from gatelayer.testing.http import fetch
 from gatelayer.testing.upstreams import UpstreamServer
-from gatelayer.testing.waiting import sleep, wait_until
+from gatelayer.testing.waiting import scaled, sleep, wait_until
 
 # Longest wait for one handshake, one reload or one respawn; generous so a
 # loaded machine does not fail a test that is merely slow.
@@ -265,7 +265,7 @@ class TLSGatewayTestCase(TestCase):
         """
         before = (yield self.status())["reload"]["last"]
         self.gate.signal("HUP")
-        deadline = reactor.seconds() + DEADLINE
+        deadline = reactor.seconds() + scaled(DEADLINE)
         while True:
             status = yield self.status()
             last = status["reload"]["last"]
@@ -292,7 +292,7 @@ class TLSGatewayTestCase(TestCase):
         Wait (bounded) until the master's log holds every one of C{needles}
         on one line; returns that line.
         """
-        deadline = reactor.seconds() + DEADLINE
+        deadline = reactor.seconds() + scaled(DEADLINE)
         while True:
             for line in self.gate.log().splitlines():
                 if all(n in line for n in needles):
@@ -643,7 +643,7 @@ class RotationTests(TLSGatewayTestCase):
         yield self.assert_served(self.new, count=1)
         victim = (yield self.status())["workers"][0]["pid"]
         os.kill(victim, signal.SIGKILL)
-        deadline = reactor.seconds() + DEADLINE
+        deadline = reactor.seconds() + scaled(DEADLINE)
         while True:
             worker = (yield self.status())["workers"][0]
             if worker["pid"] != victim and worker["alive"] and worker["requests"] is not None:

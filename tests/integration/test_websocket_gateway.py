@@ -7,16 +7,18 @@ on loopback.
 import base64
 import hashlib
 import os
+import platform
+import traceback
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import connect
+from websockets.sync.client import ClientConnection, connect
 
 from gatelayer.auth.apikeys import hash_key
 from gatelayer.testing.gateway import start_gateway
-from gatelayer.testing.http import fetch, slow_read_peak_rss
+from gatelayer.testing.http import fetch, rss_growth_limit_kb, slow_read_peak_rss
 from gatelayer.testing.server import with_server
 from gatelayer.testing.waiting import wait_until
 from gatelayer.testing.websocket import WebSocketServerProcess, in_thread, ws_url
@@ -53,9 +55,34 @@ keys = {keys_path}
 """
 
 
+class _Connection(ClientConnection):
+    """
+    The C{websockets} client connection, except that closing tolerates
+    PyPy 7.3.11's race in C{Thread.join} (pypy/pypy#5079, fixed in later
+    releases): joining the connection's reader thread as it ends can raise
+    from inside C{threading} although the thread has ended. Anything else
+    raised by closing is raised.
+    """
+
+    def close(self, *args, **kwargs):
+        try:
+            super().close(*args, **kwargs)
+        except (RuntimeError, AssertionError) as e:
+            if platform.python_implementation() != "PyPy" or not _raised_in_threading(e):
+                raise
+
+
+def _raised_in_threading(exception):
+    """
+    Whether C{exception} was raised by a frame of the C{threading} module.
+    """
+    frames = traceback.extract_tb(exception.__traceback__)
+    return bool(frames) and os.path.basename(frames[-1].filename) == "threading.py"
+
+
 def _client(url, **options):
     return connect(url, max_size=None, compression=None, open_timeout=10, close_timeout=5,
-                   **options)
+                   create_connection=_Connection, **options)
 
 
 class WebSocketGatewayTests(TestCase):
@@ -164,7 +191,7 @@ class WebSocketGatewayTests(TestCase):
             reactor, self.gate.address("web"), handshake, pid, chunk=4 * 1024 * 1024)
         self.assertTrue(reader.head.startswith(b"HTTP/1.1 101 "), reader.head)
         self.assertGreater(reader.received, 64 * 1024 * 1024)
-        self.assertLess(peak - before, 16 * 1024, f"worker RSS grew from {before} KB to {peak} KB")
+        self.assertLess(peak - before, rss_growth_limit_kb(16 * 1024), f"worker RSS grew from {before} KB to {peak} KB")
 
     @inlineCallbacks
     def test_handshake_without_credentials_refused(self):

@@ -16,6 +16,7 @@ is refused by the worker (L{reload_problem}); the master then replaces it
 with a new worker started on the new configuration, which loads TLS.
 """
 
+import re
 import sys
 
 __all__ = ["TLS_WORDS", "leave_out_tls", "needs_tls", "reload_problem", "tls_left_out"]
@@ -27,6 +28,11 @@ listeners and upstreams, C{https://} key and discovery URLs, Redis stores
 (whose needs are not known in advance)."""
 
 _TLS_MODULE = "OpenSSL"
+
+# A word of TLS_WORDS where a word begins (not inside another one, as
+# "ssl" in "accesslog"); what follows may be anything ("TLSv1.3",
+# "rediss://", "certificates").
+_TLS_WORD = re.compile(r"(?<![a-z0-9])(?:%s)" % "|".join(TLS_WORDS)).search
 
 
 def needs_tls(text):
@@ -40,7 +46,7 @@ def needs_tls(text):
     for line in text.lower().splitlines():
         if line.lstrip().startswith((";", "#")):
             continue
-        if any(word in line for word in TLS_WORDS):
+        if _TLS_WORD(line) is not None:
             return True
         key, sep, value = line.partition("=")
         if sep:

@@ -4,6 +4,7 @@ SETTINGS, CONTINUATION), the idle timeout, the graceful GOAWAY of a drain,
 and hostile request heads, each sent whole and one byte at a time.
 """
 
+import h2
 from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 from twisted.internet.testing import StringTransport
@@ -32,6 +33,11 @@ def _replace(name, value):
     return [(key, value if key == name else old) for key, old in _BASE]
 
 
+#: How a CONNECT is refused: h2 4.4 lets it through its checks and the
+#: gateway answers 405; earlier releases (the last for Python 3.9, which PyPy
+#: 7.3 runs, is 4.3) refuse it as malformed.
+_CONNECT_REFUSAL = 405 if tuple(int(p) for p in h2.__version__.split(".")[:2]) >= (4, 4) else "goaway"
+
 #: Request heads a hostile client may send, and what each gets: a GOAWAY
 #: with PROTOCOL_ERROR (what C{h2} refuses as malformed) or a status on
 #: the stream (what the gateway refuses itself).
@@ -58,7 +64,7 @@ HOSTILE_HEADS = [
     (":path escaping the root", _replace(b":path", b"/%2e%2e/%2e%2e/etc/passwd"), 400),
     ("bad :authority", _replace(b":authority", b"exa mple.com"), 400),
     ("unknown :scheme", _replace(b":scheme", b"ftp"), 400),
-    ("CONNECT", [(b":method", b"CONNECT"), (b":authority", b"example.com:443")], 405),
+    ("CONNECT", [(b":method", b"CONNECT"), (b":authority", b"example.com:443")], _CONNECT_REFUSAL),
     ("no authority nor host", _without(b":authority"), "goaway"),
 ]
 

@@ -12,6 +12,9 @@ import hashlib
 
 from OpenSSL import SSL
 from OpenSSL._util import lib as _lib
+from twisted.logger import Logger
+
+_log = Logger()
 
 __all__ = [
     "PolicyError",
@@ -132,21 +135,39 @@ def server_context(spec):
     return context
 
 
+#: C{SSL_CTX_set1_curves_list} of the bindings, or L{None} where they lack
+#: it (cryptography before 44, which PyPy 3.9 installs): then OpenSSL's own
+#: default groups are offered and L{GROUPS_SETTABLE} says so.
+_SET_GROUPS = getattr(_lib, "SSL_CTX_set1_curves_list", None)
+GROUPS_SETTABLE = _SET_GROUPS is not None
+
+
 def _apply_groups(context, spec):
+    if _SET_GROUPS is None:
+        _groups_unsettable(spec.name)
+        return
     groups = ":".join(spec.groups)
     try:
-        accepted = _lib.SSL_CTX_set1_curves_list(context._context, groups.encode("ascii")) == 1
+        accepted = _SET_GROUPS(context._context, groups.encode("ascii")) == 1
     except UnicodeEncodeError:
         accepted = False
     if not accepted:
         _lib.ERR_clear_error()
         probe = SSL.Context(SSL.TLS_SERVER_METHOD)
         unknown = [name for name in spec.groups
-                   if not name.isascii() or _lib.SSL_CTX_set1_curves_list(probe._context, name.encode()) != 1]
+                   if not name.isascii() or _SET_GROUPS(probe._context, name.encode()) != 1]
         _lib.ERR_clear_error()
         raise PolicyError(
             f"[tls:{spec.name}] groups: {', '.join(spec.groups)!r}: OpenSSL knows no group "
             f"{', '.join(map(repr, unknown or spec.groups))} (use e.g. X25519, P-256, P-384)")
+
+
+@functools.lru_cache(maxsize=None)
+def _groups_unsettable(name):
+    # Once per section and process.
+    _log.warn(
+        "[tls:{name}] groups: this cryptography build cannot set key exchange groups; "
+        "OpenSSL's default groups are offered", name=name, event="tls_groups_default")
 
 
 def _prefers_server_order(spec, ciphers):

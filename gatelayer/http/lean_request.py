@@ -5,13 +5,11 @@ response head built in one join and sent with the first body bytes in one
 write.
 """
 
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
-from twisted.internet.error import ConnectionLost
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gatelayer.http.contract import IGatewayRequest
+from gatelayer.http.request_base import ServerRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import reason_phrase, valid_status
 from gatelayer.http1 import connection_flags, last_chunk, status_line
@@ -52,7 +50,7 @@ def _status_line(code):
 
 
 @implementer(IGatewayRequest)
-class LeanRequest:
+class LeanRequest(ServerRequest):
     """
     One request of a L{gatelayer.http.lean.LeanChannel}: the gateway's
     request contract (L{IGatewayRequest}, which
@@ -120,69 +118,6 @@ class LeanRequest:
             self.method.decode("latin-1"), self.uri.decode("latin-1"),
             self.clientproto.decode("latin-1"))
 
-    # -- the request side --------------------------------------------------
-
-    @property
-    def disconnected(self):
-        """
-        Whether the client went away before the response finished.
-        """
-        return self._disconnected
-
-    def body_length(self):
-        """
-        The number of body bytes received.
-        """
-        return self._received
-
-    def getHost(self):
-        """
-        The address of the gateway's end of the connection.
-        """
-        return self.transport.getHost()
-
-    def getClientAddress(self):
-        """
-        The address of the client's end of the connection.
-        """
-        return self.client
-
-    def isSecure(self):
-        """
-        Whether the request came over TLS.
-        """
-        return self.channel.factory.scheme == "https"
-
-    def getHeader(self, name):
-        """
-        The last value of request header C{name}, or L{None}.
-        """
-        values = self.requestHeaders.getRawHeaders(name)
-        return values[-1] if values else None
-
-    def on_lost(self, callback):
-        """
-        Call C{callback()} if the client goes away before the response is
-        finished.
-        """
-        self._on_lost = callback
-
-    def notifyFinish(self):
-        """
-        A L{Deferred} that fires when the response is finished, or fails
-        when the client goes away first (prefer L{on_lost} on the hot path).
-        """
-        d = Deferred()
-        if self.finished:
-            d.callback(None)
-        elif self._disconnected:
-            d.errback(Failure(ConnectionLost()))
-        else:
-            if self._notify is None:
-                self._notify = []
-            self._notify.append(d)
-        return d
-
     # -- the response side -------------------------------------------------
 
     def setResponseCode(self, code, message=None):
@@ -199,12 +134,6 @@ class LeanRequest:
             code = valid_status(code)
         self.code = code
         self.code_message = reason_phrase(code)
-
-    def setHeader(self, name, value):
-        """
-        Set response header C{name} to the single value C{value}.
-        """
-        self.responseHeaders.setRawHeaders(name, [value])
 
     def write(self, data):
         """
@@ -365,22 +294,4 @@ class LeanRequest:
         if relay is not None:
             self.sentLength = relay.sent_down
             self.routing.log_fields += (("upgraded_up", "%d" % (relay.sent_up,)),)
-        callback, self._on_lost = self._on_lost, None
-        if callback is not None:
-            callback()
-        producer = self.producer
-        if producer is not None:
-            self.producer = None
-            producer.stopProducing()
-        self._done()
-        notify, self._notify = self._notify, None
-        if notify:
-            for d in notify:
-                d.errback(Failure(ConnectionLost()))
-
-    def _done(self):
-        if not self._completed:
-            self._completed = True
-            routing = self.routing
-            if routing is not None:
-                routing.gateway.request_finished(self)
+        self._end_lost()

@@ -12,13 +12,11 @@ response's producer (the upstream relay) is paused while they do.
 from io import BytesIO
 from tempfile import TemporaryFile
 
-from twisted.internet.defer import Deferred
-from twisted.internet.error import ConnectionLost
-from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gatelayer.http.contract import IGatewayRequest
+from gatelayer.http.request_base import ServerRequest
 from gatelayer.http.date import is_imf_fixdate
 from gatelayer.http.errors import valid_status
 
@@ -51,17 +49,17 @@ class StreamTransport:
     def __init__(self, request):
         self._request = request
 
-    def getPeer(self):
-        """
-        The client's address.
-        """
-        return self._request._connection.transport.getPeer()
-
     def getHost(self):
         """
         The gateway's address.
         """
         return self._request._connection.transport.getHost()
+
+    def getPeer(self):
+        """
+        The client's address.
+        """
+        return self._request._connection.transport.getPeer()
 
     def getHandle(self):
         """
@@ -96,7 +94,7 @@ class StreamChannel:
 
 
 @implementer(IGatewayRequest)
-class H2Request:
+class H2Request(ServerRequest):
     """
     The request of one HTTP/2 stream.
 
@@ -154,68 +152,6 @@ class H2Request:
 
     # -- the request side --------------------------------------------------
 
-    @property
-    def disconnected(self):
-        """
-        Whether the client went away (or reset the stream) before the
-        response finished.
-        """
-        return self._disconnected
-
-    def body_length(self):
-        """
-        The number of body bytes received.
-        """
-        return self._received
-
-    def getHost(self):
-        """
-        The address of the gateway's end of the connection.
-        """
-        return self.transport.getHost()
-
-    def getClientAddress(self):
-        """
-        The client's address.
-        """
-        return self.client
-
-    def isSecure(self):
-        """
-        Whether the request came over TLS (HTTP/2 is only served on TLS).
-        """
-        return self.channel.factory.scheme == "https"
-
-    def getHeader(self, name):
-        """
-        The last value of request header C{name}, or L{None}.
-        """
-        values = self.requestHeaders.getRawHeaders(name)
-        return values[-1] if values else None
-
-    def on_lost(self, callback):
-        """
-        Call C{callback()} if the stream ends before the response is
-        finished.
-        """
-        self._on_lost = callback
-
-    def notifyFinish(self):
-        """
-        A L{Deferred} firing when the response is finished, failing if the
-        stream is lost first.
-        """
-        d = Deferred()
-        if self.finished:
-            d.callback(None)
-        elif self._disconnected:
-            d.errback(Failure(ConnectionLost()))
-        else:
-            if self._notify is None:
-                self._notify = []
-            self._notify.append(d)
-        return d
-
     def count_body(self, size):
         """
         Count C{size} more body bytes received (of a streamed body, which
@@ -251,12 +187,6 @@ class H2Request:
         if not isinstance(code, int):
             raise TypeError("HTTP response code must be int, not %r" % (code,))
         self.code = code if 100 <= code <= 599 else valid_status(code)
-
-    def setHeader(self, name, value):
-        """
-        Set response header C{name} to the single value C{value}.
-        """
-        self.responseHeaders.setRawHeaders(name, [value])
 
     def write(self, data):
         """
@@ -468,22 +398,4 @@ class H2Request:
             self.upload.fail()
         self._pending = []
         self._pending_size = 0
-        callback, self._on_lost = self._on_lost, None
-        if callback is not None:
-            callback()
-        producer = self.producer
-        if producer is not None:
-            self.producer = None
-            producer.stopProducing()
-        self._done()
-        notify, self._notify = self._notify, None
-        if notify:
-            for d in notify:
-                d.errback(Failure(ConnectionLost()))
-
-    def _done(self):
-        if not self._completed:
-            self._completed = True
-            routing = self.routing
-            if routing is not None:
-                routing.gateway.request_finished(self)
+        self._end_lost()

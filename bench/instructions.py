@@ -119,6 +119,9 @@ def main(args=None):
     parser.add_argument("--count", type=int, default=20000, help="requests to proxy (default 20000)")
     parser.add_argument("--filters", default="", help="comma-separated bench filter sets: jwt, limit, "
                         "nometrics, accesslog ... (see bench/_configs.py FILTER_SETS)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="requests proxied before measuring (default: 200, or --count if fewer; on "
+                        "PyPy, 100000 or more lets the JIT settle)")
     parser.add_argument("--body-size", type=int, default=12, help="response body bytes (default 12)")
     parser.add_argument("--http-server", default=None, help="[gateway] http_server (default: the default)")
     parser.add_argument("--callgrind", action="store_true",
@@ -137,7 +140,7 @@ def main(args=None):
         return
     with tempfile.TemporaryDirectory() as directory:
         loop = Loop(filters, options.body_size, options.http_server, directory)
-        loop.run(min(options.count, 200))
+        loop.run(min(options.count, 200) if options.warmup is None else options.warmup)
         if options.cprofile:
             profile = cProfile.Profile()
             profile.enable()

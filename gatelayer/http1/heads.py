@@ -16,7 +16,8 @@ import re
 from twisted.web.http_headers import Headers
 
 from gatelayer.http1._rules import (
-    MAX_CONTENT_LENGTH_DIGITS, REQUEST, TOKEN, VALUE, BadRequest, BadResponse,
+    MAX_CONTENT_LENGTH_DIGITS, REQUEST, TOKEN, TOKEN_BYTES, VALUE, VALUE_BYTES, BadRequest,
+    BadResponse,
 )
 from gatelayer.http1.tokens import connection_flags, token_set
 
@@ -37,9 +38,72 @@ _STATUS_LINE = rb"HTTP/1\.[01] [1-5][0-9][0-9](?: " + VALUE + rb")?"
 _RESPONSE_HEAD = re.compile(_STATUS_LINE + rb"(?:\r\n" + TOKEN + rb":" + VALUE + rb")*")
 _STATUS_LINE_RE = re.compile(_STATUS_LINE)
 _NAME = re.compile(TOKEN)
+_FIELD_LINE = re.compile(TOKEN + rb":" + VALUE)
 _VALUE_RE = re.compile(VALUE)
 
-_VERSIONS = {b"0": b"HTTP/1.0", b"1": b"HTTP/1.1"}
+_VERSIONS = {b"HTTP/1.0": b"HTTP/1.0", b"HTTP/1.1": b"HTTP/1.1"}
+
+# The regular expressions above are the grammar; the parsers check heads
+# against it with byte operations (see _rules.TOKEN_BYTES): lines hold
+# field-value bytes only and are separated by CRLF (no bare CR or LF), each
+# line after the first is a token, a colon and the rest.
+_SAME = bytes(range(256))
+_TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
+_METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"])
+# Response header names found to be tokens, so that the names every
+# response repeats are checked once (bounded).
+_TOKENS = {}
+_TOKENS_LIMIT = 1000
+
+
+def _crlf_lines(block, lines):
+    """
+    Whether C{block}, which is C{lines} joined by CRLF, holds field-value
+    bytes only between its CRLFs: the bytes that are not field-value bytes
+    are exactly the CR and LF of those CRLFs (a control byte, or a bare CR
+    or LF, would be one more).
+    """
+    return len(block.translate(_SAME, VALUE_BYTES)) == 2 * len(lines) - 2
+
+
+def _request_line(line):
+    """
+    C{(method, target, version)} of C{line} when it is C{method SP target SP
+    HTTP/1.x} (the grammar of C{_REQUEST_LINE}), else L{None}.
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3:
+        return None
+    method, target, version = parts
+    version = _VERSIONS.get(version)
+    if version is None or not target or target.translate(_SAME, _TARGET_BYTES):
+        return None
+    if method not in _METHODS and (not method or method.translate(_SAME, TOKEN_BYTES)):
+        return None
+    return method, target, version
+
+
+def _status_line(line):
+    """
+    Whether C{line}, a line of a block L{_crlf_lines} accepted, is a status
+    line (the grammar of C{_STATUS_LINE}).
+    """
+    return (len(line) >= 12 and line[:7] == b"HTTP/1." and line[7] in b"01" and line[8] == 32
+            and line[9] in b"12345" and line[10] in b"0123456789" and line[11] in b"0123456789"
+            and (len(line) == 12 or line[12] == 32))
+
+
+def _token_name(name):
+    """
+    Whether C{name} is a token; names seen valid before cost one lookup.
+    """
+    if name in _TOKENS:
+        return True
+    if not name or name.translate(_SAME, TOKEN_BYTES):
+        return False
+    if len(_TOKENS) < _TOKENS_LIMIT:
+        _TOKENS[name] = True
+    return True
 
 try:
     from twisted.web.http_headers import _nameEncoder
@@ -169,14 +233,13 @@ def parse_request_head(buf, end):
             raise BadRequest(431, "request header too large")
     else:
         lines = ()
-    match = _REQUEST_LINE.fullmatch(buf, 0, first)
-    if match is None:
+    line = _request_line(buf[:first])
+    if line is None:
         raise BadRequest(400, "malformed request line")
-    method, target, minor = match.groups()
-    version = _VERSIONS[minor]
+    method, target, version = line
     headers = Headers()
     if lines:
-        if _HEADER_BLOCK.fullmatch(buf, first + 2, end + 2) is None:
+        if not _crlf_lines(buf[first + 2:end], lines):
             raise BadRequest(400, "malformed request header")
         get = _fill(headers, lines)
     else:
@@ -231,23 +294,29 @@ _NAMES = {}
 
 def _fill(headers, lines):
     """
-    Add C{name: value} lines (already checked by C{_HEADER_BLOCK}) to
-    C{headers}; returns a function looking up the values of a header by
-    its canonical name (C{b"Content-Length"}). The values cannot hold CR
-    or LF, so twisted's own sanitising (a split and a join per value) is
-    skipped, and names are canonicalised through a small cache.
+    Add C{name: value} lines (their bytes already checked by
+    L{_crlf_lines}) to C{headers}; returns a function looking up the values
+    of a header by its canonical name (C{b"Content-Length"}). Raises
+    L{BadRequest} for a line that is not a token, a colon and a value. The
+    values cannot hold CR or LF, so twisted's own sanitising (a split and a
+    join per value) is skipped, and names are canonicalised through a small
+    cache, which holds only names found to be tokens.
     """
     if _canonical_name is None:  # pragma: no cover - other Twisted versions
         for line in lines:
+            if _FIELD_LINE.fullmatch(line) is None:
+                raise BadRequest(400, "malformed request header")
             name, _, value = line.partition(b":")
             headers.addRawHeader(name, value.strip(b" \t"))
         return headers.getRawHeaders
     raw = headers._rawHeaders
     names = _NAMES
     for line in lines:
-        name, _, value = line.partition(b":")
+        name, colon, value = line.partition(b":")
         key = names.get(name)
-        if key is None:
+        if key is None or not colon:
+            if not colon or not name or name.translate(_SAME, TOKEN_BYTES):
+                raise BadRequest(400, "malformed request header")
             key = _canonical_name(name)
             if len(names) < 1000:
                 names[name] = key
@@ -282,6 +351,19 @@ def _diagnose(lines):
     return "malformed response head"  # pragma: no cover - the grammar has no other rule
 
 
+def _framing_error(lines, index, message):
+    """
+    The L{BadResponse} for a framing fault found on line C{index} of a
+    response head: a grammar fault on a later line, not checked yet, is
+    the one reported (as when the whole head is checked first).
+    """
+    for line in lines[index + 1:]:
+        name, colon, _ = line.partition(b":")
+        if not colon or not _token_name(name):
+            return BadResponse(_diagnose(lines))
+    return BadResponse(message)
+
+
 def parse_status_line(line):
     """
     Parse a status line (without its CRLF) into C{(http11, status,
@@ -307,10 +389,10 @@ def parse_response_head(head):
     Transfer-Encoding with it nor in HTTP/1.0, and no coding but
     C{chunked}. The caller bounds the head's size (C{RESPONSE.max_head}).
     """
-    if _RESPONSE_HEAD.fullmatch(head) is None:
-        raise BadResponse(_diagnose(head.split(b"\r\n")))
     lines = head.split(b"\r\n")
     first = lines[0]
+    if not _crlf_lines(head, lines) or not _status_line(first):
+        raise BadResponse(_diagnose(lines))
     http11 = first[7] == 49  # b"1"
     status = int(first[9:12])
     reason = first[13:]
@@ -319,7 +401,9 @@ def parse_response_head(head):
     transfer_encoding = None
     connection = None
     for index in range(1, len(lines)):
-        name, _, value = lines[index].partition(b":")
+        name, colon, value = lines[index].partition(b":")
+        if not colon or not _token_name(name):
+            raise BadResponse(_diagnose(lines))
         value = value.strip(b" \t")
         headers.append((name, value))
         size = len(name)
@@ -328,10 +412,10 @@ def parse_response_head(head):
                 for part in value.split(b","):
                     part = part.strip(b" \t")
                     if not part.isdigit() or len(part) > MAX_CONTENT_LENGTH_DIGITS:
-                        raise BadResponse("invalid Content-Length %r" % (value[:40],))
+                        raise _framing_error(lines, index, "invalid Content-Length %r" % (value[:40],))
                     length = int(part)
                     if content_length is not None and content_length != length:
-                        raise BadResponse("conflicting Content-Length values")
+                        raise _framing_error(lines, index, "conflicting Content-Length values")
                     content_length = length
         elif size == 17:
             if name.lower() == b"transfer-encoding":

@@ -32,7 +32,8 @@ _STATUS_LINES = [b"HTTP/1.1 200 OK"] * 6 + [
     b"HTTP/1.0 404 Not Found", b"HTTP/1.1 200", b"HTTP/1.1 200 ", b"HTTP/1.1 599 x\tz", b"HTTP/1.1 600 X",
     b"HTTP/1.1 099 X", b"HTTP/1.1 20 X", b"HTTP/1.1 2000 X", b"HTTP/1.2 200 OK", b"HTTP/1.1  200 OK",
     b"HTTP/1.1 200OK", b"HTTP/1.1 2x0 OK", b"HTTP/1.1 20x OK", b"HTTP/1.1 x00 OK", b"HTTP/1.x 200 OK",
-    b"HTTP/1.1\t200 OK", b"HTTPS1.1 200 OK", b"HTTP/1.1 2\xd9\xa00 OK", b"HTTP/1.1 200 \x00", b"HTTP/1.1 200 O\x7fK", b"HTTP/1.1 200 \xff",
+    b"HTTP/1.1\t200 OK", b"HTTPS1.1 200 OK", b"HTTP/1.1 2\xd9\xa00 OK", b"HTTP/1.1 200 \x00",
+    b"HTTP/1.1 200 O\x7fK", b"HTTP/1.1 200 \xff",
     b"HTTP/1.1 200 O\rK", b"", b"HTTP/1.1", b"HTTP/1.1 \xd9\xa0\xd9\xa0 OK"]
 
 

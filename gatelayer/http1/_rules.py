@@ -17,7 +17,8 @@ from attrs import frozen
 
 __all__ = [
     "TOKEN", "VALUE", "TOKEN_BYTES", "VALUE_BYTES", "FIELD_LINE", "CHUNK_SIZE",
-    "MAX_CONTENT_LENGTH_DIGITS", "FramingError", "BadRequest", "BadResponse", "Limits", "REQUEST", "RESPONSE", "STRICTNESS",
+    "MAX_CONTENT_LENGTH_DIGITS", "FramingError", "BadRequest", "BadResponse", "Limits", "REQUEST",
+    "RESPONSE", "STRICTNESS",
     "valid_field",
 ]
 

@@ -211,7 +211,9 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         method = request.method
         self._no_body = method == b"HEAD"
         body = request.body
-        if IStreamedBody.providedBy(body):
+        # Most bodies are None or bytes: zope's providedBy is a pure Python
+        # call on PyPy that raises and catches an AttributeError for them.
+        if body is not None and not isinstance(body, bytes) and IStreamedBody.providedBy(body):
             self._send_streamed(request, body)
         elif request.trailers:
             self._send_chunked(request, body)

@@ -144,7 +144,8 @@ class HTTPDateTests(SynchronousTestCase):
     def test_is_imf_fixdate(self):
         """
         Only the IMF-fixdate form is taken as well formed; the obsolete
-        forms, other zones, junk and control bytes are not.
+        forms, other zones, junk and control bytes are not, also right
+        after a well-formed value (the last one is remembered).
         """
         for value, ok in [
                 (EXAMPLE_DATE, True),
@@ -156,7 +157,10 @@ class HTTPDateTests(SynchronousTestCase):
                 (b"sun, 06 nov 1994 08:49:37 GMT", False),
                 (b"Sun, 6 Nov 1994 08:49:37 GMT", False),
                 (b"", False),
-                (b"yesterday", False)]:
+                (b"yesterday", False),
+                (imf_fixdate(EXAMPLE_TIME + 1), True),
+                (imf_fixdate(EXAMPLE_TIME + 1), True),
+                (b"", False)]:
             with self.subTest(value=value):
                 self.assertEqual(is_imf_fixdate(value), ok)
 

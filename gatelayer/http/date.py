@@ -28,12 +28,23 @@ def imf_fixdate(seconds):
         _DAYS[weekday], day, _MONTHS[month - 1], year, hour, minute, second)
 
 
+# The last value found well formed: an upstream's Date changes once a
+# second, so most checks are one comparison (a regular expression match
+# allocates on PyPy).
+_last_valid = [b"Sun, 06 Nov 1994 08:49:37 GMT"]
+
+
 def is_imf_fixdate(value):
     """
     Whether C{value} (bytes) is a well-formed IMF-fixdate, the only form a
     sender may generate.
     """
-    return _IMF_FIXDATE.fullmatch(value) is not None
+    if value == _last_valid[0]:
+        return True
+    if _IMF_FIXDATE.fullmatch(value) is None:
+        return False
+    _last_valid[0] = value
+    return True
 
 
 class HTTPDate:

@@ -131,6 +131,8 @@ def downstream_headers(headers, origin=None, scheme="http", authority=None):
             if b"," in value:
                 value = value.partition(b",")[0].strip(b" \t")
         out.append((name, value))
-    if drop:
+    # Names Connection lists that are hop-by-hop anyway (an upstream's
+    # "Connection: keep-alive") are already gone: no second pass for them.
+    if drop and not drop <= HOP_BY_HOP:
         out = [pair for pair in out if pair[0].lower() not in drop]
     return out

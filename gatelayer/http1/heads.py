@@ -229,7 +229,8 @@ def parse_request_head(buf, end):
         lines = buf[first + 2:end].split(b"\r\n")
         if len(lines) > _MAX_HEADERS:
             raise BadRequest(431, "too many request headers")
-        if max(map(len, lines)) > _MAX_HEADER_LINE:
+        # A block no longer than the line limit cannot hold a line over it.
+        if end - first - 2 > _MAX_HEADER_LINE and max(map(len, lines)) > _MAX_HEADER_LINE:
             raise BadRequest(431, "request header too large")
     else:
         lines = ()

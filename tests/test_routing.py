@@ -344,7 +344,7 @@ class PrecedenceTests(SynchronousTestCase):
                   ("any", None): self.table._any}
         self.assertEqual([(g["kind"], g["host"]) for g in view], list(groups))
         for group in view:
-            tried = [item[2] for item in groups[(group["kind"], group["host"])]]
+            tried = [item[2].route for item in groups[(group["kind"], group["host"])]]
             self.assertEqual([row["name"] for row in group["routes"]], tried)
 
     def test_view(self):

@@ -37,9 +37,10 @@ class RouteMatch:
 class _ConditionedGroup(list):
     """
     A host group holding at least one route with conditions: its items are
-    C{(prefix, methods, payload, conditions)}, C{conditions} being L{None}
-    for a route without. Other groups hold C{(prefix, methods, payload)}
-    and are matched exactly as before conditions existed.
+    C{(prefix, methods, match, conditions)}, C{conditions} being L{None}
+    for a route without. Other groups hold C{(prefix, methods, match)} and
+    are matched exactly as before conditions existed; C{match} is the
+    route's L{RouteMatch}.
     """
 
 
@@ -76,13 +77,15 @@ class RouteTable:
         self._wildcard = {}
         self._any = []
         for group in route_groups(entries, spec_of=lambda entry: entry[0]):
+            # Each route's match is made once here, not per request.
             if any(spec.conditions for spec, _ in group.routes):
                 items = _ConditionedGroup(
-                    (spec.path.encode("utf-8"), spec.methods, payload,
+                    (spec.path.encode("utf-8"), spec.methods, RouteMatch(payload, 200),
                      CompiledConditions(spec.conditions, header_key) if spec.conditions else None)
                     for spec, payload in group.routes)
             else:
-                items = [(spec.path.encode("utf-8"), spec.methods, payload) for spec, payload in group.routes]
+                items = [(spec.path.encode("utf-8"), spec.methods, RouteMatch(payload, 200))
+                         for spec, payload in group.routes]
             if group.kind == "any":
                 self._any = items
             elif group.kind == "wildcard":
@@ -118,7 +121,7 @@ class RouteTable:
         view = None
         for group in groups:
             if group.__class__ is _ConditionedGroup:
-                for prefix, methods, payload, conditions in group:
+                for prefix, methods, found, conditions in group:
                     if not _prefix_matches(path, prefix):
                         continue
                     if conditions is not None:
@@ -128,23 +131,23 @@ class RouteTable:
                             continue
                     if methods is None:
                         if not explicit:
-                            return RouteMatch(payload, 200)
+                            return found
                         allowed.update(ANY_METHODS)
                         continue
                     if method in methods:
-                        return RouteMatch(payload, 200)
+                        return found
                     allowed.update(methods)
                 continue
-            for prefix, methods, payload in group:
+            for prefix, methods, found in group:
                 if not _prefix_matches(path, prefix):
                     continue
                 if methods is None:
                     if not explicit:
-                        return RouteMatch(payload, 200)
+                        return found
                     allowed.update(ANY_METHODS)
                     continue
                 if method in methods:
-                    return RouteMatch(payload, 200)
+                    return found
                 allowed.update(methods)
         if allowed:
             return RouteMatch(None, 405, tuple(sorted(allowed)))

@@ -257,10 +257,11 @@ class UpstreamPool:
         self._close_waiters = []
 
     def _slot(self, server):
-        key = (server.host, server.port)
-        slot = self._slots.get(key)
+        # Keyed by the address string made with the config: a (host, port)
+        # tuple would be hashed per request (a call of its own on PyPy).
+        slot = self._slots.get(server.address)
         if slot is None:
-            slot = self._slots[key] = _ServerSlot(self, server)
+            slot = self._slots[server.address] = _ServerSlot(self, server)
         return slot
 
     def request(self, server, method, target, headers, body, sink, idempotent, trailers=()):
@@ -325,14 +326,14 @@ class UpstreamPool:
         Requests in flight to C{server} from this pool: queued, connecting
         or sent, not yet ended.
         """
-        slot = self._slots.get((server.host, server.port))
+        slot = self._slots.get(server.address)
         return 0 if slot is None else slot.active
 
     def stats(self, server):
         """
         A L{ServerStats} snapshot for C{server}.
         """
-        slot = self._slots.get((server.host, server.port))
+        slot = self._slots.get(server.address)
         if slot is None:
             return ServerStats(0, 0, 0, 0)
         return ServerStats(slot.active, slot.opened, len(slot.idle), len(slot.queue))

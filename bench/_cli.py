@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from bench import _configs
+from bench._goals import evaluate, format_goals, ran_cells
 from bench._install import InstallError, Installer, tool_version
 from bench._l4 import TCP_TARGETS, GatelayerTcp, HAProxyTcp
 from bench._procs import NotReady, Supervisor, UsageSampler, machine_cpu, tree_cpu, wait_ready
@@ -26,9 +27,9 @@ from bench._report import (
 )
 from bench._targets import (
     Context, Direct, Gatelayer, HAProxy, Nginx, Scenario, StockTwisted, Unavailable, admin_status,
-    worker_spread,
 )
 from bench._h2load import h2load_argv, parse_h2load
+from bench._workers import WorkerCounts, format_workers
 from bench._wrk import WrkOutputError, parse_wrk, wrk_argv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +44,8 @@ def scenarios():
     return [
         Scenario("small", "small response, HTTP/1.1 keep-alive", "/small",
                  PROXIES + ("gatelayer-1w-twisted", "gatelayer-2w-twisted", "gatelayer-2w-pypy")),
+        Scenario("latency", "small response, one connection (wrk -t1 -c1): the latency a proxy adds", "/small",
+                 ("direct", "nginx", "gatelayer-2w"), connections=(1,)),
         Scenario("1mb", "1 MB response, keep-alive", "/" + _configs.BIG_NAME, PROXIES),
         Scenario("tls", "small response over TLS, keep-alive", "/small", PROXIES, tls=True),
         Scenario("tls-close", "TLS, a new connection (handshake) per request", "/small", PROXIES,
@@ -175,6 +178,7 @@ class Bench:
         options = self.options
         installer = Installer(self.say, allowed=not options.no_install)
         plan = [(s, selected_targets(s, options)) for s in options.scenarios]
+        self.ran = ran_cells(plan, options.connection_counts, options.no_pypy)
         needs_redis = any("redis" in t for _, targets in plan for t in targets)
         try:
             tools = installer.ensure(["nginx", "haproxy", "wrk"]
@@ -301,13 +305,12 @@ class Bench:
                 row = self._cell(ctx, scenario, target, started, connections)
                 self.rows.append(row)
                 self.say("   " + _summary(row))
+                if row.extra.get("workers"):
+                    self.say("   " + format_workers(connections, row.extra["workers"]))
             if started.admin_port is not None:
                 status = admin_status(started)
                 if status is not None:
                     self.rows[-1].extra["status"] = status
-                    spread = worker_spread(status)
-                    if spread:
-                        self.say("   workers: " + "; ".join(f"pid {pid} {counts}" for pid, counts in spread))
         finally:
             if started.process is not None:
                 ctx.supervisor.stop(started.process)
@@ -339,6 +342,9 @@ class Bench:
             warmup = max(options.warmup, target.min_warmup)
             if warmup:
                 load(warmup)
+            workers = WorkerCounts(started) if started.admin_port is not None else None
+            if workers:
+                workers.before()
             sampler = UsageSampler(started.process.pid) if started.process is not None else None
             if sampler:
                 sampler.start()
@@ -349,6 +355,8 @@ class Bench:
                 if sampler:
                     sampler.stop()
             after = _cpu_snapshot(ctx)
+            if workers:
+                row.extra["workers"] = workers.after(sampler.cpu_by_pid)
         except (WrkOutputError, subprocess.TimeoutExpired) as e:
             row.note = f"error: {e}"
             return row
@@ -395,8 +403,10 @@ class Bench:
                      ", ".join(f"{t} @{c}: " + " / ".join(f"{mb:.1f}" for mb in mbs) for t, c, mbs in workers))
         self.meta["started"] = started_at.isoformat(timespec="seconds")
         self.meta["filter_costs"] = costs
+        goals = evaluate(self.rows, self.ran)
+        self.say("\n" + format_goals(goals))
         stamp = started_at.strftime("%Y%m%d-%H%M%S")
-        path = write_results(self.options.results, stamp, self.meta, self.rows)
+        path = write_results(self.options.results, stamp, self.meta, self.rows, goals)
         self.say(f"\nresults: {os.path.relpath(path, REPO) if path.startswith(REPO) else path}")
 
 

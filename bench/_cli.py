@@ -348,6 +348,8 @@ class Bench:
             sampler = UsageSampler(started.process.pid) if started.process is not None else None
             if sampler:
                 sampler.start()
+            if workers:
+                workers.watch(options.duration)
             before = _cpu_snapshot(ctx)
             try:
                 result = load(options.duration)

@@ -6,6 +6,7 @@ target, miss it, were not run, failed, or would divide by zero.
 
 import json
 import os
+import threading
 
 import attrs
 from twisted.trial.unittest import SynchronousTestCase
@@ -342,29 +343,39 @@ class WorkerCountTests(SynchronousTestCase):
 
     def test_deltas(self):
         """
-        A worker's share is the difference of its counters; its CPU per
-        request is its CPU over that; a respawned worker is left out.
+        A worker's requests are the difference of its counter before and
+        after the load, its connections those it held open during the load
+        (a gauge), its CPU per request its CPU over its requests; a
+        respawned worker is left out.
         """
-        before = status((1, 100, 4, 0.0), (2, 200, 4, 0.0))
-        after = status((1, 1100, 20, 0.0), (3, 50, 2, 0.0), (2, 1200, 18, 0.0))
-        self.assertEqual(_workers.worker_deltas(before, after, {1: 0.1, 3: 0.5}), [
+        before = status((1, 100, 0, 0.0), (2, 200, 0, 0.0))
+        during = status((1, 600, 16, 0.0), (2, 700, 14, 0.0))
+        after = status((1, 1100, 0, 0.0), (3, 50, 0, 0.0), (2, 1200, 0, 0.0))
+        self.assertEqual(_workers.worker_deltas(before, after, {1: 0.1, 3: 0.5}, during), [
             {"pid": 1, "requests": 1000, "connections": 16, "cpu_s": 0.1, "cpu_us_per_request": 100.0},
             {"pid": 2, "requests": 1000, "connections": 14, "cpu_s": None, "cpu_us_per_request": None},
         ])
-        idle = status((1, 100, 4, 0.0))
-        self.assertEqual(_workers.worker_deltas(idle, idle, {1: 0.01})[0]["cpu_us_per_request"], None)
+        self.assertEqual([w["connections"] for w in _workers.worker_deltas(before, after, {})], [None, None])
+        idle = status((1, 100, 0, 0.0))
+        self.assertEqual(_workers.worker_deltas(idle, idle, {1: 0.1})[0]["cpu_us_per_request"], None)
 
     def test_cell(self):
         """
-        L{WorkerCounts} takes the status before and after a load and gives
-        each worker's share; without a status it gives L{None}.
+        L{WorkerCounts} takes the status before, during and after a load and
+        gives each worker's share; without a status it gives L{None}.
         """
         clock = FakeClock()
-        documents = iter([status((1, 10, 2, 0.0), (2, 10, 2, 0.0)), status((1, 10, 2, 0.0), (2, 10, 2, 0.0)),
-                          status((1, 510, 18, 0.0), (2, 410, 18, 0.0)),
-                          status((1, 510, 18, 0.0), (2, 410, 18, 0.0))])
-        counts = _workers.WorkerCounts(None, get=lambda: next(documents), clock=clock, sleep=clock.sleep)
+        idle = status((1, 10, 0, 0.0), (2, 10, 0, 0.0))
+        loaded = status((1, 200, 16, 0.0), (2, 150, 16, 0.0))
+        done = status((1, 510, 0, 0.0), (2, 410, 0, 0.0))
+        phase = [idle]
+        counts = _workers.WorkerCounts(None, get=lambda: phase[0], clock=clock, sleep=clock.sleep)
         counts.before()
+        self.assertAlmostEqual(clock.now, 100.1)
+        phase[0] = loaded
+        counts.during(clock(), 2.0)
+        self.assertAlmostEqual(clock.now, 100.1 + 0.6)
+        phase[0] = done
         shares = counts.after({1: 0.05, 2: 0.04})
         self.assertEqual([(w["requests"], w["connections"], w["cpu_us_per_request"]) for w in shares],
                          [(500, 16, 100.0), (400, 16, 100.0)])
@@ -373,3 +384,25 @@ class WorkerCountTests(SynchronousTestCase):
         silent = _workers.WorkerCounts(None, get=lambda: None, clock=clock, sleep=clock.sleep)
         silent.before()
         self.assertIsNone(silent.after({}))
+
+    def test_watch(self):
+        """
+        L{WorkerCounts.watch} takes the status during the load on a thread;
+        L{WorkerCounts.after} waits for it.
+        """
+        clock = FakeClock()
+        phase = [status((1, 10, 0, 0.0))]
+
+        def get():
+            # The watching thread sees the loaded gateway; this one the
+            # gateway before and after the load.
+            if threading.current_thread() is not threading.main_thread():
+                return status((1, 20, 7, 0.0))
+            return phase[0]
+
+        counts = _workers.WorkerCounts(None, get=get, clock=clock, sleep=clock.sleep)
+        counts.before()
+        phase[0] = status((1, 30, 0, 0.0))
+        counts.watch(0.4)
+        (share,) = counts.after({1: 0.001})
+        self.assertEqual((share["requests"], share["connections"]), (20, 7))

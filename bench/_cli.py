@@ -17,7 +17,7 @@ import tempfile
 import time
 
 from bench import _configs
-from bench._goals import evaluate, format_goals, ran_cells
+from bench._goals import TABLE_CELLS, evaluate, format_goals, ran_cells
 from bench._install import InstallError, Installer, tool_version
 from bench._l4 import TCP_TARGETS, GatelayerTcp, HAProxyTcp
 from bench._procs import NotReady, Supervisor, UsageSampler, machine_cpu, tree_cpu, wait_ready
@@ -104,10 +104,13 @@ def parse_args(argv):
         prog="bench/run",
         description="Measure gatelayer against a direct connection, nginx, HAProxy and twisted.web.proxy "
                     "on this machine (everything on 127.0.0.1).")
-    parser.add_argument("--scenario", default=",".join(names),
+    parser.add_argument("--scenario", default=None,
                         help="comma-separated, from: " + ", ".join(names) + " (default: all)")
     parser.add_argument("--targets", default=None,
                         help="only these rows: comma-separated labels, or prefixes (e.g. nginx,gatelayer)")
+    parser.add_argument("--targets-table", action="store_true",
+                        help="only the rows issue 17's target table needs: " + "; ".join(
+                            f"{s}: {','.join(t)}" for s, t in TABLE_CELLS.items()))
     parser.add_argument("--connections", default="32,128", help="wrk connection counts (default 32,128)")
     parser.add_argument("--duration", type=float, default=5, help="seconds measured per cell (default 5)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per cell (default 2)")
@@ -120,6 +123,11 @@ def parse_args(argv):
                         help="directory for the JSON results (default bench/results)")
     parser.add_argument("--keep-temp", action="store_true", help="keep the generated configs and logs")
     options = parser.parse_args(argv)
+    if options.targets_table:
+        if options.scenario is not None or options.targets is not None:
+            parser.error("--targets-table picks its own --scenario and --targets")
+        options.scenario = ",".join(TABLE_CELLS)
+    options.scenario = options.scenario or ",".join(names)
     wanted = [s.strip() for s in options.scenario.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in names]
     if unknown:
@@ -145,6 +153,8 @@ def selected_targets(scenario, options):
     The row labels of C{scenario} that the options keep.
     """
     names = list(scenario.targets)
+    if options.targets_table:
+        names = [n for n in names if n in TABLE_CELLS.get(scenario.name, ())]
     if options.no_pypy:
         names = [n for n in names if not n.endswith("-pypy")]
     if options.target_filter:
@@ -187,7 +197,10 @@ class Bench:
             self.say(f"bench: {e}")
             return 2
         cells = sum(len(t) * len(s.connections or options.connection_counts) for s, t in plan)
-        estimate = cells * (options.duration + options.warmup + 1.5)
+        # A gatelayer cell also waits for heartbeats before and after its load (about 1.5 s).
+        gateways = sum(sum(n.startswith("gatelayer") for n in t) * len(s.connections or options.connection_counts)
+                       for s, t in plan)
+        estimate = cells * (options.duration + options.warmup + 1.5) + gateways * 1.5
         self.say(f"bench: {cells} cells, about {estimate / 60:.1f} minutes "
                  f"({options.warmup:g}s warm-up + {options.duration:g}s per cell)")
         load = os.getloadavg()[0]

@@ -32,6 +32,16 @@ SHARE = 1.2
 OBSERVE_COST = 0.10
 
 
+TABLE_CELLS = {
+    "small": ("nginx", "gatelayer-2w", "gatelayer-2w-pypy"),
+    "latency": ("direct", "nginx", "gatelayer-2w"),
+    "1mb": ("nginx", "gatelayer-2w"),
+    "filters": ("gatelayer-2w", "gatelayer-2w+jwt", "gatelayer-2w+ratelimit"),
+    "observe": ("gatelayer-2w+nometrics", "gatelayer-2w+accesslog"),
+}
+"""The rows of each scenario the target rows need: what C{bench/run --targets-table} runs."""
+
+
 @attrs.frozen
 class Outcome:
     """

@@ -229,6 +229,28 @@ class GoalTests(SynchronousTestCase):
         change(*SMALL, errors=1000)(rows)
         self.assertEqual(outcome(_goals.evaluate(rows, FULL), "1 small req/s").status, MET)
 
+    def test_targets_table_option(self):
+        """
+        C{--targets-table} runs the rows the target rows need and nothing
+        else (PyPy's unless --no-pypy); with every figure met, its run
+        meets every target.
+        """
+        from bench import _cli
+        options = _cli.parse_args(["--targets-table"])
+        plan = [(s, _cli.selected_targets(s, options)) for s in options.scenarios]
+        self.assertEqual({s.name: targets for s, targets in plan}, {
+            "small": ["nginx", "gatelayer-2w", "gatelayer-2w-pypy"],
+            "latency": ["direct", "nginx", "gatelayer-2w"],
+            "1mb": ["nginx", "gatelayer-2w"],
+            "filters": ["gatelayer-2w", "gatelayer-2w+jwt", "gatelayer-2w+ratelimit"],
+            "observe": ["gatelayer-2w+nometrics", "gatelayer-2w+accesslog"],
+        })
+        ran = _goals.ran_cells(plan, options.connection_counts)
+        self.assertEqual(_goals.summary(_goals.evaluate(met_rows(), ran)), "13 met, 0 NOT met, 0 n/a")
+        self.assertRaises(SystemExit, _cli.parse_args, ["--targets-table", "--scenario", "small"])
+        no_pypy = _cli.parse_args(["--targets-table", "--no-pypy"])
+        self.assertEqual(_cli.selected_targets(no_pypy.scenarios[0], no_pypy), ["nginx", "gatelayer-2w"])
+
     def test_ran_cells(self):
         """
         The plan of a run becomes its cells; a scenario's own connection

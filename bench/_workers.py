@@ -44,11 +44,12 @@ def fresh(status, elapsed, margin=_MARGIN):
     return True
 
 
-def fresh_status(get, since, deadline=HEARTBEAT_WAIT, clock=time.monotonic, sleep=time.sleep):
+def fresh_status(get, since, deadline=HEARTBEAT_WAIT, clock=time.monotonic, sleep=time.sleep, interval=0.1):
     """
-    Poll C{get()} (the C{/status} document or L{None}) until every worker's
-    last heartbeat came after C{since} (a C{clock} time), for at most
-    C{deadline} seconds; L{None} if that never happens.
+    Poll C{get()} (the C{/status} document or L{None}) every C{interval}
+    seconds until every worker's last heartbeat came after C{since} (a
+    C{clock} time), for at most C{deadline} seconds; L{None} if that never
+    happens.
     """
     end = clock() + deadline
     while True:
@@ -57,7 +58,7 @@ def fresh_status(get, since, deadline=HEARTBEAT_WAIT, clock=time.monotonic, slee
             return status
         if clock() >= end:
             return None
-        sleep(0.1)
+        sleep(interval)
 
 
 def worker_deltas(before, after, cpu_by_pid, during=None):
@@ -130,13 +131,16 @@ class WorkerCounts:
         """
         Take the C{/status} of the load that started at C{load_started} (a
         clock time) and lasts C{duration} seconds: the first whose
-        heartbeats all came once the load's connections were open (a
-        quarter of the load in, at most half a second), before the load's
-        last fifth.
+        heartbeats all came once the load's connections were open (half
+        a second into the load, or a quarter of a shorter one), before the
+        load's last fifth. It polls less often than the idle snapshots: the master
+        answering shares the CPUs with the loaded workers.
         """
         settle = min(0.5, duration / 4)
+        self._sleep(max(0.0, load_started + settle - self._clock()))
         deadline = max(0.0, load_started + duration * 0.8 - self._clock())
-        self._during = fresh_status(self._get, load_started + settle, deadline, self._clock, self._sleep)
+        self._during = fresh_status(self._get, load_started + settle, deadline, self._clock, self._sleep,
+                                    interval=0.25)
 
     def watch(self, duration):
         """

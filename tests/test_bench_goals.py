@@ -396,7 +396,7 @@ class WorkerCountTests(SynchronousTestCase):
         self.assertAlmostEqual(clock.now, 100.1)
         phase[0] = loaded
         counts.during(clock(), 2.0)
-        self.assertAlmostEqual(clock.now, 100.1 + 0.6)
+        self.assertAlmostEqual(clock.now, 100.1 + 0.75)
         phase[0] = done
         shares = counts.after({1: 0.05, 2: 0.04})
         self.assertEqual([(w["requests"], w["connections"], w["cpu_us_per_request"]) for w in shares],

@@ -36,7 +36,9 @@ _NO_MATCH = RouteMatch(None, 404)
 # redacted in the access log whatever the filters say.
 _ALWAYS_REDACTED = (b"access_token",)
 _HOST_CACHE_LIMIT = 1024
-_PLAIN_METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"])
+# The methods routed without checks (an origin-form target is all they
+# need), and their names as the route table reads them.
+_PLAIN_METHODS = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 _SUSPECT_PATH = SUSPECT_PATH.search
 
 
@@ -222,15 +224,17 @@ class Gateway:
         Host header rewritten to that form, and the client headers the
         gateway vouches for removed.
         """
-        if method not in _PLAIN_METHODS:
-            check_method(method)
         raw = request.requestHeaders._rawHeaders
-        if uri[:1] == b"/" and method != b"CONNECT":
+        method_name = _PLAIN_METHODS.get(method)
+        if method_name is not None and uri[:1] == b"/":
             # origin-form, the usual case: no target object
             path, _, query = uri.partition(b"?")
             host_value = None
             form = "origin"
         else:
+            if method_name is None:
+                check_method(method)
+                method_name = method.decode("ascii")
             target = parse_target(method, uri)
             path, query, host_value, form = target.path, target.query, target.authority, target.form
         if host_value is None:
@@ -238,12 +242,10 @@ class Gateway:
             host_value = hosts[0] if hosts else None
         factory = request.channel.factory
         if host_value is not None:
-            cache = self._hosts[factory.scheme]
-            found = cache.get(host_value)
+            scheme = factory.scheme
+            found = self._hosts[scheme].get(host_value)
             if found is None:
-                found = canonical_host(host_value, _DEFAULT_PORTS[factory.scheme])
-                if len(cache) < _HOST_CACHE_LIMIT:
-                    cache[host_value] = found
+                found = self._canonical_host(scheme, host_value)
             host, authority = found
             if host_value != authority:
                 raw[b"Host"] = [authority]
@@ -267,16 +269,28 @@ class Gateway:
             match, limit = _OPTIONS_MATCH, self._default_limit
         else:
             table = self.table
-            if method == b"OPTIONS" and b"Access-Control-Request-Method" in raw:
+            if method_name == "OPTIONS" and b"Access-Control-Request-Method" in raw:
                 table = self._preflight_table
-            match = table.match(host, path, method.decode("ascii"), raw, query)
-            limit = self._default_limit if match.route is None else match.route.body_limit
+            match = table.match(host, path, method_name, raw, query)
+            route = match.route
+            limit = self._default_limit if route is None else route.body_limit
         routing = request.routing = RequestRouting(
             match, host, limit, self, self._seconds(), request_id)
         routing.trace = self.trace.start(raw)
         self.requests += 1
         self.active += 1
         return routing
+
+    def _canonical_host(self, scheme, value):
+        """
+        The canonical C{(host, authority)} of the Host C{value} on a
+        C{scheme} listener, kept for the next request naming it.
+        """
+        found = canonical_host(value, _DEFAULT_PORTS[scheme])
+        cache = self._hosts[scheme]
+        if len(cache) < _HOST_CACHE_LIMIT:
+            cache[value] = found
+        return found
 
     def handle(self, request):
         """
@@ -310,13 +324,12 @@ class Gateway:
                 peer_ip, request.requestHeaders.getRawHeaders(b"x-forwarded-for"), self._trusted)
         else:
             client_ip = peer_ip
-        exchange = Exchange(
-            method=request.method, path=request.path, query=request.query,
-            headers=request.requestHeaders, client_ip=client_ip, peer_ip=peer_ip,
-            scheme=factory.scheme, host=routing.host,
-            route=route.spec.name, request=request, chain=route.chain,
-            request_id=routing.request_id,
-        )
+        # Positional: cheaper than keywords, once per request.
+        exchange = Exchange(request.method, request.path, request.query, request.requestHeaders, client_ip,
+                            peer_ip, factory.scheme, routing.host, route.spec.name)
+        exchange.request = request
+        exchange.chain = route.chain
+        exchange.request_id = routing.request_id
         routing.exchange = exchange
         if not route.filters:
             route.terminal.serve(exchange)

@@ -70,6 +70,7 @@ class LeanChannel(ConnectionTimer, Protocol):
 
     @ivar factory: the L{gatelayer.http.factory.GatewayHTTPFactory}.
     @ivar callLater: the reactor's C{callLater} (for the connection's timer).
+    @ivar seconds: the reactor's C{seconds} (the same timer's clock).
     @ivar idle_timeout: seconds a kept-alive connection may wait for its next
         request.
     @ivar header_timeout: seconds from a request's first byte to the end of
@@ -88,6 +89,7 @@ class LeanChannel(ConnectionTimer, Protocol):
     _log = Logger()
     factory = None
     callLater = None
+    seconds = None
     header_timeout = 10.0
     idle_timeout = 60.0
     body_timeout = 30.0
@@ -215,7 +217,8 @@ class LeanChannel(ConnectionTimer, Protocol):
         head = parse_request_head(buf, end)
         rest = buf[end + 4:]
         request = self._request = LeanRequest(self, head)
-        limit = self.factory.gateway.early_route(request, head.method, head.target).body_limit
+        gateway = self.factory.gateway
+        limit = gateway.early_route(request, head.method, head.target).body_limit
         length = head.length
         if length:
             if length > limit:
@@ -228,9 +231,11 @@ class LeanChannel(ConnectionTimer, Protocol):
             request.content = BytesIO()
             self._decoder = ChunkedDecoder()
         else:
+            # No body: a new, empty file, already at its start.
             request.content = BytesIO()
             self._buf = rest
-            self._dispatch(request)
+            self._phase = BUSY
+            gateway.handle(request)
             return
         self._phase = BODY
         self._buf = rest
@@ -304,8 +309,10 @@ class LeanChannel(ConnectionTimer, Protocol):
             self._cancel_timer()
             self.loseConnection()
         else:
-            self._arm(self.idle_timeout)
-        self.factory.request_done(self)
+            self._arm_idle()
+        factory = self.factory
+        if factory.draining:
+            factory.request_done(self)
         if not self._dead and not self._running:
             if self._buf:
                 self._run()

@@ -145,7 +145,7 @@ class RequestRouting:
                  "upstream_connect", "request_id", "upstream", "exchange",
                  "trace")
 
-    def __init__(self, match, host, body_limit, gateway, started=0.0, request_id=b""):
+    def __init__(self, match, host, body_limit, gateway, started=0.0, request_id=b"", trace=None):
         self.match = match
         self.host = host
         self.body_limit = body_limit
@@ -160,7 +160,7 @@ class RequestRouting:
         self.request_id = request_id
         self.upstream = None
         self.exchange = None
-        self.trace = None
+        self.trace = trace
 
     def __repr__(self):
         return "<RequestRouting host=%r limit=%d %r>" % (self.host, self.body_limit, self.match)

@@ -11,7 +11,7 @@ from gatelayer.chain import (
     FILTER_FAILED, Exchange, RouteChain, error_body, report_failure, run_log_phase, run_request_phase,
 )
 from gatelayer.http.canonical import (
-    SUSPECT_PATH, HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
+    KEEP as _KEEP, SUSPECT_PATH, HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
 )
 from gatelayer.http1 import BadRequest
 from gatelayer.filters import FilterServices, build_filter
@@ -161,6 +161,7 @@ class Gateway:
         self._merge_slashes = gateway.merge_slashes
         self._escaped_slashes = gateway.escaped_slashes
         self._headers = HeaderPolicy(gateway.underscore_headers, identity_headers(config))
+        self._header_verdicts = self._headers.verdicts
         self._hosts = {"http": {}, "https": {}}
         self._strict_sni = frozenset(
             listener.name for listener in config.listeners
@@ -253,7 +254,12 @@ class Gateway:
             host = ""
         if self._strict_sni and factory.listener.name in self._strict_sni:
             _check_sni(request, host)
-        self._headers.apply(raw)
+        verdicts = self._header_verdicts
+        for name in raw:
+            if verdicts.get(name) is not _KEEP:
+                # Some header is new to the policy or not kept as it is.
+                self._headers.apply(raw)
+                break
         # The one id every later step, the upstream and the log see.
         key = self._request_id_key
         client = request.client
@@ -275,8 +281,7 @@ class Gateway:
             route = match.route
             limit = self._default_limit if route is None else route.body_limit
         routing = request.routing = RequestRouting(
-            match, host, limit, self, self._seconds(), request_id)
-        routing.trace = self.trace.start(raw)
+            match, host, limit, self, self._seconds(), request_id, self.trace.start(raw))
         self.requests += 1
         self.active += 1
         return routing

@@ -89,6 +89,9 @@ class LeanRequest(ServerRequest):
     startedWriting = False
     finished = False
     _disconnected = False
+    # An attribute, not the base's property: read several times per
+    # request (set with _disconnected, in lost()).
+    disconnected = False
     producer = None
     routing = None
     content = None
@@ -173,7 +176,12 @@ class LeanRequest(ServerRequest):
             self.transport.write(last_chunk(self._send_trailers))
         self.finished = True
         self._on_lost = None
-        self._done()
+        # _done(), inline: once per request.
+        if not self._completed:
+            self._completed = True
+            routing = self.routing
+            if routing is not None:
+                routing.gateway.request_finished(self)
         notify, self._notify = self._notify, None
         if notify:
             for d in notify:
@@ -292,7 +300,7 @@ class LeanRequest(ServerRequest):
         """
         if self.finished or self._disconnected:
             return
-        self._disconnected = True
+        self._disconnected = self.disconnected = True
         relay = self.relay
         if relay is not None:
             self.sentLength = relay.sent_down

@@ -63,12 +63,9 @@ def _forwarding(peer_ip, scheme, host_header):
     C{(peer, element, tail)} for a request from C{peer_ip} over C{scheme}
     with the Host C{host_header}: the peer's address (bytes), the
     C{Forwarded} element describing this hop, and the four forwarding
-    headers a request without earlier proxies' ones gets.
+    headers a request without earlier proxies' ones gets (kept for the
+    next request from the same client).
     """
-    key = (peer_ip, scheme, host_header)
-    made = _FORWARDING.get(key)
-    if made is not None:
-        return made
     peer = peer_ip.encode("ascii")
     proto = scheme.encode("ascii")
     element = b"for=" + _format_for(peer_ip).encode("ascii") + b";proto=" + proto
@@ -80,7 +77,7 @@ def _forwarding(peer_ip, scheme, host_header):
     tail.append((b"Forwarded", element))
     made = (peer, element, tuple(tail))
     if len(_FORWARDING) < _CACHE_LIMIT:
-        _FORWARDING[key] = made
+        _FORWARDING[(peer_ip, scheme, host_header)] = made
     return made
 
 
@@ -129,7 +126,10 @@ def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
         # TE is hop-by-hop, but the client's acceptance of trailers is what
         # lets the upstream send them, and the gateway relays them.
         out.append((b"TE", b"trailers"))
-    peer, element, tail = _forwarding(peer_ip, scheme, host_header)
+    made = _FORWARDING.get((peer_ip, scheme, host_header))
+    if made is None:
+        made = _forwarding(peer_ip, scheme, host_header)
+    peer, element, tail = made
     if not xff and not forwarded:
         out += tail
         return out

@@ -201,6 +201,8 @@ class LeanChannel(ConnectionTimer, Protocol):
                     break
                 self._scanner = None
                 self._begin(buf, end)
+                if self._phase == BUSY:
+                    break
         except BadRequest as refusal:
             self._reject(refusal.status, refusal.message)
         finally:

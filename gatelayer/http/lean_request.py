@@ -109,15 +109,11 @@ class LeanRequest(ServerRequest):
         self.channel = channel
         self.transport = channel.transport
         self.client = channel.peer
-        self.method = head.method
-        self.uri = uri = head.target
-        self.clientproto = head.version
-        self.path, _, self.query = uri.partition(b"?")
-        self.requestHeaders = head.headers
+        self.method, self.uri, self.clientproto, self.requestHeaders, _, _, self.keep_alive, _ = head
+        self.path, _, self.query = self.uri.partition(b"?")
         # A Headers without its __init__ (a Python call per request).
         headers = self.responseHeaders = _new(Headers)
         headers._rawHeaders = {}
-        self.keep_alive = head.keep_alive
 
     def __repr__(self):
         return "<LeanRequest %s %s %s>" % (

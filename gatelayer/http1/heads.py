@@ -198,6 +198,14 @@ def parse_request_head(buf, end):
                 values.append(value)
     headers = _new_headers(Headers)
     headers._rawHeaders = raw
+    hosts = raw.get(b"Host")
+    if _FRAMING.isdisjoint(raw):
+        # No field this function reads but Host (most requests): one test
+        # instead of four lookups.
+        if version11 if hosts is None else len(hosts) != 1:
+            raise BadRequest(400, _HOST_ERRORS[version11])
+        return _new_tuple(RequestHead, (method, target, _VERSIONS[minor], headers, None, False, version11,
+                                        False))
     length = None
     values = raw.get(b"Content-Length")
     if values is not None:
@@ -218,15 +226,9 @@ def parse_request_head(buf, end):
         if len(values) != 1 or values[0].lower() != b"chunked":
             raise BadRequest(400, "unsupported Transfer-Encoding")
         chunked = True
-    hosts = raw.get(b"Host")
-    if version11:
-        if hosts is None or len(hosts) != 1:
-            raise BadRequest(400, "HTTP/1.1 request needs exactly one Host header")
-        keep_alive = True
-    else:
-        if hosts is not None and len(hosts) != 1:
-            raise BadRequest(400, "request has more than one Host header")
-        keep_alive = False
+    if version11 if hosts is None else len(hosts) != 1:
+        raise BadRequest(400, _HOST_ERRORS[version11])
+    keep_alive = version11
     values = raw.get(b"Connection")
     if values is not None:
         tokens = token_set(values)
@@ -243,6 +245,12 @@ def parse_request_head(buf, end):
 
 
 _NAMES = {}
+# The fields parse_request_head reads besides Host, by their keys in the
+# raw mapping.
+_FRAMING = frozenset([b"Content-Length", b"Transfer-Encoding", b"Connection", b"Expect"])
+# An HTTP/1.1 request needs exactly one Host, an HTTP/1.0 one at most one.
+_HOST_ERRORS = {True: "HTTP/1.1 request needs exactly one Host header",
+                False: "request has more than one Host header"}
 
 
 def _diagnose(lines):

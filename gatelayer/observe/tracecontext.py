@@ -118,8 +118,9 @@ class TraceContext:
     @ivar filters_ended: when the filter chain was done, or L{None}.
     """
 
-    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "tracestate",
-                 "filters_started", "filters_ended")
+    # Class-level defaults for what most requests never set.
+    filters_started = None
+    filters_ended = None
 
     def __init__(self, trace_id, span_id, parent_id, sampled, tracestate=None):
         self.trace_id = trace_id
@@ -127,8 +128,6 @@ class TraceContext:
         self.parent_id = parent_id
         self.sampled = sampled
         self.tracestate = tracestate
-        self.filters_started = None
-        self.filters_ended = None
 
     def traceparent(self):
         """

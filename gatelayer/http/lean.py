@@ -119,8 +119,12 @@ class LeanChannel(ConnectionTimer, Protocol):
         """
         factory = self.factory
         self.date = factory.date
-        if factory.extra_headers:
-            self.extra_headers = _canonical_pairs(factory.extra_headers)
+        self.extra_headers = _canonical_pairs(factory.extra_headers) if factory.extra_headers else ()
+        # What every request reads, as instance values (a class attribute
+        # read through the instance costs more, each time).
+        self._dead = self.write_paused = self._read_paused = False
+        self.persistent = self.persistent
+        self.pipeline_limit = self.pipeline_limit
         self.peer = self.transport.getPeer()
         self.transport.registerProducer(self, True)
         self._registered = True

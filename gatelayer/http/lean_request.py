@@ -114,6 +114,13 @@ class LeanRequest(ServerRequest):
         # A Headers without its __init__ (a Python call per request).
         headers = self.responseHeaders = _new(Headers)
         headers._rawHeaders = {}
+        # The defaults read during every request, as instance values: a
+        # class attribute read through an instance costs more than the
+        # store (they are read once or more each).
+        self.finished = self._disconnected = self.disconnected = self.startedWriting = False
+        self._chunked = self._no_body = self._completed = False
+        self.producer = self._notify = None
+        self._received = 0
 
     def __repr__(self):
         return "<LeanRequest %s %s %s>" % (

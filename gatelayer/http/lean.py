@@ -185,13 +185,25 @@ class LeanChannel(ConnectionTimer, Protocol):
                 if phase == IDLE:
                     if self.write_paused:
                         break
-                    while buf[:2] == b"\r\n":
-                        # RFC 9112 2.2: empty lines before a request line
-                        # are ignored (some clients send one after a body).
-                        buf = self._buf = buf[2:]
-                    if not buf or buf == b"\r":
+                    if buf[:1] == b"\r":
+                        while buf[:2] == b"\r\n":
+                            # RFC 9112 2.2: empty lines before a request
+                            # line are ignored (some clients send one after
+                            # a body).
+                            buf = self._buf = buf[2:]
+                        if buf == b"\r":
+                            break
+                    if not buf:
                         break
                     self._phase = HEADERS
+                    end = buf.find(b"\r\n\r\n")
+                    if end >= 0:
+                        # The whole head in one read (the usual case): no
+                        # scanner, no deadline.
+                        self._begin(buf, end)
+                        if self._phase == BUSY:
+                            break
+                        continue
                     self._searched = 0
                     self._scanner = None
                 end = buf.find(b"\r\n\r\n", self._searched)

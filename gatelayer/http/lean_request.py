@@ -185,8 +185,8 @@ class LeanRequest(ServerRequest):
             routing = self.routing
             if routing is not None:
                 routing.gateway.request_finished(self)
-        notify, self._notify = self._notify, None
-        if notify:
+        if self._notify is not None:
+            notify, self._notify = self._notify, None
             for d in notify:
                 d.callback(None)
         self.channel.request_done(self)

@@ -243,10 +243,12 @@ class Gateway:
             host_value = hosts[0] if hosts else None
         factory = request.channel.factory
         if host_value is not None:
-            scheme = factory.scheme
-            found = self._hosts[scheme].get(host_value)
+            cache = self._hosts[factory.scheme]
+            found = cache.get(host_value)
             if found is None:
-                found = self._canonical_host(scheme, host_value)
+                found = canonical_host(host_value, _DEFAULT_PORTS[factory.scheme])
+                if len(cache) < _HOST_CACHE_LIMIT:
+                    cache[host_value] = found
             host, authority = found
             if host_value != authority:
                 raw[b"Host"] = [authority]
@@ -285,17 +287,6 @@ class Gateway:
         self.requests += 1
         self.active += 1
         return routing
-
-    def _canonical_host(self, scheme, value):
-        """
-        The canonical C{(host, authority)} of the Host C{value} on a
-        C{scheme} listener, kept for the next request naming it.
-        """
-        found = canonical_host(value, _DEFAULT_PORTS[scheme])
-        cache = self._hosts[scheme]
-        if len(cache) < _HOST_CACHE_LIMIT:
-            cache[value] = found
-        return found
 
     def handle(self, request):
         """

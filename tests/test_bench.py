@@ -774,3 +774,29 @@ class CollapsedStacksTests(SynchronousTestCase):
         self.assertEqual(total, 10)
         self.assertEqual(own, [("read", 6), ("write", 3), ("f", 1)])
         self.assertEqual(inclusive, [("main", 10), ("run", 9), ("read", 6)])
+
+
+class OpcodesTests(SynchronousTestCase):
+    """
+    C{python -m bench.opcodes} counts the bytecodes of the in-memory
+    gateway's requests, function by function.
+    """
+
+    def test_counted_per_request(self):
+        """
+        Each function is counted with its calls: the gateway routes each
+        of the traced requests once, and the tracer in place before is
+        back after.
+        """
+        import sys
+        import tempfile
+
+        from bench import instructions, opcodes
+        before = sys.gettrace()
+        with tempfile.TemporaryDirectory() as directory:
+            loop = instructions.Loop((), 12, None, directory)
+            counted, calls = opcodes.count(loop, 3)
+        self.assertIs(sys.gettrace(), before)
+        routed = [key for key in calls if key[2] == "early_route"]
+        self.assertEqual([calls[key] for key in routed], [3])
+        self.assertGreater(counted[routed[0]], 3 * 50)

@@ -170,11 +170,13 @@ class ProxiedRequest:
         # edited (normalized path, query without hidden credentials,
         # headers without identity spoofs), never from the raw request.
         headers = exchange.headers
-        host = headers.getRawHeaders(b"host")
+        # The raw mapping, keyed by canonical names (as in serve): no name
+        # is encoded again per lookup.
+        raw = headers._rawHeaders
+        host = raw.get(b"Host")
         self.host_header = host[0] if host else None
-        self.headers = upstream_headers(
-            headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
-        self.trailers_wanted = wants_trailers(headers.getRawHeaders(b"te"))
+        self.headers = upstream_headers(raw.items(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
+        self.trailers_wanted = wants_trailers(raw.get(b"TE") or None)
         self.request_trailers = ()
         self.target = upstream_target(spec, exchange)
         upload = self.upload = getattr(exchange.request, "upload", None)

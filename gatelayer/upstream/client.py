@@ -211,7 +211,9 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         method = request.method
         self._no_body = method == b"HEAD"
         body = request.body
-        if IStreamedBody.providedBy(body):
+        # providedBy of None or bytes (most bodies) costs zope an
+        # AttributeError raised and cleared inside: asked of files only.
+        if body is not None and not isinstance(body, bytes) and IStreamedBody.providedBy(body):
             self._send_streamed(request, body)
         elif request.trailers:
             self._send_chunked(request, body)

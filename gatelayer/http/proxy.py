@@ -7,7 +7,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from gatelayer.chain import ITerminal
-from gatelayer.http.headers import downstream_headers, upstream_headers
+from gatelayer.http.headers import relay_headers, upstream_headers
 from gatelayer.http.origin import origin_policy
 from gatelayer.http1 import allowed_trailers, token_set, wants_trailers
 from gatelayer.upstream.state import health_failure, log_server_failure, may_retry_method
@@ -323,9 +323,9 @@ class ProxiedRequest:
             routing.upstream_connect = self.handle.connect_time
         origin = self.origin
         if origin is None:
-            relayed = downstream_headers(headers)
+            relayed = relay_headers(headers)
         else:
-            relayed = downstream_headers(headers, origin, exchange.scheme, self.host_header)
+            relayed = relay_headers(headers, origin, exchange.scheme, self.host_header)
         if self.trailers_wanted:
             self._announce_trailers(headers, relayed)
         sink = exchange.respond(status, relayed)
@@ -340,12 +340,12 @@ class ProxiedRequest:
             self.exchange.write(data)
 
     def _announce_trailers(self, headers, relayed):
-        # The upstream's Trailer header (hop-by-hop to downstream_headers)
-        # goes on, less the names that will not.
+        # The upstream's Trailer header (hop-by-hop to relay_headers) goes
+        # on, less the names that will not.
         names = [n for n in token_set(v for k, v in headers if k.lower() == b"trailer")
                  if allowed_trailers(((n, b""),), None, self.origin.hide if self.origin else ())]
         if names:
-            relayed.append((b"Trailer", b", ".join(sorted(names))))
+            relayed.addRawHeader(b"Trailer", b", ".join(sorted(names)))
 
     def response_trailers(self, fields):
         """

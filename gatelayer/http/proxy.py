@@ -4,6 +4,7 @@ keep-alive connection, and the response streams back with back-pressure.
 """
 
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gatelayer.chain import ITerminal
@@ -13,6 +14,20 @@ from gatelayer.http1 import allowed_trailers, token_set, wants_trailers
 from gatelayer.upstream.state import health_failure, log_server_failure, may_retry_method
 
 _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"])
+
+
+def _stored_name(name):
+    """
+    The key of header C{name} in a L{Headers}' mapping (twisted's canonical
+    case): the request headers are read with one dict lookup each.
+    """
+    probe = Headers()
+    probe.setRawHeaders(name, [b""])
+    return next(iter(dict(probe.getAllRawHeaders())))
+
+
+_HOST = _stored_name(b"host")
+_TE = _stored_name(b"te")
 
 
 def upstream_target(route_spec, exchange):
@@ -61,6 +76,9 @@ class UpstreamTerminal:
         self.spec = spec
         self.pool = pool
         self.state = state
+        #: The statuses of C{retry_on}, as numbers (a response's status is
+        #: looked up here, not formatted first).
+        self.retry_statuses = frozenset(int(kind) for kind in spec.retry_on if kind.isdigit())
 
     def for_route(self, route_spec):
         """
@@ -170,11 +188,13 @@ class ProxiedRequest:
         # edited (normalized path, query without hidden credentials,
         # headers without identity spoofs), never from the raw request.
         headers = exchange.headers
-        host = headers.getRawHeaders(b"host")
+        raw = headers._rawHeaders
+        host = raw.get(_HOST)
         self.host_header = host[0] if host else None
         self.headers = upstream_headers(
             headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
-        self.trailers_wanted = wants_trailers(headers.getRawHeaders(b"te"))
+        te = raw.get(_TE)
+        self.trailers_wanted = wants_trailers(te) if te else False
         self.request_trailers = ()
         self.target = upstream_target(spec, exchange)
         upload = self.upload = getattr(exchange.request, "upload", None)
@@ -308,8 +328,8 @@ class ProxiedRequest:
         exchange = self.exchange
         if exchange.disconnected:
             return
-        status_text = str(status)
-        if status_text in self.terminal.spec.retry_on:
+        if status in self.terminal.retry_statuses:
+            status_text = str(status)
             server = self._retry_target(status_text)
             if server is not None:
                 self.discarding = status_text

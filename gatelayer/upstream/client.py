@@ -211,15 +211,14 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
         method = request.method
         self._no_body = method == b"HEAD"
         body = request.body
-        if IStreamedBody.providedBy(body):
+        if body is None and not request.trailers:
+            self.transport.write(build_request_head(
+                method, request.target, request.headers,
+                0 if method in BODY_METHODS else None, self._host, not self._keepalive))
+        elif IStreamedBody.providedBy(body):
             self._send_streamed(request, body)
         elif request.trailers:
             self._send_chunked(request, body)
-        elif body is None:
-            head = build_request_head(
-                method, request.target, request.headers,
-                0 if method in BODY_METHODS else None, self._host, not self._keepalive)
-            self.transport.write(head)
         elif isinstance(body, bytes):
             size = len(body)
             if size <= _PIECE:

@@ -27,7 +27,13 @@ from gatelayer.upstream.response import (
     _CLOSED, _CONNECTING, _HEAD, _IDLE, _UNTIL_CLOSE, MAX_HEAD_SIZE, ResponseReader,
 )
 
+#: The most bytes one read of a plain upstream connection takes (Twisted
+#: reads 64 KB): a large body comes in a quarter of the reads, each a pass
+#: through the Python path from the socket to the client's transport.
+READ_SIZE = 256 * 1024
+
 __all__ = [
+    "READ_SIZE",
     "IResponseSink",
     "IConnectionOwner",
     "UpstreamRequest",
@@ -167,9 +173,12 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
 
     def connectionMade(self):
         """
-        TCP is up: ready at once, or after the TLS handshake.
+        TCP is up: ready at once, or after the TLS handshake. A plain TCP
+        connection reads up to L{READ_SIZE} bytes at once.
         """
         if not self._tls:
+            if getattr(self.transport, "bufferSize", None) is not None:
+                self.transport.bufferSize = READ_SIZE
             self._ready()
 
     def handshakeCompleted(self):

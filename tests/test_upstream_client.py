@@ -4,11 +4,13 @@ driven through a L{StringTransport} and a L{Clock}.
 """
 
 import io
+import socket
 
+from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -22,6 +24,7 @@ from gatelayer.http1 import parse_response_head as parse_head
 from gatelayer.testing.server import feed
 from gatelayer.upstream.client import (
     MAX_HEAD_SIZE,
+    READ_SIZE,
     HTTP11UpstreamConnection,
     IConnectionOwner,
     IResponseSink,
@@ -872,6 +875,23 @@ class ConnectingTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"")
         connection.handshakeCompleted()
         self.assertTrue(transport.value().startswith(b"GET / HTTP/1.1\r\n"))
+
+    def test_large_reads(self):
+        """
+        A plain TCP connection reads up to C{READ_SIZE} bytes at once (256
+        KB, where Twisted reads 64 KB); a TLS connection's transport is left
+        as it is.
+        """
+        for tls, expected in ((False, READ_SIZE), (True, 65536)):
+            client, server = socket.socketpair()
+            self.addCleanup(client.close)
+            self.addCleanup(server.close)
+            transport = tcp.Connection(client, None, MemoryReactorClock())
+            connection = HTTP11UpstreamConnection(self.owner, self.clock, 5, tls=tls)
+            connection.begin(None, 1.0)
+            connection.makeConnection(transport)
+            self.assertEqual(transport.bufferSize, expected, tls)
+        self.assertEqual(READ_SIZE, 256 * 1024)
 
     def test_handshake_timeout(self):
         """

@@ -43,7 +43,7 @@ class Loop:
     connection, ready to proxy requests one at a time.
     """
 
-    def __init__(self, filters=(), body_size=12, http_server=None, directory=None):
+    def __init__(self, filters=(), body_size=12, http_server=None, directory=None, read_size=0):
         from twisted.internet.testing import MemoryReactorClock
 
         from gatelayer.testing.server import InMemoryGateway, accept_upstream
@@ -63,9 +63,14 @@ class Loop:
         self.request = _REQUEST % (b"/small", headers)
         self.body = b"x" * body_size
         self.answer = _ANSWER % body_size + self.body
+        # The answer as the upstream socket's reads would deliver it: whole,
+        # or in pieces of read_size bytes.
+        size = read_size or len(self.answer)
+        self.pieces = [self.answer[i:i + size] for i in range(0, len(self.answer), size)]
         self.channel.dataReceived(self.request)
         self.upstream, self.server = accept_upstream(self.gate.reactor)
-        self.server.dataReceived(self.answer)
+        for piece in self.pieces:
+            self.server.dataReceived(piece)
         self.check()
 
     def check(self):
@@ -86,14 +91,16 @@ class Loop:
         Proxy C{count} requests; the transports are emptied after each.
         """
         channel, server, upstream, client = self.channel, self.server, self.upstream, self.client
-        request, answer = self.request, self.answer
+        request, pieces = self.request, self.pieces
         for _ in range(count):
             channel.dataReceived(request)
-            server.dataReceived(answer)
+            for piece in pieces:
+                server.dataReceived(piece)
             upstream.clear()
             client.clear()
         channel.dataReceived(request)
-        server.dataReceived(answer)
+        for piece in pieces:
+            server.dataReceived(piece)
         self.check()
 
 
@@ -125,13 +132,17 @@ def main(args=None):
     parser.add_argument("--filters", default="", help="comma-separated bench filter sets: jwt, limit, "
                         "nometrics, accesslog ... (see bench/_configs.py FILTER_SETS)")
     parser.add_argument("--body-size", type=int, default=12, help="response body bytes (default 12)")
+    parser.add_argument("--read-size", type=int, default=0,
+                        help="hand the upstream's answer to the gateway in pieces of this many bytes, as "
+                        "socket reads would (default 0: whole)")
     parser.add_argument("--http-server", default=None, help="[gateway] http_server (default: the default)")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions per request under valgrind (500 and 2000 requests)")
     parser.add_argument("--cprofile", action="store_true", help="print the top functions by own time")
     options = parser.parse_args(args)
     filters = tuple(name for name in options.filters.split(",") if name)
-    passed = ["--filters", options.filters, "--body-size", str(options.body_size)]
+    passed = ["--filters", options.filters, "--body-size", str(options.body_size),
+              "--read-size", str(options.read_size)]
     if options.http_server:
         passed += ["--http-server", options.http_server]
     if options.callgrind:
@@ -141,7 +152,7 @@ def main(args=None):
               % ((totals[high] - totals[low]) / (high - low), high, low))
         return
     with tempfile.TemporaryDirectory() as directory:
-        loop = Loop(filters, options.body_size, options.http_server, directory)
+        loop = Loop(filters, options.body_size, options.http_server, directory, options.read_size)
         loop.run(min(options.count, 200))
         if options.cprofile:
             profile = cProfile.Profile()

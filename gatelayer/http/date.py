@@ -28,12 +28,23 @@ def imf_fixdate(seconds):
         _DAYS[weekday], day, _MONTHS[month - 1], year, hour, minute, second)
 
 
+# The last value is_imf_fixdate found well formed: an upstream sends the
+# same Date for a whole second, so most checks are one comparison.
+_last_valid = None
+
+
 def is_imf_fixdate(value):
     """
     Whether C{value} (bytes) is a well-formed IMF-fixdate, the only form a
     sender may generate.
     """
-    return _IMF_FIXDATE.fullmatch(value) is not None
+    global _last_valid
+    if value == _last_valid:
+        return True
+    if _IMF_FIXDATE.fullmatch(value) is None:
+        return False
+    _last_valid = value
+    return True
 
 
 class HTTPDate:

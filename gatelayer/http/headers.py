@@ -1,7 +1,11 @@
 """
 Header rewriting for the proxy: hop-by-hop removal and the X-Forwarded-* /
-Forwarded headers. Pure functions over lists of byte pairs.
+Forwarded headers. Pure functions over lists of byte pairs, and
+L{relay_headers}, which makes the response head the client gets straight
+into a twisted.web L{Headers} (the form the server channels write).
 """
+
+from twisted.web.http_headers import Headers, InvalidHeaderName
 
 from gatelayer.http1 import token_set, wants_trailers
 
@@ -186,4 +190,101 @@ def downstream_headers(headers, origin=None, scheme="http", authority=None):
         out.append((name, value))
     if drop:
         out = [pair for pair in out if pair[0].lower() not in drop]
+    return out
+
+
+# Where relay_headers puts a response header, by its lower-case name.
+_RELAY, _HOP, _CONNECTION, _LENGTH, _HIDDEN, _REWRITTEN = range(6)
+# Connection values that name nothing but hop-by-hop headers, as nginx and
+# most servers send them: no token set to build.
+_PLAIN_CONNECTION = frozenset([b"keep-alive", b"close", b"Keep-Alive", b"Close"])
+# Response header names as sent -> (canonical name, kind), without a route
+# policy; an OriginPolicy keeps its own. Bounded: the names are a server's.
+_RELAY_NAMES = {}
+_MAX_NAMES = 1000
+
+try:
+    from twisted.web.http_headers import _nameEncoder
+    _canonical_name = _nameEncoder.encode
+    Headers()._rawHeaders  # noqa: B018 -- the layout relay_headers fills
+except (ImportError, AttributeError):  # pragma: no cover - other Twisted versions
+    _canonical_name = None
+
+
+def _kind(name, origin):
+    """
+    C{(canonical name, kind)} of the response header C{name} (a token)
+    under the route policy C{origin} (or L{None}), in the order
+    L{downstream_headers} decides: hop-by-hop, hidden, rewritten,
+    Content-Length, relayed.
+    """
+    lower = name.lower()
+    if lower in HOP_BY_HOP:
+        kind = _CONNECTION if lower == b"connection" else _HOP
+    elif origin is not None and lower in origin.hide:
+        kind = _HIDDEN
+    elif origin is not None and lower in origin.special:
+        kind = _REWRITTEN
+    elif lower == b"content-length":
+        kind = _LENGTH
+    else:
+        kind = _RELAY
+    return _canonical_name(name), kind
+
+
+def relay_headers(headers, origin=None, scheme="http", authority=None):
+    """
+    What L{downstream_headers} relays of C{headers}, as a L{Headers} (the
+    names in twisted's canonical case, as C{addRawHeader} would have made
+    them), built in one pass: each name is looked up once in a cache, not
+    lower-cased and compared several times.
+
+    C{headers} must have passed the response head's grammar (names are
+    tokens, no value holds CR or LF), as the upstream client's are: the
+    values go in without twisted's sanitizing.
+    """
+    if _canonical_name is None:  # pragma: no cover - other Twisted versions
+        out = Headers()
+        for name, value in downstream_headers(headers, origin, scheme, authority):
+            out.addRawHeader(name, value)
+        return out
+    names = _RELAY_NAMES if origin is None else origin.names
+    raw = {}
+    drop = None
+    length = False
+    for name, value in headers:
+        entry = names.get(name)
+        if entry is None:
+            entry = _kind(name, origin)
+            if len(names) < _MAX_NAMES:
+                names[name] = entry
+        canonical, kind = entry
+        if kind:
+            if kind == _LENGTH:
+                if length:
+                    continue
+                length = True
+                if b"," in value:
+                    value = value.partition(b",")[0].strip(b" \t")
+            elif kind == _REWRITTEN:
+                value = origin.rewrite(canonical.lower(), value, scheme, authority)
+            else:
+                if kind == _CONNECTION and value not in _PLAIN_CONNECTION:
+                    tokens = token_set((value,))
+                    drop = tokens if drop is None else drop | tokens
+                continue
+        values = raw.get(canonical)
+        if values is None:
+            raw[canonical] = [value]
+        else:
+            values.append(value)
+    if drop:
+        for token in drop - HOP_BY_HOP:
+            try:
+                raw.pop(_canonical_name(token), None)
+            except InvalidHeaderName:
+                # Not a token: no header has that name.
+                pass
+    out = Headers()
+    out._rawHeaders = raw
     return out

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
+from gatelayer.http.bulk import tune_client_writes
 from gatelayer.http.errors import raw_error_response
 from gatelayer.http.lean_request import LeanRequest
 from gatelayer.http.timer import BODY, BUSY, HEADERS, IDLE, ConnectionTimer
@@ -126,6 +127,7 @@ class LeanChannel(ConnectionTimer, Protocol):
         self.persistent = self.persistent
         self.pipeline_limit = self.pipeline_limit
         self.peer = self.transport.getPeer()
+        tune_client_writes(self.transport)
         self.transport.registerProducer(self, True)
         self._registered = True
         self._arm(self.idle_timeout)

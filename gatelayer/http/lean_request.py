@@ -259,9 +259,10 @@ class LeanRequest(ServerRequest):
         append = parts.append
         if dates is None:
             append(channel.date.line())
+        extend = parts.extend
         for name, values in raw.items():
             for value in values:
-                append(name + b": " + value + b"\r\n")
+                extend((name, b": ", value, b"\r\n"))
         connection = raw.get(b"Connection")
         if connection is not None and keep and connection_flags(connection)[0]:
             keep = False

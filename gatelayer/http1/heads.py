@@ -299,49 +299,155 @@ def parse_response_head(head):
     Content-Length digits only and the same when repeated or listed, no
     Transfer-Encoding with it nor in HTTP/1.0, and no coding but
     C{chunked}. The caller bounds the head's size (C{RESPONSE.max_head}).
+
+    An upstream sends the same lines again and again (its Server,
+    Content-Type and Connection lines, its Date for a whole second): a
+    status line or field line that passed the grammar is remembered with
+    what it says (L{_LINES}), so a head made only of such lines costs one
+    lookup per line. Any other head is checked whole, as the first time.
+    """
+    lines = head.split(b"\r\n")
+    start = _STATUS_LINES.get(lines[0])
+    if start is None:
+        return _parse_new(head, lines)
+    known = _LINES
+    headers = []
+    append = headers.append
+    framing = None
+    rest = iter(lines)
+    next(rest)
+    try:
+        for line in rest:
+            field, meaning = known[line]
+            append(field)
+            if meaning is not None:
+                if framing is None:
+                    framing = [meaning]
+                else:
+                    framing.append(meaning)
+    except KeyError:
+        return _parse_new(head, lines)
+    status, reason, http11 = start
+    content_length = None
+    close = keep_alive = False
+    if framing is not None:
+        for kind, value in framing:
+            if kind == _CONNECTION:
+                close = close or value[0]
+                keep_alive = keep_alive or value[1]
+            elif kind == _LENGTH and (content_length is None or content_length == value):
+                content_length = value
+            else:
+                # A coding, or lengths that differ: the full reading.
+                return (status, reason, headers, http11) + _framing(framing, http11)
+    return status, reason, headers, http11, content_length, False, close, keep_alive
+
+
+# Status lines and field lines that passed the grammar, as they were sent:
+# a status line -> (status, reason, http11); a field line -> ((name,
+# value), meaning), the meaning being None or what the line says about
+# framing (see _field). At most _MAX_LINES lines of at most _MAX_LINE bytes
+# each are kept (an upstream's few hundred KB at worst): when full, the
+# table starts again empty.
+_STATUS_LINES = {}
+_LINES = {}
+_MAX_LINES = 1024
+_MAX_LINE = 256
+_LENGTH, _CODING, _CONNECTION = 1, 2, 3
+
+
+def _remember(table, line, entry):
+    if len(line) <= _MAX_LINE:
+        if len(table) >= _MAX_LINES:
+            table.clear()
+        table[line] = entry
+
+
+def _parse_new(head, lines):
+    """
+    L{parse_response_head} for a head with a line not seen before: the
+    whole head against the grammar, then each line read and remembered.
     """
     if _RESPONSE_HEAD.fullmatch(head) is None:
-        raise BadResponse(_diagnose(head.split(b"\r\n")))
-    lines = head.split(b"\r\n")
+        raise BadResponse(_diagnose(lines))
     first = lines[0]
-    http11 = first[7] == 49  # b"1"
-    status = int(first[9:12])
-    reason = first[13:]
+    start = (int(first[9:12]), first[13:], first[7] == 49)  # b"1"
+    _remember(_STATUS_LINES, first, start)
+    known = _LINES
     headers = []
+    framing = []
+    for index in range(1, len(lines)):
+        line = lines[index]
+        entry = known.get(line)
+        if entry is None:
+            entry = _field(line)
+            _remember(known, line, entry)
+        headers.append(entry[0])
+        if entry[1] is not None:
+            framing.append(entry[1])
+            # Conflicting lengths fail at the line that conflicts, before
+            # what later lines hold is read.
+            _framing(framing, start[2], partial=True)
+    return (start[0], start[1], headers, start[2]) + _framing(framing, start[2])
+
+
+def _field(line):
+    """
+    C{((name, value), meaning)} of a field line that passed the grammar:
+    the value without surrounding blanks, and what the line says about
+    framing: C{(_LENGTH, n)}, C{(_CODING, value)}, C{(_CONNECTION, (close,
+    keep_alive))} or L{None}. Raise L{BadResponse} for a Content-Length
+    that is not digits or lists differing lengths.
+    """
+    name, _, value = line.partition(b":")
+    value = value.strip(b" \t")
+    meaning = None
+    size = len(name)
+    if size == 14:
+        if name.lower() == b"content-length":
+            length = None
+            for part in value.split(b","):
+                part = part.strip(b" \t")
+                if not part.isdigit() or len(part) > MAX_CONTENT_LENGTH_DIGITS:
+                    raise BadResponse("invalid Content-Length %r" % (value[:40],))
+                if length is not None and length != int(part):
+                    raise BadResponse("conflicting Content-Length values")
+                length = int(part)
+            meaning = (_LENGTH, length)
+    elif size == 17:
+        if name.lower() == b"transfer-encoding":
+            meaning = (_CODING, value)
+    elif size == 10:
+        if name.lower() == b"connection":
+            meaning = (_CONNECTION, connection_flags((value,)))
+    return (name, value), meaning
+
+
+def _framing(meanings, http11, partial=False):
+    """
+    C{(content_length, chunked, close, keep_alive)} from the C{meanings}
+    of a head's framing lines, in order; raise L{BadResponse} for
+    ambiguous framing. With C{partial}, only the lengths seen so far are
+    checked.
+    """
     content_length = None
     transfer_encoding = None
-    connection = None
-    for index in range(1, len(lines)):
-        name, _, value = lines[index].partition(b":")
-        value = value.strip(b" \t")
-        headers.append((name, value))
-        size = len(name)
-        if size == 14:
-            if name.lower() == b"content-length":
-                for part in value.split(b","):
-                    part = part.strip(b" \t")
-                    if not part.isdigit() or len(part) > MAX_CONTENT_LENGTH_DIGITS:
-                        raise BadResponse("invalid Content-Length %r" % (value[:40],))
-                    length = int(part)
-                    if content_length is not None and content_length != length:
-                        raise BadResponse("conflicting Content-Length values")
-                    content_length = length
-        elif size == 17:
-            if name.lower() == b"transfer-encoding":
-                if transfer_encoding is None:
-                    transfer_encoding = value
-                else:
-                    transfer_encoding += b"," + value
-        elif size == 10:
-            if name.lower() == b"connection":
-                if connection is None:
-                    connection = [value]
-                else:
-                    connection.append(value)
-    if connection is None:
-        close = keep_alive = False
-    else:
-        close, keep_alive = connection_flags(connection)
+    close = keep_alive = False
+    for kind, value in meanings:
+        if kind == _LENGTH:
+            if content_length is not None and content_length != value:
+                raise BadResponse("conflicting Content-Length values")
+            content_length = value
+        elif partial:
+            continue
+        elif kind == _CODING:
+            if transfer_encoding is None:
+                transfer_encoding = value
+            else:
+                transfer_encoding += b"," + value
+        else:
+            close = close or value[0]
+            keep_alive = keep_alive or value[1]
     chunked = False
     if transfer_encoding is not None:
         if not http11:
@@ -353,4 +459,4 @@ def parse_response_head(head):
         if codings != [b"chunked"]:
             raise BadResponse("unsupported Transfer-Encoding %r" % (transfer_encoding[:40],))
         chunked = True
-    return status, reason, headers, http11, content_length, chunked, close, keep_alive
+    return content_length, chunked, close, keep_alive

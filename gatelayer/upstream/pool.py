@@ -258,10 +258,10 @@ class UpstreamPool:
         self._close_waiters = []
 
     def _slot(self, server):
-        key = (server.host, server.port)
-        slot = self._slots.get(key)
+        # Keyed by the server's "host:port", made once with its spec.
+        slot = self._slots.get(server.address)
         if slot is None:
-            slot = self._slots[key] = _ServerSlot(self, server)
+            slot = self._slots[server.address] = _ServerSlot(self, server)
         return slot
 
     def request(self, server, method, target, headers, body, sink, idempotent, trailers=()):
@@ -286,11 +286,17 @@ class UpstreamPool:
         @return: the L{UpstreamRequest} handle (C{cancel()}, and the
             response body's push producer).
         """
-        slot = self._slot(server)
+        slot = self._slots.get(server.address)
+        if slot is None:
+            slot = self._slot(server)
         slot.active += 1
         request = UpstreamRequest(slot, server, method, target, headers, body, sink, idempotent,
                                   trailers)
-        slot.dispatch(request)
+        idle = slot.idle
+        if idle:
+            idle.pop().send(request)
+        else:
+            slot.dispatch(request)
         return request
 
     def open_dedicated(self, server, connection_class, request, **arguments):
@@ -326,14 +332,14 @@ class UpstreamPool:
         Requests in flight to C{server} from this pool: queued, connecting
         or sent, not yet ended.
         """
-        slot = self._slots.get((server.host, server.port))
+        slot = self._slots.get(server.address)
         return 0 if slot is None else slot.active
 
     def stats(self, server):
         """
         A L{ServerStats} snapshot for C{server}.
         """
-        slot = self._slots.get((server.host, server.port))
+        slot = self._slots.get(server.address)
         if slot is None:
             return ServerStats(0, 0, 0, 0)
         return ServerStats(slot.active, slot.opened, len(slot.idle), len(slot.queue))

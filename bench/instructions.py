@@ -43,7 +43,9 @@ class Loop:
     connection, ready to proxy requests one at a time.
     """
 
-    def __init__(self, filters=(), body_size=12, http_server=None, directory=None):
+    def __init__(self, filters=(), body_size=12, http_server=None, directory=None, read_size=0):
+        from twisted.internet.testing import MemoryReactorClock
+
         from gatelayer.testing.server import InMemoryGateway, accept_upstream
 
         headers = b""
@@ -53,14 +55,22 @@ class Loop:
             headers = b"Authorization: Bearer %s\r\n" % token.encode("ascii")
         text = _configs.gatelayer_ini(1, 8080, 8081, 8082, filters=filters, jwt_key=jwt_key,
                                       http_server=http_server)
-        self.gate = InMemoryGateway(text, with_upstreams=True, metrics="nometrics" not in filters)
+        reactor = MemoryReactorClock()
+        reactor.advance(time.time())  # tokens are checked against the clock
+        self.gate = InMemoryGateway(text, reactor=reactor, with_upstreams=True,
+                                    metrics="nometrics" not in filters)
         self.channel, self.client = self.gate.connect()
         self.request = _REQUEST % (b"/small", headers)
         self.body = b"x" * body_size
         self.answer = _ANSWER % body_size + self.body
+        # The answer as the upstream socket's reads would deliver it: whole,
+        # or in pieces of read_size bytes.
+        size = read_size or len(self.answer)
+        self.pieces = [self.answer[i:i + size] for i in range(0, len(self.answer), size)]
         self.channel.dataReceived(self.request)
         self.upstream, self.server = accept_upstream(self.gate.reactor)
-        self.server.dataReceived(self.answer)
+        for piece in self.pieces:
+            self.server.dataReceived(piece)
         self.check()
 
     def check(self):
@@ -81,14 +91,16 @@ class Loop:
         Proxy C{count} requests; the transports are emptied after each.
         """
         channel, server, upstream, client = self.channel, self.server, self.upstream, self.client
-        request, answer = self.request, self.answer
+        request, pieces = self.request, self.pieces
         for _ in range(count):
             channel.dataReceived(request)
-            server.dataReceived(answer)
+            for piece in pieces:
+                server.dataReceived(piece)
             upstream.clear()
             client.clear()
         channel.dataReceived(request)
-        server.dataReceived(answer)
+        for piece in pieces:
+            server.dataReceived(piece)
         self.check()
 
 
@@ -123,13 +135,17 @@ def main(args=None):
                         help="requests proxied before measuring (default: 200, or --count if fewer; on "
                         "PyPy, 100000 or more lets the JIT settle)")
     parser.add_argument("--body-size", type=int, default=12, help="response body bytes (default 12)")
+    parser.add_argument("--read-size", type=int, default=0,
+                        help="hand the upstream's answer to the gateway in pieces of this many bytes, as "
+                        "socket reads would (default 0: whole)")
     parser.add_argument("--http-server", default=None, help="[gateway] http_server (default: the default)")
     parser.add_argument("--callgrind", action="store_true",
                         help="count instructions per request under valgrind (500 and 2000 requests)")
     parser.add_argument("--cprofile", action="store_true", help="print the top functions by own time")
     options = parser.parse_args(args)
     filters = tuple(name for name in options.filters.split(",") if name)
-    passed = ["--filters", options.filters, "--body-size", str(options.body_size)]
+    passed = ["--filters", options.filters, "--body-size", str(options.body_size),
+              "--read-size", str(options.read_size)]
     if options.http_server:
         passed += ["--http-server", options.http_server]
     if options.callgrind:
@@ -139,7 +155,7 @@ def main(args=None):
               % ((totals[high] - totals[low]) / (high - low), high, low))
         return
     with tempfile.TemporaryDirectory() as directory:
-        loop = Loop(filters, options.body_size, options.http_server, directory)
+        loop = Loop(filters, options.body_size, options.http_server, directory, options.read_size)
         loop.run(min(options.count, 200) if options.warmup is None else options.warmup)
         if options.cprofile:
             profile = cProfile.Profile()

@@ -607,6 +607,48 @@ class ResponderTests(SynchronousTestCase):
         self.assertEqual(json.loads(body), {"error": "response broken off before it was sent", "status": 502})
         self.assertFalse(client.disconnecting)
 
+    def test_checked_headers_taken_as_they_are(self):
+        """
+        A terminal may answer with a L{Headers} it checked (the proxy's
+        relayed head): it becomes the response's headers, and the filters'
+        response phase, the Server header and the request id are added to
+        it as to pairs. Headers already on the response are kept beside
+        its own.
+        """
+        route = self.gate.gateway.table.match("", b"/hello", "GET").route
+        original = route.terminal
+        self.filters(b"/hello", HeaderFilter("a", self.calls))
+        given = []
+
+        @implementer(ITerminal)
+        class Checked:
+            """
+            Answers 200 with a L{Headers}, after a header already set on
+            the second request.
+            """
+
+            def serve(self, exchange):
+                """
+                Answer with C{X-Own} in a L{Headers}.
+                """
+                if given:
+                    exchange.request.responseHeaders.addRawHeader(b"X-Before", b"0")
+                headers = Headers({b"X-Own": [b"1"]})
+                given.append(headers)
+                exchange.respond(200, headers)
+                exchange.write(b"ok")
+                exchange.finish()
+        object.__setattr__(route, "terminal", Checked())
+        self.addCleanup(object.__setattr__, route, "terminal", original)
+        for before in ([], [b"0"]):
+            status, headers, body = parse_response(self.gate.exchange(GET_HELLO))
+            self.assertEqual((status, body), (200, b"ok"))
+            self.assertEqual(headers[b"x-own"], [b"1"])
+            self.assertEqual(headers[b"x-seen"], [b"a"])
+            self.assertEqual(headers[b"server"], [b"gatelayer"])
+            self.assertEqual(headers.get(b"x-before", []), before)
+            self.assertEqual(len(headers[b"x-request-id"]), 1)
+
     def test_sink_is_the_exchange(self):
         """
         C{respond} returns the exchange itself as the body sink (no

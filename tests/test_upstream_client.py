@@ -4,11 +4,13 @@ driven through a L{StringTransport} and a L{Clock}.
 """
 
 import io
+import socket
 
+from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -17,10 +19,12 @@ from zope.interface.verify import verifyObject
 from gatelayer.config.model import ServerSpec
 from gatelayer.http1 import BadRequest, BadResponse, valid_field
 from gatelayer.http1 import parse_request_head as server_parse
+from gatelayer.http1 import heads
 from gatelayer.http1 import parse_response_head as parse_head
 from gatelayer.testing.server import feed
 from gatelayer.upstream.client import (
     MAX_HEAD_SIZE,
+    READ_SIZE,
     HTTP11UpstreamConnection,
     IConnectionOwner,
     IResponseSink,
@@ -872,6 +876,23 @@ class ConnectingTests(SynchronousTestCase):
         connection.handshakeCompleted()
         self.assertTrue(transport.value().startswith(b"GET / HTTP/1.1\r\n"))
 
+    def test_large_reads(self):
+        """
+        A plain TCP connection reads up to C{READ_SIZE} bytes at once (256
+        KB, where Twisted reads 64 KB); a TLS connection's transport is left
+        as it is.
+        """
+        for tls, expected in ((False, READ_SIZE), (True, 65536)):
+            client, server = socket.socketpair()
+            self.addCleanup(client.close)
+            self.addCleanup(server.close)
+            transport = tcp.Connection(client, None, MemoryReactorClock())
+            connection = HTTP11UpstreamConnection(self.owner, self.clock, 5, tls=tls)
+            connection.begin(None, 1.0)
+            connection.makeConnection(transport)
+            self.assertEqual(transport.bufferSize, expected, tls)
+        self.assertEqual(READ_SIZE, 256 * 1024)
+
     def test_handshake_timeout(self):
         """
         connect_timeout covers the TLS handshake.
@@ -947,6 +968,65 @@ class ParseHeadTests(SynchronousTestCase):
             (404, b"Not Found", [(b"X", b"a b"), (b"Connection", b"keep-alive"),
                                  (b"Content-Length", b"3, 3")], False, 3, False, False, True))
         self.assertEqual(parse_head(b"HTTP/1.1 200"), (200, b"", [], True, None, False, False, False))
+
+    def test_remembered_lines(self):
+        """
+        A head whose lines were all seen before (read from the remembered
+        lines) parses as it did the first time, and a refused head is
+        refused for the same reason when each of its lines was seen in an
+        accepted one: the framing of the whole head is still checked.
+        """
+        self.patch(heads, "_LINES", {})
+        self.patch(heads, "_STATUS_LINES", {})
+        accepted = [
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 12\r\nConnection: keep-alive",
+            b"HTTP/1.0 404 Not Found\r\nX:  a b \r\nConnection: keep-alive\r\nContent-Length: 3, 3",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close, Keep-Alive",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\nX: a",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: gzip",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 99999999999999999999",
+            b"HTTP/1.1 204",
+            b"HTTP/1.1 200 OK\r\nX:",
+        ]
+        first = []
+        for head in accepted:
+            try:
+                first.append(parse_head(head))
+            except BadResponse as e:
+                first.append(str(e))
+        for head, expected in zip(accepted * 2, first * 2):
+            try:
+                self.assertEqual(parse_head(head), expected, head)
+            except BadResponse as e:
+                self.assertEqual(str(e), expected, head)
+        for head, reason in REFUSAL_REASONS + [
+                (b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nContent-Length: 1",
+                 "conflicting Content-Length values"),
+                (b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nTransfer-Encoding: chunked",
+                 "both Content-Length and Transfer-Encoding"),
+                (b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nX: a",
+                 "Transfer-Encoding in an HTTP/1.0 response"),
+                (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: gzip\r\nX: a",
+                 "both Content-Length and Transfer-Encoding"),
+                (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip",
+                 "unsupported Transfer-Encoding b'chunked,gzip'")]:
+            error = self.assertRaises(BadResponse, parse_head, head)
+            self.assertEqual(str(error), reason, head)
+        self.assertIn(b"Content-Length: 12", heads._LINES)
+        self.assertNotIn(b"X Bad: 1", heads._LINES)
+
+    def test_remembered_lines_bounded(self):
+        """
+        At most C{_MAX_LINES} lines are remembered (then the table starts
+        again), and none longer than C{_MAX_LINE} bytes.
+        """
+        self.patch(heads, "_LINES", {})
+        for index in range(heads._MAX_LINES + 10):
+            parse_head(b"HTTP/1.1 200 OK\r\nX-N: %d" % (index,))
+        self.assertLessEqual(len(heads._LINES), heads._MAX_LINES)
+        long = b"X-Long: " + b"a" * heads._MAX_LINE
+        self.assertEqual(parse_head(b"HTTP/1.1 200 OK\r\n" + long)[2], [(b"X-Long", b"a" * heads._MAX_LINE)])
+        self.assertNotIn(long, heads._LINES)
 
     def test_same_grammar_as_server_channel(self):
         """

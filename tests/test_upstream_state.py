@@ -91,6 +91,26 @@ class PickTests(SynchronousTestCase):
         state.set_healthy("b1:80", False)
         self.assertIsNone(state.pick("192.0.2.1"))
 
+    def test_one_primary(self):
+        """
+        With one primary (and a backup), the primary is picked while it is
+        healthy and not ejected; the backup while it is not; and once its
+        ejection is over it is back, on probation.
+        """
+        state, clock = make_state("p1:80", "b1:80 backup", max_fails=1, fail_timeout=10)
+        self.assertEqual(addresses(state, 2), ["p1:80"] * 2)
+        state.set_healthy("p1:80", False)
+        self.assertEqual(addresses(state, 2), ["b1:80"] * 2)
+        state.set_healthy("p1:80", True)
+        primary = state.pick("192.0.2.1")
+        state.report_failure(primary, "timeout")
+        self.assertEqual(addresses(state, 2), ["b1:80"] * 2)
+        clock.advance(10)
+        self.assertEqual(addresses(state, 2), ["p1:80"] * 2)
+        self.assertTrue(state.snapshot()[0]["ejections"])
+        state.report_failure(primary, "timeout")
+        self.assertEqual(addresses(state, 1), ["b1:80"])
+
     def test_retry_goes_elsewhere(self):
         """
         A server already tried by the request (given as server or address) is

@@ -12,11 +12,13 @@ then a chunk costs one attribute test on its way to the connection).
 import json
 
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from gatelayer.chain._interfaces import IBodyFilter, IBodySink, ILogFilter
+from gatelayer.chain._interfaces import IBodyFilter, IBodySink
+from gatelayer.chain._routechain import NO_FILTERS, RouteChain, stored_headers
 
-__all__ = ["FILTER_FAILED", "PROBLEM_JSON", "Responder", "RouteChain", "error_body"]
+__all__ = ["FILTER_FAILED", "NO_FILTERS", "PROBLEM_JSON", "Responder", "RouteChain", "error_body"]
 
 _JSON = [b"application/json"]
 PROBLEM_JSON = b"application/problem+json"
@@ -48,59 +50,6 @@ def error_document(data, request_id=None):
         data = dict(data, request_id=(request_id.decode("ascii", "replace")
                                       if isinstance(request_id, bytes) else request_id))
     return json.dumps(data, separators=(",", ":")).encode("utf-8")
-
-
-class RouteChain:
-    """
-    What an exchange needs of its route to answer: the filters, which of
-    them have a response-body hook (found once, here), and the C{Server}
-    header policy. Built once per route per configuration.
-
-    @ivar filters: the route's filters, in request order.
-    @ivar body_hooks: the indexes in C{filters} of the filters providing
-        L{IBodyFilter}, in request order.
-    @ivar server_header: the C{Server} value put on answers (L{None}:
-        whatever the terminal set, an upstream's say, is kept).
-    @ivar request_id_header: the header name (bytes) the exchange's
-        C{request_id} is returned in (replacing an upstream's).
-    @ivar timeouts: for each filter, how long (seconds) its asynchronous
-        request phase may take, or L{None} for no bound.
-    @ivar clock: the L{twisted.internet.interfaces.IReactorTime} timing
-        them (L{None}: no timeouts).
-    @ivar log_hooks: the indexes in C{filters} of the filters providing
-        L{ILogFilter}, in request order.
-    """
-
-    __slots__ = ("filters", "body_hooks", "server_header", "request_id_header", "timeouts", "clock",
-                 "log_hooks")
-
-    def __init__(self, filters=(), body_hooks=(), server_header=None,
-                 request_id_header=b"X-Request-Id", timeouts=(), clock=None, log_hooks=()):
-        self.filters = tuple(filters)
-        self.body_hooks = tuple(body_hooks)
-        self.server_header = server_header
-        self.request_id_header = request_id_header
-        self.timeouts = tuple(timeouts)
-        self.clock = clock
-        self.log_hooks = tuple(log_hooks)
-
-    @classmethod
-    def build(cls, filters, server_header=None, request_id_header=b"X-Request-Id", timeouts=(), clock=None):
-        """
-        The chain of C{filters}, with the body-hook and log-hook
-        capabilities checked once; C{timeouts} (one per filter, L{None} for
-        none) are timed with C{clock}.
-        """
-        filters = tuple(filters)
-        hooks = tuple(i for i, flt in enumerate(filters) if IBodyFilter.providedBy(flt))
-        log_hooks = tuple(i for i, flt in enumerate(filters) if ILogFilter.providedBy(flt))
-        return cls(filters, hooks, server_header, request_id_header, timeouts, clock, log_hooks)
-
-    def __repr__(self):
-        return "<RouteChain %s>" % (", ".join(getattr(f, "name", repr(f)) for f in self.filters),)
-
-
-NO_FILTERS = RouteChain()
 
 
 def _edit(raw, edits):
@@ -135,7 +84,9 @@ class Responder:
     def respond(self, status, headers=(), length=None):
         """
         Set the response head: C{status}, C{headers} (C{(name, value)} byte
-        pairs), then what the filters that ran add (their C{on_response},
+        pairs, or a L{Headers} whose values the terminal checked: taken as
+        the response's headers without a copy, as the proxy relays an
+        upstream's), then what the filters that ran add (their C{on_response},
         reverse order, once), the C{Server} header, and a Content-Length of
         C{length} when given (the response-head phase sees it; set again
         last: no filter changes it, unless a body filter changes the
@@ -287,8 +238,16 @@ class Responder:
         request = self.request
         request.setResponseCode(status)
         raw = request.responseHeaders
-        for name, value in headers:
-            raw.addRawHeader(name, value)
+        if isinstance(headers, Headers):
+            if stored_headers(raw):
+                for name, values in headers.getAllRawHeaders():
+                    for value in values:
+                        raw.addRawHeader(name, value)
+            else:
+                request.responseHeaders = raw = headers
+        else:
+            for name, value in headers:
+                raw.addRawHeader(name, value)
         ran = self.ran
         if ran:
             chain = self.chain
@@ -315,7 +274,13 @@ class Responder:
         for name, value in self.response_headers:
             raw.addRawHeader(name, value)
         if self.request_id:
-            raw.setRawHeaders(self.chain.request_id_header, [self.request_id])
+            # The gateway's own id (sane: visible ASCII), set as
+            # setRawHeaders would, without its name and value checks.
+            stored = stored_headers(raw)
+            if stored is None:  # pragma: no cover - other Twisted versions
+                raw.setRawHeaders(self.chain.request_id_header, [self.request_id])
+            else:
+                stored[self.chain.request_id_key] = [self.request_id]
         return failed
 
     @property

@@ -28,10 +28,9 @@ def imf_fixdate(seconds):
         _DAYS[weekday], day, _MONTHS[month - 1], year, hour, minute, second)
 
 
-# The last value found well formed: an upstream's Date changes once a
-# second, so most checks are one comparison (a regular expression match
-# allocates on PyPy).
-_last_valid = [b"Sun, 06 Nov 1994 08:49:37 GMT"]
+# The last value is_imf_fixdate found well formed: an upstream sends the
+# same Date for a whole second, so most checks are one comparison.
+_last_valid = None
 
 
 def is_imf_fixdate(value):
@@ -39,11 +38,12 @@ def is_imf_fixdate(value):
     Whether C{value} (bytes) is a well-formed IMF-fixdate, the only form a
     sender may generate.
     """
-    if value == _last_valid[0]:
+    global _last_valid
+    if value == _last_valid:
         return True
     if _IMF_FIXDATE.fullmatch(value) is None:
         return False
-    _last_valid[0] = value
+    _last_valid = value
     return True
 
 

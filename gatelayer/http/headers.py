@@ -1,7 +1,11 @@
 """
 Header rewriting for the proxy: hop-by-hop removal and the X-Forwarded-* /
-Forwarded headers. Pure functions over lists of byte pairs.
+Forwarded headers. Pure functions over lists of byte pairs, and
+L{relay_headers}, which makes the response head the client gets straight
+into a twisted.web L{Headers} (the form the server channels write).
 """
+
+from twisted.web.http_headers import Headers, InvalidHeaderName
 
 from gatelayer.http1 import token_set, wants_trailers
 
@@ -29,6 +33,58 @@ def _format_for(ip):
     return ip
 
 
+# How upstream_headers treats a request header name (any spelling).
+_PLAIN, _CONNECTION, _TE, _DROPPED, _XFF, _FORWARDED = range(6)
+# Names seen, and the forwarding headers made for (peer, scheme, host):
+# both repeat from request to request; bounded against a client sending
+# many different ones.
+_KINDS = {}
+_FORWARDING = {}
+_CACHE_LIMIT = 1024
+
+
+def _kind(name):
+    lower = name.lower()
+    if lower == b"connection":
+        kind = _CONNECTION
+    elif lower == b"te":
+        kind = _TE
+    elif lower in HOP_BY_HOP or lower in _REPLACED_UPSTREAM:
+        kind = _DROPPED
+    elif lower == b"x-forwarded-for":
+        kind = _XFF
+    elif lower == b"forwarded":
+        kind = _FORWARDED
+    else:
+        kind = _PLAIN
+    if len(_KINDS) < _CACHE_LIMIT:
+        _KINDS[name] = kind
+    return kind
+
+
+def _forwarding(peer_ip, scheme, host_header):
+    """
+    C{(peer, element, tail)} for a request from C{peer_ip} over C{scheme}
+    with the Host C{host_header}: the peer's address (bytes), the
+    C{Forwarded} element describing this hop, and the four forwarding
+    headers a request without earlier proxies' ones gets (kept for the
+    next request from the same client).
+    """
+    peer = peer_ip.encode("ascii")
+    proto = scheme.encode("ascii")
+    element = b"for=" + _format_for(peer_ip).encode("ascii") + b";proto=" + proto
+    if host_header is not None and b'"' not in host_header:
+        element += b';host="' + host_header + b'"'
+    tail = [(b"X-Forwarded-For", peer), (b"X-Forwarded-Proto", proto)]
+    if host_header is not None:
+        tail.append((b"X-Forwarded-Host", host_header))
+    tail.append((b"Forwarded", element))
+    made = (peer, element, tuple(tail))
+    if len(_FORWARDING) < _CACHE_LIMIT:
+        _FORWARDING[(peer_ip, scheme, host_header)] = made
+    return made
+
+
 def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
     """
     The header list sent upstream.
@@ -47,48 +103,49 @@ def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
     @return: a list of C{(name, value)} byte pairs.
     """
     out = [(b"Host", upstream_host)]
+    append = out.append
+    kinds = _KINDS
     drop = None
     xff = None
     forwarded = None
     te = False
     for name, values in raw_headers:
-        lower = name.lower()
-        if lower == b"connection":
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _kind(name)
+        if kind == _PLAIN:
+            for value in values:
+                append((name, value))
+        elif kind == _CONNECTION:
             drop = connection_tokens(values)
-            continue
-        if lower in HOP_BY_HOP or lower in _REPLACED_UPSTREAM:
-            if lower == b"te":
-                te = wants_trailers(values)
-            continue
-        if lower == b"x-forwarded-for":
+        elif kind == _TE:
+            te = wants_trailers(values)
+        elif kind == _XFF:
             xff = values
-            continue
-        if lower == b"forwarded":
+        elif kind == _FORWARDED:
             forwarded = values
-            continue
-        for value in values:
-            out.append((name, value))
     if drop:
         out = [pair for pair in out if pair[0].lower() not in drop or pair[0] == b"Host"]
     if te:
         # TE is hop-by-hop, but the client's acceptance of trailers is what
         # lets the upstream send them, and the gateway relays them.
         out.append((b"TE", b"trailers"))
-    peer = peer_ip.encode("ascii")
+    made = _FORWARDING.get((peer_ip, scheme, host_header))
+    if made is None:
+        made = _forwarding(peer_ip, scheme, host_header)
+    peer, element, tail = made
+    if not xff and not forwarded:
+        out += tail
+        return out
     if xff:
         out.append((b"X-Forwarded-For", b", ".join(xff) + b", " + peer))
     else:
-        out.append((b"X-Forwarded-For", peer))
-    out.append((b"X-Forwarded-Proto", scheme.encode("ascii")))
-    if host_header is not None:
-        out.append((b"X-Forwarded-Host", host_header))
-    element = b"for=" + _format_for(peer_ip).encode("ascii") + b";proto=" + scheme.encode("ascii")
-    if host_header is not None and b'"' not in host_header:
-        element += b';host="' + host_header + b'"'
+        out.append(tail[0])
+    out += tail[1:-1]
     if forwarded:
         out.append((b"Forwarded", b", ".join(forwarded) + b", " + element))
     else:
-        out.append((b"Forwarded", element))
+        out.append(tail[-1])
     return out
 
 
@@ -135,4 +192,101 @@ def downstream_headers(headers, origin=None, scheme="http", authority=None):
     # "Connection: keep-alive") are already gone: no second pass for them.
     if drop and not drop <= HOP_BY_HOP:
         out = [pair for pair in out if pair[0].lower() not in drop]
+    return out
+
+
+# Where relay_headers puts a response header, by its lower-case name.
+_RELAY, _HOP, _CONNECTION, _LENGTH, _HIDDEN, _REWRITTEN = range(6)
+# Connection values that name nothing but hop-by-hop headers, as nginx and
+# most servers send them: no token set to build.
+_PLAIN_CONNECTION = frozenset([b"keep-alive", b"close", b"Keep-Alive", b"Close"])
+# Response header names as sent -> (canonical name, kind), without a route
+# policy; an OriginPolicy keeps its own. Bounded: the names are a server's.
+_RELAY_NAMES = {}
+_MAX_NAMES = 1000
+
+try:
+    from twisted.web.http_headers import _nameEncoder
+    _canonical_name = _nameEncoder.encode
+    Headers()._rawHeaders  # noqa: B018 -- the layout relay_headers fills
+except (ImportError, AttributeError):  # pragma: no cover - other Twisted versions
+    _canonical_name = None
+
+
+def _kind(name, origin):
+    """
+    C{(canonical name, kind)} of the response header C{name} (a token)
+    under the route policy C{origin} (or L{None}), in the order
+    L{downstream_headers} decides: hop-by-hop, hidden, rewritten,
+    Content-Length, relayed.
+    """
+    lower = name.lower()
+    if lower in HOP_BY_HOP:
+        kind = _CONNECTION if lower == b"connection" else _HOP
+    elif origin is not None and lower in origin.hide:
+        kind = _HIDDEN
+    elif origin is not None and lower in origin.special:
+        kind = _REWRITTEN
+    elif lower == b"content-length":
+        kind = _LENGTH
+    else:
+        kind = _RELAY
+    return _canonical_name(name), kind
+
+
+def relay_headers(headers, origin=None, scheme="http", authority=None):
+    """
+    What L{downstream_headers} relays of C{headers}, as a L{Headers} (the
+    names in twisted's canonical case, as C{addRawHeader} would have made
+    them), built in one pass: each name is looked up once in a cache, not
+    lower-cased and compared several times.
+
+    C{headers} must have passed the response head's grammar (names are
+    tokens, no value holds CR or LF), as the upstream client's are: the
+    values go in without twisted's sanitizing.
+    """
+    if _canonical_name is None:  # pragma: no cover - other Twisted versions
+        out = Headers()
+        for name, value in downstream_headers(headers, origin, scheme, authority):
+            out.addRawHeader(name, value)
+        return out
+    names = _RELAY_NAMES if origin is None else origin.names
+    raw = {}
+    drop = None
+    length = False
+    for name, value in headers:
+        entry = names.get(name)
+        if entry is None:
+            entry = _kind(name, origin)
+            if len(names) < _MAX_NAMES:
+                names[name] = entry
+        canonical, kind = entry
+        if kind:
+            if kind == _LENGTH:
+                if length:
+                    continue
+                length = True
+                if b"," in value:
+                    value = value.partition(b",")[0].strip(b" \t")
+            elif kind == _REWRITTEN:
+                value = origin.rewrite(canonical.lower(), value, scheme, authority)
+            else:
+                if kind == _CONNECTION and value not in _PLAIN_CONNECTION:
+                    tokens = token_set((value,))
+                    drop = tokens if drop is None else drop | tokens
+                continue
+        values = raw.get(canonical)
+        if values is None:
+            raw[canonical] = [value]
+        else:
+            values.append(value)
+    if drop:
+        for token in drop - HOP_BY_HOP:
+            try:
+                raw.pop(_canonical_name(token), None)
+            except InvalidHeaderName:
+                # Not a token: no header has that name.
+                pass
+    out = Headers()
+    out._rawHeaders = raw
     return out

@@ -168,15 +168,18 @@ class OriginPolicy:
         are not rewritten.
     @ivar prefix: the route's C{strip_prefix} as bytes without a trailing
         slash (C{b""} for none).
+    @ivar names: L{gatelayer.http.headers.relay_headers}' cache of what it
+        does with each response header name under this policy.
     """
 
-    __slots__ = ("special", "hide", "servers", "prefix")
+    __slots__ = ("special", "hide", "servers", "prefix", "names")
 
     def __init__(self, hide, servers, prefix):
         self.hide = hide
         self.servers = servers
         self.prefix = prefix
         self.special = HOP_BY_HOP | hide | (REWRITTEN if servers is not None else frozenset())
+        self.names = {}
 
     def rewrite(self, lower, value, scheme, authority):
         """

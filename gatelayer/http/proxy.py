@@ -4,15 +4,30 @@ keep-alive connection, and the response streams back with back-pressure.
 """
 
 from twisted.logger import Logger
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from gatelayer.chain import ITerminal
-from gatelayer.http.headers import downstream_headers, upstream_headers
+from gatelayer.http.headers import relay_headers, upstream_headers
 from gatelayer.http.origin import origin_policy
 from gatelayer.http1 import allowed_trailers, token_set, wants_trailers
 from gatelayer.upstream.state import health_failure, log_server_failure, may_retry_method
 
 _NO_BODY_METHODS = frozenset([b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"])
+
+
+def _stored_name(name):
+    """
+    The key of header C{name} in a L{Headers}' mapping (twisted's canonical
+    case): the request headers are read with one dict lookup each.
+    """
+    probe = Headers()
+    probe.setRawHeaders(name, [b""])
+    return next(iter(dict(probe.getAllRawHeaders())))
+
+
+_HOST = _stored_name(b"host")
+_TE = _stored_name(b"te")
 
 
 def upstream_target(route_spec, exchange):
@@ -61,6 +76,9 @@ class UpstreamTerminal:
         self.spec = spec
         self.pool = pool
         self.state = state
+        #: The statuses of C{retry_on}, as numbers (a response's status is
+        #: looked up here, not formatted first).
+        self.retry_statuses = frozenset(int(kind) for kind in spec.retry_on if kind.isdigit())
 
     def for_route(self, route_spec):
         """
@@ -170,11 +188,14 @@ class ProxiedRequest:
         # edited (normalized path, query without hidden credentials,
         # headers without identity spoofs), never from the raw request.
         headers = exchange.headers
-        host = headers.getRawHeaders(b"host")
+        # The raw mapping, keyed by canonical names: no name is encoded
+        # again per lookup.
+        raw = headers._rawHeaders
+        host = raw.get(_HOST)
         self.host_header = host[0] if host else None
-        self.headers = upstream_headers(
-            headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
-        self.trailers_wanted = wants_trailers(headers.getRawHeaders(b"te"))
+        self.headers = upstream_headers(raw.items(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
+        te = raw.get(_TE)
+        self.trailers_wanted = wants_trailers(te) if te else False
         self.request_trailers = ()
         self.target = upstream_target(spec, exchange)
         upload = self.upload = getattr(exchange.request, "upload", None)
@@ -308,8 +329,8 @@ class ProxiedRequest:
         exchange = self.exchange
         if exchange.disconnected:
             return
-        status_text = str(status)
-        if status_text in self.terminal.spec.retry_on:
+        if status in self.terminal.retry_statuses:
+            status_text = str(status)
             server = self._retry_target(status_text)
             if server is not None:
                 self.discarding = status_text
@@ -323,9 +344,9 @@ class ProxiedRequest:
             routing.upstream_connect = self.handle.connect_time
         origin = self.origin
         if origin is None:
-            relayed = downstream_headers(headers)
+            relayed = relay_headers(headers)
         else:
-            relayed = downstream_headers(headers, origin, exchange.scheme, self.host_header)
+            relayed = relay_headers(headers, origin, exchange.scheme, self.host_header)
         if self.trailers_wanted:
             self._announce_trailers(headers, relayed)
         sink = exchange.respond(status, relayed)
@@ -340,12 +361,12 @@ class ProxiedRequest:
             self.exchange.write(data)
 
     def _announce_trailers(self, headers, relayed):
-        # The upstream's Trailer header (hop-by-hop to downstream_headers)
-        # goes on, less the names that will not.
+        # The upstream's Trailer header (hop-by-hop to relay_headers) goes
+        # on, less the names that will not.
         names = [n for n in token_set(v for k, v in headers if k.lower() == b"trailer")
                  if allowed_trailers(((n, b""),), None, self.origin.hide if self.origin else ())]
         if names:
-            relayed.append((b"Trailer", b", ".join(sorted(names))))
+            relayed.addRawHeader(b"Trailer", b", ".join(sorted(names)))
 
     def response_trailers(self, fields):
         """

@@ -12,6 +12,7 @@ pairs in order (which the proxy relays as received).
 """
 
 import re
+from collections import namedtuple
 
 from twisted.web.http_headers import Headers
 
@@ -38,22 +39,19 @@ _STATUS_LINE = rb"HTTP/1\.[01] [1-5][0-9][0-9](?: " + VALUE + rb")?"
 _RESPONSE_HEAD = re.compile(_STATUS_LINE + rb"(?:\r\n" + TOKEN + rb":" + VALUE + rb")*")
 _STATUS_LINE_RE = re.compile(_STATUS_LINE)
 _NAME = re.compile(TOKEN)
-_FIELD_LINE = re.compile(TOKEN + rb":" + VALUE)
 _VALUE_RE = re.compile(VALUE)
 
-_VERSIONS = {b"HTTP/1.0": b"HTTP/1.0", b"HTTP/1.1": b"HTTP/1.1"}
+_VERSIONS = {b"0": b"HTTP/1.0", b"1": b"HTTP/1.1"}
 
-# The regular expressions above are the grammar; the parsers check heads
-# against it with byte operations (see _rules.TOKEN_BYTES): lines hold
-# field-value bytes only and are separated by CRLF (no bare CR or LF), each
-# line after the first is a token, a colon and the rest.
+# The regular expressions above are the grammar; a request head is checked
+# against it with byte operations (see _rules.TOKEN_BYTES): on PyPy a
+# regular expression runs as several compiled loops, each call allocating a
+# frame. The header lines hold field-value bytes only and are separated by
+# CRLF (no bare CR or LF); each is a token, a colon and the rest.
 _SAME = bytes(range(256))
 _TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
 _METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"])
-# Response header names found to be tokens, so that the names every
-# response repeats are checked once (bounded).
-_TOKENS = {}
-_TOKENS_LIMIT = 1000
+_MINORS = {b"HTTP/1.0": b"0", b"HTTP/1.1": b"1"}
 
 
 def _crlf_lines(block, lines):
@@ -68,54 +66,38 @@ def _crlf_lines(block, lines):
 
 def _request_line(line):
     """
-    C{(method, target, version)} of C{line} when it is C{method SP target SP
-    HTTP/1.x} (the grammar of C{_REQUEST_LINE}), else L{None}.
+    C{(method, target, minor version)} of C{line} when it is C{method SP
+    target SP HTTP/1.x} (the grammar of C{_REQUEST_LINE}), else L{None}.
     """
     parts = line.split(b" ")
     if len(parts) != 3:
         return None
     method, target, version = parts
-    version = _VERSIONS.get(version)
-    if version is None or not target or target.translate(_SAME, _TARGET_BYTES):
+    minor = _MINORS.get(version)
+    if minor is None or not target or target.translate(_SAME, _TARGET_BYTES):
         return None
     if method not in _METHODS and (not method or method.translate(_SAME, TOKEN_BYTES)):
         return None
-    return method, target, version
+    return method, target, minor
 
-
-def _status_line(line):
-    """
-    Whether C{line}, a line of a block L{_crlf_lines} accepted, is a status
-    line (the grammar of C{_STATUS_LINE}).
-    """
-    return (len(line) >= 12 and line[:7] == b"HTTP/1." and line[7] in b"01" and line[8] == 32
-            and line[9] in b"12345" and line[10] in b"0123456789" and line[11] in b"0123456789"
-            and (len(line) == 12 or line[12] == 32))
-
-
-def _token_name(name):
-    """
-    Whether C{name} is a token; names seen valid before cost one lookup.
-    """
-    if name in _TOKENS:
-        return True
-    if not name or name.translate(_SAME, TOKEN_BYTES):
-        return False
-    if len(_TOKENS) < _TOKENS_LIMIT:
-        _TOKENS[name] = True
-    return True
-
+# A Headers made without its __init__ (a Python call), its mapping filled
+# directly.
+_new_headers = object.__new__
 try:
     from twisted.web.http_headers import _nameEncoder
     _canonical_name = _nameEncoder.encode
     Headers()._rawHeaders  # noqa: B018 -- the layout the fast path fills
 except (ImportError, AttributeError):  # pragma: no cover - other Twisted versions
-    _canonical_name = None
+    def _canonical_name(name):
+        return b"-".join(word.capitalize() for word in name.split(b"-"))
 
 
-class RequestHead:
+class RequestHead(namedtuple("RequestHead", (
+        "method", "target", "version", "headers", "length", "chunked", "keep_alive",
+        "expect_continue"))):
     """
-    A parsed request head.
+    A parsed request head (a named tuple: made in one step, once per
+    request).
 
     @ivar method: the method token (bytes).
     @ivar target: the request target as sent (bytes).
@@ -127,19 +109,10 @@ class RequestHead:
     @ivar expect_continue: whether the client waits for C{100 Continue}.
     """
 
-    __slots__ = ("method", "target", "version", "headers", "length", "chunked",
-                 "keep_alive", "expect_continue")
+    __slots__ = ()
 
-    def __init__(self, method, target, version, headers, length, chunked, keep_alive,
-                 expect_continue):
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.length = length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
+
+_new_tuple = tuple.__new__
 
 
 class HeadScanner:
@@ -224,29 +197,58 @@ def parse_request_head(buf, end):
     if first > _MAX_REQUEST_LINE:
         raise BadRequest(414, "request line too long")
     if end > first:
-        if end - first > _MAX_HEADERS_SIZE:
+        size = end - first
+        if size > _MAX_HEADERS_SIZE:
             raise BadRequest(431, "request headers too large")
         lines = buf[first + 2:end].split(b"\r\n")
         if len(lines) > _MAX_HEADERS:
             raise BadRequest(431, "too many request headers")
-        # A block no longer than the line limit cannot hold a line over it.
-        if end - first - 2 > _MAX_HEADER_LINE and max(map(len, lines)) > _MAX_HEADER_LINE:
+        # No line can be longer than all of them together.
+        if size > _MAX_HEADER_LINE and max(map(len, lines)) > _MAX_HEADER_LINE:
             raise BadRequest(431, "request header too large")
     else:
         lines = ()
-    line = _request_line(buf[:first])
-    if line is None:
+    request_line = _request_line(buf[:first])
+    if request_line is None:
         raise BadRequest(400, "malformed request line")
-    method, target, version = line
-    headers = Headers()
+    method, target, minor = request_line
+    version11 = minor == b"1"
+    raw = {}
     if lines:
         if not _crlf_lines(buf[first + 2:end], lines):
             raise BadRequest(400, "malformed request header")
-        get = _fill(headers, lines)
-    else:
-        get = _EMPTY.get
+        # The values cannot hold CR or LF (checked above), so twisted's own
+        # sanitising (a split and a join per value) is skipped, and names
+        # are canonicalised through a small cache, which holds only names
+        # found to be tokens.
+        names = _NAMES
+        for line in lines:
+            name, colon, value = line.partition(b":")
+            key = names.get(name)
+            if key is None or not colon:
+                if not colon or not name or name.translate(_SAME, TOKEN_BYTES):
+                    raise BadRequest(400, "malformed request header")
+                key = _canonical_name(name)
+                if len(names) < 1000:
+                    names[name] = key
+            value = value.strip(b" \t")
+            values = raw.get(key)
+            if values is None:
+                raw[key] = [value]
+            else:
+                values.append(value)
+    headers = _new_headers(Headers)
+    headers._rawHeaders = raw
+    hosts = raw.get(b"Host")
+    if _FRAMING.isdisjoint(raw):
+        # No field this function reads but Host (most requests): one test
+        # instead of four lookups.
+        if version11 if hosts is None else len(hosts) != 1:
+            raise BadRequest(400, _HOST_ERRORS[version11])
+        return _new_tuple(RequestHead, (method, target, _VERSIONS[minor], headers, None, False, version11,
+                                        False))
     length = None
-    values = get(b"Content-Length")
+    values = raw.get(b"Content-Length")
     if values is not None:
         text = values[0]
         if not text.isdigit() or len(text) > MAX_CONTENT_LENGTH_DIGITS:
@@ -256,25 +258,19 @@ def parse_request_head(buf, end):
                 raise BadRequest(400, "conflicting Content-Length headers")
         length = int(text)
     chunked = False
-    values = get(b"Transfer-Encoding")
+    values = raw.get(b"Transfer-Encoding")
     if values is not None:
-        if version != b"HTTP/1.1":
+        if not version11:
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
         if length is not None:
             raise BadRequest(400, "both Content-Length and Transfer-Encoding")
         if len(values) != 1 or values[0].lower() != b"chunked":
             raise BadRequest(400, "unsupported Transfer-Encoding")
         chunked = True
-    hosts = get(b"Host")
-    if version == b"HTTP/1.1":
-        if hosts is None or len(hosts) != 1:
-            raise BadRequest(400, "HTTP/1.1 request needs exactly one Host header")
-        keep_alive = True
-    else:
-        if hosts is not None and len(hosts) != 1:
-            raise BadRequest(400, "request has more than one Host header")
-        keep_alive = False
-    values = get(b"Connection")
+    if version11 if hosts is None else len(hosts) != 1:
+        raise BadRequest(400, _HOST_ERRORS[version11])
+    keep_alive = version11
+    values = raw.get(b"Connection")
     if values is not None:
         tokens = token_set(values)
         if b"close" in tokens:
@@ -282,52 +278,20 @@ def parse_request_head(buf, end):
         elif b"keep-alive" in tokens:
             keep_alive = True
     expect_continue = False
-    values = get(b"Expect")
-    if values is not None and version == b"HTTP/1.1":
+    values = raw.get(b"Expect")
+    if values is not None and version11:
         expect_continue = b"100-continue" in token_set(values)
-    return RequestHead(method, target, version, headers, length, chunked, keep_alive,
-                       expect_continue)
+    return _new_tuple(RequestHead, (method, target, _VERSIONS[minor], headers, length, chunked,
+                                    keep_alive, expect_continue))
 
 
-_EMPTY = {}
 _NAMES = {}
-
-
-def _fill(headers, lines):
-    """
-    Add C{name: value} lines (their bytes already checked by
-    L{_crlf_lines}) to C{headers}; returns a function looking up the values
-    of a header by its canonical name (C{b"Content-Length"}). Raises
-    L{BadRequest} for a line that is not a token, a colon and a value. The
-    values cannot hold CR or LF, so twisted's own sanitising (a split and a
-    join per value) is skipped, and names are canonicalised through a small
-    cache, which holds only names found to be tokens.
-    """
-    if _canonical_name is None:  # pragma: no cover - other Twisted versions
-        for line in lines:
-            if _FIELD_LINE.fullmatch(line) is None:
-                raise BadRequest(400, "malformed request header")
-            name, _, value = line.partition(b":")
-            headers.addRawHeader(name, value.strip(b" \t"))
-        return headers.getRawHeaders
-    raw = headers._rawHeaders
-    names = _NAMES
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        key = names.get(name)
-        if key is None or not colon:
-            if not colon or not name or name.translate(_SAME, TOKEN_BYTES):
-                raise BadRequest(400, "malformed request header")
-            key = _canonical_name(name)
-            if len(names) < 1000:
-                names[name] = key
-        value = value.strip(b" \t")
-        values = raw.get(key)
-        if values is None:
-            raw[key] = [value]
-        else:
-            values.append(value)
-    return raw.get
+# The fields parse_request_head reads besides Host, by their keys in the
+# raw mapping.
+_FRAMING = frozenset([b"Content-Length", b"Transfer-Encoding", b"Connection", b"Expect"])
+# An HTTP/1.1 request needs exactly one Host, an HTTP/1.0 one at most one.
+_HOST_ERRORS = {True: "HTTP/1.1 request needs exactly one Host header",
+                False: "request has more than one Host header"}
 
 
 def _diagnose(lines):
@@ -350,19 +314,6 @@ def _diagnose(lines):
             bad = next(b for b in value if not (b == 9 or 32 <= b <= 126 or b >= 128))
             return "invalid byte 0x%02x in the value of header %r" % (bad, name[:80])
     return "malformed response head"  # pragma: no cover - the grammar has no other rule
-
-
-def _framing_error(lines, index, message):
-    """
-    The L{BadResponse} for a framing fault found on line C{index} of a
-    response head: a grammar fault on a later line, not checked yet, is
-    the one reported (as when the whole head is checked first).
-    """
-    for line in lines[index + 1:]:
-        name, colon, _ = line.partition(b":")
-        if not colon or not _token_name(name):
-            return BadResponse(_diagnose(lines))
-    return BadResponse(message)
 
 
 def parse_status_line(line):
@@ -389,51 +340,155 @@ def parse_response_head(head):
     Content-Length digits only and the same when repeated or listed, no
     Transfer-Encoding with it nor in HTTP/1.0, and no coding but
     C{chunked}. The caller bounds the head's size (C{RESPONSE.max_head}).
+
+    An upstream sends the same lines again and again (its Server,
+    Content-Type and Connection lines, its Date for a whole second): a
+    status line or field line that passed the grammar is remembered with
+    what it says (L{_LINES}), so a head made only of such lines costs one
+    lookup per line. Any other head is checked whole, as the first time.
     """
     lines = head.split(b"\r\n")
-    first = lines[0]
-    if not _crlf_lines(head, lines) or not _status_line(first):
-        raise BadResponse(_diagnose(lines))
-    http11 = first[7] == 49  # b"1"
-    status = int(first[9:12])
-    reason = first[13:]
+    start = _STATUS_LINES.get(lines[0])
+    if start is None:
+        return _parse_new(head, lines)
+    known = _LINES
     headers = []
+    append = headers.append
+    framing = None
+    rest = iter(lines)
+    next(rest)
+    try:
+        for line in rest:
+            field, meaning = known[line]
+            append(field)
+            if meaning is not None:
+                if framing is None:
+                    framing = [meaning]
+                else:
+                    framing.append(meaning)
+    except KeyError:
+        return _parse_new(head, lines)
+    status, reason, http11 = start
+    content_length = None
+    close = keep_alive = False
+    if framing is not None:
+        for kind, value in framing:
+            if kind == _CONNECTION:
+                close = close or value[0]
+                keep_alive = keep_alive or value[1]
+            elif kind == _LENGTH and (content_length is None or content_length == value):
+                content_length = value
+            else:
+                # A coding, or lengths that differ: the full reading.
+                return (status, reason, headers, http11) + _framing(framing, http11)
+    return status, reason, headers, http11, content_length, False, close, keep_alive
+
+
+# Status lines and field lines that passed the grammar, as they were sent:
+# a status line -> (status, reason, http11); a field line -> ((name,
+# value), meaning), the meaning being None or what the line says about
+# framing (see _field). At most _MAX_LINES lines of at most _MAX_LINE bytes
+# each are kept (an upstream's few hundred KB at worst): when full, the
+# table starts again empty.
+_STATUS_LINES = {}
+_LINES = {}
+_MAX_LINES = 1024
+_MAX_LINE = 256
+_LENGTH, _CODING, _CONNECTION = 1, 2, 3
+
+
+def _remember(table, line, entry):
+    if len(line) <= _MAX_LINE:
+        if len(table) >= _MAX_LINES:
+            table.clear()
+        table[line] = entry
+
+
+def _parse_new(head, lines):
+    """
+    L{parse_response_head} for a head with a line not seen before: the
+    whole head against the grammar, then each line read and remembered.
+    """
+    if _RESPONSE_HEAD.fullmatch(head) is None:
+        raise BadResponse(_diagnose(lines))
+    first = lines[0]
+    start = (int(first[9:12]), first[13:], first[7] == 49)  # b"1"
+    _remember(_STATUS_LINES, first, start)
+    known = _LINES
+    headers = []
+    framing = []
+    for index in range(1, len(lines)):
+        line = lines[index]
+        entry = known.get(line)
+        if entry is None:
+            entry = _field(line)
+            _remember(known, line, entry)
+        headers.append(entry[0])
+        if entry[1] is not None:
+            framing.append(entry[1])
+            # Conflicting lengths fail at the line that conflicts, before
+            # what later lines hold is read.
+            _framing(framing, start[2], partial=True)
+    return (start[0], start[1], headers, start[2]) + _framing(framing, start[2])
+
+
+def _field(line):
+    """
+    C{((name, value), meaning)} of a field line that passed the grammar:
+    the value without surrounding blanks, and what the line says about
+    framing: C{(_LENGTH, n)}, C{(_CODING, value)}, C{(_CONNECTION, (close,
+    keep_alive))} or L{None}. Raise L{BadResponse} for a Content-Length
+    that is not digits or lists differing lengths.
+    """
+    name, _, value = line.partition(b":")
+    value = value.strip(b" \t")
+    meaning = None
+    size = len(name)
+    if size == 14:
+        if name.lower() == b"content-length":
+            length = None
+            for part in value.split(b","):
+                part = part.strip(b" \t")
+                if not part.isdigit() or len(part) > MAX_CONTENT_LENGTH_DIGITS:
+                    raise BadResponse("invalid Content-Length %r" % (value[:40],))
+                if length is not None and length != int(part):
+                    raise BadResponse("conflicting Content-Length values")
+                length = int(part)
+            meaning = (_LENGTH, length)
+    elif size == 17:
+        if name.lower() == b"transfer-encoding":
+            meaning = (_CODING, value)
+    elif size == 10:
+        if name.lower() == b"connection":
+            meaning = (_CONNECTION, connection_flags((value,)))
+    return (name, value), meaning
+
+
+def _framing(meanings, http11, partial=False):
+    """
+    C{(content_length, chunked, close, keep_alive)} from the C{meanings}
+    of a head's framing lines, in order; raise L{BadResponse} for
+    ambiguous framing. With C{partial}, only the lengths seen so far are
+    checked.
+    """
     content_length = None
     transfer_encoding = None
-    connection = None
-    for index in range(1, len(lines)):
-        name, colon, value = lines[index].partition(b":")
-        if not colon or not _token_name(name):
-            raise BadResponse(_diagnose(lines))
-        value = value.strip(b" \t")
-        headers.append((name, value))
-        size = len(name)
-        if size == 14:
-            if name.lower() == b"content-length":
-                for part in value.split(b","):
-                    part = part.strip(b" \t")
-                    if not part.isdigit() or len(part) > MAX_CONTENT_LENGTH_DIGITS:
-                        raise _framing_error(lines, index, "invalid Content-Length %r" % (value[:40],))
-                    length = int(part)
-                    if content_length is not None and content_length != length:
-                        raise _framing_error(lines, index, "conflicting Content-Length values")
-                    content_length = length
-        elif size == 17:
-            if name.lower() == b"transfer-encoding":
-                if transfer_encoding is None:
-                    transfer_encoding = value
-                else:
-                    transfer_encoding += b"," + value
-        elif size == 10:
-            if name.lower() == b"connection":
-                if connection is None:
-                    connection = [value]
-                else:
-                    connection.append(value)
-    if connection is None:
-        close = keep_alive = False
-    else:
-        close, keep_alive = connection_flags(connection)
+    close = keep_alive = False
+    for kind, value in meanings:
+        if kind == _LENGTH:
+            if content_length is not None and content_length != value:
+                raise BadResponse("conflicting Content-Length values")
+            content_length = value
+        elif partial:
+            continue
+        elif kind == _CODING:
+            if transfer_encoding is None:
+                transfer_encoding = value
+            else:
+                transfer_encoding += b"," + value
+        else:
+            close = close or value[0]
+            keep_alive = keep_alive or value[1]
     chunked = False
     if transfer_encoding is not None:
         if not http11:
@@ -445,4 +500,4 @@ def parse_response_head(head):
         if codings != [b"chunked"]:
             raise BadResponse("unsupported Transfer-Encoding %r" % (transfer_encoding[:40],))
         chunked = True
-    return status, reason, headers, http11, content_length, chunked, close, keep_alive
+    return content_length, chunked, close, keep_alive

@@ -31,6 +31,8 @@ OVERFLOW = "_overflow"
 SERIES_LIMIT = 2000
 
 _CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+# The index in _CLASSES of each status a response can have (none: 0).
+_CLASS_INDEX = {code: code // 100 for code in range(100, 600)}
 # Most requests take less than the first bucket's bound: no bisect for them.
 _FIRST_BOUND = DURATION_BUCKETS[0]
 
@@ -312,8 +314,7 @@ class WorkerMetrics:
         """
         self.requests += 1
         routing = request.routing
-        code = request.code or 0
-        index = code // 100 if 0 <= code < 600 else 0
+        index = _CLASS_INDEX.get(request.code, 0)
         method = request.method
         if routing is None:
             route = self._unrouted

@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ClientFactory
 from zope.interface import implementer
 
+from gatelayer.net.eager import connect_tcp
 from gatelayer.upstream.client import (
     HTTP11UpstreamConnection,
     IConnectionOwner,
@@ -136,8 +137,8 @@ class _ServerSlot:
             factory = TLSMemoryBIOFactory(creator, True, factory, clock=pool._reactor)
             factory.noisy = False
         connection.begin(request, pool._connect_timeout)
-        connection.connector = pool._reactor.connectTCP(
-            self.host, self.port, factory, timeout=pool._connect_timeout)
+        connection.connector = connect_tcp(
+            pool._reactor, self.host, self.port, factory, timeout=pool._connect_timeout)
 
     def _expire(self, request):
         request.waiter = None
@@ -257,8 +258,7 @@ class UpstreamPool:
         self._close_waiters = []
 
     def _slot(self, server):
-        # Keyed by the address string made with the config: a (host, port)
-        # tuple would be hashed per request (a call of its own on PyPy).
+        # Keyed by the server's "host:port", made once with its spec.
         slot = self._slots.get(server.address)
         if slot is None:
             slot = self._slots[server.address] = _ServerSlot(self, server)
@@ -286,11 +286,17 @@ class UpstreamPool:
         @return: the L{UpstreamRequest} handle (C{cancel()}, and the
             response body's push producer).
         """
-        slot = self._slot(server)
+        slot = self._slots.get(server.address)
+        if slot is None:
+            slot = self._slot(server)
         slot.active += 1
         request = UpstreamRequest(slot, server, method, target, headers, body, sink, idempotent,
                                   trailers)
-        slot.dispatch(request)
+        idle = slot.idle
+        if idle:
+            idle.pop().send(request)
+        else:
+            slot.dispatch(request)
         return request
 
     def open_dedicated(self, server, connection_class, request, **arguments):
@@ -317,8 +323,8 @@ class UpstreamPool:
             factory = TLSMemoryBIOFactory(creator, True, factory, clock=self._reactor)
             factory.noisy = False
         connection.begin(request, self._connect_timeout)
-        connection.connector = self._reactor.connectTCP(
-            server.host, server.port, factory, timeout=self._connect_timeout)
+        connection.connector = connect_tcp(
+            self._reactor, server.host, server.port, factory, timeout=self._connect_timeout)
         return connection
 
     def active(self, server):

@@ -156,7 +156,11 @@ class ResponseReader:
                     state = _UNTIL_CLOSE
                     self._reusable = False
                 self._state = state
-                if self._timer is not None:
+                if self._timer is not None and state != _IDLE and (
+                        state != _LENGTH or len(data) < length):
+                    # More to read: read_timeout counts from now. (A
+                    # response complete in this read frees the connection,
+                    # whose idle timer is armed then.)
                     self._timer.reset(self._read_timeout)
                 sink.response_head(status, reason, headers)
                 if self._request is not request:

@@ -131,6 +131,7 @@ class UpstreamState:
             self._servers.setdefault(server.address, _ServerState(server))
         self._primaries = [s for s in self._servers.values() if not s.server.backup and not s.server.down]
         self._backups = [s for s in self._servers.values() if s.server.backup and not s.server.down]
+        self._single = self._primaries[0] if len(self._primaries) == 1 else None
         # With a single server there is nowhere else to send a request, so
         # ejecting it would only turn slow failures into 503s (as nginx).
         self._passive = spec.max_fails > 0 and len(self._servers) > 1
@@ -147,6 +148,10 @@ class UpstreamState:
             tried; a retry goes elsewhere. When every usable primary has been
             tried, a usable backup is chosen.
         """
+        single = self._single
+        if single is not None and not exclude and single.healthy and single.ejected_until is None:
+            # The usual first try on a one-server upstream: nothing to choose.
+            return single.server
         now = self._clock.seconds()
         if exclude:
             skip = {getattr(s, "address", s) for s in exclude}
@@ -159,16 +164,18 @@ class UpstreamState:
                 return None
         if len(candidates) > 1:
             limit = self.spec.max_connections
-            below = [s for s in candidates if self._servers[s.address].active < limit]
+            below = [s for s in candidates if s.active < limit]
             # All full: pick anyway and let the connection pool queue it.
             if below:
                 candidates = below
             if len(candidates) == 1:
-                return candidates[0]
-            return self.balancer.pick(candidates, client_ip, self.active)
-        return candidates[0]
+                return candidates[0].server
+            return self.balancer.pick([s.server for s in candidates], client_ip, self.active)
+        return candidates[0].server
 
     def _usable(self, states, now, skip):
+        # The usable states of states, in order (an ejection that is over
+        # readmits its server here).
         usable = []
         for state in states:
             if not state.healthy:
@@ -177,9 +184,9 @@ class UpstreamState:
                 if now < state.ejected_until:
                     continue
                 self._readmit(state)
-            if state.server.address in skip:
+            if skip and state.server.address in skip:
                 continue
-            usable.append(state.server)
+            usable.append(state)
         return usable
 
     def _readmit(self, state):

@@ -43,11 +43,9 @@ _VALUE_RE = re.compile(VALUE)
 
 _VERSIONS = {b"0": b"HTTP/1.0", b"1": b"HTTP/1.1"}
 
-# The regular expressions above are the grammar; a request head is checked
-# against it with byte operations (see _rules.TOKEN_BYTES): on PyPy a
-# regular expression runs as several compiled loops, each call allocating a
-# frame. The header lines hold field-value bytes only and are separated by
-# CRLF (no bare CR or LF); each is a token, a colon and the rest.
+# A request head is checked against the grammar above with byte operations
+# (see _rules.TOKEN_BYTES): on PyPy a regular expression runs as several
+# compiled loops, each call allocating a frame.
 _SAME = bytes(range(256))
 _TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
 _METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"])
@@ -56,10 +54,8 @@ _MINORS = {b"HTTP/1.0": b"0", b"HTTP/1.1": b"1"}
 
 def _crlf_lines(block, lines):
     """
-    Whether C{block}, which is C{lines} joined by CRLF, holds field-value
-    bytes only between its CRLFs: the bytes that are not field-value bytes
-    are exactly the CR and LF of those CRLFs (a control byte, or a bare CR
-    or LF, would be one more).
+    Whether C{block}, C{lines} joined by CRLF, holds field-value bytes only
+    between its CRLFs (a control byte, a bare CR or LF would be one more).
     """
     return len(block.translate(_SAME, VALUE_BYTES)) == 2 * len(lines) - 2
 

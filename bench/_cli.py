@@ -17,6 +17,7 @@ import tempfile
 import time
 
 from bench import _configs
+from bench._goals import TABLE_CELLS, evaluate, format_goals, ran_cells
 from bench._install import InstallError, Installer, tool_version
 from bench._l4 import TCP_TARGETS, GatelayerTcp, HAProxyTcp
 from bench._procs import NotReady, Supervisor, UsageSampler, machine_cpu, tree_cpu, wait_ready
@@ -26,9 +27,9 @@ from bench._report import (
 )
 from bench._targets import (
     Context, Direct, Gatelayer, HAProxy, Nginx, Scenario, StockTwisted, Unavailable, admin_status,
-    worker_spread,
 )
 from bench._h2load import h2load_argv, parse_h2load
+from bench._workers import WorkerCounts, format_workers
 from bench._wrk import WrkOutputError, parse_wrk, wrk_argv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +44,8 @@ def scenarios():
     return [
         Scenario("small", "small response, HTTP/1.1 keep-alive", "/small",
                  PROXIES + ("gatelayer-1w-twisted", "gatelayer-2w-twisted", "gatelayer-2w-pypy")),
+        Scenario("latency", "small response, one connection (wrk -t1 -c1): the latency a proxy adds", "/small",
+                 ("direct", "nginx", "gatelayer-2w"), connections=(1,)),
         Scenario("1mb", "1 MB response, keep-alive", "/" + _configs.BIG_NAME, PROXIES),
         Scenario("tls", "small response over TLS, keep-alive", "/small", PROXIES, tls=True),
         Scenario("tls-close", "TLS, a new connection (handshake) per request", "/small", PROXIES,
@@ -101,10 +104,13 @@ def parse_args(argv):
         prog="bench/run",
         description="Measure gatelayer against a direct connection, nginx, HAProxy and twisted.web.proxy "
                     "on this machine (everything on 127.0.0.1).")
-    parser.add_argument("--scenario", default=",".join(names),
+    parser.add_argument("--scenario", default=None,
                         help="comma-separated, from: " + ", ".join(names) + " (default: all)")
     parser.add_argument("--targets", default=None,
                         help="only these rows: comma-separated labels, or prefixes (e.g. nginx,gatelayer)")
+    parser.add_argument("--targets-table", action="store_true",
+                        help="only the rows issue 17's target table needs: " + "; ".join(
+                            f"{s}: {','.join(t)}" for s, t in TABLE_CELLS.items()))
     parser.add_argument("--connections", default="32,128", help="wrk connection counts (default 32,128)")
     parser.add_argument("--duration", type=float, default=5, help="seconds measured per cell (default 5)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per cell (default 2)")
@@ -117,6 +123,11 @@ def parse_args(argv):
                         help="directory for the JSON results (default bench/results)")
     parser.add_argument("--keep-temp", action="store_true", help="keep the generated configs and logs")
     options = parser.parse_args(argv)
+    if options.targets_table:
+        if options.scenario is not None or options.targets is not None:
+            parser.error("--targets-table picks its own --scenario and --targets")
+        options.scenario = ",".join(TABLE_CELLS)
+    options.scenario = options.scenario or ",".join(names)
     wanted = [s.strip() for s in options.scenario.split(",") if s.strip()]
     unknown = [s for s in wanted if s not in names]
     if unknown:
@@ -142,6 +153,8 @@ def selected_targets(scenario, options):
     The row labels of C{scenario} that the options keep.
     """
     names = list(scenario.targets)
+    if options.targets_table:
+        names = [n for n in names if n in TABLE_CELLS.get(scenario.name, ())]
     if options.no_pypy:
         names = [n for n in names if not n.endswith("-pypy")]
     if options.target_filter:
@@ -175,6 +188,7 @@ class Bench:
         options = self.options
         installer = Installer(self.say, allowed=not options.no_install)
         plan = [(s, selected_targets(s, options)) for s in options.scenarios]
+        self.ran = ran_cells(plan, options.connection_counts, options.no_pypy)
         needs_redis = any("redis" in t for _, targets in plan for t in targets)
         try:
             tools = installer.ensure(["nginx", "haproxy", "wrk"]
@@ -183,7 +197,10 @@ class Bench:
             self.say(f"bench: {e}")
             return 2
         cells = sum(len(t) * len(s.connections or options.connection_counts) for s, t in plan)
-        estimate = cells * (options.duration + options.warmup + 1.5)
+        # A gatelayer cell also waits for heartbeats before and after its load (about 1.5 s).
+        gateways = sum(sum(n.startswith("gatelayer") for n in t) * len(s.connections or options.connection_counts)
+                       for s, t in plan)
+        estimate = cells * (options.duration + options.warmup + 1.5) + gateways * 1.5
         self.say(f"bench: {cells} cells, about {estimate / 60:.1f} minutes "
                  f"({options.warmup:g}s warm-up + {options.duration:g}s per cell)")
         load = os.getloadavg()[0]
@@ -301,13 +318,12 @@ class Bench:
                 row = self._cell(ctx, scenario, target, started, connections)
                 self.rows.append(row)
                 self.say("   " + _summary(row))
+                if row.extra.get("workers"):
+                    self.say("   " + format_workers(connections, row.extra["workers"]))
             if started.admin_port is not None:
                 status = admin_status(started)
                 if status is not None:
                     self.rows[-1].extra["status"] = status
-                    spread = worker_spread(status)
-                    if spread:
-                        self.say("   workers: " + "; ".join(f"pid {pid} {counts}" for pid, counts in spread))
         finally:
             if started.process is not None:
                 ctx.supervisor.stop(started.process)
@@ -339,9 +355,14 @@ class Bench:
             warmup = max(options.warmup, target.min_warmup)
             if warmup:
                 load(warmup)
+            workers = WorkerCounts(started) if started.admin_port is not None else None
+            if workers:
+                workers.before()
             sampler = UsageSampler(started.process.pid) if started.process is not None else None
             if sampler:
                 sampler.start()
+            if workers:
+                workers.watch(options.duration)
             before = _cpu_snapshot(ctx)
             try:
                 result = load(options.duration)
@@ -349,6 +370,8 @@ class Bench:
                 if sampler:
                     sampler.stop()
             after = _cpu_snapshot(ctx)
+            if workers:
+                row.extra["workers"] = workers.after(sampler.cpu_by_pid)
         except (WrkOutputError, subprocess.TimeoutExpired) as e:
             row.note = f"error: {e}"
             return row
@@ -395,8 +418,10 @@ class Bench:
                      ", ".join(f"{t} @{c}: " + " / ".join(f"{mb:.1f}" for mb in mbs) for t, c, mbs in workers))
         self.meta["started"] = started_at.isoformat(timespec="seconds")
         self.meta["filter_costs"] = costs
+        goals = evaluate(self.rows, self.ran)
+        self.say("\n" + format_goals(goals))
         stamp = started_at.strftime("%Y%m%d-%H%M%S")
-        path = write_results(self.options.results, stamp, self.meta, self.rows)
+        path = write_results(self.options.results, stamp, self.meta, self.rows, goals)
         self.say(f"\nresults: {os.path.relpath(path, REPO) if path.startswith(REPO) else path}")
 
 

@@ -142,6 +142,7 @@ class UsageSampler:
     @ivar first_rss_kb: the sum of RSS in the first sample (growth = peak - first).
     @ivar peak_by_pid: the highest RSS seen for each process.
     @ivar cpu_seconds: CPU (user + system) the tree used during the sampling.
+    @ivar cpu_by_pid: the same for each process of the tree.
     """
 
     def __init__(self, pid, interval=0.25):
@@ -151,6 +152,7 @@ class UsageSampler:
         self.first_rss_kb = None
         self.peak_by_pid = {}
         self.cpu_seconds = 0.0
+        self.cpu_by_pid = {}
         self._stop = threading.Event()
         self._thread = None
         self._cpu_start = {}
@@ -182,13 +184,14 @@ class UsageSampler:
 
     def stop(self):
         """
-        Take a last sample and stop; fills L{cpu_seconds}.
+        Take a last sample and stop; fills L{cpu_seconds} and L{cpu_by_pid}.
         """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
         self._sample()
-        self.cpu_seconds = sum(self._cpu_last[p] - self._cpu_start[p] for p in self._cpu_last)
+        self.cpu_by_pid = {p: self._cpu_last[p] - self._cpu_start[p] for p in self._cpu_last}
+        self.cpu_seconds = sum(self.cpu_by_pid.values())
 
 
 class Supervisor:

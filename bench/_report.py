@@ -9,6 +9,8 @@ import os
 
 import attrs
 
+from bench._goals import OBSERVE_COST, format_goals_markdown
+
 
 @attrs.define
 class Row:
@@ -93,7 +95,7 @@ def filter_costs(rows, scenario="filters", base_target="gatelayer-2w"):
     return costs
 
 
-OBSERVE_TARGET = 0.10
+OBSERVE_TARGET = OBSERVE_COST
 """The most metrics and the JSON access log together may cost (req/s lost)."""
 
 
@@ -204,13 +206,16 @@ def format_markdown(rows):
     return "\n".join(out)
 
 
-def write_results(directory, stamp, meta, rows):
+def write_results(directory, stamp, meta, rows, goals=()):
     """
     Write C{bench-STAMP.json} (and C{latest.json}, C{latest.md}) under
-    C{directory}; return the JSON file's path.
+    C{directory}; return the JSON file's path. C{goals}, the
+    L{bench._goals.Outcome}s of the run, go under the JSON's C{targets} key
+    and after the Markdown table.
     """
     os.makedirs(directory, exist_ok=True)
-    document = {"meta": meta, "rows": [attrs.asdict(r) for r in rows]}
+    document = {"meta": meta, "rows": [attrs.asdict(r) for r in rows],
+                "targets": [attrs.asdict(g) for g in goals]}
     text = json.dumps(document, indent=2, sort_keys=False, default=str)
     path = os.path.join(directory, f"bench-{stamp}.json")
     for target in (path, os.path.join(directory, "latest.json")):
@@ -218,4 +223,6 @@ def write_results(directory, stamp, meta, rows):
             f.write(text + "\n")
     with open(os.path.join(directory, "latest.md"), "w", encoding="utf-8") as f:
         f.write(format_markdown(rows) + "\n")
+        if goals:
+            f.write("\n" + format_goals_markdown(goals) + "\n")
     return path

@@ -44,6 +44,8 @@ class Loop:
     """
 
     def __init__(self, filters=(), body_size=12, http_server=None, directory=None, read_size=0):
+        from twisted.internet.testing import MemoryReactorClock
+
         from gatelayer.testing.server import InMemoryGateway, accept_upstream
 
         headers = b""
@@ -53,7 +55,10 @@ class Loop:
             headers = b"Authorization: Bearer %s\r\n" % token.encode("ascii")
         text = _configs.gatelayer_ini(1, 8080, 8081, 8082, filters=filters, jwt_key=jwt_key,
                                       http_server=http_server)
-        self.gate = InMemoryGateway(text, with_upstreams=True, metrics="nometrics" not in filters)
+        reactor = MemoryReactorClock()
+        reactor.advance(time.time())  # tokens are checked against the clock
+        self.gate = InMemoryGateway(text, reactor=reactor, with_upstreams=True,
+                                    metrics="nometrics" not in filters)
         self.channel, self.client = self.gate.connect()
         self.request = _REQUEST % (b"/small", headers)
         self.body = b"x" * body_size

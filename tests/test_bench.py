@@ -407,6 +407,7 @@ class ReportTests(SynchronousTestCase):
             document = json.load(f)
         self.assertEqual(document["meta"], {"cpus": 2})
         self.assertEqual([r["target"] for r in document["rows"]], ["nginx", "gatelayer-1w"])
+        self.assertEqual(document["targets"], [])
         with open(os.path.join(directory, "latest.md")) as f:
             markdown = f.read().splitlines()
         self.assertEqual(len(markdown), 4)
@@ -489,6 +490,8 @@ class ProcTests(SynchronousTestCase):
         self.assertGreaterEqual(sampler.peak_rss_kb, sampler.first_rss_kb)
         self.assertIn(os.getpid(), sampler.peak_by_pid)
         self.assertGreaterEqual(sampler.cpu_seconds, 0)
+        self.assertEqual(list(sampler.cpu_by_pid), [os.getpid()])
+        self.assertEqual(sampler.cpu_by_pid[os.getpid()], sampler.cpu_seconds)
 
     def test_own_process(self):
         """
@@ -658,13 +661,25 @@ class CommandLineTests(SynchronousTestCase):
     def test_defaults(self):
         """
         By default every scenario runs at 32 and 128 connections (h2 at
-        its own 32).
+        its own 32, latency at one connection).
         """
         options = _cli.parse_args([])
         self.assertEqual([s.name for s in options.scenarios],
-                         ["small", "1mb", "tls", "tls-close", "filters", "api", "edge", "observe", "h2",
-                          "tcp", "tcp-1mb"])
+                         ["small", "latency", "1mb", "tls", "tls-close", "filters", "api", "edge", "observe",
+                          "h2", "tcp", "tcp-1mb"])
         self.assertEqual(options.connection_counts, [32, 128])
+
+    def test_latency(self):
+        """
+        The latency scenario loads direct, nginx and gatelayer-2w with one
+        wrk thread on one connection, whatever --connections says.
+        """
+        options = _cli.parse_args(["--scenario", "latency", "--connections", "32,128"])
+        (latency,) = options.scenarios
+        self.assertEqual(latency.connections, (1,))
+        self.assertEqual(_cli.selected_targets(latency, options), ["direct", "nginx", "gatelayer-2w"])
+        argv = _wrk.wrk_argv("http://127.0.0.1:1/small", latency.connections[0], 5, options.threads)
+        self.assertEqual(argv[1:3], ["-t1", "-c1"])
 
     def test_quick(self):
         """
@@ -686,7 +701,8 @@ class CommandLineTests(SynchronousTestCase):
         filter scenario run alone brings its own nginx and direct rows.
         """
         options = _cli.parse_args(["--targets", "nginx,gatelayer-2w", "--no-pypy"])
-        small, filters = options.scenarios[0], options.scenarios[4]
+        by_name = {s.name: s for s in options.scenarios}
+        small, filters = by_name["small"], by_name["filters"]
         self.assertEqual(_cli.selected_targets(small, options), ["nginx", "gatelayer-2w"])
         self.assertEqual(_cli.selected_targets(filters, options)[0], "gatelayer-2w")
         alone = _cli.parse_args(["--scenario", "filters", "--targets", "gatelayer-2w+jwt"])
@@ -758,3 +774,29 @@ class CollapsedStacksTests(SynchronousTestCase):
         self.assertEqual(total, 10)
         self.assertEqual(own, [("read", 6), ("write", 3), ("f", 1)])
         self.assertEqual(inclusive, [("main", 10), ("run", 9), ("read", 6)])
+
+
+class OpcodesTests(SynchronousTestCase):
+    """
+    C{python -m bench.opcodes} counts the bytecodes of the in-memory
+    gateway's requests, function by function.
+    """
+
+    def test_counted_per_request(self):
+        """
+        Each function is counted with its calls: the gateway routes each
+        of the traced requests once, and the tracer in place before is
+        back after.
+        """
+        import sys
+        import tempfile
+
+        from bench import instructions, opcodes
+        before = sys.gettrace()
+        with tempfile.TemporaryDirectory() as directory:
+            loop = instructions.Loop((), 12, None, directory)
+            counted, calls = opcodes.count(loop, 3)
+        self.assertIs(sys.gettrace(), before)
+        routed = [key for key in calls if key[2] == "early_route"]
+        self.assertEqual([calls[key] for key in routed], [3])
+        self.assertGreater(counted[routed[0]], 3 * 50)

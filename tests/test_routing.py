@@ -463,21 +463,29 @@ class FastPathTests(SynchronousTestCase):
 
     def test_plain_groups(self):
         """
-        Only host groups holding a route with conditions use the
-        conditioned loop; the others keep their (prefix, methods, payload)
-        items.
+        Only routes with conditions carry compiled conditions; the others'
+        items hold none, so matching them tests no header or query.
         """
-        from gatelayer.routing.table import _ConditionedGroup
         routes = table(
             route("exact", "/", host="api.example.com"),
             route("exact-v2", "/", host="api.example.com", header=["X-V: 2"]),
             route("wild", "/", host="*.example.com"),
             route("root", "/"),
         )
-        self.assertIs(type(routes._exact["api.example.com"]), _ConditionedGroup)
-        self.assertIs(type(routes._wildcard[".example.com"]), list)
-        self.assertIs(type(routes._any), list)
-        self.assertEqual([len(item) for item in routes._any], [3])
+        self.assertEqual([item[3] is None for item in routes._exact["api.example.com"]], [False, True])
+        self.assertEqual([item[3] for item in routes._wildcard[".example.com"]], [None])
+        self.assertEqual([item[3] for item in routes._any], [None])
+
+    def test_match_made_once(self):
+        """
+        A route's match is made when the table is built: each lookup of
+        the same route returns the same object.
+        """
+        routes = table(route("root", "/"), route("api", "/api", methods=["GET"]))
+        first = routes.match("www.example.com", b"/api/x", "GET")
+        self.assertEqual((first.route, first.status), ("api", 200))
+        self.assertIs(routes.match("other.example.com", b"/api/y", "GET"), first)
+        self.assertIs(routes.match("", b"/x", "GET"), routes.match("", b"/y", "POST"))
 
     def test_headers_untouched(self):
         """

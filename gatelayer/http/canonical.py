@@ -16,7 +16,7 @@ import re
 from gatelayer.http1 import BadRequest
 
 __all__ = [
-    "SUSPECT_PATH", "CanonicalTarget", "HeaderPolicy", "canonical_host", "cgi_name", "normalize_path",
+    "KEEP", "SUSPECT_PATH", "CanonicalTarget", "HeaderPolicy", "canonical_host", "cgi_name", "normalize_path",
     "parse_target", "check_method",
 ]
 
@@ -29,6 +29,9 @@ _STANDARD_METHODS = frozenset([
     b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"TRACE", b"CONNECT",
 ])
 _HOST_LABEL = re.compile(r"(?:[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?)(?:\.[a-z0-9_](?:[a-z0-9_\-]*[a-z0-9_])?)*")
+#: The verdict of L{HeaderPolicy} for a header left as it is (the same
+#: object every time: a caller may test it with C{is}).
+KEEP = "keep"
 _ABSOLUTE = re.compile(rb"([A-Za-z][A-Za-z0-9+\-.]*)://([^/?#]*)(.*)", re.S)
 
 
@@ -250,6 +253,8 @@ class HeaderPolicy:
 
     Verdicts are cached per header name (names repeat from request to
     request), so the check costs one dict lookup per header.
+
+    @ivar verdicts: the verdicts so far, by header name (bytes).
     """
 
     _CACHE_LIMIT = 4096
@@ -261,22 +266,22 @@ class HeaderPolicy:
         """
         self.underscores = underscores
         self.identity = frozenset(cgi_name(name) for name in identity_headers)
-        self._verdicts = {}
+        self.verdicts = {}
 
     def verdict(self, name):
         """
-        C{"keep"}, C{"drop"} or C{"reject"} for header C{name} (bytes).
+        L{KEEP}, C{"drop"} or C{"reject"} for header C{name} (bytes).
         """
-        verdict = self._verdicts.get(name)
+        verdict = self.verdicts.get(name)
         if verdict is None:
             if cgi_name(name) in self.identity:
                 verdict = "drop"
             elif b"_" in name and self.underscores != "allow":
                 verdict = self.underscores
             else:
-                verdict = "keep"
-            if len(self._verdicts) < self._CACHE_LIMIT:
-                self._verdicts[name] = verdict
+                verdict = KEEP
+            if len(self.verdicts) < self._CACHE_LIMIT:
+                self.verdicts[name] = verdict
         return verdict
 
     def apply(self, raw):
@@ -285,10 +290,10 @@ class HeaderPolicy:
         L{twisted.web.http_headers.Headers}' raw dict), in place.
         """
         drop = None
-        verdicts = self._verdicts
+        verdicts = self.verdicts
         for name in raw:
             verdict = verdicts.get(name) or self.verdict(name)
-            if verdict == "keep":
+            if verdict is KEEP:
                 continue
             if verdict == "reject":
                 raise BadRequest(400, "header name with an underscore")

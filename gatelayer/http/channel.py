@@ -231,7 +231,7 @@ class GatewayChannel(ConnectionTimer, http.HTTPChannel):
         """
         self._phase = IDLE
         if self.persistent:
-            self._arm(self.idle_timeout)
+            self._arm_idle()
         super().requestDone(request)
         self.factory.request_done(self)
 

@@ -140,27 +140,25 @@ class RequestRouting:
         part of and the gateway's span id in it), or L{None}.
     """
 
-    __slots__ = ("match", "host", "body_limit", "gateway", "log_fields", "started",
-                 "upstream_server", "upstream_started", "upstream_first_byte", "tries",
-                 "upstream_connect", "request_id", "upstream", "exchange",
-                 "trace")
+    # Class-level defaults rather than slots: a request sets only what its
+    # routing decided (what it was sent upstream is set later, if at all).
+    log_fields = ()
+    upstream_server = None
+    upstream_started = None
+    upstream_first_byte = None
+    tries = 0
+    upstream_connect = None
+    upstream = None
+    exchange = None
 
-    def __init__(self, match, host, body_limit, gateway, started=0.0, request_id=b""):
+    def __init__(self, match, host, body_limit, gateway, started=0.0, request_id=b"", trace=None):
         self.match = match
         self.host = host
         self.body_limit = body_limit
         self.gateway = gateway
-        self.log_fields = ()
         self.started = started
-        self.upstream_server = None
-        self.upstream_started = None
-        self.upstream_first_byte = None
-        self.tries = 0
-        self.upstream_connect = None
         self.request_id = request_id
-        self.upstream = None
-        self.exchange = None
-        self.trace = None
+        self.trace = trace
 
     def __repr__(self):
         return "<RequestRouting host=%r limit=%d %r>" % (self.host, self.body_limit, self.match)

@@ -64,6 +64,7 @@ class GatewayHTTPFactory(http.HTTPFactory):
             channel = LeanChannel()
             channel.factory = self
             channel.callLater = self.reactor.callLater
+            channel.seconds = self.reactor.seconds
             channel.idle_timeout = self.timeOut
             channel.header_timeout = self.gateway.config.gateway.header_timeout
             channel.body_timeout = self.gateway.config.gateway.body_timeout
@@ -72,6 +73,7 @@ class GatewayHTTPFactory(http.HTTPFactory):
         channel.factory = self
         channel.requestFactory = GatewayRequest
         channel.callLater = self.reactor.callLater
+        channel.seconds = self.reactor.seconds
         # The channel runs its own timer (see GatewayChannel); twisted.web's
         # per-request one stays off.
         channel.timeOut = None

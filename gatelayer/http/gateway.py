@@ -11,7 +11,7 @@ from gatelayer.chain import (
     FILTER_FAILED, Exchange, RouteChain, error_body, report_failure, run_log_phase, run_request_phase,
 )
 from gatelayer.http.canonical import (
-    SUSPECT_PATH, HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
+    KEEP as _KEEP, SUSPECT_PATH, HeaderPolicy, canonical_host, check_method, normalize_path, parse_target,
 )
 from gatelayer.http1 import BadRequest
 from gatelayer.filters import FilterServices, build_filter
@@ -36,7 +36,9 @@ _NO_MATCH = RouteMatch(None, 404)
 # redacted in the access log whatever the filters say.
 _ALWAYS_REDACTED = (b"access_token",)
 _HOST_CACHE_LIMIT = 1024
-_PLAIN_METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"])
+# The methods routed without checks (an origin-form target is all they
+# need), and their names as the route table reads them.
+_PLAIN_METHODS = {m.encode("ascii"): m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 _SUSPECT_PATH = SUSPECT_PATH.search
 
 
@@ -159,6 +161,7 @@ class Gateway:
         self._merge_slashes = gateway.merge_slashes
         self._escaped_slashes = gateway.escaped_slashes
         self._headers = HeaderPolicy(gateway.underscore_headers, identity_headers(config))
+        self._header_verdicts = self._headers.verdicts
         self._hosts = {"http": {}, "https": {}}
         self._strict_sni = frozenset(
             listener.name for listener in config.listeners
@@ -222,15 +225,17 @@ class Gateway:
         Host header rewritten to that form, and the client headers the
         gateway vouches for removed.
         """
-        if method not in _PLAIN_METHODS:
-            check_method(method)
         raw = request.requestHeaders._rawHeaders
-        if uri[:1] == b"/" and method != b"CONNECT":
+        method_name = _PLAIN_METHODS.get(method)
+        if method_name is not None and uri[:1] == b"/":
             # origin-form, the usual case: no target object
             path, _, query = uri.partition(b"?")
             host_value = None
             form = "origin"
         else:
+            if method_name is None:
+                check_method(method)
+                method_name = method.decode("ascii")
             target = parse_target(method, uri)
             path, query, host_value, form = target.path, target.query, target.authority, target.form
         if host_value is None:
@@ -251,7 +256,12 @@ class Gateway:
             host = ""
         if self._strict_sni and factory.listener.name in self._strict_sni:
             _check_sni(request, host)
-        self._headers.apply(raw)
+        verdicts = self._header_verdicts
+        for name in raw:
+            if verdicts.get(name) is not _KEEP:
+                # Some header is new to the policy or not kept as it is.
+                self._headers.apply(raw)
+                break
         # The one id every later step, the upstream and the log see.
         key = self._request_id_key
         client = request.client
@@ -267,13 +277,13 @@ class Gateway:
             match, limit = _OPTIONS_MATCH, self._default_limit
         else:
             table = self.table
-            if method == b"OPTIONS" and b"Access-Control-Request-Method" in raw:
+            if method_name == "OPTIONS" and b"Access-Control-Request-Method" in raw:
                 table = self._preflight_table
-            match = table.match(host, path, method.decode("ascii"), raw, query)
-            limit = self._default_limit if match.route is None else match.route.body_limit
+            match = table.match(host, path, method_name, raw, query)
+            route = match.route
+            limit = self._default_limit if route is None else route.body_limit
         routing = request.routing = RequestRouting(
-            match, host, limit, self, self._seconds(), request_id)
-        routing.trace = self.trace.start(raw)
+            match, host, limit, self, self._seconds(), request_id, self.trace.start(raw))
         self.requests += 1
         self.active += 1
         return routing
@@ -310,13 +320,12 @@ class Gateway:
                 peer_ip, request.requestHeaders.getRawHeaders(b"x-forwarded-for"), self._trusted)
         else:
             client_ip = peer_ip
-        exchange = Exchange(
-            method=request.method, path=request.path, query=request.query,
-            headers=request.requestHeaders, client_ip=client_ip, peer_ip=peer_ip,
-            scheme=factory.scheme, host=routing.host,
-            route=route.spec.name, request=request, chain=route.chain,
-            request_id=routing.request_id,
-        )
+        # Positional: cheaper than keywords, once per request.
+        exchange = Exchange(request.method, request.path, request.query, request.requestHeaders, client_ip,
+                            peer_ip, factory.scheme, routing.host, route.spec.name)
+        exchange.request = request
+        exchange.chain = route.chain
+        exchange.request_id = routing.request_id
         routing.exchange = exchange
         if not route.filters:
             route.terminal.serve(exchange)

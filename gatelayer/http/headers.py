@@ -33,6 +33,58 @@ def _format_for(ip):
     return ip
 
 
+# How upstream_headers treats a request header name (any spelling).
+_PLAIN, _CONNECTION, _TE, _DROPPED, _XFF, _FORWARDED = range(6)
+# Names seen, and the forwarding headers made for (peer, scheme, host):
+# both repeat from request to request; bounded against a client sending
+# many different ones.
+_KINDS = {}
+_FORWARDING = {}
+_CACHE_LIMIT = 1024
+
+
+def _kind(name):
+    lower = name.lower()
+    if lower == b"connection":
+        kind = _CONNECTION
+    elif lower == b"te":
+        kind = _TE
+    elif lower in HOP_BY_HOP or lower in _REPLACED_UPSTREAM:
+        kind = _DROPPED
+    elif lower == b"x-forwarded-for":
+        kind = _XFF
+    elif lower == b"forwarded":
+        kind = _FORWARDED
+    else:
+        kind = _PLAIN
+    if len(_KINDS) < _CACHE_LIMIT:
+        _KINDS[name] = kind
+    return kind
+
+
+def _forwarding(peer_ip, scheme, host_header):
+    """
+    C{(peer, element, tail)} for a request from C{peer_ip} over C{scheme}
+    with the Host C{host_header}: the peer's address (bytes), the
+    C{Forwarded} element describing this hop, and the four forwarding
+    headers a request without earlier proxies' ones gets (kept for the
+    next request from the same client).
+    """
+    peer = peer_ip.encode("ascii")
+    proto = scheme.encode("ascii")
+    element = b"for=" + _format_for(peer_ip).encode("ascii") + b";proto=" + proto
+    if host_header is not None and b'"' not in host_header:
+        element += b';host="' + host_header + b'"'
+    tail = [(b"X-Forwarded-For", peer), (b"X-Forwarded-Proto", proto)]
+    if host_header is not None:
+        tail.append((b"X-Forwarded-Host", host_header))
+    tail.append((b"Forwarded", element))
+    made = (peer, element, tuple(tail))
+    if len(_FORWARDING) < _CACHE_LIMIT:
+        _FORWARDING[(peer_ip, scheme, host_header)] = made
+    return made
+
+
 def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
     """
     The header list sent upstream.
@@ -51,48 +103,49 @@ def upstream_headers(raw_headers, peer_ip, scheme, host_header, upstream_host):
     @return: a list of C{(name, value)} byte pairs.
     """
     out = [(b"Host", upstream_host)]
+    append = out.append
+    kinds = _KINDS
     drop = None
     xff = None
     forwarded = None
     te = False
     for name, values in raw_headers:
-        lower = name.lower()
-        if lower == b"connection":
+        kind = kinds.get(name)
+        if kind is None:
+            kind = _kind(name)
+        if kind == _PLAIN:
+            for value in values:
+                append((name, value))
+        elif kind == _CONNECTION:
             drop = connection_tokens(values)
-            continue
-        if lower in HOP_BY_HOP or lower in _REPLACED_UPSTREAM:
-            if lower == b"te":
-                te = wants_trailers(values)
-            continue
-        if lower == b"x-forwarded-for":
+        elif kind == _TE:
+            te = wants_trailers(values)
+        elif kind == _XFF:
             xff = values
-            continue
-        if lower == b"forwarded":
+        elif kind == _FORWARDED:
             forwarded = values
-            continue
-        for value in values:
-            out.append((name, value))
     if drop:
         out = [pair for pair in out if pair[0].lower() not in drop or pair[0] == b"Host"]
     if te:
         # TE is hop-by-hop, but the client's acceptance of trailers is what
         # lets the upstream send them, and the gateway relays them.
         out.append((b"TE", b"trailers"))
-    peer = peer_ip.encode("ascii")
+    made = _FORWARDING.get((peer_ip, scheme, host_header))
+    if made is None:
+        made = _forwarding(peer_ip, scheme, host_header)
+    peer, element, tail = made
+    if not xff and not forwarded:
+        out += tail
+        return out
     if xff:
         out.append((b"X-Forwarded-For", b", ".join(xff) + b", " + peer))
     else:
-        out.append((b"X-Forwarded-For", peer))
-    out.append((b"X-Forwarded-Proto", scheme.encode("ascii")))
-    if host_header is not None:
-        out.append((b"X-Forwarded-Host", host_header))
-    element = b"for=" + _format_for(peer_ip).encode("ascii") + b";proto=" + scheme.encode("ascii")
-    if host_header is not None and b'"' not in host_header:
-        element += b';host="' + host_header + b'"'
+        out.append(tail[0])
+    out += tail[1:-1]
     if forwarded:
         out.append((b"Forwarded", b", ".join(forwarded) + b", " + element))
     else:
-        out.append((b"Forwarded", element))
+        out.append(tail[-1])
     return out
 
 

@@ -71,6 +71,7 @@ class LeanChannel(ConnectionTimer, Protocol):
 
     @ivar factory: the L{gatelayer.http.factory.GatewayHTTPFactory}.
     @ivar callLater: the reactor's C{callLater} (for the connection's timer).
+    @ivar seconds: the reactor's C{seconds} (the same timer's clock).
     @ivar idle_timeout: seconds a kept-alive connection may wait for its next
         request.
     @ivar header_timeout: seconds from a request's first byte to the end of
@@ -89,6 +90,7 @@ class LeanChannel(ConnectionTimer, Protocol):
     _log = Logger()
     factory = None
     callLater = None
+    seconds = None
     header_timeout = 10.0
     idle_timeout = 60.0
     body_timeout = 30.0
@@ -118,8 +120,12 @@ class LeanChannel(ConnectionTimer, Protocol):
         """
         factory = self.factory
         self.date = factory.date
-        if factory.extra_headers:
-            self.extra_headers = _canonical_pairs(factory.extra_headers)
+        self.extra_headers = _canonical_pairs(factory.extra_headers) if factory.extra_headers else ()
+        # What every request reads, as instance values (a class attribute
+        # read through the instance costs more, each time).
+        self._dead = self.write_paused = self._read_paused = False
+        self.persistent = self.persistent
+        self.pipeline_limit = self.pipeline_limit
         self.peer = self.transport.getPeer()
         tune_client_writes(self.transport)
         self.transport.registerProducer(self, True)
@@ -181,13 +187,25 @@ class LeanChannel(ConnectionTimer, Protocol):
                 if phase == IDLE:
                     if self.write_paused:
                         break
-                    while buf[:2] == b"\r\n":
-                        # RFC 9112 2.2: empty lines before a request line
-                        # are ignored (some clients send one after a body).
-                        buf = self._buf = buf[2:]
-                    if not buf or buf == b"\r":
+                    if buf[:1] == b"\r":
+                        while buf[:2] == b"\r\n":
+                            # RFC 9112 2.2: empty lines before a request
+                            # line are ignored (some clients send one after
+                            # a body).
+                            buf = self._buf = buf[2:]
+                        if buf == b"\r":
+                            break
+                    if not buf:
                         break
                     self._phase = HEADERS
+                    end = buf.find(b"\r\n\r\n")
+                    if end >= 0:
+                        # The whole head in one read (the usual case): no
+                        # scanner, no deadline.
+                        self._begin(buf, end)
+                        if self._phase == BUSY:
+                            break
+                        continue
                     self._searched = 0
                     self._scanner = None
                 end = buf.find(b"\r\n\r\n", self._searched)
@@ -201,6 +219,8 @@ class LeanChannel(ConnectionTimer, Protocol):
                     break
                 self._scanner = None
                 self._begin(buf, end)
+                if self._phase == BUSY:
+                    break
         except BadRequest as refusal:
             self._reject(refusal.status, refusal.message)
         finally:
@@ -217,7 +237,8 @@ class LeanChannel(ConnectionTimer, Protocol):
         head = parse_request_head(buf, end)
         rest = buf[end + 4:]
         request = self._request = LeanRequest(self, head)
-        limit = self.factory.gateway.early_route(request, head.method, head.target).body_limit
+        gateway = self.factory.gateway
+        limit = gateway.early_route(request, head.method, head.target).body_limit
         length = head.length
         if length:
             if length > limit:
@@ -230,9 +251,11 @@ class LeanChannel(ConnectionTimer, Protocol):
             request.content = BytesIO()
             self._decoder = ChunkedDecoder()
         else:
+            # No body: a new, empty file, already at its start.
             request.content = BytesIO()
             self._buf = rest
-            self._dispatch(request)
+            self._phase = BUSY
+            gateway.handle(request)
             return
         self._phase = BODY
         self._buf = rest
@@ -306,8 +329,10 @@ class LeanChannel(ConnectionTimer, Protocol):
             self._cancel_timer()
             self.loseConnection()
         else:
-            self._arm(self.idle_timeout)
-        self.factory.request_done(self)
+            self._arm_idle()
+        factory = self.factory
+        if factory.draining:
+            factory.request_done(self)
         if not self._dead and not self._running:
             if self._buf:
                 self._run()

@@ -21,6 +21,7 @@ __all__ = ["LeanRequest"]
 _JOIN_LIMIT = 16384
 _NO_BODY_CODES = frozenset([204, 304])
 _STATUS_LINES = {}
+_new = object.__new__
 
 
 def _raw_headers(headers):
@@ -88,6 +89,9 @@ class LeanRequest(ServerRequest):
     startedWriting = False
     finished = False
     _disconnected = False
+    # An attribute, not the base's property: read several times per
+    # request (set with _disconnected, in lost()).
+    disconnected = False
     producer = None
     routing = None
     content = None
@@ -105,13 +109,18 @@ class LeanRequest(ServerRequest):
         self.channel = channel
         self.transport = channel.transport
         self.client = channel.peer
-        self.method = head.method
-        self.uri = uri = head.target
-        self.clientproto = head.version
-        self.path, _, self.query = uri.partition(b"?")
-        self.requestHeaders = head.headers
-        self.responseHeaders = Headers()
-        self.keep_alive = head.keep_alive
+        self.method, self.uri, self.clientproto, self.requestHeaders, _, _, self.keep_alive, _ = head
+        self.path, _, self.query = self.uri.partition(b"?")
+        # A Headers without its __init__ (a Python call per request).
+        headers = self.responseHeaders = _new(Headers)
+        headers._rawHeaders = {}
+        # The defaults read during every request, as instance values: a
+        # class attribute read through an instance costs more than the
+        # store (they are read once or more each).
+        self.finished = self._disconnected = self.disconnected = self.startedWriting = False
+        self._chunked = self._no_body = self._completed = False
+        self.producer = self._notify = None
+        self._received = 0
 
     def __repr__(self):
         return "<LeanRequest %s %s %s>" % (
@@ -170,9 +179,14 @@ class LeanRequest(ServerRequest):
             self.transport.write(last_chunk(self._send_trailers))
         self.finished = True
         self._on_lost = None
-        self._done()
-        notify, self._notify = self._notify, None
-        if notify:
+        # _done(), inline: once per request.
+        if not self._completed:
+            self._completed = True
+            routing = self.routing
+            if routing is not None:
+                routing.gateway.request_finished(self)
+        if self._notify is not None:
+            notify, self._notify = self._notify, None
             for d in notify:
                 d.callback(None)
         self.channel.request_done(self)
@@ -290,7 +304,7 @@ class LeanRequest(ServerRequest):
         """
         if self.finished or self._disconnected:
             return
-        self._disconnected = True
+        self._disconnected = self.disconnected = True
         relay = self.relay
         if relay is not None:
             self.sentLength = relay.sent_down

@@ -188,11 +188,12 @@ class ProxiedRequest:
         # edited (normalized path, query without hidden credentials,
         # headers without identity spoofs), never from the raw request.
         headers = exchange.headers
+        # The raw mapping, keyed by canonical names: no name is encoded
+        # again per lookup.
         raw = headers._rawHeaders
         host = raw.get(_HOST)
         self.host_header = host[0] if host else None
-        self.headers = upstream_headers(
-            headers.getAllRawHeaders(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
+        self.headers = upstream_headers(raw.items(), exchange.peer_ip, exchange.scheme, self.host_header, b"")
         te = raw.get(_TE)
         self.trailers_wanted = wants_trailers(te) if te else False
         self.request_trailers = ()

@@ -12,6 +12,7 @@ pairs in order (which the proxy relays as received).
 """
 
 import re
+from collections import namedtuple
 
 from twisted.web.http_headers import Headers
 
@@ -41,17 +42,24 @@ _VALUE_RE = re.compile(VALUE)
 
 _VERSIONS = {b"0": b"HTTP/1.0", b"1": b"HTTP/1.1"}
 
+# A Headers made without its __init__ (a Python call), its mapping filled
+# directly.
+_new_headers = object.__new__
 try:
     from twisted.web.http_headers import _nameEncoder
     _canonical_name = _nameEncoder.encode
     Headers()._rawHeaders  # noqa: B018 -- the layout the fast path fills
 except (ImportError, AttributeError):  # pragma: no cover - other Twisted versions
-    _canonical_name = None
+    def _canonical_name(name):
+        return b"-".join(word.capitalize() for word in name.split(b"-"))
 
 
-class RequestHead:
+class RequestHead(namedtuple("RequestHead", (
+        "method", "target", "version", "headers", "length", "chunked", "keep_alive",
+        "expect_continue"))):
     """
-    A parsed request head.
+    A parsed request head (a named tuple: made in one step, once per
+    request).
 
     @ivar method: the method token (bytes).
     @ivar target: the request target as sent (bytes).
@@ -63,19 +71,10 @@ class RequestHead:
     @ivar expect_continue: whether the client waits for C{100 Continue}.
     """
 
-    __slots__ = ("method", "target", "version", "headers", "length", "chunked",
-                 "keep_alive", "expect_continue")
+    __slots__ = ()
 
-    def __init__(self, method, target, version, headers, length, chunked, keep_alive,
-                 expect_continue):
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        self.length = length
-        self.chunked = chunked
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
+
+_new_tuple = tuple.__new__
 
 
 class HeadScanner:
@@ -160,12 +159,14 @@ def parse_request_head(buf, end):
     if first > _MAX_REQUEST_LINE:
         raise BadRequest(414, "request line too long")
     if end > first:
-        if end - first > _MAX_HEADERS_SIZE:
+        size = end - first
+        if size > _MAX_HEADERS_SIZE:
             raise BadRequest(431, "request headers too large")
         lines = buf[first + 2:end].split(b"\r\n")
         if len(lines) > _MAX_HEADERS:
             raise BadRequest(431, "too many request headers")
-        if max(map(len, lines)) > _MAX_HEADER_LINE:
+        # No line can be longer than all of them together.
+        if size > _MAX_HEADER_LINE and max(map(len, lines)) > _MAX_HEADER_LINE:
             raise BadRequest(431, "request header too large")
     else:
         lines = ()
@@ -173,16 +174,40 @@ def parse_request_head(buf, end):
     if match is None:
         raise BadRequest(400, "malformed request line")
     method, target, minor = match.groups()
-    version = _VERSIONS[minor]
-    headers = Headers()
+    version11 = minor == b"1"
+    raw = {}
     if lines:
         if _HEADER_BLOCK.fullmatch(buf, first + 2, end + 2) is None:
             raise BadRequest(400, "malformed request header")
-        get = _fill(headers, lines)
-    else:
-        get = _EMPTY.get
+        # The values cannot hold CR or LF (the grammar above), so twisted's
+        # own sanitising (a split and a join per value) is skipped, and
+        # names are canonicalised through a small cache.
+        names = _NAMES
+        for line in lines:
+            name, _, value = line.partition(b":")
+            key = names.get(name)
+            if key is None:
+                key = _canonical_name(name)
+                if len(names) < 1000:
+                    names[name] = key
+            value = value.strip(b" \t")
+            values = raw.get(key)
+            if values is None:
+                raw[key] = [value]
+            else:
+                values.append(value)
+    headers = _new_headers(Headers)
+    headers._rawHeaders = raw
+    hosts = raw.get(b"Host")
+    if _FRAMING.isdisjoint(raw):
+        # No field this function reads but Host (most requests): one test
+        # instead of four lookups.
+        if version11 if hosts is None else len(hosts) != 1:
+            raise BadRequest(400, _HOST_ERRORS[version11])
+        return _new_tuple(RequestHead, (method, target, _VERSIONS[minor], headers, None, False, version11,
+                                        False))
     length = None
-    values = get(b"Content-Length")
+    values = raw.get(b"Content-Length")
     if values is not None:
         text = values[0]
         if not text.isdigit() or len(text) > MAX_CONTENT_LENGTH_DIGITS:
@@ -192,25 +217,19 @@ def parse_request_head(buf, end):
                 raise BadRequest(400, "conflicting Content-Length headers")
         length = int(text)
     chunked = False
-    values = get(b"Transfer-Encoding")
+    values = raw.get(b"Transfer-Encoding")
     if values is not None:
-        if version != b"HTTP/1.1":
+        if not version11:
             raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
         if length is not None:
             raise BadRequest(400, "both Content-Length and Transfer-Encoding")
         if len(values) != 1 or values[0].lower() != b"chunked":
             raise BadRequest(400, "unsupported Transfer-Encoding")
         chunked = True
-    hosts = get(b"Host")
-    if version == b"HTTP/1.1":
-        if hosts is None or len(hosts) != 1:
-            raise BadRequest(400, "HTTP/1.1 request needs exactly one Host header")
-        keep_alive = True
-    else:
-        if hosts is not None and len(hosts) != 1:
-            raise BadRequest(400, "request has more than one Host header")
-        keep_alive = False
-    values = get(b"Connection")
+    if version11 if hosts is None else len(hosts) != 1:
+        raise BadRequest(400, _HOST_ERRORS[version11])
+    keep_alive = version11
+    values = raw.get(b"Connection")
     if values is not None:
         tokens = token_set(values)
         if b"close" in tokens:
@@ -218,46 +237,20 @@ def parse_request_head(buf, end):
         elif b"keep-alive" in tokens:
             keep_alive = True
     expect_continue = False
-    values = get(b"Expect")
-    if values is not None and version == b"HTTP/1.1":
+    values = raw.get(b"Expect")
+    if values is not None and version11:
         expect_continue = b"100-continue" in token_set(values)
-    return RequestHead(method, target, version, headers, length, chunked, keep_alive,
-                       expect_continue)
+    return _new_tuple(RequestHead, (method, target, _VERSIONS[minor], headers, length, chunked,
+                                    keep_alive, expect_continue))
 
 
-_EMPTY = {}
 _NAMES = {}
-
-
-def _fill(headers, lines):
-    """
-    Add C{name: value} lines (already checked by C{_HEADER_BLOCK}) to
-    C{headers}; returns a function looking up the values of a header by
-    its canonical name (C{b"Content-Length"}). The values cannot hold CR
-    or LF, so twisted's own sanitising (a split and a join per value) is
-    skipped, and names are canonicalised through a small cache.
-    """
-    if _canonical_name is None:  # pragma: no cover - other Twisted versions
-        for line in lines:
-            name, _, value = line.partition(b":")
-            headers.addRawHeader(name, value.strip(b" \t"))
-        return headers.getRawHeaders
-    raw = headers._rawHeaders
-    names = _NAMES
-    for line in lines:
-        name, _, value = line.partition(b":")
-        key = names.get(name)
-        if key is None:
-            key = _canonical_name(name)
-            if len(names) < 1000:
-                names[name] = key
-        value = value.strip(b" \t")
-        values = raw.get(key)
-        if values is None:
-            raw[key] = [value]
-        else:
-            values.append(value)
-    return raw.get
+# The fields parse_request_head reads besides Host, by their keys in the
+# raw mapping.
+_FRAMING = frozenset([b"Content-Length", b"Transfer-Encoding", b"Connection", b"Expect"])
+# An HTTP/1.1 request needs exactly one Host, an HTTP/1.0 one at most one.
+_HOST_ERRORS = {True: "HTTP/1.1 request needs exactly one Host header",
+                False: "request has more than one Host header"}
 
 
 def _diagnose(lines):

@@ -24,6 +24,7 @@ from zope.interface import implementer
 
 from gatelayer.l4.clienthello import ClientHelloError, ClientHelloReader
 from gatelayer.l4.proxyproto import ProxyHeaderError, ProxyHeaderReader, encode_v1, encode_v2
+from gatelayer.net.eager import connect_tcp
 from gatelayer.upstream.state import log_server_failure
 
 __all__ = ["ClientRelay"]
@@ -284,8 +285,8 @@ class ClientRelay(Protocol):
             return
         state.request_started(server)
         self.server = server
-        self._connector = self.listener.reactor.connectTCP(
-            server.host, server.port, _UpstreamConnector(self, server), timeout=spec.connect_timeout)
+        self._connector = connect_tcp(self.listener.reactor, server.host, server.port,
+                                      _UpstreamConnector(self, server), timeout=spec.connect_timeout)
 
     def connect_failed(self, server, reason):
         """

@@ -31,6 +31,8 @@ OVERFLOW = "_overflow"
 SERIES_LIMIT = 2000
 
 _CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
+# The index in _CLASSES of each status a response can have (none: 0).
+_CLASS_INDEX = {code: code // 100 for code in range(100, 600)}
 
 #: Every family a worker reports: name -> (kind, help, label names).
 #: C{counter} and C{gauge} values are numbers, C{histogram} values are
@@ -197,14 +199,16 @@ class RequestMetrics:
 
     @ivar keys: C{(upstream, method, status index) -> requests_total label
         tuple}, filled as requests come (a tuple built once, not per
-        request).
+        request), for upstreams other than C{upstream} (a split route's).
+    @ivar rows: the same for C{upstream}: C{method -> [label tuple or
+        None per status index]}, found without building a key.
     @ivar duration: this route's series of the request duration histogram,
         bound by L{WorkerMetrics.use_config}.
     @ivar upstream_times: C{upstream -> series} of the upstream response
         histogram, filled as requests come.
     """
 
-    __slots__ = ("route", "label", "upstream", "by_address", "keys", "duration", "upstream_times")
+    __slots__ = ("route", "label", "upstream", "by_address", "keys", "rows", "duration", "upstream_times")
 
     def __init__(self, route, upstream=NO_LABEL, by_address=None):
         self.route = route
@@ -212,6 +216,7 @@ class RequestMetrics:
         self.upstream = upstream
         self.by_address = by_address or {}
         self.keys = {}
+        self.rows = {}
         self.duration = None
         self.upstream_times = {}
 
@@ -281,8 +286,7 @@ class WorkerMetrics:
         """
         self.requests += 1
         routing = request.routing
-        code = request.code or 0
-        index = code // 100 if 0 <= code < 600 else 0
+        index = _CLASS_INDEX.get(request.code, 0)
         method = request.method
         if routing is None:
             route = self._unrouted
@@ -294,13 +298,25 @@ class WorkerMetrics:
             upstream = route.upstream
             if route.by_address and routing.upstream_server is not None:
                 upstream = route.by_address.get(routing.upstream_server, upstream)
-        keys = route.keys
-        key = keys.get((upstream, method, index))
-        if key is None:
-            key = keys[(upstream, method, index)] = (
-                route.route, upstream, METHODS.get(method, "OTHER"), _CLASSES[index])
-            if len(keys) > SERIES_LIMIT:
-                keys.clear()
+        if upstream is route.upstream:
+            # The route's own upstream: its label tuples by method, then
+            # status class, without a key tuple built to find them.
+            row = route.rows.get(method)
+            if row is None:
+                row = route.rows[method] = [None] * len(_CLASSES)
+                if len(route.rows) > SERIES_LIMIT:
+                    route.rows.clear()
+            key = row[index]
+            if key is None:
+                key = row[index] = (route.route, upstream, METHODS.get(method, "OTHER"), _CLASSES[index])
+        else:
+            keys = route.keys
+            key = keys.get((upstream, method, index))
+            if key is None:
+                key = keys[(upstream, method, index)] = (
+                    route.route, upstream, METHODS.get(method, "OTHER"), _CLASSES[index])
+                if len(keys) > SERIES_LIMIT:
+                    keys.clear()
         requests = self._requests
         try:
             requests[key] += 1
@@ -311,8 +327,12 @@ class WorkerMetrics:
         label = route.label
         counts = self._sent
         counts[label] = counts.get(label, 0) + request.sentLength
-        counts = self._received
-        counts[label] = counts.get(label, 0) + request.body_length()
+        received = request.body_length()
+        if received:
+            counts = self._received
+            counts[label] = counts.get(label, 0) + received
+        elif label not in self._received:
+            self._received[label] = 0
         elapsed = self._seconds() - routing.started
         series = route.duration
         if series is None:

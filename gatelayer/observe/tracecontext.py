@@ -118,8 +118,9 @@ class TraceContext:
     @ivar filters_ended: when the filter chain was done, or L{None}.
     """
 
-    __slots__ = ("trace_id", "span_id", "parent_id", "sampled", "tracestate",
-                 "filters_started", "filters_ended")
+    # Class-level defaults for what most requests never set.
+    filters_started = None
+    filters_ended = None
 
     def __init__(self, trace_id, span_id, parent_id, sampled, tracestate=None):
         self.trace_id = trace_id
@@ -127,8 +128,6 @@ class TraceContext:
         self.parent_id = parent_id
         self.sampled = sampled
         self.tracestate = tracestate
-        self.filters_started = None
-        self.filters_ended = None
 
     def traceparent(self):
         """
@@ -208,23 +207,30 @@ class TracePropagator:
             if TRACESTATE_KEY in raw:
                 del raw[TRACESTATE_KEY]
             sampled = self.sample_rate >= 1.0 or self._random() < self.sample_rate
-            ids = self._hex(48)
+            # _hex(48), inline: this runs for most requests.
+            start = self._taken
+            end = start + 48
+            if end > len(self._pool):
+                ids = self._hex(48)
+            else:
+                self._taken = end
+                ids = self._pool[start:end]
             trace_id, span_id = ids[:32], ids[32:]
             while trace_id == _ZERO_TRACE:
                 trace_id = self._hex(32)
             if span_id == _ZERO_SPAN:
                 span_id = self.span_id()
-            context = TraceContext(trace_id, span_id, None, sampled)
-        else:
-            span_id = self.span_id()
-            trace_id, parent_id, flags = parsed
-            state = raw.get(TRACESTATE_KEY)
-            if state is not None:
-                state = valid_tracestate(state)
-                if state is None:
-                    del raw[TRACESTATE_KEY]
-                else:
-                    raw[TRACESTATE_KEY] = [state]
-            context = TraceContext(trace_id, span_id, parent_id, bool(flags & 1), state)
+            raw[TRACEPARENT_KEY] = [b"".join((b"00-", trace_id, b"-", span_id, b"-01" if sampled else b"-00"))]
+            return TraceContext(trace_id, span_id, None, sampled)
+        span_id = self.span_id()
+        trace_id, parent_id, flags = parsed
+        state = raw.get(TRACESTATE_KEY)
+        if state is not None:
+            state = valid_tracestate(state)
+            if state is None:
+                del raw[TRACESTATE_KEY]
+            else:
+                raw[TRACESTATE_KEY] = [state]
+        context = TraceContext(trace_id, span_id, parent_id, bool(flags & 1), state)
         raw[TRACEPARENT_KEY] = [context.traceparent()]
         return context

@@ -25,6 +25,7 @@ from gatelayer.http.factory import GatewayHTTPFactory
 from gatelayer.http.gateway import Gateway
 from gatelayer.http.proxy import UpstreamTerminal
 from gatelayer.l4.listener import L4Listener, L4Settings, l4_heartbeat
+from gatelayer.net.eager import adopt_stream_port
 from gatelayer.observe.accesslog import AccessLog
 from gatelayer.process.control import Drain, Heartbeat, heartbeat_interval
 from gatelayer.process.limits import ConnectionLimits
@@ -246,7 +247,7 @@ class Worker(OrderedMultiService):
             if listener.mode != "http":
                 factory = L4Listener(self.reactor, L4Settings.from_config(listener, config.gateway),
                                      self.upstream_states(), limits=self.limits)
-                port = self.reactor.adoptStreamPort(fd, family, self.limits.wrap(factory))
+                port = adopt_stream_port(self.reactor, fd, family, self.limits.wrap(factory))
                 os.close(fd)
                 adopted.append((port, factory))
                 continue
@@ -267,7 +268,7 @@ class Worker(OrderedMultiService):
                 if self.metrics is not None:
                     wrapped.on_handshake = TlsHandshakeCounter(self.metrics, listener.name)
             # The limits decide before any protocol (TLS included) is built.
-            port = self.reactor.adoptStreamPort(fd, family, self.limits.wrap(wrapped))
+            port = adopt_stream_port(self.reactor, fd, family, self.limits.wrap(wrapped))
             os.close(fd)
             adopted.append((port, factory))
         return adopted

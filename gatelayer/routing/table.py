@@ -34,13 +34,11 @@ class RouteMatch:
     allowed: tuple = ()
 
 
-class _ConditionedGroup(list):
-    """
-    A host group holding at least one route with conditions: its items are
-    C{(prefix, methods, payload, conditions)}, C{conditions} being L{None}
-    for a route without. Other groups hold C{(prefix, methods, payload)}
-    and are matched exactly as before conditions existed.
-    """
+# What may follow a prefix not ending in C{/} in a path it matches.
+_PREFIX_ENDS = (b"/", b"?", b";")
+# Hosts whose groups the table keeps (requests name few hosts; a client
+# naming many gets them looked up each time beyond this).
+_HOST_CACHE_LIMIT = 1024
 
 
 class RouteTable:
@@ -76,13 +74,16 @@ class RouteTable:
         self._wildcard = {}
         self._any = []
         for group in route_groups(entries, spec_of=lambda entry: entry[0]):
-            if any(spec.conditions for spec, _ in group.routes):
-                items = _ConditionedGroup(
-                    (spec.path.encode("utf-8"), spec.methods, payload,
-                     CompiledConditions(spec.conditions, header_key) if spec.conditions else None)
-                    for spec, payload in group.routes)
-            else:
-                items = [(spec.path.encode("utf-8"), spec.methods, payload) for spec, payload in group.routes]
+            # One tuple per route: (prefix, methods, payload, conditions,
+            # prefix ends in "/", the match returned): nothing is built
+            # per request.
+            items = []
+            for spec, payload in group.routes:
+                prefix = spec.path.encode("utf-8")
+                conditions = CompiledConditions(spec.conditions, header_key) if spec.conditions else None
+                items.append((prefix, spec.methods, payload, conditions, prefix.endswith(b"/"),
+                              RouteMatch(payload, 200)))
+            items = tuple(items)
             if group.kind == "any":
                 self._any = items
             elif group.kind == "wildcard":
@@ -90,11 +91,41 @@ class RouteTable:
             else:
                 self._exact[group.host] = items
         self._no_match = RouteMatch(None, 404)
+        self._groups = {}
+
+    def _groups_of(self, host):
+        """
+        The route groups a request for C{host} tries, best first: its exact
+        host's, its wildcard's, then the routes without a host (kept for
+        the next request naming C{host}).
+        """
+        groups = []
+        exact = self._exact.get(host)
+        if exact:
+            groups.append(exact)
+        if self._wildcard and host:
+            dot = host.find(".")
+            if dot > 0:
+                wildcard = self._wildcard.get(host[dot:])
+                if wildcard:
+                    groups.append(wildcard)
+        if self._any:
+            groups.append(self._any)
+        groups = tuple(groups)
+        if len(self._groups) < _HOST_CACHE_LIMIT:
+            self._groups[host] = groups
+        return groups
 
     def match(self, host, path, method, headers=None, query=b""):
         """
         Find the route for C{host} (lower-case str, no port), C{path} (bytes)
         and C{method} (str, upper case).
+
+        A prefix ending in C{/} matches anything below it; another prefix
+        matches itself and anything below C{prefix/} (C{/api} matches
+        C{/api} and C{/api/x}, not C{/apix}), and a path parameter ends it
+        too (C{/api;v=1} is C{/api} to a servlet container, so it must be to
+        the route that protects C{/api}).
 
         @param headers: the request's headers, a mapping of name (spelled as
             C{header_key} spells it) to the list of values; read only when a
@@ -102,50 +133,34 @@ class RouteTable:
         @param query: the request's query (bytes, without C{?}); parsed
             only when a route with query conditions is reached.
         """
-        groups = []
-        exact = self._exact.get(host)
-        if exact is not None:
-            groups.append(exact)
-        if self._wildcard and host:
-            dot = host.find(".")
-            if dot > 0:
-                wildcard = self._wildcard.get(host[dot:])
-                if wildcard is not None:
-                    groups.append(wildcard)
-        groups.append(self._any)
-        allowed = set()
+        groups = self._groups.get(host)
+        if groups is None:
+            groups = self._groups_of(host)
+        allowed = None
         explicit = method in EXPLICIT_METHODS
         view = None
         for group in groups:
-            if group.__class__ is _ConditionedGroup:
-                for prefix, methods, payload, conditions in group:
-                    if not _prefix_matches(path, prefix):
-                        continue
-                    if conditions is not None:
-                        if view is None:
-                            view = RequestView(headers, query, self._cookie_key)
-                        if not conditions.hold(view):
-                            continue
-                    if methods is None:
-                        if not explicit:
-                            return RouteMatch(payload, 200)
-                        allowed.update(ANY_METHODS)
-                        continue
-                    if method in methods:
-                        return RouteMatch(payload, 200)
-                    allowed.update(methods)
-                continue
-            for prefix, methods, payload in group:
-                if not _prefix_matches(path, prefix):
+            for prefix, methods, payload, conditions, slash, matched in group:
+                if not path.startswith(prefix):
                     continue
+                if not slash and len(path) != len(prefix) and \
+                        path[len(prefix):len(prefix) + 1] not in _PREFIX_ENDS:
+                    continue
+                if conditions is not None:
+                    if view is None:
+                        view = RequestView(headers, query, self._cookie_key)
+                    if not conditions.hold(view):
+                        continue
                 if methods is None:
                     if not explicit:
-                        return RouteMatch(payload, 200)
-                    allowed.update(ANY_METHODS)
-                    continue
-                if method in methods:
-                    return RouteMatch(payload, 200)
-                allowed.update(methods)
+                        return matched
+                    methods = ANY_METHODS
+                elif method in methods:
+                    return matched
+                if allowed is None:
+                    allowed = set(methods)
+                else:
+                    allowed.update(methods)
         if allowed:
             return RouteMatch(None, 405, tuple(sorted(allowed)))
         return self._no_match
@@ -153,19 +168,3 @@ class RouteTable:
 
 def _same(name):
     return name
-
-
-def _prefix_matches(path, prefix):
-    """
-    Whether C{prefix} matches C{path}: a prefix ending in C{/} matches
-    anything below it; otherwise the prefix matches itself and anything below
-    C{prefix/} (so C{/api} matches C{/api} and C{/api/x} but not C{/apix}).
-    A path parameter ends the prefix too (C{/api;v=1} is C{/api} to a
-    servlet container, so it must be to the route that protects C{/api}).
-    """
-    if not path.startswith(prefix):
-        return False
-    if len(path) == len(prefix) or prefix.endswith(b"/"):
-        return True
-    next_char = path[len(prefix):len(prefix) + 1]
-    return next_char in (b"/", b"?", b";")

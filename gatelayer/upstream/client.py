@@ -224,7 +224,9 @@ class HTTP11UpstreamConnection(ResponseReader, Protocol):
             self.transport.write(build_request_head(
                 method, request.target, request.headers,
                 0 if method in BODY_METHODS else None, self._host, not self._keepalive))
-        elif IStreamedBody.providedBy(body):
+        # providedBy of None or bytes costs zope an AttributeError raised
+        # and cleared inside: asked of files only.
+        elif body is not None and not isinstance(body, bytes) and IStreamedBody.providedBy(body):
             self._send_streamed(request, body)
         elif request.trailers:
             self._send_chunked(request, body)

@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ClientFactory
 from zope.interface import implementer
 
+from gatelayer.net.eager import connect_tcp
 from gatelayer.upstream.client import (
     HTTP11UpstreamConnection,
     IConnectionOwner,
@@ -136,8 +137,8 @@ class _ServerSlot:
             factory = TLSMemoryBIOFactory(creator, True, factory, clock=pool._reactor)
             factory.noisy = False
         connection.begin(request, pool._connect_timeout)
-        connection.connector = pool._reactor.connectTCP(
-            self.host, self.port, factory, timeout=pool._connect_timeout)
+        connection.connector = connect_tcp(
+            pool._reactor, self.host, self.port, factory, timeout=pool._connect_timeout)
 
     def _expire(self, request):
         request.waiter = None
@@ -322,8 +323,8 @@ class UpstreamPool:
             factory = TLSMemoryBIOFactory(creator, True, factory, clock=self._reactor)
             factory.noisy = False
         connection.begin(request, self._connect_timeout)
-        connection.connector = self._reactor.connectTCP(
-            server.host, server.port, factory, timeout=self._connect_timeout)
+        connection.connector = connect_tcp(
+            self._reactor, server.host, server.port, factory, timeout=self._connect_timeout)
         return connection
 
     def active(self, server):

@@ -131,6 +131,9 @@ def main(args=None):
     parser.add_argument("--count", type=int, default=20000, help="requests to proxy (default 20000)")
     parser.add_argument("--filters", default="", help="comma-separated bench filter sets: jwt, limit, "
                         "nometrics, accesslog ... (see bench/_configs.py FILTER_SETS)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="requests proxied before measuring (default: 200, or --count if fewer; on "
+                        "PyPy, 100000 or more lets the JIT settle)")
     parser.add_argument("--body-size", type=int, default=12, help="response body bytes (default 12)")
     parser.add_argument("--read-size", type=int, default=0,
                         help="hand the upstream's answer to the gateway in pieces of this many bytes, as "
@@ -153,7 +156,7 @@ def main(args=None):
         return
     with tempfile.TemporaryDirectory() as directory:
         loop = Loop(filters, options.body_size, options.http_server, directory, options.read_size)
-        loop.run(min(options.count, 200))
+        loop.run(min(options.count, 200) if options.warmup is None else options.warmup)
         if options.cprofile:
             profile = cProfile.Profile()
             profile.enable()

@@ -105,6 +105,24 @@ class RequestCountTests(SynchronousTestCase):
         self.assertEqual((durations[("-",)][0], durations[("hello",)][0]), (1, 2))
         self.assertGreater(series(self.metrics, "gatelayer_sent_bytes_total")[("-",)], 0)
 
+    def test_counts_settled_once(self):
+        """
+        What the routes count between snapshots is added to the families
+        once: a second snapshot adds only the requests since the first, and
+        a reload keeps what the old routes had counted.
+        """
+        hello = b"GET /hello HTTP/1.1\r\nHost: a\r\n\r\n"
+        self.gate.exchange(hello)
+        self.assertEqual(series(self.metrics, "gatelayer_requests_total"), {("hello", "-", "GET", "2xx"): 1})
+        one = series(self.metrics, "gatelayer_sent_bytes_total")[("hello",)]
+        self.assertEqual(series(self.metrics, "gatelayer_requests_total"), {("hello", "-", "GET", "2xx"): 1})
+        self.gate.exchange(hello)
+        self.gate.exchange(hello)
+        self.metrics.use_config(self.gate.gateway.config)
+        self.assertEqual(series(self.metrics, "gatelayer_requests_total"), {("hello", "-", "GET", "2xx"): 3})
+        self.assertEqual(series(self.metrics, "gatelayer_sent_bytes_total"), {("hello",): 3 * one})
+        self.assertEqual(series(self.metrics, "gatelayer_received_bytes_total"), {("hello",): 0})
+
     def test_other_methods_bounded(self):
         """
         A method outside the standard ones is counted as C{OTHER}, so a

@@ -188,13 +188,15 @@ def downstream_headers(headers, origin=None, scheme="http", authority=None):
             if b"," in value:
                 value = value.partition(b",")[0].strip(b" \t")
         out.append((name, value))
-    if drop:
+    # Names Connection lists that are hop-by-hop anyway (an upstream's
+    # "Connection: keep-alive") are already gone: no second pass for them.
+    if drop and not drop <= HOP_BY_HOP:
         out = [pair for pair in out if pair[0].lower() not in drop]
     return out
 
 
 # Where relay_headers puts a response header, by its lower-case name.
-_RELAY, _HOP, _CONNECTION, _LENGTH, _HIDDEN, _REWRITTEN = range(6)
+_RELAY, _HOP, _RELAY_CONNECTION, _LENGTH, _HIDDEN, _REWRITTEN = range(6)
 # Connection values that name nothing but hop-by-hop headers, as nginx and
 # most servers send them: no token set to build.
 _PLAIN_CONNECTION = frozenset([b"keep-alive", b"close", b"Keep-Alive", b"Close"])
@@ -211,7 +213,7 @@ except (ImportError, AttributeError):  # pragma: no cover - other Twisted versio
     _canonical_name = None
 
 
-def _kind(name, origin):
+def _relay_kind(name, origin):
     """
     C{(canonical name, kind)} of the response header C{name} (a token)
     under the route policy C{origin} (or L{None}), in the order
@@ -220,7 +222,7 @@ def _kind(name, origin):
     """
     lower = name.lower()
     if lower in HOP_BY_HOP:
-        kind = _CONNECTION if lower == b"connection" else _HOP
+        kind = _RELAY_CONNECTION if lower == b"connection" else _HOP
     elif origin is not None and lower in origin.hide:
         kind = _HIDDEN
     elif origin is not None and lower in origin.special:
@@ -255,7 +257,7 @@ def relay_headers(headers, origin=None, scheme="http", authority=None):
     for name, value in headers:
         entry = names.get(name)
         if entry is None:
-            entry = _kind(name, origin)
+            entry = _relay_kind(name, origin)
             if len(names) < _MAX_NAMES:
                 names[name] = entry
         canonical, kind = entry
@@ -269,7 +271,7 @@ def relay_headers(headers, origin=None, scheme="http", authority=None):
             elif kind == _REWRITTEN:
                 value = origin.rewrite(canonical.lower(), value, scheme, authority)
             else:
-                if kind == _CONNECTION and value not in _PLAIN_CONNECTION:
+                if kind == _RELAY_CONNECTION and value not in _PLAIN_CONNECTION:
                     tokens = token_set((value,))
                     drop = tokens if drop is None else drop | tokens
                 continue

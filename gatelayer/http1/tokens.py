@@ -30,6 +30,11 @@ def connection_flags(values):
     the C{close} and the C{keep-alive} options. Which wins is the caller's
     rule (for both sides, C{close}).
     """
+    if len(values) == 1 and b"," not in values[0]:
+        # One option, as most responses send: no loop (on PyPy a loop in a
+        # small function is a separately compiled call).
+        item = values[0].lower().strip()
+        return item == b"close", item == b"keep-alive"
     close = keep_alive = False
     for value in values:
         # The same reading as token_set, without building the set: this

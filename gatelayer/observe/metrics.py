@@ -33,6 +33,8 @@ SERIES_LIMIT = 2000
 _CLASSES = ("0xx", "1xx", "2xx", "3xx", "4xx", "5xx")
 # The index in _CLASSES of each status a response can have (none: 0).
 _CLASS_INDEX = {code: code // 100 for code in range(100, 600)}
+# Most requests take less than the first bucket's bound: no bisect for them.
+_FIRST_BOUND = DURATION_BUCKETS[0]
 
 #: Every family a worker reports: name -> (kind, help, label names).
 #: C{counter} and C{gauge} values are numbers, C{histogram} values are
@@ -197,28 +199,53 @@ class RequestMetrics:
     its name, the upstream its requests are counted under, and the upstream
     of each server address when the route has several (a split route).
 
-    @ivar keys: C{(upstream, method, status index) -> requests_total label
-        tuple}, filled as requests come (a tuple built once, not per
-        request), for upstreams other than C{upstream} (a split route's).
-    @ivar rows: the same for C{upstream}: C{method -> [label tuple or
-        None per status index]}, found without building a key.
+    A request adds to counts kept here, settled into the families when a
+    snapshot is taken (L{WorkerMetrics.snapshot}): no label tuple is hashed
+    per request (on PyPy each hash is a call into a separately compiled
+    loop).
+
+    @ivar counts: C{upstream -> method label -> [requests per status
+        class]}, the C{requests_total} counts not settled yet.
+    @ivar routed: routed requests not settled yet; C{sent} and C{received}
+        their body bytes.
     @ivar duration: this route's series of the request duration histogram,
         bound by L{WorkerMetrics.use_config}.
     @ivar upstream_times: C{upstream -> series} of the upstream response
         histogram, filled as requests come.
     """
 
-    __slots__ = ("route", "label", "upstream", "by_address", "keys", "rows", "duration", "upstream_times")
+    __slots__ = ("route", "label", "upstream", "by_address", "counts", "routed", "sent", "received",
+                 "duration", "upstream_times")
 
     def __init__(self, route, upstream=NO_LABEL, by_address=None):
         self.route = route
         self.label = (route,)
         self.upstream = upstream
         self.by_address = by_address or {}
-        self.keys = {}
-        self.rows = {}
+        self.counts = {}
+        self.routed = 0
+        self.sent = 0
+        self.received = 0
         self.duration = None
         self.upstream_times = {}
+
+    def settle(self, requests, sent, received):
+        """
+        Add the counts kept since the last call to the families
+        C{requests} (a L{CounterFamily}), C{sent} and C{received} (their
+        value mappings), and start again from zero.
+        """
+        for upstream, methods in self.counts.items():
+            for method, classes in methods.items():
+                for index, count in enumerate(classes):
+                    if count:
+                        classes[index] = 0
+                        requests.inc((self.route, upstream, method, _CLASSES[index]), count)
+        if self.routed:
+            label = self.label
+            sent[label] = sent.get(label, 0) + self.sent
+            received[label] = received.get(label, 0) + self.received
+            self.routed = self.sent = self.received = 0
 
 
 class WorkerMetrics:
@@ -266,6 +293,7 @@ class WorkerMetrics:
         Name series after the routes and upstreams of C{config} (a reload
         keeps the counts).
         """
+        self._settle()
         self.routes = routes_of(config)
         self._unrouted = RequestMetrics(NO_LABEL)
 
@@ -280,9 +308,9 @@ class WorkerMetrics:
         """
         The log phase: count one finished (or abandoned) request.
 
-        Once per request, so written for cost: a route's label tuples and
-        histogram series are looked up once and kept on its
-        L{RequestMetrics}.
+        Once per request, so written for cost: the counts go to the route's
+        L{RequestMetrics} (settled into the families at the next snapshot)
+        and its histogram series are looked up once and kept there.
         """
         self.requests += 1
         routing = request.routing
@@ -298,46 +326,24 @@ class WorkerMetrics:
             upstream = route.upstream
             if route.by_address and routing.upstream_server is not None:
                 upstream = route.by_address.get(routing.upstream_server, upstream)
-        if upstream is route.upstream:
-            # The route's own upstream: its label tuples by method, then
-            # status class, without a key tuple built to find them.
-            row = route.rows.get(method)
-            if row is None:
-                row = route.rows[method] = [None] * len(_CLASSES)
-                if len(route.rows) > SERIES_LIMIT:
-                    route.rows.clear()
-            key = row[index]
-            if key is None:
-                key = row[index] = (route.route, upstream, METHODS.get(method, "OTHER"), _CLASSES[index])
-        else:
-            keys = route.keys
-            key = keys.get((upstream, method, index))
-            if key is None:
-                key = keys[(upstream, method, index)] = (
-                    route.route, upstream, METHODS.get(method, "OTHER"), _CLASSES[index])
-                if len(keys) > SERIES_LIMIT:
-                    keys.clear()
-        requests = self._requests
-        try:
-            requests[key] += 1
-        except KeyError:
-            self.families["gatelayer_requests_total"].inc(key)
+        label = METHODS.get(method, "OTHER")
+        methods = route.counts.get(upstream)
+        if methods is None:
+            methods = route.counts[upstream] = {}
+        classes = methods.get(label)
+        if classes is None:
+            classes = methods[label] = [0] * len(_CLASSES)
+        classes[index] += 1
         if routing is None:
             return
-        label = route.label
-        counts = self._sent
-        counts[label] = counts.get(label, 0) + request.sentLength
-        received = request.body_length()
-        if received:
-            counts = self._received
-            counts[label] = counts.get(label, 0) + received
-        elif label not in self._received:
-            self._received[label] = 0
+        route.routed += 1
+        route.sent += request.sentLength
+        route.received += request.body_length()
         elapsed = self._seconds() - routing.started
         series = route.duration
         if series is None:
-            series = route.duration = self._durations.series(label)
-        series[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+            series = route.duration = self._durations.series(route.label)
+        series[0 if elapsed <= _FIRST_BOUND else bisect_left(DURATION_BUCKETS, elapsed)] += 1
         series[-1] += elapsed
         first = routing.upstream_first_byte
         if first is not None and routing.upstream_started is not None:
@@ -346,7 +352,7 @@ class WorkerMetrics:
                 series = route.upstream_times[upstream] = self._upstream_times.series(
                     (route.route, upstream))
             elapsed = first - routing.upstream_started
-            series[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+            series[0 if elapsed <= _FIRST_BOUND else bisect_left(DURATION_BUCKETS, elapsed)] += 1
             series[-1] += elapsed
         if routing.tries > 1:
             self._retries.inc((upstream,), routing.tries - 1)
@@ -356,6 +362,7 @@ class WorkerMetrics:
         The cumulative values of every family, JSON-ready:
         C{{name: [[labels, value], ...]}} (histogram values are lists).
         """
+        self._settle()
         out = {}
         for name, family in self.families.items():
             if family.values:
@@ -365,6 +372,16 @@ class WorkerMetrics:
             if values:
                 out[name] = [[list(labels), value] for labels, value in values.items()]
         return out
+
+
+    def _settle(self):
+        """
+        Add every route's counts kept since the last snapshot to the
+        families.
+        """
+        requests = self.families["gatelayer_requests_total"]
+        for route in (*self.routes.values(), self._unrouted):
+            route.settle(requests, self._sent, self._received)
 
 
 def routes_of(config):

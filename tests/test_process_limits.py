@@ -17,7 +17,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from gatelayer.net.eager import _EagerPort
+from gatelayer.transports import _EagerPort
 from gatelayer.process.limits import (
     ACCEPT_BACKOFF, AcceptErrorFilter, ConnectionLimits, LimitedFactory, ThrottledWarning,
 )
@@ -563,7 +563,7 @@ class AcceptErrorTests(SynchronousTestCase):
 
 class EagerPortAcceptErrorTests(AcceptErrorTests):
     """
-    The same with the worker's own port class (L{gatelayer.net.eager}),
+    The same with the worker's own port class (L{gatelayer.transports}),
     whose events are logged under its own name.
     """
 

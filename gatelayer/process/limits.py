@@ -38,8 +38,8 @@ _ACCEPT_ERRORS = {
     "ENOMEM": "the kernel is out of memory",
 }
 # Twisted's tcp.Port logs under its class's name: the worker's ports are
-# gatelayer.net.eager's subclass of it (other code may still use tcp.Port).
-_PORT_NAMESPACES = frozenset(("twisted.internet.tcp.Port", "gatelayer.net.eager._EagerPort"))
+# gatelayer.transports's subclass of it (other code may still use tcp.Port).
+_PORT_NAMESPACES = frozenset(("twisted.internet.tcp.Port", "gatelayer.transports._EagerPort"))
 
 
 def accept_event(event):

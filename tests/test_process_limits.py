@@ -17,6 +17,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from gatelayer.transports import _EagerPort
 from gatelayer.process.limits import (
     ACCEPT_BACKOFF, AcceptErrorFilter, ConnectionLimits, LimitedFactory, ThrottledWarning,
 )
@@ -419,6 +420,8 @@ class AcceptErrorTests(SynchronousTestCase):
     the log is not flooded.
     """
 
+    port_class = tcp.Port
+
     def setUp(self):
         """
         Limits on a memory reactor and the worker's log filter on the global publisher.
@@ -437,7 +440,7 @@ class AcceptErrorTests(SynchronousTestCase):
         A real tcp.Port on the memory reactor whose socket's accept gives
         C{outcomes}, paused and resumed by the limits.
         """
-        port = tcp.Port(0, Recorder(), reactor=self.reactor)
+        port = self.port_class(0, Recorder(), reactor=self.reactor)
         port.socket = FakeListener(outcomes)
         port.fileno = port.socket.fileno
         port.numberAccepts = 100
@@ -556,3 +559,12 @@ class AcceptErrorTests(SynchronousTestCase):
         event = {"log_namespace": "twisted.internet.tcp.Port", "acceptError": "EMFILE"}
         unbound(event)
         self.assertEqual(passed, [event])
+
+
+class EagerPortAcceptErrorTests(AcceptErrorTests):
+    """
+    The same with the worker's own port class (L{gatelayer.transports}),
+    whose events are logged under its own name.
+    """
+
+    port_class = _EagerPort

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from gatelayer.l4.clienthello import ClientHelloError, ClientHelloReader
 from gatelayer.l4.proxyproto import ProxyHeaderError, ProxyHeaderReader, encode_v1, encode_v2
-from gatelayer.net.eager import connect_tcp
+from gatelayer.transports import connect_tcp
 from gatelayer.upstream.state import log_server_failure
 
 __all__ = ["ClientRelay"]

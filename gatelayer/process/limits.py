@@ -37,7 +37,9 @@ _ACCEPT_ERRORS = {
     "ENOBUFS": "the kernel is out of buffers",
     "ENOMEM": "the kernel is out of memory",
 }
-_PORT_NAMESPACE = "twisted.internet.tcp.Port"
+# Twisted's tcp.Port logs under its class's name: the worker's ports are
+# gatelayer.transports's subclass of it (other code may still use tcp.Port).
+_PORT_NAMESPACES = frozenset(("twisted.internet.tcp.Port", "gatelayer.transports._EagerPort"))
 
 
 def accept_event(event):
@@ -51,7 +53,7 @@ def accept_event(event):
         connection it closed unanswered, C{("quiet", None)} for its other
         recovery chatter, L{None} for any other event.
     """
-    if event.get("log_namespace") != _PORT_NAMESPACE:
+    if event.get("log_namespace") not in _PORT_NAMESPACES:
         return None
     error = event.get("acceptError")
     if error is not None:

@@ -25,7 +25,7 @@ from gatelayer.http.factory import GatewayHTTPFactory
 from gatelayer.http.gateway import Gateway
 from gatelayer.http.proxy import UpstreamTerminal
 from gatelayer.l4.listener import L4Listener, L4Settings, l4_heartbeat
-from gatelayer.net.eager import adopt_stream_port
+from gatelayer.transports import adopt_stream_port
 from gatelayer.observe.accesslog import AccessLog
 from gatelayer.process.control import Drain, Heartbeat, heartbeat_interval
 from gatelayer.process.limits import ConnectionLimits

@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.protocol import ClientFactory
 from zope.interface import implementer
 
-from gatelayer.net.eager import connect_tcp
+from gatelayer.transports import connect_tcp
 from gatelayer.upstream.client import (
     HTTP11UpstreamConnection,
     IConnectionOwner,

@@ -1,5 +1,5 @@
 """
-Transports that send at once (L{gatelayer.net.eager}), on real loopback
+Transports that send at once (L{gatelayer.transports}), on real loopback
 sockets with the real reactor: bytes leave without the reactor when the
 socket takes them, what it refuses is buffered behind them in order, a
 producer is paused and resumed as with Twisted's own transports, and a
@@ -16,7 +16,7 @@ from twisted.internet.testing import MemoryReactor
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from gatelayer.net.eager import EagerClient, EagerServer, adopt_stream_port, connect_tcp, supported
+from gatelayer.transports import EagerClient, EagerServer, adopt_stream_port, connect_tcp, supported
 from gatelayer.testing.waiting import wait_until
 
 
@@ -208,6 +208,10 @@ class FallbackTests(SynchronousTestCase):
     """
 
     def test_memory_reactor(self):
+        """
+        A memory reactor's adoptStreamPort and connectTCP are called with
+        the same arguments; the real reactor is supported.
+        """
         memory = MemoryReactor()
         self.assertFalse(supported(memory))
         self.assertTrue(supported(reactor))

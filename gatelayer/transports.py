@@ -104,6 +104,8 @@ class EagerClient(_SendsAtOnce, tcp.Client):
 
 
 class _EagerPort(tcp.Port):
+    # Its log events (accept failures, EMFILE recovery) are named after this
+    # class: gatelayer.process.limits recognises them by that name.
     transport = EagerServer
 
 

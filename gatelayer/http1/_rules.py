@@ -16,9 +16,8 @@ from typing import Optional
 from attrs import frozen
 
 __all__ = [
-    "TOKEN", "VALUE", "TOKEN_BYTES", "VALUE_BYTES", "FIELD_LINE", "CHUNK_SIZE",
-    "MAX_CONTENT_LENGTH_DIGITS", "FramingError", "BadRequest", "BadResponse", "Limits", "REQUEST",
-    "RESPONSE", "STRICTNESS",
+    "TOKEN", "VALUE", "FIELD_LINE", "CHUNK_SIZE", "MAX_CONTENT_LENGTH_DIGITS",
+    "FramingError", "BadRequest", "BadResponse", "Limits", "REQUEST", "RESPONSE", "STRICTNESS",
     "valid_field",
 ]
 
@@ -27,14 +26,6 @@ TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 #: A field value: visible characters, spaces, tabs and obs-text; no NUL, CR,
 #: LF or other control character.
 VALUE = rb"[\t\x20-\x7e\x80-\xff]*"
-#: The bytes of L{TOKEN} and of L{VALUE}, for the head parsers' checks
-#: without a regular expression: C{data.translate(None, TOKEN_BYTES)} is
-#: empty when every byte of C{data} may be in a token. On PyPy a regular
-#: expression runs as several compiled loops called one from another, each
-#: call allocating a frame (10 KB for a response head); C{translate} is one
-#: call.
-TOKEN_BYTES = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-VALUE_BYTES = b"\t" + bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100))
 #: One C{name: value} line without its CRLF: the colon right after the name
 #: (no whitespace before it), no obs-fold continuation.
 FIELD_LINE = re.compile(TOKEN + rb":" + VALUE)

@@ -17,8 +17,7 @@ from collections import namedtuple
 from twisted.web.http_headers import Headers
 
 from gatelayer.http1._rules import (
-    MAX_CONTENT_LENGTH_DIGITS, REQUEST, TOKEN, TOKEN_BYTES, VALUE, VALUE_BYTES, BadRequest,
-    BadResponse,
+    MAX_CONTENT_LENGTH_DIGITS, REQUEST, TOKEN, VALUE, BadRequest, BadResponse,
 )
 from gatelayer.http1.tokens import connection_flags, token_set
 
@@ -42,39 +41,6 @@ _NAME = re.compile(TOKEN)
 _VALUE_RE = re.compile(VALUE)
 
 _VERSIONS = {b"0": b"HTTP/1.0", b"1": b"HTTP/1.1"}
-
-# A request head is checked against the grammar above with byte operations
-# (see _rules.TOKEN_BYTES): on PyPy a regular expression runs as several
-# compiled loops, each call allocating a frame.
-_SAME = bytes(range(256))
-_TARGET_BYTES = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100))
-_METHODS = frozenset([b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"])
-_MINORS = {b"HTTP/1.0": b"0", b"HTTP/1.1": b"1"}
-
-
-def _crlf_lines(block, lines):
-    """
-    Whether C{block}, C{lines} joined by CRLF, holds field-value bytes only
-    between its CRLFs (a control byte, a bare CR or LF would be one more).
-    """
-    return len(block.translate(_SAME, VALUE_BYTES)) == 2 * len(lines) - 2
-
-
-def _request_line(line):
-    """
-    C{(method, target, minor version)} of C{line} when it is C{method SP
-    target SP HTTP/1.x} (the grammar of C{_REQUEST_LINE}), else L{None}.
-    """
-    parts = line.split(b" ")
-    if len(parts) != 3:
-        return None
-    method, target, version = parts
-    minor = _MINORS.get(version)
-    if minor is None or not target or target.translate(_SAME, _TARGET_BYTES):
-        return None
-    if method not in _METHODS and (not method or method.translate(_SAME, TOKEN_BYTES)):
-        return None
-    return method, target, minor
 
 # A Headers made without its __init__ (a Python call), its mapping filled
 # directly.
@@ -204,26 +170,23 @@ def parse_request_head(buf, end):
             raise BadRequest(431, "request header too large")
     else:
         lines = ()
-    request_line = _request_line(buf[:first])
-    if request_line is None:
+    match = _REQUEST_LINE.fullmatch(buf, 0, first)
+    if match is None:
         raise BadRequest(400, "malformed request line")
-    method, target, minor = request_line
+    method, target, minor = match.groups()
     version11 = minor == b"1"
     raw = {}
     if lines:
-        if not _crlf_lines(buf[first + 2:end], lines):
+        if _HEADER_BLOCK.fullmatch(buf, first + 2, end + 2) is None:
             raise BadRequest(400, "malformed request header")
-        # The values cannot hold CR or LF (checked above), so twisted's own
-        # sanitising (a split and a join per value) is skipped, and names
-        # are canonicalised through a small cache, which holds only names
-        # found to be tokens.
+        # The values cannot hold CR or LF (the grammar above), so twisted's
+        # own sanitising (a split and a join per value) is skipped, and
+        # names are canonicalised through a small cache.
         names = _NAMES
         for line in lines:
-            name, colon, value = line.partition(b":")
+            name, _, value = line.partition(b":")
             key = names.get(name)
-            if key is None or not colon:
-                if not colon or not name or name.translate(_SAME, TOKEN_BYTES):
-                    raise BadRequest(400, "malformed request header")
+            if key is None:
                 key = _canonical_name(name)
                 if len(names) < 1000:
                     names[name] = key
